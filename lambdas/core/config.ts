@@ -1,0 +1,197 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError } from './errors';
+
+/** A PostgreSQL identifier we are willing to quote into SQL (schema names from config). */
+const identifier = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier (letters, digits, _; max 63)');
+
+const port = z.coerce.number().int().min(1).max(65535);
+
+/**
+ * A database to connect to: a URL, or host/port/database with either a password (local use)
+ * or a Secrets Manager secret (on AWS; fetched at cold start, never put in the environment).
+ */
+export const databaseSchema = z.union([
+  z
+    .object({
+      url: z
+        .string()
+        .regex(/^postgres(ql)?:\/\/.+/, 'must be a postgres:// or postgresql:// URL'),
+      ssl: z.boolean().optional(),
+    })
+    .strict(),
+  z
+    .object({
+      host: z.string().min(1),
+      port: port.default(5432),
+      database: z.string().min(1),
+      user: z.string().min(1).optional(),
+      password: z.string().optional(),
+      secretArn: z.string().regex(/^arn:aws[a-z-]*:secretsmanager:/, 'must be a Secrets Manager ARN').optional(),
+      ssl: z.boolean().optional(),
+    })
+    .strict(),
+]);
+export type DatabaseConfig = z.infer<typeof databaseSchema>;
+
+export const TELEMETRY_STORAGE_MODES = ['auto', 'timescaledb', 'partitioned'] as const;
+export const BACKUP_MODES = ['auto', 'pg_dump', 'template', 'rds-snapshot', 'aurora-snapshot'] as const;
+
+export const DEFAULT_TENANT = {
+  id: 'default_tenant_id',
+  name: 'Default Tenant',
+  slug: 'default',
+  plan: 'ENTERPRISE',
+  status: 'ACTIVE',
+} as const;
+
+export const DEFAULT_SSM_PREFIX = '/iot-migration';
+export const DEFAULT_TELEMETRY_WINDOW_ROWS = 50_000;
+export const DEFAULT_ENTITY_WINDOW_ROWS = 10_000;
+export const DEFAULT_WORKER_CONCURRENCY = 2;
+
+/** The one schema of the migration's configuration; every field has a default but the databases. */
+export const configSchema = z
+  .object({
+    v1: databaseSchema,
+    v2: databaseSchema,
+    schemas: z
+      .object({
+        v1: identifier.default('public'),
+        v2: identifier.default('public'),
+        control: identifier.default('migration_control'),
+      })
+      .strict()
+      .default({ v1: 'public', v2: 'public', control: 'migration_control' }),
+    tenant: z
+      .object({
+        id: z.string().min(1).max(200).default(DEFAULT_TENANT.id),
+        name: z.string().min(1).max(200).default(DEFAULT_TENANT.name),
+        slug: z
+          .string()
+          .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be lower-case letters, digits and dashes')
+          .default(DEFAULT_TENANT.slug),
+        plan: z.string().min(1).max(50).default(DEFAULT_TENANT.plan),
+        status: z.string().min(1).max(50).default(DEFAULT_TENANT.status),
+      })
+      .strict()
+      .default({ ...DEFAULT_TENANT }),
+    ssmPrefix: z
+      .string()
+      .regex(/^(\/[A-Za-z0-9_.-]+)+$/, 'must look like /name or /a/b (no trailing slash)')
+      .default(DEFAULT_SSM_PREFIX),
+    telemetryStorage: z.enum(TELEMETRY_STORAGE_MODES).default('auto'),
+    backup: z
+      .object({
+        mode: z.enum(BACKUP_MODES).default('auto'),
+        /** Where pg_dump files go (local mode). */
+        directory: z.string().min(1).default('.rehearsal/backups'),
+        rdsInstanceId: z.string().min(1).optional(),
+        auroraClusterId: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({ mode: 'auto', directory: '.rehearsal/backups' }),
+    batch: z
+      .object({
+        telemetryWindowRows: z.coerce.number().int().min(100).max(5_000_000).default(DEFAULT_TELEMETRY_WINDOW_ROWS),
+        entityWindowRows: z.coerce.number().int().min(10).max(1_000_000).default(DEFAULT_ENTITY_WINDOW_ROWS),
+        concurrency: z.coerce.number().int().min(1).max(64).default(DEFAULT_WORKER_CONCURRENCY),
+        maxReceiveCount: z.coerce.number().int().min(1).max(100).default(5),
+      })
+      .strict()
+      .default({
+        telemetryWindowRows: DEFAULT_TELEMETRY_WINDOW_ROWS,
+        entityWindowRows: DEFAULT_ENTITY_WINDOW_ROWS,
+        concurrency: DEFAULT_WORKER_CONCURRENCY,
+        maxReceiveCount: 5,
+      }),
+  })
+  .strict();
+
+export type MigrationConfig = z.infer<typeof configSchema>;
+export type MigrationConfigInput = z.input<typeof configSchema>;
+
+/** Environment variables read by `loadConfig`, each defined once. */
+export const CONFIG_ENV = {
+  file: 'MIGRATION_CONFIG_FILE',
+  v1Url: 'V1_DATABASE_URL',
+  v2Url: 'V2_DATABASE_URL',
+  v1Schema: 'V1_SCHEMA',
+  v2Schema: 'V2_SCHEMA',
+  controlSchema: 'MIGRATION_CONTROL_SCHEMA',
+  ssmPrefix: 'MIGRATION_SSM_PREFIX',
+  telemetryStorage: 'MIGRATION_TELEMETRY_STORAGE',
+  tenantId: 'MIGRATION_TENANT_ID',
+  telemetryWindowRows: 'MIGRATION_TELEMETRY_WINDOW_ROWS',
+  concurrency: 'MIGRATION_CONCURRENCY',
+} as const;
+
+/** zod issues, as the field path and problem that ConfigError and InvalidInputError carry. */
+export function describeIssues(error: z.ZodError): { field: string; problem: string }[] {
+  return error.issues.map((issue) => ({
+    field: issue.path.map(String).join('.'),
+    problem: issue.message,
+  }));
+}
+
+/** Validates a configuration object; throws ConfigError naming every bad field. */
+export function parseConfig(input: unknown, source = 'configuration'): MigrationConfig {
+  const result = configSchema.safeParse(input);
+  if (!result.success) throw new ConfigError(describeIssues(result.error), source);
+  return result.data;
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    if (typeof node[key] !== 'object' || node[key] === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]] = value;
+}
+
+/**
+ * Reads the configuration from a JSON file (named by MIGRATION_CONFIG_FILE or `file`) and
+ * overlays the environment variables of CONFIG_ENV, then validates it all at once.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = env[CONFIG_ENV.file]): MigrationConfig {
+  let base: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (cause) {
+      throw new ConfigError([{ field: CONFIG_ENV.file, problem: `cannot read ${file}: ${(cause as Error).message}` }]);
+    }
+    try {
+      base = JSON.parse(text) as Record<string, unknown>;
+    } catch (cause) {
+      throw new ConfigError([{ field: file, problem: `not valid JSON: ${(cause as Error).message}` }]);
+    }
+    if (typeof base !== 'object' || base === null || Array.isArray(base)) {
+      throw new ConfigError([{ field: file, problem: 'must hold a JSON object' }]);
+    }
+  }
+  const overlay: [string, string[]][] = [
+    [CONFIG_ENV.v1Url, ['v1', 'url']],
+    [CONFIG_ENV.v2Url, ['v2', 'url']],
+    [CONFIG_ENV.v1Schema, ['schemas', 'v1']],
+    [CONFIG_ENV.v2Schema, ['schemas', 'v2']],
+    [CONFIG_ENV.controlSchema, ['schemas', 'control']],
+    [CONFIG_ENV.ssmPrefix, ['ssmPrefix']],
+    [CONFIG_ENV.telemetryStorage, ['telemetryStorage']],
+    [CONFIG_ENV.tenantId, ['tenant', 'id']],
+    [CONFIG_ENV.telemetryWindowRows, ['batch', 'telemetryWindowRows']],
+    [CONFIG_ENV.concurrency, ['batch', 'concurrency']],
+  ];
+  for (const [name, path] of overlay) {
+    const value = env[name];
+    if (value !== undefined && value !== '') {
+      if (path[1] === 'url') base[path[0]] = {};
+      setPath(base, path, value);
+    }
+  }
+  return parseConfig(base, file ? `configuration (${file} and environment)` : 'configuration (environment)');
+}

@@ -1,0 +1,142 @@
+import { Pool, type PoolClient, type PoolConfig } from 'pg';
+import type { DatabaseConfig } from './config';
+import { DatabaseConnectionError, TransientDatabaseError } from './errors';
+
+/** Credentials resolved from Secrets Manager for a `secretArn` database (see adapters/aws/secrets). */
+export interface ResolvedCredentials {
+  user: string;
+  password: string;
+  host?: string;
+  port?: number;
+  database?: string;
+}
+
+/** Quotes an identifier for SQL; only ever used with names from config or fixed lists. */
+export function ident(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** A URL or connection description with the password removed, safe to log. */
+export function describeDatabase(db: DatabaseConfig): string {
+  if ('url' in db) {
+    try {
+      const u = new URL(db.url);
+      return `${u.hostname}:${u.port || 5432}${u.pathname}`;
+    } catch {
+      return '(unparseable URL)';
+    }
+  }
+  return `${db.host}:${db.port}/${db.database}`;
+}
+
+export function poolConfig(db: DatabaseConfig, credentials?: ResolvedCredentials, max = 10): PoolConfig {
+  const common: PoolConfig = {
+    max,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+    application_name: 'iot-v2-migration',
+  };
+  if ('url' in db) {
+    return { ...common, connectionString: db.url, ssl: db.ssl ? { rejectUnauthorized: true } : undefined };
+  }
+  return {
+    ...common,
+    host: credentials?.host ?? db.host,
+    port: credentials?.port ?? db.port,
+    database: credentials?.database ?? db.database,
+    user: credentials?.user ?? db.user,
+    password: credentials?.password ?? db.password,
+    ssl: db.ssl ? { rejectUnauthorized: true } : undefined,
+  };
+}
+
+/** Explains a connection failure in words an operator can act on. */
+export function connectionFailureReason(error: unknown): string {
+  const e = error as { code?: string; message?: string };
+  switch (e.code) {
+    case 'ECONNREFUSED':
+      return 'connection refused (is PostgreSQL running on that host and port?)';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'host name not found';
+    case 'ETIMEDOUT':
+      return 'connection timed out';
+    case '28P01':
+      return 'password authentication failed';
+    case '28000':
+      return 'authentication rejected (no pg_hba.conf entry or role not allowed)';
+    case '3D000':
+      return e.message ?? 'database does not exist';
+    default:
+      return e.message ?? String(error);
+  }
+}
+
+/**
+ * Opens a pool and proves it works with one round trip, so a wrong URL, password or database
+ * fails here, at once, with a DatabaseConnectionError, before anything is changed.
+ */
+export async function openPool(
+  db: DatabaseConfig,
+  target: string,
+  options: { credentials?: ResolvedCredentials; max?: number } = {},
+): Promise<Pool> {
+  const pool = new Pool(poolConfig(db, options.credentials, options.max));
+  // An idle client that loses its connection must not crash the process.
+  pool.on('error', () => undefined);
+  try {
+    const client = await pool.connect();
+    client.release();
+  } catch (cause) {
+    await pool.end().catch(() => undefined);
+    throw new DatabaseConnectionError(`${target} (${describeDatabase(db)})`, connectionFailureReason(cause), {
+      cause,
+    });
+  }
+  return pool;
+}
+
+/** SQLSTATEs worth retrying: lock not available, serialization failure, deadlock, connection loss. */
+const TRANSIENT_CODES = new Set(['55P03', '40001', '40P01', '57P01', '08006', '08003', '08000']);
+
+export function isTransient(error: unknown): boolean {
+  const code = (error as { code?: string }).code;
+  return (code !== undefined && TRANSIENT_CODES.has(code)) || error instanceof TransientDatabaseError;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs `fn` in one transaction on a pooled client; transient failures (lock timeouts,
+ * serialization failures, deadlocks) are retried with jittered exponential backoff.
+ */
+export async function withTransaction<T>(
+  pool: Pool,
+  fn: (client: PoolClient) => Promise<T>,
+  options: { attempts?: number; isolation?: 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE' } = {},
+): Promise<T> {
+  const attempts = options.attempts ?? 5;
+  for (let attempt = 1; ; attempt++) {
+    const client = await pool.connect();
+    let broken = false;
+    try {
+      await client.query(options.isolation ? `BEGIN ISOLATION LEVEL ${options.isolation}` : 'BEGIN');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch {
+        broken = true;
+      }
+      if (attempt < attempts && isTransient(error)) {
+        await sleep(Math.random() * Math.min(2000, 50 * 2 ** attempt));
+        continue;
+      }
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+}

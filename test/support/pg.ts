@@ -1,0 +1,73 @@
+import { randomBytes } from 'node:crypto';
+import { Client, Pool } from 'pg';
+
+/** The embedded server started by global setup. */
+export function testServer(): { port: number; user: string; password: string } {
+  const port = Number(process.env.TEST_PG_PORT);
+  if (!port) throw new Error('TEST_PG_PORT is not set: run the tests through jest (global setup starts PostgreSQL)');
+  return { port, user: process.env.TEST_PG_USER ?? 'postgres', password: process.env.TEST_PG_PASSWORD ?? '' };
+}
+
+export function testUrl(database: string): string {
+  const { port, user, password } = testServer();
+  return `postgres://${user}:${password}@127.0.0.1:${port}/${database}`;
+}
+
+async function admin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+  const client = new Client({ connectionString: testUrl('postgres') });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+export interface TestDatabases {
+  v1Url: string;
+  v2Url: string;
+  v1Name: string;
+  v2Name: string;
+  /** Pools the suite can use freely; closed by drop(). */
+  v1: Pool;
+  v2: Pool;
+  drop(): Promise<void>;
+}
+
+/** Creates a fresh, empty V1 and V2 database pair for one suite. */
+export async function freshDatabases(prefix = 't'): Promise<TestDatabases> {
+  const id = randomBytes(4).toString('hex');
+  const v1Name = `${prefix}_${id}_v1`;
+  const v2Name = `${prefix}_${id}_v2`;
+  await admin(async (c) => {
+    await c.query(`CREATE DATABASE "${v1Name}"`);
+    await c.query(`CREATE DATABASE "${v2Name}"`);
+  });
+  const v1Url = testUrl(v1Name);
+  const v2Url = testUrl(v2Name);
+  const v1 = new Pool({ connectionString: v1Url, max: 4 });
+  const v2 = new Pool({ connectionString: v2Url, max: 4 });
+  return {
+    v1Url,
+    v2Url,
+    v1Name,
+    v2Name,
+    v1,
+    v2,
+    drop: async () => {
+      await Promise.all([v1.end(), v2.end()]);
+      await admin(async (c) => {
+        await c.query(`DROP DATABASE IF EXISTS "${v1Name}" WITH (FORCE)`);
+        await c.query(`DROP DATABASE IF EXISTS "${v2Name}" WITH (FORCE)`);
+      });
+    },
+  };
+}
+
+export async function createDatabase(name: string, template?: string): Promise<void> {
+  await admin((c) => c.query(`CREATE DATABASE "${name}"${template ? ` TEMPLATE "${template}"` : ''}`));
+}
+
+export async function dropDatabase(name: string): Promise<void> {
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+}

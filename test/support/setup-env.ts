@@ -1,0 +1,1 @@
+import '../../lambdas/core/polyfills';
