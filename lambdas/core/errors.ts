@@ -107,3 +107,24 @@ export class StorageSetupError extends MigrationError {
     super(message, details, options);
   }
 }
+
+/**
+ * A runtime switch read by the backend (traffic percentage, dual-write) is invalid, missing,
+ * or could not be fetched; the reader keeps its last good value (`kept`) and reports this.
+ */
+export class TrafficParameterError extends MigrationError {
+  constructor(
+    readonly parameter: string,
+    readonly problem: 'invalid' | 'missing' | 'fetch-failed',
+    readonly value: string | undefined,
+    readonly kept: number | boolean,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `Parameter ${parameter} is ${problem}: ${reason}; keeping ${String(kept)}`,
+      { parameter, problem, value, kept },
+      options,
+    );
+  }
+}
