@@ -16,9 +16,7 @@ const port = z.coerce.number().int().min(1).max(65535);
 export const databaseSchema = z.union([
   z
     .object({
-      url: z
-        .string()
-        .regex(/^postgres(ql)?:\/\/.+/, 'must be a postgres:// or postgresql:// URL'),
+      url: z.string().regex(/^postgres(ql)?:\/\/.+/, 'must be a postgres:// or postgresql:// URL'),
       ssl: z.boolean().optional(),
     })
     .strict(),
@@ -29,7 +27,10 @@ export const databaseSchema = z.union([
       database: z.string().min(1),
       user: z.string().min(1).optional(),
       password: z.string().optional(),
-      secretArn: z.string().regex(/^arn:aws[a-z-]*:secretsmanager:/, 'must be a Secrets Manager ARN').optional(),
+      secretArn: z
+        .string()
+        .regex(/^arn:aws[a-z-]*:secretsmanager:/, 'must be a Secrets Manager ARN')
+        .optional(),
       ssl: z.boolean().optional(),
     })
     .strict(),
@@ -95,7 +96,12 @@ export const configSchema = z
       .default({ mode: 'auto', directory: '.rehearsal/backups' }),
     batch: z
       .object({
-        telemetryWindowRows: z.coerce.number().int().min(100).max(5_000_000).default(DEFAULT_TELEMETRY_WINDOW_ROWS),
+        telemetryWindowRows: z.coerce
+          .number()
+          .int()
+          .min(100)
+          .max(5_000_000)
+          .default(DEFAULT_TELEMETRY_WINDOW_ROWS),
         entityWindowRows: z.coerce.number().int().min(10).max(1_000_000).default(DEFAULT_ENTITY_WINDOW_ROWS),
         concurrency: z.coerce.number().int().min(1).max(64).default(DEFAULT_WORKER_CONCURRENCY),
         maxReceiveCount: z.coerce.number().int().min(1).max(100).default(5),
@@ -156,14 +162,19 @@ function setPath(target: Record<string, unknown>, path: string[], value: unknown
  * Reads the configuration from a JSON file (named by MIGRATION_CONFIG_FILE or `file`) and
  * overlays the environment variables of CONFIG_ENV, then validates it all at once.
  */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = env[CONFIG_ENV.file]): MigrationConfig {
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  file = env[CONFIG_ENV.file],
+): MigrationConfig {
   let base: Record<string, unknown> = {};
   if (file) {
     let text: string;
     try {
       text = readFileSync(file, 'utf8');
     } catch (cause) {
-      throw new ConfigError([{ field: CONFIG_ENV.file, problem: `cannot read ${file}: ${(cause as Error).message}` }]);
+      throw new ConfigError([
+        { field: CONFIG_ENV.file, problem: `cannot read ${file}: ${(cause as Error).message}` },
+      ]);
     }
     try {
       base = JSON.parse(text) as Record<string, unknown>;

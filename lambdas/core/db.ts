@@ -29,12 +29,15 @@ export function describeDatabase(db: DatabaseConfig): string {
   return `${db.host}:${db.port}/${db.database}`;
 }
 
+/** The application_name of every connection this tool opens (visible in pg_stat_activity). */
+export const APPLICATION_NAME = 'iot-v2-migration';
+
 export function poolConfig(db: DatabaseConfig, credentials?: ResolvedCredentials, max = 10): PoolConfig {
   const common: PoolConfig = {
     max,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
-    application_name: 'iot-v2-migration',
+    application_name: APPLICATION_NAME,
   };
   if ('url' in db) {
     return { ...common, connectionString: db.url, ssl: db.ssl ? { rejectUnauthorized: true } : undefined };
@@ -89,7 +92,7 @@ export async function openPool(
     client.release();
   } catch (cause) {
     await pool.end().catch(() => undefined);
-    throw new DatabaseConnectionError(`${target} (${describeDatabase(db)})`, connectionFailureReason(cause), {
+    throw new DatabaseConnectionError(target, describeDatabase(db), connectionFailureReason(cause), {
       cause,
     });
   }

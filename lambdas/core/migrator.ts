@@ -53,7 +53,11 @@ const MIGRATOR_LOCK = 0x1077_0002;
  * applied file against its current text: an edited or removed file stops the run with
  * MigrationChecksumMismatchError and nothing is changed.
  */
-export async function migrate(pool: Pool, controlSchema: string, migrationSet: MigrationSet): Promise<MigrateResult> {
+export async function migrate(
+  pool: Pool,
+  controlSchema: string,
+  migrationSet: MigrationSet,
+): Promise<MigrateResult> {
   const client = await pool.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATOR_LOCK]);
@@ -98,7 +102,9 @@ export async function migrate(pool: Pool, controlSchema: string, migrationSet: M
           await client.query('COMMIT');
         } catch (cause) {
           await client.query('ROLLBACK').catch(() => undefined);
-          throw new MigrationApplyError(`${migrationSet.set}/${file.name}`, (cause as Error).message, { cause });
+          throw new MigrationApplyError(`${migrationSet.set}/${file.name}`, (cause as Error).message, {
+            cause,
+          });
         }
         result.applied.push(file.name);
       }
@@ -112,7 +118,10 @@ export async function migrate(pool: Pool, controlSchema: string, migrationSet: M
 }
 
 /** The control schema's and V2 schema's migration sets, from `sql/`. */
-export function projectMigrationSets(schemas: { v2: string; control: string }, sqlDir = SQL_DIR): MigrationSet[] {
+export function projectMigrationSets(
+  schemas: { v2: string; control: string },
+  sqlDir = SQL_DIR,
+): MigrationSet[] {
   return [
     { set: 'control', schema: schemas.control, files: readMigrationFiles(join(sqlDir, 'control')) },
     { set: 'v2', schema: schemas.v2, files: readMigrationFiles(join(sqlDir, 'v2')) },

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Pool } from 'pg';
+import { APPLICATION_NAME } from '../../lambdas/core/db';
 
 /** The embedded server started by global setup. */
 export function testServer(): { port: number; user: string; password: string } {
   const port = Number(process.env.TEST_PG_PORT);
-  if (!port) throw new Error('TEST_PG_PORT is not set: run the tests through jest (global setup starts PostgreSQL)');
+  if (!port)
+    throw new Error('TEST_PG_PORT is not set: run the tests through jest (global setup starts PostgreSQL)');
   return { port, user: process.env.TEST_PG_USER ?? 'postgres', password: process.env.TEST_PG_PASSWORD ?? '' };
 }
 
@@ -45,8 +47,10 @@ export async function freshDatabases(prefix = 't'): Promise<TestDatabases> {
   });
   const v1Url = testUrl(v1Name);
   const v2Url = testUrl(v2Name);
-  const v1 = new Pool({ connectionString: v1Url, max: 4 });
-  const v2 = new Pool({ connectionString: v2Url, max: 4 });
+  const v1 = new Pool({ connectionString: v1Url, max: 4, application_name: APPLICATION_NAME });
+  const v2 = new Pool({ connectionString: v2Url, max: 4, application_name: APPLICATION_NAME });
+  v1.on('error', () => undefined);
+  v2.on('error', () => undefined);
   return {
     v1Url,
     v2Url,

@@ -30,11 +30,16 @@ describe('migrator', () => {
     const sets = projectMigrationSets({ v2: 'mig_v2', control: 'mig_ctl' });
     const first = [];
     for (const set of sets) first.push(await migrate(dbs.v2, 'mig_ctl', set));
-    expect(first.map((r) => r.applied)).toEqual([['0001_control_schema.sql'], ['0001_multitenant_schema.sql']]);
+    expect(first.map((r) => r.applied)).toEqual([
+      ['0001_control_schema.sql'],
+      ['0001_multitenant_schema.sql'],
+    ]);
     expect(await tables('mig_v2')).toEqual(
       expect.arrayContaining(['tenants', 'users', 'device_templates', 'devices', 'alerts']),
     );
-    const history = await dbs.v2.query('SELECT migration_set, name, checksum FROM mig_ctl.schema_migrations ORDER BY 1, 2');
+    const history = await dbs.v2.query(
+      'SELECT migration_set, name, checksum FROM mig_ctl.schema_migrations ORDER BY 1, 2',
+    );
     expect(history.rows).toEqual([
       { migration_set: 'control', name: '0001_control_schema.sql', checksum: sets[0].files[0].checksum },
       { migration_set: 'v2', name: '0001_multitenant_schema.sql', checksum: sets[1].files[0].checksum },
@@ -44,7 +49,9 @@ describe('migrator', () => {
       const again = await migrate(dbs.v2, 'mig_ctl', set);
       expect(again.applied).toEqual([]);
     }
-    expect((await dbs.v2.query('SELECT count(*)::int AS n FROM mig_ctl.schema_migrations')).rows[0].n).toBe(2);
+    expect((await dbs.v2.query('SELECT count(*)::int AS n FROM mig_ctl.schema_migrations')).rows[0].n).toBe(
+      2,
+    );
   });
 
   it('refuses an edited applied file with a named error and applies nothing else', async () => {
@@ -53,7 +60,11 @@ describe('migrator', () => {
     writeFileSync(join(dir, '0001_a.sql'), 'CREATE TABLE a (x int, y int);');
     writeFileSync(join(dir, '0002_b.sql'), 'CREATE TABLE b (x int);');
 
-    const run = migrate(dbs.v2, 'edit_ctl', { set: 'edit', schema: 'edit_s', files: readMigrationFiles(dir) });
+    const run = migrate(dbs.v2, 'edit_ctl', {
+      set: 'edit',
+      schema: 'edit_s',
+      files: readMigrationFiles(dir),
+    });
     await expect(run).rejects.toThrow(MigrationChecksumMismatchError);
     await expect(run).rejects.toThrow(/edit\/0001_a\.sql/);
     expect(await tables('edit_s')).toEqual(['a']);
@@ -68,7 +79,11 @@ describe('migrator', () => {
       '0001_ok.sql': 'CREATE TABLE ok (x int);',
       '0002_bad.sql': 'CREATE TABLE half (x int); SELECT no_such_function();',
     });
-    const run = migrate(dbs.v2, 'fail_ctl', { set: 'fail', schema: 'fail_s', files: readMigrationFiles(dir) });
+    const run = migrate(dbs.v2, 'fail_ctl', {
+      set: 'fail',
+      schema: 'fail_s',
+      files: readMigrationFiles(dir),
+    });
     await expect(run).rejects.toThrow(MigrationApplyError);
     expect(await tables('fail_s')).toEqual(['ok']);
     const history = await dbs.v2.query('SELECT name FROM fail_ctl.schema_migrations');

@@ -1,0 +1,67 @@
+#!/usr/bin/env -S npx tsx
+/**
+ * `npm run seed:v1 -- --devices N --telemetry M --seed S [--url postgres://…] [--schema public]`
+ * Writes deterministic V1 data. Without --url (or V1_DATABASE_URL) it writes into a throw-away
+ * embedded PostgreSQL, which is how the generator's speed is measured.
+ */
+import { Pool } from 'pg';
+import { z } from 'zod';
+import { startLocalPostgres } from '../lambdas/adapters/local/embedded-pg';
+import { applyV1Schema, generateV1 } from '../lambdas/adapters/local/v1-generator';
+import { openPool } from '../lambdas/core/db';
+import { exitOnError, parseArgs } from './cli-args';
+
+const flags = z
+  .object({
+    devices: z.coerce.number().int().min(1).max(10_000_000).default(1000),
+    telemetry: z.coerce.number().int().min(0).max(1_000_000_000).default(100_000),
+    seed: z.coerce.number().int().min(0).default(1),
+    url: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+      .optional(),
+    schema: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]*$/, 'must be a lower-case SQL identifier')
+      .default('public'),
+    createSchema: z.boolean().default(false),
+  })
+  .strict();
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2), flags, ['createSchema']);
+  const url = args.url ?? process.env.V1_DATABASE_URL;
+  const local = url ? undefined : await startLocalPostgres();
+  let pool: Pool | undefined;
+  try {
+    if (local) {
+      await local.createDatabase('v1');
+      console.log(
+        `no --url or V1_DATABASE_URL: writing into a throw-away embedded PostgreSQL on port ${local.port}`,
+      );
+    }
+    pool = await openPool({ url: url ?? local!.url('v1') }, 'V1');
+    const exists = await pool.query('SELECT to_regclass($1) AS t', [`${args.schema}.device_data`]);
+    if (!exists.rows[0].t) {
+      if (!local && !args.createSchema) {
+        throw new Error(`V1 schema not found in ${args.schema}; pass --create-schema to create it`);
+      }
+      await applyV1Schema(pool, args.schema);
+    }
+    const result = await generateV1(pool, {
+      ...args,
+      onProgress: (n) =>
+        console.log(`  telemetry ${n.toLocaleString('en-US')} / ${args.telemetry.toLocaleString('en-US')}`),
+    });
+    console.log(
+      `generated ${result.users} users, ${result.devices} devices, ${result.telemetry} telemetry rows, ` +
+        `${result.alerts} alerts in ${result.seconds.toFixed(2)} s (${result.telemetryRowsPerSec.toLocaleString('en-US')} telemetry rows/s)`,
+    );
+    console.log(JSON.stringify(result));
+  } finally {
+    await pool?.end();
+    await local?.stop();
+  }
+}
+
+main().catch(exitOnError);

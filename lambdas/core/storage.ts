@@ -1,0 +1,210 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Pool, PoolClient } from 'pg';
+import type { MigrationConfig } from './config';
+import { ident } from './db';
+import { StorageSetupError } from './errors';
+import { SQL_DIR } from './migrator';
+
+export type TelemetryStorageKind = 'timescaledb' | 'partitioned';
+
+export interface StorageDecision {
+  kind: TelemetryStorageKind;
+  reason: string;
+}
+
+/** Whether the server can `CREATE EXTENSION timescaledb` (what pg_available_extensions reports). */
+export async function timescaleAvailable(v2: Pool): Promise<boolean> {
+  const { rows } = await v2.query(
+    "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'timescaledb'",
+  );
+  return rows.length > 0;
+}
+
+/**
+ * Chooses the telemetry storage: TimescaleDB where the extension is available, else native
+ * range partitioning; config can force either. Forcing TimescaleDB where it is missing fails.
+ */
+export function decideStorage(
+  mode: MigrationConfig['telemetryStorage'],
+  available: boolean,
+): StorageDecision {
+  if (mode === 'partitioned')
+    return { kind: 'partitioned', reason: 'forced by config (telemetryStorage=partitioned)' };
+  if (mode === 'timescaledb') {
+    if (!available) {
+      throw new StorageSetupError(
+        'telemetryStorage=timescaledb but the timescaledb extension is not available on the V2 server',
+        { mode },
+      );
+    }
+    return { kind: 'timescaledb', reason: 'forced by config (telemetryStorage=timescaledb)' };
+  }
+  return available
+    ? { kind: 'timescaledb', reason: 'timescaledb extension available' }
+    : { kind: 'partitioned', reason: 'timescaledb extension not available: native monthly range partitions' };
+}
+
+/** The DDL a storage kind runs (sql/storage/<kind>.sql), applied with search_path at the V2 schema. */
+export function storageSql(kind: TelemetryStorageKind, sqlDir = SQL_DIR): string {
+  return readFileSync(join(sqlDir, 'storage', `${kind}.sql`), 'utf8');
+}
+
+export interface StorageResult extends StorageDecision {
+  created: boolean;
+  partitionsCreated: string[];
+}
+
+/**
+ * Sets up the telemetry table once and records the choice. A second run finds the recorded
+ * choice and the table and changes nothing. The choice is never changed once recorded.
+ */
+export async function setupTelemetryStorage(
+  v2: Pool,
+  config: Pick<MigrationConfig, 'telemetryStorage' | 'schemas'>,
+  options: { isTimescaleAvailable?: (v2: Pool) => Promise<boolean>; now?: Date } = {},
+): Promise<StorageResult> {
+  const control = ident(config.schemas.control);
+  const recorded = await v2.query<{ kind: TelemetryStorageKind; reason: string }>(
+    `SELECT kind, reason FROM ${control}.telemetry_storage WHERE id = 1`,
+  );
+  if (recorded.rows.length > 0) {
+    const { kind, reason } = recorded.rows[0];
+    if (config.telemetryStorage !== 'auto' && config.telemetryStorage !== kind) {
+      throw new StorageSetupError(
+        `telemetry storage was already set up as ${kind}; config now asks for ${config.telemetryStorage}`,
+        { recorded: kind, requested: config.telemetryStorage },
+      );
+    }
+    return { kind, reason, created: false, partitionsCreated: [] };
+  }
+  const probe = options.isTimescaleAvailable ?? timescaleAvailable;
+  const decision = decideStorage(config.telemetryStorage, await probe(v2));
+  const client = await v2.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(`SET LOCAL search_path TO ${ident(config.schemas.v2)}, public`);
+    await client.query(storageSql(decision.kind));
+    await client.query(`INSERT INTO ${control}.telemetry_storage (kind, reason) VALUES ($1, $2)`, [
+      decision.kind,
+      decision.reason,
+    ]);
+    await client.query('COMMIT');
+  } catch (cause) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    if (cause instanceof StorageSetupError) throw cause;
+    throw new StorageSetupError(
+      `setting up ${decision.kind} telemetry storage failed: ${(cause as Error).message}`,
+      {
+        kind: decision.kind,
+      },
+      { cause },
+    );
+  } finally {
+    client.release();
+  }
+  const partitionsCreated =
+    decision.kind === 'partitioned'
+      ? await ensureMonthlyPartitions(v2, config.schemas.v2, monthsAhead(options.now ?? new Date(), 3))
+      : [];
+  return { ...decision, created: true, partitionsCreated };
+}
+
+/** The first day (UTC) of a timestamp's month. */
+export function monthStart(t: Date): Date {
+  return new Date(Date.UTC(t.getUTCFullYear(), t.getUTCMonth(), 1));
+}
+
+function addMonths(t: Date, n: number): Date {
+  return new Date(Date.UTC(t.getUTCFullYear(), t.getUTCMonth() + n, 1));
+}
+
+/** The current month and the next `ahead` months. */
+export function monthsAhead(now: Date, ahead: number): Date[] {
+  const first = monthStart(now);
+  return Array.from({ length: ahead + 1 }, (_, i) => addMonths(first, i));
+}
+
+export function partitionName(month: Date): string {
+  const y = String(month.getUTCFullYear()).padStart(4, '0');
+  const m = String(month.getUTCMonth() + 1).padStart(2, '0');
+  return `telemetry_p${y}${m}`;
+}
+
+/**
+ * Creates the monthly partition of each given month unless it exists. Rows of that month that
+ * already sit in the default partition are moved into the new partition in the same
+ * transaction, so creating a partition late never fails and never loses a row.
+ */
+export async function ensureMonthlyPartitions(v2: Pool, schema: string, months: Date[]): Promise<string[]> {
+  const wanted = [...new Map(months.map((m) => [partitionName(monthStart(m)), monthStart(m)])).entries()];
+  if (wanted.length === 0) return [];
+  const existing = new Set(
+    (
+      await v2.query<{ relname: string }>(
+        `SELECT c.relname FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_class p ON p.oid = i.inhparent
+           JOIN pg_namespace n ON n.oid = p.relnamespace
+          WHERE p.relname = 'telemetry' AND n.nspname = $1`,
+        [schema],
+      )
+    ).rows.map((r) => r.relname),
+  );
+  const created: string[] = [];
+  for (const [name, month] of wanted) {
+    if (existing.has(name)) continue;
+    const client = await v2.connect();
+    try {
+      await client.query('BEGIN');
+      await createPartition(client, schema, name, month, addMonths(month, 1));
+      await client.query('COMMIT');
+      created.push(name);
+    } catch (cause) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      // Another worker created it first: that is the outcome we wanted.
+      if ((cause as { code?: string }).code === '42P07') continue;
+      throw new StorageSetupError(
+        `creating telemetry partition ${name} failed: ${(cause as Error).message}`,
+        {
+          partition: name,
+        },
+        { cause },
+      );
+    } finally {
+      client.release();
+    }
+  }
+  return created;
+}
+
+async function createPartition(client: PoolClient, schema: string, name: string, from: Date, to: Date) {
+  const s = ident(schema);
+  // Serialise partition changes on this table so two workers never race the default partition.
+  await client.query(`LOCK TABLE ${s}.telemetry_default IN EXCLUSIVE MODE`);
+  const bounds = [from.toISOString(), to.toISOString()];
+  const inDefault = await client.query(
+    `SELECT 1 FROM ${s}.telemetry_default WHERE "timestamp" >= $1 AND "timestamp" < $2 LIMIT 1`,
+    bounds,
+  );
+  const exists = await client.query(`SELECT to_regclass($1) AS r`, [`${schema}.${name}`]);
+  if (exists.rows[0].r) return;
+  if (inDefault.rows.length === 0) {
+    await client.query(
+      `CREATE TABLE ${s}.${ident(name)} PARTITION OF ${s}.telemetry FOR VALUES FROM ('${bounds[0]}') TO ('${bounds[1]}')`,
+    );
+    return;
+  }
+  // Move the month's rows out of the default partition, then attach the new partition.
+  await client.query(
+    `CREATE TABLE ${s}.${ident(name)} (LIKE ${s}.telemetry INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
+  );
+  await client.query(
+    `WITH moved AS (DELETE FROM ${s}.telemetry_default WHERE "timestamp" >= $1 AND "timestamp" < $2 RETURNING *)
+     INSERT INTO ${s}.${ident(name)} SELECT * FROM moved`,
+    bounds,
+  );
+  await client.query(
+    `ALTER TABLE ${s}.telemetry ATTACH PARTITION ${s}.${ident(name)} FOR VALUES FROM ('${bounds[0]}') TO ('${bounds[1]}')`,
+  );
+}
