@@ -25,7 +25,10 @@ export class ConfigError extends MigrationError {
     readonly issues: { field: string; problem: string }[],
     source = 'configuration',
   ) {
-    super(`Invalid ${source}: ${issues.map((i) => `${i.field}: ${i.problem}`).join('; ')}`, { issues, source });
+    super(`Invalid ${source}: ${issues.map((i) => `${i.field}: ${i.problem}`).join('; ')}`, {
+      issues,
+      source,
+    });
   }
 }
 
@@ -46,10 +49,15 @@ export class InvalidInputError extends MigrationError {
 export class DatabaseConnectionError extends MigrationError {
   constructor(
     readonly target: string,
+    readonly where: string,
     readonly reason: string,
     options?: { cause?: unknown },
   ) {
-    super(`Cannot connect to the ${target} database: ${reason}`, { target, reason }, options);
+    super(
+      `Cannot connect to the ${target} database at ${where}: ${reason}`,
+      { target, where, reason },
+      options,
+    );
   }
 }
 
@@ -101,6 +109,19 @@ export class BackupError extends MigrationError {
   }
 }
 
+/** The default tenant cannot be created because another tenant already has its slug. */
+export class TenantConflictError extends MigrationError {
+  constructor(
+    readonly tenantId: string,
+    readonly slug: string,
+  ) {
+    super(`Cannot create tenant ${tenantId}: another tenant already uses the slug "${slug}"`, {
+      tenantId,
+      slug,
+    });
+  }
+}
+
 /** Telemetry storage (TimescaleDB or native partitioning) could not be set up. */
 export class StorageSetupError extends MigrationError {
   constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
@@ -126,5 +147,60 @@ export class TrafficParameterError extends MigrationError {
       { parameter, problem, value, kept },
       options,
     );
+  }
+}
+
+/** A queue message body is larger than SQS accepts (256 KiB); nothing of the call was sent. */
+export class MessageTooLargeError extends MigrationError {
+  constructor(
+    readonly oversized: { index: number; bytes: number }[],
+    readonly limitBytes: number,
+  ) {
+    super(
+      `${oversized.length} message ${oversized.length === 1 ? 'body exceeds' : 'bodies exceed'} the queue limit ` +
+        `of ${limitBytes} bytes (${oversized.map((o) => `#${o.index}: ${o.bytes} bytes`).join(', ')}); nothing was sent`,
+      { oversized, limitBytes },
+    );
+  }
+}
+
+/** One body that `QueuePort.sendAll` could not send: its index in the call, and why. */
+export interface QueueSendFailure {
+  index: number;
+  reason: string;
+  /** The SQS error code or error name, when there is one. */
+  code?: string;
+  /** Whether sending it again may succeed (throttling, a server fault) or not (a sender fault). */
+  retryable: boolean;
+}
+
+/**
+ * Some bodies could not be sent after retries; the others were sent. Sending the same bodies
+ * again is safe (delivery is at-least-once and window copies are idempotent), so the error is
+ * retryable unless one of the failures is a sender fault that another try would repeat.
+ */
+export class QueueSendError extends MigrationError {
+  override readonly retryable: boolean;
+
+  constructor(
+    readonly failures: QueueSendFailure[],
+    readonly sent: number,
+    readonly total: number,
+    queue?: string,
+  ) {
+    const shown = failures.slice(0, 10).map((f) => `#${f.index} (${f.reason})`);
+    if (failures.length > shown.length) shown.push(`… and ${failures.length - shown.length} more`);
+    super(
+      `${failures.length} of ${total} message bodies could not be sent${queue ? ` to ${queue}` : ''}: ${shown.join(', ')}`,
+      { failed: failures.length, sent, total, queue, failures },
+    );
+    this.retryable = failures.every((f) => f.retryable);
+  }
+}
+
+/** The local in-process queue was used in a state that does not allow it (started twice, stopped while awaited). */
+export class LocalQueueStateError extends MigrationError {
+  constructor(message: string, details: { queued: number; inFlight: number; running: boolean }) {
+    super(message, details);
   }
 }
