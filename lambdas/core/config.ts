@@ -102,7 +102,7 @@ export const configSchema = z
           .min(100)
           .max(5_000_000)
           .default(DEFAULT_TELEMETRY_WINDOW_ROWS),
-        entityWindowRows: z.coerce.number().int().min(10).max(1_000_000).default(DEFAULT_ENTITY_WINDOW_ROWS),
+        entityWindowRows: z.coerce.number().int().min(2).max(1_000_000).default(DEFAULT_ENTITY_WINDOW_ROWS),
         concurrency: z.coerce.number().int().min(1).max(64).default(DEFAULT_WORKER_CONCURRENCY),
         maxReceiveCount: z.coerce.number().int().min(1).max(100).default(5),
       })

@@ -204,3 +204,86 @@ export class LocalQueueStateError extends MigrationError {
     super(message, details);
   }
 }
+
+/** A queue message body is not a valid work message; it goes to the DLQ, the others carry on. */
+export class InvalidMessageError extends MigrationError {
+  constructor(
+    readonly problem: string,
+    readonly body: string,
+  ) {
+    super(`Invalid work message: ${problem}`, { problem, body: body.slice(0, 500) });
+  }
+}
+
+/** A message names a window that the control schema does not have. */
+export class WindowNotFoundError extends MigrationError {
+  constructor(readonly windowId: number) {
+    super(`Window ${windowId} does not exist in the control schema`, { windowId });
+  }
+}
+
+/** A window's rows reference parents (devices, users) that V2 does not have yet: retried later. */
+export class ParentRowsMissingError extends MigrationError {
+  override readonly retryable = true;
+  constructor(
+    readonly table: string,
+    readonly windowId: number,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `Window ${windowId} of ${table} references rows V2 does not have yet: ${reason}`,
+      { table, windowId },
+      options,
+    );
+  }
+}
+
+/** A V1 row cannot be written to V2 under the mapping; its window fails, naming the row. */
+export class UnmappableRowError extends MigrationError {
+  constructor(
+    readonly table: string,
+    readonly windowId: number,
+    readonly rowKey: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `V1 row ${rowKey} of ${table} (window ${windowId}) cannot be mapped to V2: ${reason}`,
+      {
+        table,
+        windowId,
+        rowKey,
+      },
+      options,
+    );
+  }
+}
+
+/** Copying a window failed for a reason other than the named ones above. */
+export class WindowCopyError extends MigrationError {
+  constructor(
+    readonly table: string,
+    readonly windowId: number,
+    reason: string,
+    options?: { cause?: unknown; retryable?: boolean },
+  ) {
+    super(`Copying window ${windowId} of ${table} failed: ${reason}`, { table, windowId }, options);
+    this.retryable = options?.retryable ?? false;
+  }
+  override readonly retryable: boolean;
+}
+
+/** The backfill cannot complete: windows failed for good (they are in the DLQ and named here). */
+export class BackfillFailedError extends MigrationError {
+  constructor(readonly failures: { windowId: number; table: string; error: string }[]) {
+    super(
+      `Backfill incomplete: ${failures.length} window(s) failed: ` +
+        failures
+          .slice(0, 5)
+          .map((f) => `${f.table} window ${f.windowId} (${f.error})`)
+          .join('; '),
+      { failures },
+    );
+  }
+}

@@ -1,6 +1,7 @@
 -- V2: the multi-tenant schema. Every table but tenants carries tenant_id. Applied with
 -- search_path set to the configured V2 schema. The telemetry table is created separately by
--- the storage variant chosen at prepare time (sql/storage/).
+-- the storage variant chosen at prepare time (sql/storage/). Text ids use the "C" collation
+-- (byte order), so key windows mean the same rows on V1 and V2 whatever their collations.
 CREATE TABLE tenants (
   id text PRIMARY KEY,
   name text NOT NULL,
@@ -12,7 +13,7 @@ CREATE TABLE tenants (
 );
 
 CREATE TABLE users (
-  id text PRIMARY KEY,
+  id text COLLATE "C" PRIMARY KEY,
   tenant_id text NOT NULL REFERENCES tenants(id),
   email text NOT NULL,
   name text,
@@ -35,7 +36,7 @@ CREATE TABLE device_templates (
 );
 
 CREATE TABLE devices (
-  id text PRIMARY KEY,
+  id text COLLATE "C" PRIMARY KEY,
   tenant_id text NOT NULL REFERENCES tenants(id),
   template_id text NOT NULL REFERENCES device_templates(id),
   name text NOT NULL,
@@ -50,7 +51,7 @@ CREATE TABLE devices (
 CREATE INDEX devices_tenant ON devices (tenant_id);
 
 CREATE TABLE alerts (
-  id text PRIMARY KEY,
+  id text COLLATE "C" PRIMARY KEY,
   tenant_id text NOT NULL REFERENCES tenants(id),
   device_id text NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
   severity text NOT NULL,

@@ -1,0 +1,76 @@
+import { ident } from '../../core/db';
+import { BackfillFailedError } from '../../core/errors';
+import {
+  backfillProgress,
+  planBackfill,
+  pumpBackfill,
+  type BackfillDeps,
+  type BackfillProgress,
+} from '../../core/backfill';
+import { backfillBatchHandler, type WorkerHooks } from '../../core/worker';
+import type { BatchHandler } from '../../ports/queue';
+import { LocalQueue } from './local-queue';
+
+export interface LocalBackfillOptions {
+  /** How often the driver pumps the next stage and reports progress (the state machine's Wait). */
+  pollMs?: number;
+  onProgress?: (progress: BackfillProgress) => void;
+  hooks?: WorkerHooks;
+  /** Wraps the worker, e.g. to inject faults. */
+  wrapHandler?: (handler: BatchHandler) => BatchHandler;
+  visibilityTimeoutMs?: number;
+}
+
+/**
+ * Runs the whole backfill in-process: plan, then pump stages through a LocalQueue served by the
+ * real worker at the configured concurrency, until every window is done. Throws
+ * BackfillFailedError when windows end in the DLQ.
+ */
+/** Puts windows marked queued or running, but with no message left, back to pending. */
+async function requeueOrphans(deps: BackfillDeps): Promise<number> {
+  const { rowCount } = await deps.v2.query(
+    `UPDATE ${ident(deps.config.schemas.control)}.windows SET status = 'pending' WHERE status IN ('queued', 'running')`,
+  );
+  return rowCount ?? 0;
+}
+
+export async function runBackfillLocally(
+  deps: BackfillDeps,
+  options: LocalBackfillOptions = {},
+): Promise<BackfillProgress> {
+  const queue = new LocalQueue({
+    visibilityTimeoutMs: options.visibilityTimeoutMs ?? 120_000,
+    maxReceiveCount: deps.config.batch.maxReceiveCount,
+    concurrency: deps.config.batch.concurrency,
+    retryDelayMs: 200,
+    batchSize: 1,
+  });
+  const handler = backfillBatchHandler(deps, options.hooks);
+  queue.start(options.wrapHandler ? options.wrapHandler(handler) : handler);
+  let resends = 0;
+  try {
+    await planBackfill(deps);
+    for (;;) {
+      const { progress } = await pumpBackfill({ ...deps, queue });
+      options.onProgress?.(progress);
+      if (progress.complete) return progress;
+      const stats = queue.stats();
+      if (stats.queued === 0 && stats.inFlight === 0 && stats.invocations === 0) {
+        // Nothing left to run: either the next pump enqueues a stage, or windows whose message
+        // is gone (a crash between marking and sending) are sent again, or windows failed.
+        const after = await pumpBackfill({ ...deps, queue });
+        if (after.enqueued === 0) {
+          const final = await backfillProgress(deps.v2, deps.config);
+          if (final.complete) return final;
+          const orphans = final.windowsFailed === 0 && resends < 3 ? await requeueOrphans(deps) : 0;
+          if (orphans === 0) throw new BackfillFailedError(final.failures);
+          resends++;
+        }
+        continue;
+      }
+      await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 100));
+    }
+  } finally {
+    await queue.stop();
+  }
+}

@@ -1,0 +1,66 @@
+import type { PoolClient } from 'pg';
+import { ident } from './db';
+import { MAPPINGS, type MappedTable } from './mapping';
+
+/** A window's bound: a text id, or a V1 ("timestamp", id) pair (timestamp as V1 text). */
+export interface Bound {
+  id: string;
+  ts?: string;
+}
+
+export interface WindowRow {
+  id: number;
+  table_name: MappedTable;
+  seq: number;
+  lower_bound: Bound | null;
+  upper_bound: Bound | null;
+  expected_rows: number;
+  status: 'pending' | 'queued' | 'running' | 'done' | 'failed';
+  attempts: number;
+}
+
+/**
+ * Puts a window's bounds into transaction-local settings with `set_config` (values bound as
+ * parameters), and returns the WHERE clause that selects the window's rows on V1 or V2 from
+ * those settings. The clause text comes from a fixed set of shapes, never from input.
+ */
+export async function bindWindow(
+  client: PoolClient,
+  table: MappedTable,
+  window: Pick<WindowRow, 'lower_bound' | 'upper_bound'>,
+  side: 'v1' | 'v2',
+): Promise<string> {
+  const m = MAPPINGS[table];
+  const settings: [string, string][] = [];
+  const parts: string[] = [];
+  const bound = (name: string, b: Bound, op: '>=' | '<') => {
+    if (m.windowKey === 'id') {
+      settings.push([`migration.${name}_id`, b.id]);
+      parts.push(`id COLLATE "C" ${op} current_setting('migration.${name}_id') COLLATE "C"`);
+    } else {
+      settings.push([`migration.${name}_ts`, b.ts ?? ''], [`migration.${name}_id`, b.id]);
+      const ts =
+        side === 'v1'
+          ? `current_setting('migration.${name}_ts')::timestamp`
+          : `(current_setting('migration.${name}_ts')::timestamp AT TIME ZONE 'UTC')`;
+      const key = side === 'v1' ? `("timestamp", id)` : `("timestamp", legacy_id)`;
+      // The plain timestamp conjunct lets the planner use time-led indexes for the range.
+      parts.push(`"timestamp" ${op === '>=' ? '>=' : '<='} ${ts}`);
+      parts.push(`${key} ${op} (${ts}, current_setting('migration.${name}_id')::bigint)`);
+    }
+  };
+  if (window.lower_bound) bound('lo', window.lower_bound, '>=');
+  if (window.upper_bound) bound('hi', window.upper_bound, '<');
+  if (settings.length > 0) {
+    await client.query(
+      `SELECT ${settings.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`,
+      settings.flat(),
+    );
+  }
+  return parts.length > 0 ? parts.join(' AND ') : 'TRUE';
+}
+
+/** The qualified V1 or V2 table of a mapping. */
+export function qualified(schema: string, table: string): string {
+  return `${ident(schema)}.${ident(table)}`;
+}

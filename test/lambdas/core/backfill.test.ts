@@ -1,0 +1,325 @@
+import { isDeepStrictEqual } from 'node:util';
+import { LocalQueue } from '../../../lambdas/adapters/local/local-queue';
+import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
+import {
+  backfillProgress,
+  copyWindow,
+  parseWorkMessage,
+  planBackfill,
+  pumpBackfill,
+  type BackfillDeps,
+} from '../../../lambdas/core/backfill';
+import type { MigrationConfig } from '../../../lambdas/core/config';
+import {
+  BackfillFailedError,
+  InvalidMessageError,
+  ParentRowsMissingError,
+  UnmappableRowError,
+} from '../../../lambdas/core/errors';
+import { mapRow, MAPPINGS, type MappedTable } from '../../../lambdas/core/mapping';
+import { backfillBatchHandler } from '../../../lambdas/core/worker';
+import { freshDatabases, type TestDatabases } from '../../support/pg';
+import { seedV1, testConfig } from '../../support/fixtures';
+import { prepared, v2Fingerprint } from '../../support/migration';
+
+const small = {
+  batch: { telemetryWindowRows: 2000, entityWindowRows: 7, concurrency: 2, maxReceiveCount: 3 },
+};
+
+async function setup(prefix: string, seed = 5, telemetry = 12_000) {
+  const dbs = await freshDatabases(prefix);
+  await seedV1(dbs.v1, { devices: 30, telemetry, seed });
+  const config = testConfig(dbs, small);
+  await prepared(dbs, config);
+  const deps: BackfillDeps = { v1: dbs.v1, v2: dbs.v2, config };
+  return { dbs, config, deps };
+}
+
+const TABLES: MappedTable[] = ['users', 'devices', 'telemetry', 'alerts'];
+
+async function expectExactCopy(dbs: TestDatabases, config: MigrationConfig) {
+  for (const table of TABLES) {
+    const m = MAPPINGS[table];
+    const v1Rows = (await dbs.v1.query(`SELECT * FROM ${m.v1Table}`)).rows;
+    const v2Rows = (await dbs.v2.query(`SELECT * FROM ${m.v2Table}`)).rows;
+    expect({ table, n: v2Rows.length }).toEqual({ table, n: v1Rows.length });
+    const byKey = new Map(v2Rows.map((r) => [String(r[m.v2Key]), r]));
+    expect(byKey.size).toBe(v2Rows.length); // every row exactly once
+    const mismatches: unknown[] = [];
+    for (const v1Row of v1Rows) {
+      const expected = mapRow(table, v1Row, { tenantId: config.tenant.id });
+      const actual = byKey.get(String(v1Row.id));
+      if (!actual) {
+        mismatches.push({ table, id: v1Row.id, missing: true });
+        continue;
+      }
+      for (const [column, value] of Object.entries(expected)) {
+        // Devices resolve their template by (tenant, type): checked against device_templates below.
+        if (column === 'template_id') continue;
+        if (!isDeepStrictEqual(actual[column], value))
+          mismatches.push({ table, id: v1Row.id, column, v2: actual[column], v1: value });
+      }
+    }
+    expect(mismatches).toEqual([]);
+  }
+}
+
+describe('backfill', () => {
+  let ctx: Awaited<ReturnType<typeof setup>>;
+  beforeAll(async () => {
+    ctx = await setup('backfill');
+  });
+  afterAll(() => ctx.dbs.drop());
+
+  it('plans windows once: planning again adds none', async () => {
+    const first = await planBackfill(ctx.deps);
+    expect(first.tables.telemetry.windows).toBe(6);
+    expect(first.tables.telemetry.expectedRows).toBe(12_000);
+    expect(first.tables.devices.windows).toBe(5);
+    const second = await planBackfill(ctx.deps);
+    expect(Object.values(second.tables).every((t) => t.planned === 'before')).toBe(true);
+    const n = await ctx.dbs.v2.query('SELECT count(*)::int AS n FROM migration_control.windows');
+    expect(n.rows[0].n).toBe(Object.values(first.tables).reduce((a, t) => a + t.windows, 0));
+  });
+
+  it('retries a window whose parents are not in V2 yet instead of failing it', async () => {
+    const w = await ctx.dbs.v2.query(
+      "SELECT id FROM migration_control.windows WHERE table_name = 'telemetry' ORDER BY seq LIMIT 1",
+    );
+    const error = await copyWindow(ctx.deps, Number(w.rows[0].id)).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ParentRowsMissingError);
+    expect((error as ParentRowsMissingError).retryable).toBe(true);
+    expect((await ctx.dbs.v2.query('SELECT count(*)::int AS n FROM telemetry')).rows[0].n).toBe(0);
+  });
+
+  it('copies every row exactly once with the exact mapping, stage by stage', async () => {
+    const seen: number[] = [];
+    const progress = await runBackfillLocally(ctx.deps, { onProgress: (p) => seen.push(p.windowsDone) });
+    expect(progress.complete).toBe(true);
+    expect(progress.windowsFailed).toBe(0);
+    expect(progress.rowsCopied).toBe(progress.rowsExpected);
+    expect(seen.length).toBeGreaterThan(1);
+    await expectExactCopy(ctx.dbs, ctx.config);
+    // One template per tenant and device type.
+    const templates = await ctx.dbs.v2.query(
+      'SELECT tenant_id, device_type, count(*)::int AS n FROM device_templates GROUP BY 1, 2',
+    );
+    const types = await ctx.dbs.v1.query('SELECT DISTINCT type FROM devices');
+    expect(templates.rows).toHaveLength(types.rows.length);
+    expect(templates.rows.every((r) => r.n === 1)).toBe(true);
+  });
+
+  it('leaves V2 identical when the whole backfill runs again, and when every message is delivered twice', async () => {
+    const before = await Promise.all(TABLES.map((t) => v2Fingerprint(ctx.dbs, t)));
+    await ctx.dbs.v2.query("UPDATE migration_control.windows SET status = 'pending'");
+    await runBackfillLocally(ctx.deps, {
+      wrapHandler: (handler) => async (records) => {
+        await handler(records);
+        // Redelivery: the same message again, after its window was done, and forced to redo.
+        for (const r of records) {
+          const { windowId } = parseWorkMessage(r.body);
+          await ctx.dbs.v2.query("UPDATE migration_control.windows SET status = 'queued' WHERE id = $1", [
+            windowId,
+          ]);
+        }
+        return handler(records);
+      },
+    });
+    expect(await Promise.all(TABLES.map((t) => v2Fingerprint(ctx.dbs, t)))).toEqual(before);
+    const paths = await ctx.dbs.v2.query(
+      "SELECT sum(rows_inserted)::int AS inserted FROM migration_control.windows WHERE table_name = 'telemetry'",
+    );
+    expect(paths.rows[0].inserted).toBe(0);
+  });
+
+  it('runs two workers on the same window at once without duplicating a row', async () => {
+    const w = await ctx.dbs.v2.query(
+      "SELECT id FROM migration_control.windows WHERE table_name = 'telemetry' ORDER BY seq LIMIT 1",
+    );
+    const id = Number(w.rows[0].id);
+    await ctx.dbs.v2.query(
+      'DELETE FROM telemetry WHERE legacy_id IN (SELECT legacy_id FROM telemetry ORDER BY "timestamp", legacy_id LIMIT 2000)',
+    );
+    await ctx.dbs.v2.query("UPDATE migration_control.windows SET status = 'queued' WHERE id = $1", [id]);
+    const results = await Promise.all([
+      copyWindow(ctx.deps, id),
+      copyWindow(ctx.deps, id).catch((e: Error) => e),
+    ]);
+    expect(results.some((r) => !(r instanceof Error) && r.rowsInserted === 2000)).toBe(true);
+    await expectExactCopy(ctx.dbs, ctx.config);
+  });
+});
+
+describe('backfill failures', () => {
+  let ctx: Awaited<ReturnType<typeof setup>>;
+  beforeAll(async () => {
+    ctx = await setup('backfill_fail', 9, 6000);
+  });
+  afterAll(() => ctx.dbs.drop());
+
+  it('loses nothing when a worker dies mid-window, and sends a poison message to the DLQ while the rest completes', async () => {
+    let killed = 0;
+    const queue = new LocalQueue({
+      visibilityTimeoutMs: 60_000,
+      maxReceiveCount: 3,
+      concurrency: 2,
+      retryDelayMs: 10,
+      batchSize: 5,
+    });
+    const handler = backfillBatchHandler(ctx.deps);
+    queue.start(async (records) => {
+      // Kill the V2 session of the first telemetry window while it is copying.
+      for (const r of records) {
+        let msg: { type?: string; windowId?: number } = {};
+        try {
+          msg = JSON.parse(r.body);
+        } catch {
+          // the poison message: the worker itself must cope with it
+        }
+        if (
+          killed === 0 &&
+          msg.type === 'copy-window' &&
+          typeof msg.windowId === 'number' &&
+          r.receiveCount === 1
+        ) {
+          const w = await ctx.dbs.v2.query('SELECT table_name FROM migration_control.windows WHERE id = $1', [
+            msg.windowId,
+          ]);
+          if (w.rows[0].table_name === 'telemetry') {
+            killed++;
+            const killer = setInterval(() => {
+              void ctx.dbs.v2.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'COPY%telemetry%' AND pid <> pg_backend_pid()",
+              );
+            }, 5);
+            try {
+              return await handler(records);
+            } finally {
+              clearInterval(killer);
+            }
+          }
+        }
+      }
+      return handler(records);
+    });
+    await queue.sendAll(['{"type":"copy-window","windowId":"not-a-number"}', 'garbage']);
+    await planBackfill(ctx.deps);
+    for (let i = 0; i < 200; i++) {
+      const { progress } = await pumpBackfill({ ...ctx.deps, queue });
+      if (progress.complete) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await queue.whenIdle();
+    await queue.stop();
+    expect(killed).toBe(1);
+    expect((await backfillProgress(ctx.dbs.v2, ctx.config)).complete).toBe(true);
+    expect(
+      queue
+        .dlq()
+        .map((d) => d.body)
+        .sort(),
+    ).toEqual(['garbage', '{"type":"copy-window","windowId":"not-a-number"}'].sort());
+    expect(queue.dlq().every((d) => d.receiveCount === 3)).toBe(true);
+    const v1n = (await ctx.dbs.v1.query('SELECT count(*)::int AS n FROM device_data')).rows[0].n;
+    expect((await v2Fingerprint(ctx.dbs, 'telemetry')).n).toBe(v1n);
+    const dupes = await ctx.dbs.v2.query('SELECT legacy_id FROM telemetry GROUP BY 1 HAVING count(*) > 1');
+    expect(dupes.rows).toEqual([]);
+  });
+
+  it('names malformed messages', () => {
+    expect(() => parseWorkMessage('garbage')).toThrow(InvalidMessageError);
+    expect(() => parseWorkMessage('{"type":"copy-window","windowId":-1}')).toThrow(/windowId/);
+    expect(() => parseWorkMessage('{"type":"copy-window","windowId":1,"rows":[1]}')).toThrow(
+      InvalidMessageError,
+    );
+  });
+});
+
+describe('backfill with concurrent writes and bad rows', () => {
+  let ctx: Awaited<ReturnType<typeof setup>>;
+  beforeAll(async () => {
+    ctx = await setup('backfill_race', 11, 4000);
+  });
+  afterAll(() => ctx.dbs.drop());
+
+  it('never overwrites rows written to both sides while it runs', async () => {
+    const tenant = ctx.config.tenant.id;
+    const user = (await ctx.dbs.v1.query('SELECT * FROM users ORDER BY id LIMIT 1')).rows[0];
+    const device = (
+      await ctx.dbs.v1.query(
+        'SELECT * FROM devices d WHERE EXISTS (SELECT 1 FROM device_data t WHERE t."deviceId" = d.id) ORDER BY id LIMIT 1',
+      )
+    ).rows[0];
+    const reading = (
+      await ctx.dbs.v1.query('SELECT * FROM device_data WHERE "deviceId" = $1 ORDER BY id LIMIT 1', [
+        device.id,
+      ])
+    ).rows[0];
+    // The backend updates V1 then V2 (dual write) before the backfill reaches these rows.
+    await ctx.dbs.v1.query(`UPDATE users SET name = 'renamed' WHERE id = $1`, [user.id]);
+    await ctx.dbs.v2.query(
+      `INSERT INTO users (id, tenant_id, email, name, password_hash, role, created_at, updated_at)
+       VALUES ($1, $2, $3, 'renamed', $4, $5, now(), now())`,
+      [user.id, tenant, user.email, user.passwordHash, user.role],
+    );
+    await ctx.dbs.v2.query(
+      `INSERT INTO device_templates (id, tenant_id, device_type, name) VALUES ('tpl_custom', $1, $2, 'custom') ON CONFLICT DO NOTHING`,
+      [tenant, device.type],
+    );
+    await ctx.dbs.v2.query(
+      `INSERT INTO devices (id, tenant_id, template_id, name, status, owner_id, updated_at)
+       VALUES ($1, $2, (SELECT id FROM device_templates WHERE tenant_id = $2 AND device_type = $3), 'newer name', 'ONLINE', NULL, now())`,
+      [device.id, tenant, device.type],
+    );
+    await ctx.dbs.v2.query(
+      `INSERT INTO telemetry (tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)
+       VALUES ($1, $2, $3::timestamp AT TIME ZONE 'UTC', '{"newer": true}', 'MQTT', 'live', 'GOOD', $4)`,
+      [tenant, reading.deviceId, reading.timestamp, reading.id],
+    );
+    await runBackfillLocally(ctx.deps);
+    expect((await ctx.dbs.v2.query('SELECT name FROM users WHERE id = $1', [user.id])).rows[0].name).toBe(
+      'renamed',
+    );
+    expect((await ctx.dbs.v2.query('SELECT name FROM devices WHERE id = $1', [device.id])).rows[0].name).toBe(
+      'newer name',
+    );
+    const t = await ctx.dbs.v2.query('SELECT metrics, source FROM telemetry WHERE legacy_id = $1', [
+      reading.id,
+    ]);
+    expect(t.rows).toEqual([{ metrics: { newer: true }, source: 'live' }]);
+    // Devices of that type use the template that already existed.
+    const tpl = await ctx.dbs.v2.query(
+      `SELECT DISTINCT d.template_id FROM devices d JOIN device_templates t ON t.id = d.template_id WHERE t.device_type = $1`,
+      [device.type],
+    );
+    expect(tpl.rows).toEqual([{ template_id: 'tpl_custom' }]);
+  });
+
+  it('fails a window loudly, naming the V1 row it cannot map', async () => {
+    const dbs = await freshDatabases('backfill_bad');
+    try {
+      await seedV1(dbs.v1, { devices: 5, telemetry: 50 });
+      await dbs.v1.query(`ALTER TYPE "UserRole" ADD VALUE 'SUPERADMIN'`);
+      await dbs.v1.query(
+        `INSERT INTO users (id, email, "passwordHash", role, "updatedAt") VALUES ('zz_bad_user', 'bad@example.com', 'h', 'SUPERADMIN', now())`,
+      );
+      const config = testConfig(dbs, { batch: { ...small.batch, maxReceiveCount: 2 } });
+      await prepared(dbs, config);
+      const failures: Error[] = [];
+      const run = runBackfillLocally(
+        { v1: dbs.v1, v2: dbs.v2, config },
+        { hooks: { onError: (_r, e) => failures.push(e) } },
+      );
+      await expect(run).rejects.toThrow(BackfillFailedError);
+      await expect(run).rejects.toThrow(/users\.id=zz_bad_user/);
+      expect(failures[0]).toBeInstanceOf(UnmappableRowError);
+      expect((failures[0] as UnmappableRowError).rowKey).toBe('users.id=zz_bad_user');
+      // The window failed as a whole: none of its rows is in V2.
+      expect(
+        (await dbs.v2.query(`SELECT count(*)::int AS n FROM users WHERE id = 'zz_bad_user'`)).rows[0].n,
+      ).toBe(0);
+    } finally {
+      await dbs.drop();
+    }
+  });
+});

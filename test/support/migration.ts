@@ -1,0 +1,29 @@
+import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
+import type { MigrationConfig } from '../../lambdas/core/config';
+import { runPrepare } from '../../lambdas/core/prepare';
+import type { TestDatabases } from './pg';
+
+/** Runs Phase 1 against a test database pair (template backup, partitioned telemetry). */
+export async function prepared(dbs: TestDatabases, config: MigrationConfig): Promise<void> {
+  await runPrepare({
+    v1: dbs.v1,
+    v2: dbs.v2,
+    config,
+    actor: 'test',
+    backup: new LocalBackup({
+      v1Url: dbs.v1Url,
+      v1Schema: config.schemas.v1,
+      mode: 'template',
+      directory: '/tmp',
+    }),
+  });
+}
+
+/** A stable fingerprint of a V2 table's content (ids of telemetry excluded: they are surrogate). */
+export async function v2Fingerprint(dbs: TestDatabases, table: string): Promise<{ n: number; h: string }> {
+  const sql =
+    table === 'telemetry'
+      ? `SELECT count(*)::int AS n, md5(string_agg(row(tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)::text, '|' ORDER BY legacy_id)) AS h FROM telemetry`
+      : `SELECT count(*)::int AS n, md5(string_agg(t::text, '|' ORDER BY id)) AS h FROM ${table} t`;
+  return (await dbs.v2.query(sql)).rows[0];
+}
