@@ -37,14 +37,14 @@ const control = (config: MigrationConfig) => ident(config.schemas.control);
 // ---------------------------------------------------------------------------------------------
 // Messages
 
-/** A work message names a window, never carries rows. */
+/** A work message names a window (or a verification slice), never carries rows. */
 export const workMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('copy-window'), windowId: z.number().int().positive() }).strict(),
   z
     .object({
-      type: z.literal('verify-window'),
-      windowId: z.number().int().positive(),
+      type: z.literal('verify-slice'),
       runId: z.number().int().positive(),
+      sliceId: z.number().int().positive(),
     })
     .strict(),
 ]);
@@ -353,7 +353,7 @@ async function loadWindow(v2: Pool, config: MigrationConfig, windowId: number): 
 const sqlState = (e: unknown) => (e as { code?: string }).code ?? '';
 
 /** Streams the window's mapped V1 rows into `target` on V2 with COPY; returns the row count. */
-async function streamWindow(
+export async function streamWindow(
   v1Client: PoolClient,
   v2Client: PoolClient,
   config: MigrationConfig,
@@ -380,7 +380,7 @@ async function streamWindow(
 }
 
 /** Column definitions of a staging table for a mapped table (V2 types, plus extras). */
-function stagingColumns(table: MappedTable): string {
+export function stagingColumns(table: MappedTable): string {
   const types: Record<string, string> = {
     tenant_id: 'text',
     attributes: 'jsonb',
@@ -398,20 +398,47 @@ function stagingColumns(table: MappedTable): string {
     .join(', ');
 }
 
-/** INSERT … SELECT from staging into the V2 table, idempotently (conflicts keep V2's row). */
-function insertFromStaging(config: MigrationConfig, table: MappedTable, extraWhere = ''): string {
+/**
+ * INSERT … SELECT from staging into the V2 table. The backfill keeps a row V2 already has
+ * (`nothing`: a dual write is newer than the backfill's read); repair overwrites it with V1
+ * (`update`: V1 is the source of truth).
+ */
+export function insertFromStaging(
+  config: MigrationConfig,
+  table: MappedTable,
+  extraWhere = '',
+  onConflict: 'nothing' | 'update' = 'nothing',
+): string {
   const m = MAPPINGS[table];
   const target = qualified(config.schemas.v2, m.v2Table);
   const cols = m.columns.map((c) => ident(c.v2));
+  const written = table === 'devices' ? [...cols, 'template_id'] : cols;
+  const keyColumns = new Set(m.conflict.replace(/[()"\s]/g, '').split(','));
+  const action =
+    onConflict === 'nothing'
+      ? 'DO NOTHING'
+      : `DO UPDATE SET ${written
+          .filter((c) => !keyColumns.has(c.replace(/"/g, '')))
+          .map((c) => `${c} = EXCLUDED.${c}`)
+          .join(', ')}`;
+  const where = extraWhere ? `WHERE ${extraWhere}` : '';
   if (table === 'devices') {
-    return `INSERT INTO ${target} (${[...cols, 'template_id'].join(', ')})
+    return `INSERT INTO ${target} (${written.join(', ')})
             SELECT ${cols.map((c) => `s.${c}`).join(', ')}, t.id FROM pg_temp.stage s
               JOIN ${qualified(config.schemas.v2, 'device_templates')} t ON t.tenant_id = s.tenant_id AND t.device_type = s.type
-             ${extraWhere ? `WHERE ${extraWhere}` : ''}
-            ON CONFLICT ${m.conflict} DO NOTHING`;
+             ${where}
+            ON CONFLICT ${m.conflict} ${action}`;
   }
   return `INSERT INTO ${target} (${cols.join(', ')}) SELECT ${cols.join(', ')} FROM pg_temp.stage s
-           ${extraWhere ? `WHERE ${extraWhere}` : ''} ON CONFLICT ${m.conflict} DO NOTHING`;
+           ${where} ON CONFLICT ${m.conflict} ${action}`;
+}
+
+/** Creates the default template of every device type in the staged devices (once per tenant and type). */
+export function insertTemplatesFromStaging(config: MigrationConfig): string {
+  return `INSERT INTO ${qualified(config.schemas.v2, 'device_templates')} (id, tenant_id, device_type, name, description)
+          SELECT DISTINCT ${TEMPLATE_ID_SQL('s.tenant_id', 's.type')}, s.tenant_id, s.type, s.type, 'Default template created by the V1 migration'
+            FROM pg_temp.stage s
+          ON CONFLICT DO NOTHING`;
 }
 
 /**
@@ -499,14 +526,7 @@ export async function copyWindow(
       } else {
         await v2Client.query(`CREATE TEMP TABLE stage (${stagingColumns(table)}) ON COMMIT DROP`);
         rowsCopied = await streamWindow(v1Client, v2Client, config, window, 'pg_temp.stage');
-        if (table === 'devices') {
-          await v2Client.query(
-            `INSERT INTO ${qualified(config.schemas.v2, 'device_templates')} (id, tenant_id, device_type, name, description)
-             SELECT DISTINCT ${TEMPLATE_ID_SQL('s.tenant_id', 's.type')}, s.tenant_id, s.type, s.type, 'Default template created by the V1 migration'
-               FROM pg_temp.stage s
-             ON CONFLICT DO NOTHING`,
-          );
-        }
+        if (table === 'devices') await v2Client.query(insertTemplatesFromStaging(config));
         await v2Client.query('SAVEPOINT before_insert');
         try {
           rowsInserted = (await v2Client.query(insertFromStaging(config, table))).rowCount ?? 0;
@@ -585,19 +605,4 @@ function classify(error: unknown, table: MappedTable, windowId: number): Migrati
     );
   }
   return new WindowCopyError(table, windowId, message, { cause: error });
-}
-
-/**
- * The worker: what the SQS-triggered Lambda (and the local queue) runs for each record. Bad
- * bodies and failed windows are reported per record, so one never disturbs the others.
- */
-export async function handleCopyMessage(
-  deps: BackfillDeps,
-  body: string,
-  receiveCount = 1,
-): Promise<CopyResult> {
-  const message = parseWorkMessage(body);
-  if (message.type !== 'copy-window')
-    throw new InvalidMessageError(`a backfill worker cannot handle ${message.type}`, body);
-  return copyWindow(deps, message.windowId, { receiveCount });
 }

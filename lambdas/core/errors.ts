@@ -287,3 +287,92 @@ export class BackfillFailedError extends MigrationError {
     );
   }
 }
+
+/**
+ * A database secret could not be fetched from Secrets Manager, or does not hold the RDS secret
+ * shape ({username, password, host?, port?, dbname?}). The message names the secret and the bad
+ * fields, never a value of the secret.
+ */
+export class DatabaseSecretError extends MigrationError {
+  constructor(
+    readonly secretArn: string,
+    readonly problem: string,
+    options?: { cause?: unknown; retryable?: boolean },
+  ) {
+    super(`Database secret ${secretArn} is unusable: ${problem}`, { secretArn, problem }, options);
+    this.retryable = options?.retryable ?? false;
+  }
+  override readonly retryable: boolean;
+}
+
+/**
+ * The V2 half of a dual write failed (V2 unreachable, connection lost, constraint refused,
+ * timed out). The caller's V1 write stood; a repair of the row was requested.
+ */
+export class DualWriteV2Error extends MigrationError {
+  override readonly retryable = true;
+  constructor(
+    readonly table: string,
+    readonly rowId: string,
+    readonly operation: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `Dual write of ${table} ${rowId} (${operation}) to V2 failed: ${reason}`,
+      { table, rowId, operation },
+      options,
+    );
+  }
+}
+
+/** V2 holds the row's key for another tenant, so the single-tenant sync leaves it alone. */
+export class V2TenantMismatchError extends MigrationError {
+  constructor(
+    readonly table: string,
+    readonly rowId: string,
+    readonly tenantId: string,
+  ) {
+    super(`V2 ${table} already holds ${rowId} for a tenant other than ${tenantId}; it was not changed`, {
+      table,
+      rowId,
+      tenantId,
+    });
+  }
+}
+
+/** Re-syncing one row V1 → V2 failed; the repair message is redelivered, or ends in the DLQ. */
+export class RepairRowError extends MigrationError {
+  override readonly retryable: boolean;
+  constructor(
+    readonly table: string,
+    readonly rowId: string,
+    reason: string,
+    options?: { cause?: unknown; retryable?: boolean },
+  ) {
+    super(`Repairing ${table} ${rowId} in V2 failed: ${reason}`, { table, rowId }, options);
+    this.retryable = options?.retryable ?? false;
+  }
+}
+
+/** A shadow read of V2 failed; it is reported, never thrown into the reader's caller. */
+export class ShadowReadError extends MigrationError {
+  constructor(
+    readonly table: string,
+    readonly rowId: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`Shadow read of ${table} ${rowId} from V2 failed: ${reason}`, { table, rowId }, options);
+  }
+}
+
+/** Verification found windows where V2 differs from V1 (after repair, when repair ran). */
+export class VerificationFailedError extends MigrationError {
+  constructor(
+    reason: string,
+    readonly windows: { table: string; windowId: number; v1Rows?: number; v2Rows?: number }[],
+  ) {
+    super(`Verification failed: ${reason}`, { windows: windows.slice(0, 50) });
+  }
+}

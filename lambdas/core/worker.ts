@@ -1,23 +1,44 @@
 import type { BatchHandler, QueueRecord } from '../ports/queue';
-import { handleCopyMessage, type BackfillDeps, type CopyResult } from './backfill';
+import { copyWindow, parseWorkMessage, type BackfillDeps, type CopyResult } from './backfill';
+import { verifySlice } from './verify';
+
+export type WorkResult =
+  | ({ type: 'copy-window' } & CopyResult)
+  | { type: 'verify-slice'; sliceId: number; windows: number; mismatched: number };
 
 export interface WorkerHooks {
-  onDone?: (record: QueueRecord, result: CopyResult) => void;
+  onDone?: (record: QueueRecord, result: WorkResult) => void;
   onError?: (record: QueueRecord, error: Error) => void;
 }
 
 /**
- * The backfill worker as a batch handler with SQS partial batch responses: each record is
- * handled on its own, and only the failed ones are reported back for redelivery, so a bad
- * message never disturbs the others of its batch.
+ * What the SQS-triggered worker (and the local queue) runs for one record: a window to copy,
+ * or a verification slice to check. A bad body gets InvalidMessageError.
  */
-export function backfillBatchHandler(deps: BackfillDeps, hooks: WorkerHooks = {}): BatchHandler {
+export async function handleWorkMessage(
+  deps: BackfillDeps,
+  body: string,
+  receiveCount = 1,
+): Promise<WorkResult> {
+  const message = parseWorkMessage(body);
+  if (message.type === 'copy-window') {
+    return { type: 'copy-window', ...(await copyWindow(deps, message.windowId, { receiveCount })) };
+  }
+  return { type: 'verify-slice', sliceId: message.sliceId, ...(await verifySlice(deps, message.sliceId)) };
+}
+
+/**
+ * The worker as a batch handler with SQS partial batch responses: each record is handled on
+ * its own, and only the failed ones are reported back for redelivery, so a bad message never
+ * disturbs the others of its batch.
+ */
+export function workerBatchHandler(deps: BackfillDeps, hooks: WorkerHooks = {}): BatchHandler {
   return async (records) => {
     const batchItemFailures: { itemIdentifier: string }[] = [];
     for (const record of records) {
       try {
-        // Not `onDone?.(record, await …)`: an absent hook would skip evaluating the copy itself.
-        const result = await handleCopyMessage(deps, record.body, record.receiveCount);
+        // Not `onDone?.(record, await …)`: an absent hook would skip evaluating the work itself.
+        const result = await handleWorkMessage(deps, record.body, record.receiveCount);
         hooks.onDone?.(record, result);
       } catch (error) {
         batchItemFailures.push({ itemIdentifier: record.messageId });

@@ -7,7 +7,7 @@ import {
   type BackfillDeps,
   type BackfillProgress,
 } from '../../core/backfill';
-import { backfillBatchHandler, type WorkerHooks } from '../../core/worker';
+import { workerBatchHandler, type WorkerHooks } from '../../core/worker';
 import type { BatchHandler } from '../../ports/queue';
 import { LocalQueue } from './local-queue';
 
@@ -45,7 +45,7 @@ export async function runBackfillLocally(
     retryDelayMs: 200,
     batchSize: 1,
   });
-  const handler = backfillBatchHandler(deps, options.hooks);
+  const handler = workerBatchHandler(deps, options.hooks);
   queue.start(options.wrapHandler ? options.wrapHandler(handler) : handler);
   let resends = 0;
   try {

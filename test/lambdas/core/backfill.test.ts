@@ -17,7 +17,7 @@ import {
   UnmappableRowError,
 } from '../../../lambdas/core/errors';
 import { mapRow, MAPPINGS, type MappedTable } from '../../../lambdas/core/mapping';
-import { backfillBatchHandler } from '../../../lambdas/core/worker';
+import { workerBatchHandler } from '../../../lambdas/core/worker';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { prepared, v2Fingerprint } from '../../support/migration';
@@ -117,9 +117,10 @@ describe('backfill', () => {
         await handler(records);
         // Redelivery: the same message again, after its window was done, and forced to redo.
         for (const r of records) {
-          const { windowId } = parseWorkMessage(r.body);
+          const message = parseWorkMessage(r.body);
+          if (message.type !== 'copy-window') throw new Error(`unexpected ${r.body}`);
           await ctx.dbs.v2.query("UPDATE migration_control.windows SET status = 'queued' WHERE id = $1", [
-            windowId,
+            message.windowId,
           ]);
         }
         return handler(records);
@@ -166,7 +167,7 @@ describe('backfill failures', () => {
       retryDelayMs: 10,
       batchSize: 5,
     });
-    const handler = backfillBatchHandler(ctx.deps);
+    const handler = workerBatchHandler(ctx.deps);
     queue.start(async (records) => {
       // Kill the V2 session of the first telemetry window while it is copying.
       for (const r of records) {

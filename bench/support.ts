@@ -1,0 +1,63 @@
+import { Pool } from 'pg';
+import { startLocalPostgres, type LocalPostgres } from '../lambdas/adapters/local/embedded-pg';
+import { LocalBackup } from '../lambdas/adapters/local/pg-backup';
+import { applyV1Schema, generateV1 } from '../lambdas/adapters/local/v1-generator';
+import { parseConfig, type MigrationConfig, type MigrationConfigInput } from '../lambdas/core/config';
+import { APPLICATION_NAME } from '../lambdas/core/db';
+import { runPrepare } from '../lambdas/core/prepare';
+
+export interface BenchEnv {
+  pg: LocalPostgres;
+  v1: Pool;
+  v2: Pool;
+  config: MigrationConfig;
+  close(): Promise<void>;
+}
+
+export const seconds = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e9;
+export const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
+
+/**
+ * A throw-away embedded PostgreSQL with a generated V1 of `rows` telemetry rows and a prepared
+ * V2 (Phase 1 done), as every benchmark starts from.
+ */
+export async function benchEnv(
+  rows: number,
+  options: { devices?: number; seed?: number; config?: Partial<MigrationConfigInput> } = {},
+): Promise<BenchEnv> {
+  const pg = await startLocalPostgres();
+  await pg.createDatabase('v1');
+  await pg.createDatabase('v2');
+  const v1 = new Pool({ connectionString: pg.url('v1'), max: 8, application_name: APPLICATION_NAME });
+  const v2 = new Pool({ connectionString: pg.url('v2'), max: 8, application_name: APPLICATION_NAME });
+  v1.on('error', () => undefined);
+  v2.on('error', () => undefined);
+  await applyV1Schema(v1);
+  const generated = await generateV1(v1, {
+    devices: options.devices ?? 1000,
+    telemetry: rows,
+    seed: options.seed ?? 1,
+  });
+  log(
+    `V1 generated: ${rows.toLocaleString('en-US')} telemetry rows at ${generated.telemetryRowsPerSec.toLocaleString('en-US')} rows/s`,
+  );
+  const config = parseConfig({ v1: { url: pg.url('v1') }, v2: { url: pg.url('v2') }, ...options.config });
+  await runPrepare({
+    v1,
+    v2,
+    config,
+    actor: 'bench',
+    backup: new LocalBackup({ v1Url: pg.url('v1'), v1Schema: 'public', mode: 'template', directory: '/tmp' }),
+  });
+  await v1.query('VACUUM ANALYZE');
+  return {
+    pg,
+    v1,
+    v2,
+    config,
+    close: async () => {
+      await Promise.all([v1.end(), v2.end()]);
+      await pg.stop();
+    },
+  };
+}

@@ -1,0 +1,78 @@
+import {
+  buildReport,
+  finishVerification,
+  repairRun,
+  startVerification,
+  verificationProgress,
+  type VerificationReport,
+  type VerifyDeps,
+} from '../../core/verify';
+import { VerificationFailedError } from '../../core/errors';
+import { workerBatchHandler, type WorkerHooks } from '../../core/worker';
+import type { BatchHandler } from '../../ports/queue';
+import { LocalQueue } from './local-queue';
+
+export interface LocalVerifyOptions {
+  since?: Date;
+  /** Rows per table deep-compared column by column (default 100). */
+  sampleSize?: number;
+  /** Re-copy mismatched windows and check them again (default true). */
+  repair?: boolean;
+  maxRepairAttempts?: number;
+  pollMs?: number;
+  hooks?: WorkerHooks;
+  wrapHandler?: (handler: BatchHandler) => BatchHandler;
+  onProgress?: (p: {
+    slicesDone: number;
+    slices: number;
+    windowsChecked: number;
+    windowsMismatched: number;
+  }) => void;
+}
+
+/**
+ * Phase 3 in-process: slices fanned out through a LocalQueue to the real worker at the
+ * configured concurrency, then the report (mismatches explained row by row, a sample compared
+ * column by column), then repair of mismatched windows and re-verification.
+ */
+export async function runVerificationLocally(
+  deps: VerifyDeps,
+  options: LocalVerifyOptions = {},
+): Promise<VerificationReport> {
+  const queue = new LocalQueue({
+    visibilityTimeoutMs: 300_000,
+    maxReceiveCount: deps.config.batch.maxReceiveCount,
+    concurrency: deps.config.batch.concurrency,
+    retryDelayMs: 200,
+    batchSize: 1,
+  });
+  const handler = workerBatchHandler(deps, options.hooks);
+  queue.start(options.wrapHandler ? options.wrapHandler(handler) : handler);
+  let runId: number;
+  try {
+    ({ runId } = await startVerification({ ...deps, queue }, { since: options.since }));
+    for (;;) {
+      const progress = await verificationProgress(deps.v2, deps.config, runId);
+      options.onProgress?.(progress);
+      if (progress.complete) break;
+      const stats = queue.stats();
+      if (stats.queued === 0 && stats.inFlight === 0 && stats.invocations === 0) {
+        const failed = queue.dlq();
+        throw new VerificationFailedError(
+          `${failed.length} verification slice(s) could not be checked: ${failed.map((f) => String(f.lastError)).join('; ')}`,
+          [],
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 50));
+    }
+  } finally {
+    await queue.stop();
+  }
+  const sampleSize = options.sampleSize ?? 100;
+  let report = await buildReport(deps, runId, { sampleSize });
+  if (!report.clean && options.repair !== false) {
+    report = await repairRun(deps, runId, { maxAttempts: options.maxRepairAttempts, sampleSize });
+  }
+  await finishVerification(deps, report);
+  return report;
+}

@@ -1,0 +1,197 @@
+import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
+import { runVerificationLocally } from '../../../lambdas/adapters/local/local-verify';
+import type { VerificationReport } from '../../../lambdas/core/verify';
+import { freshDatabases, type TestDatabases } from '../../support/pg';
+import { seedV1, testConfig } from '../../support/fixtures';
+import { prepared } from '../../support/migration';
+
+const batch = { telemetryWindowRows: 1000, entityWindowRows: 9, concurrency: 2, maxReceiveCount: 3 };
+
+async function migrated(prefix: string) {
+  const dbs = await freshDatabases(prefix);
+  await seedV1(dbs.v1, { devices: 30, telemetry: 6000, seed: 21 });
+  const config = testConfig(dbs, { batch });
+  await prepared(dbs, config);
+  const deps = { v1: dbs.v1, v2: dbs.v2, config };
+  await runBackfillLocally(deps);
+  return { dbs, config, deps };
+}
+
+/** Every difference of a report as `table key kind [columns]`. */
+function findings(report: VerificationReport): string[] {
+  return report.mismatches
+    .flatMap((m) =>
+      m.differences.map(
+        (d) =>
+          `${m.table} ${d.key} ${d.kind}${d.columns ? ` ${d.columns.map((c) => c.column).join(',')}` : ''}`,
+      ),
+    )
+    .sort();
+}
+
+const nth = async (dbs: TestDatabases, table: string, key: string, n: number) =>
+  String(
+    (await dbs.v2.query(`SELECT ${key} AS k FROM ${table} ORDER BY ${key} OFFSET $1 LIMIT 1`, [n])).rows[0].k,
+  );
+
+describe('verification', () => {
+  let ctx: Awaited<ReturnType<typeof migrated>>;
+  beforeAll(async () => {
+    ctx = await migrated('verify');
+  });
+  afterAll(() => ctx.dbs.drop());
+
+  it('finds nothing on a clean copy, whatever the sessions’ time zones and JSON key order', async () => {
+    // V2 reads instants in another zone than V1; JSON rewritten with other key order and spacing.
+    await ctx.dbs.v2.query(`ALTER DATABASE "${ctx.dbs.v2Name}" SET TimeZone = 'America/New_York'`);
+    await ctx.dbs.v1.query(`ALTER DATABASE "${ctx.dbs.v1Name}" SET TimeZone = 'Asia/Kolkata'`);
+    await ctx.dbs.v2.query(
+      `UPDATE telemetry SET metrics = '{"humidity": 50,   "temperature": 21.5}'::jsonb WHERE legacy_id = 7`,
+    );
+    await ctx.dbs.v1.query(
+      `UPDATE device_data SET data = '{"temperature":21.5,"humidity":50}'::jsonb WHERE id = 7`,
+    );
+    const report = await runVerificationLocally(ctx.deps, { sampleSize: 200, repair: false });
+    expect(findings(report)).toEqual([]);
+    expect(report.clean).toBe(true);
+    expect(report.sample.checked).toBeGreaterThan(100);
+    expect(report.tables.telemetry).toEqual({ windows: 6, mismatched: 0, v1Rows: 6000, v2Rows: 6000 });
+    const run = await ctx.dbs.v2.query(
+      'SELECT status, finished_at FROM migration_control.verification_runs WHERE id = $1',
+      [report.runId],
+    );
+    expect(run.rows[0].status).toBe('passed');
+  });
+
+  it('names every kind of discrepancy exactly, and repair fixes them all', async () => {
+    const v2 = ctx.dbs.v2;
+    const expected: string[] = [];
+    let n = 0;
+    const change = async (table: string, key: string, column: string, setSql: string) => {
+      const k = await nth(ctx.dbs, table, key, n++);
+      await v2.query(`UPDATE ${table} SET ${setSql} WHERE ${key} = $1`, [k]);
+      // A device moved to another tenant also points at a template that is not its tenant's.
+      expected.push(
+        `${table} ${k} changed ${table === 'devices' && column === 'tenant_id' ? 'tenant_id,template_id' : column}`,
+      );
+    };
+    await v2.query(
+      `INSERT INTO tenants (id, name, slug, plan, status) VALUES ('other', 'Other', 'other', 'FREE', 'ACTIVE')`,
+    );
+    await v2.query(
+      `INSERT INTO device_templates (id, tenant_id, device_type, name) VALUES ('tpl_other', 'default_tenant_id', 'not-a-v1-type', 'x')`,
+    );
+    const anotherUser = await nth(ctx.dbs, 'users', 'id', 0);
+    const anotherDevice = await nth(ctx.dbs, 'devices', 'id', 0);
+    n = 0;
+    // users (3 rows): one column each
+    await change('users', 'id', 'name', `name = coalesce(name, '') || ' changed'`);
+    await change('users', 'id', 'password_hash', `password_hash = 'changed'`);
+    await change('users', 'id', 'created_at', `created_at = created_at + interval '1 millisecond'`);
+    n = 1;
+    for (const [column, set] of [
+      ['tenant_id', `tenant_id = 'other'`],
+      ['template_id', `template_id = 'tpl_other'`],
+      ['name', `name = 'changed'`],
+      ['status', `status = 'CHANGED'`],
+      ['attributes', `attributes = attributes || '{"changed": true}'`],
+      ['metadata', `metadata = '{"migratedFrom": "v1", "originalType": "other"}'`],
+      ['owner_id', `owner_id = CASE WHEN owner_id IS NULL THEN '${anotherUser}' ELSE NULL END`],
+      ['last_seen_at', `last_seen_at = coalesce(last_seen_at, now()) + interval '1 second'`],
+      ['updated_at', `updated_at = updated_at + interval '1 day'`],
+    ]) {
+      await change('devices', 'id', column, set);
+    }
+    n = 10;
+    for (const [column, set] of [
+      ['tenant_id', `tenant_id = 'other'`],
+      [
+        'device_id',
+        `device_id = CASE WHEN device_id = '${anotherDevice}' THEN '${await nth(ctx.dbs, 'devices', 'id', 1)}' ELSE '${anotherDevice}' END`,
+      ],
+      ['timestamp', `"timestamp" = "timestamp" + interval '1 millisecond'`],
+      ['metrics', `metrics = '{"changed": 1}'`],
+      ['protocol', `protocol = 'CHANGED'`],
+      ['source', `source = 'changed'`],
+      ['quality', `quality = 'BAD'`],
+    ]) {
+      n += 700;
+      await change('telemetry', 'legacy_id', column, set);
+    }
+    n = 3;
+    for (const [column, set] of [
+      ['device_id', `device_id = '${anotherDevice}'`],
+      ['severity', `severity = 'CHANGED'`],
+      ['message', `message = message || ' (edited)'`],
+      ['status', `status = 'CHANGED'`],
+      ['created_at', `created_at = created_at - interval '5 minutes'`],
+      ['resolved_at', `resolved_at = coalesce(resolved_at, now()) + interval '1 minute'`],
+    ]) {
+      n += 7;
+      await change('alerts', 'id', column, set);
+    }
+    // A missing row, an extra row, in telemetry and alerts.
+    const gone = await nth(ctx.dbs, 'telemetry', 'legacy_id', 4321);
+    await v2.query('DELETE FROM telemetry WHERE legacy_id = $1', [gone]);
+    expected.push(`telemetry ${gone} missing`);
+    const goneAlert = await nth(ctx.dbs, 'alerts', 'id', 1);
+    await v2.query('DELETE FROM alerts WHERE id = $1', [goneAlert]);
+    expected.push(`alerts ${goneAlert} missing`);
+    await v2.query(
+      `INSERT INTO alerts (id, tenant_id, device_id, severity, message, status, created_at) VALUES ('zzzz_extra', 'default_tenant_id', $1, 'LOW', 'x', 'OPEN', now())`,
+      [anotherDevice],
+    );
+    expected.push('alerts zzzz_extra extra');
+    await v2.query(
+      `INSERT INTO telemetry (tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)
+       SELECT tenant_id, device_id, "timestamp", metrics, protocol, source, quality, 999999 FROM telemetry WHERE legacy_id = 100`,
+    );
+    expected.push('telemetry 999999 extra');
+
+    const report = await runVerificationLocally(ctx.deps, { repair: false });
+    expect(report.clean).toBe(false);
+    expect(findings(report)).toEqual(expected.sort());
+    for (const m of report.mismatches)
+      expect(m.v1Rows === m.v2Rows || m.differences.some((d) => d.kind !== 'changed')).toBe(true);
+
+    const repaired = await runVerificationLocally(ctx.deps);
+    expect(repaired.repaired.length).toBeGreaterThan(0);
+    expect(repaired.repaired.every((r) => r.clean)).toBe(true);
+    expect(repaired.clean).toBe(true);
+    const again = await runVerificationLocally(ctx.deps, { repair: false, sampleSize: 300 });
+    expect(findings(again)).toEqual([]);
+    expect(again.clean).toBe(true);
+  });
+
+  it('catches a row deleted on V1 that the backfill had already put in V2, and repair removes it', async () => {
+    // The backfill read the row, then the backend deleted it on V1 (its V2 delete found nothing
+    // yet), then the backfill wrote it: V2 holds a row V1 no longer has.
+    const row = (await ctx.dbs.v1.query('SELECT id FROM device_data ORDER BY id OFFSET 2500 LIMIT 1')).rows[0]
+      .id;
+    await ctx.dbs.v1.query('DELETE FROM device_data WHERE id = $1', [row]);
+    const report = await runVerificationLocally(ctx.deps, { repair: false });
+    expect(findings(report)).toEqual([`telemetry ${row} extra`]);
+    const repaired = await runVerificationLocally(ctx.deps);
+    expect(repaired.clean).toBe(true);
+    expect(
+      (await ctx.dbs.v2.query('SELECT count(*)::int AS n FROM telemetry WHERE legacy_id = $1', [row])).rows[0]
+        .n,
+    ).toBe(0);
+  });
+
+  it('re-verifies only the windows touched since a time', async () => {
+    const since = new Date();
+    await new Promise((r) => setTimeout(r, 20));
+    const user = (await ctx.dbs.v1.query('SELECT id FROM users ORDER BY id LIMIT 1')).rows[0].id;
+    await ctx.dbs.v1.query(
+      `UPDATE users SET name = 'touched', "updatedAt" = (now() AT TIME ZONE 'UTC') WHERE id = $1`,
+      [user],
+    );
+    const report = await runVerificationLocally(ctx.deps, { since, repair: false, sampleSize: 0 });
+    expect(report.scope).toBe('incremental');
+    // The touched users window (and each table's open last window) only.
+    const checked = Object.values(report.tables).reduce((a, t) => a + t.windows, 0);
+    expect(checked).toBeLessThanOrEqual(5);
+    expect(findings(report)).toEqual([`users ${user} changed name,updated_at`]);
+  });
+});
