@@ -1,0 +1,145 @@
+import type { Pool } from 'pg';
+import { z } from 'zod';
+import { InvalidMessageError, MigrationError, RepairRowError } from '../lambdas/core/errors';
+import type { BatchHandler, QueueRecord } from '../lambdas/ports/queue';
+import { CLIENT_TABLES, parseId, readV1Row, type ClientTable } from './v1-rows';
+import {
+  clientSettings,
+  isRetryableRowError,
+  V2RowSync,
+  type ClientSettings,
+  type ClientSettingsInput,
+} from './v2-sync';
+
+/** The type of a repair message. */
+export const REPAIR_MESSAGE_TYPE = 'repair-row';
+/** Reads of a V1 row that keeps changing under a repair before the repair gives up (and is retried). */
+export const REPAIR_MAX_ROUNDS = 5;
+
+/** A repair message names one row (V2 table, V1 id); it never carries the row itself. */
+export const repairMessageSchema = z
+  .object({
+    type: z.literal(REPAIR_MESSAGE_TYPE),
+    table: z.enum(CLIENT_TABLES),
+    id: z.string().min(1).max(1000),
+  })
+  .strict()
+  .refine((m) => m.table !== 'telemetry' || /^[0-9]{1,19}$/.test(m.id), {
+    path: ['id'],
+    message: 'a telemetry id must be a V1 device_data id (digits)',
+  });
+export type RepairMessage = z.infer<typeof repairMessageSchema>;
+
+/** The body of the repair message of one row. */
+export function repairMessage(table: ClientTable, id: string): string {
+  return JSON.stringify({ type: REPAIR_MESSAGE_TYPE, table, id } satisfies RepairMessage);
+}
+
+/** Parses a queue body; a malformed one gets InvalidMessageError (it fails only its own record). */
+export function parseRepairMessage(body: string): RepairMessage {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    throw new InvalidMessageError('body is not JSON', body);
+  }
+  const result = repairMessageSchema.safeParse(json);
+  if (!result.success) {
+    throw new InvalidMessageError(
+      result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '),
+      body,
+    );
+  }
+  return result.data;
+}
+
+/** What the repair needs: both databases, and where the rows live. */
+export interface RepairDeps extends ClientSettingsInput {
+  readonly v1: Pool;
+  readonly v2: Pool;
+}
+
+export interface RepairResult {
+  table: ClientTable;
+  id: string;
+  /** `upserted`: V2 now holds V1's row; `deleted`: V1 has no such row, so V2 has none either. */
+  action: 'upserted' | 'deleted';
+}
+
+interface Resolved {
+  settings: ClientSettings;
+  sync: V2RowSync;
+}
+// One resolved context (validated settings, template cache) per deps object.
+const resolved = new WeakMap<RepairDeps, Resolved>();
+
+function resolve(deps: RepairDeps): Resolved {
+  let r = resolved.get(deps);
+  if (!r) {
+    const settings = clientSettings(deps, 'repair worker settings');
+    r = { settings, sync: new V2RowSync(deps.v2, settings.v2Schema, settings.tenantId) };
+    resolved.set(deps, r);
+  }
+  return r;
+}
+
+/**
+ * Re-syncs one row from V1 to V2: reads V1 by id; if the row exists its newest state is upserted
+ * into V2 under the mapping (for telemetry, a V2 copy under an older timestamp is removed), and
+ * if not, V2's row is deleted. Idempotent. V1 is read again afterwards: if the row changed
+ * meanwhile the round is repeated, so a repair never leaves V2 older than a write whose own
+ * dual write it raced. Failures are RepairRowError, retryable when another try may succeed.
+ */
+export async function repairRow(deps: RepairDeps, table: ClientTable, id: string): Promise<RepairResult> {
+  const { settings, sync } = resolve(deps);
+  const key = parseId(table, id);
+  try {
+    let row = await readV1Row(deps.v1, settings.v1Schema, table, key);
+    for (let round = 1; round <= REPAIR_MAX_ROUNDS; round++) {
+      if (row) await sync.upsert(table, row, { replaceStale: true });
+      else await sync.remove(table, key);
+      const again = await readV1Row(deps.v1, settings.v1Schema, table, key);
+      if (JSON.stringify(again) === JSON.stringify(row)) {
+        return { table, id: key, action: row ? 'upserted' : 'deleted' };
+      }
+      row = again;
+    }
+  } catch (error) {
+    if (error instanceof RepairRowError) throw error;
+    const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    throw new RepairRowError(table, key, reason, {
+      cause: error,
+      retryable: !(error instanceof MigrationError) && isRetryableRowError(error),
+    });
+  }
+  throw new RepairRowError(table, key, `the V1 row changed during ${REPAIR_MAX_ROUNDS} rounds`, {
+    retryable: true,
+  });
+}
+
+export interface RepairHooks {
+  onRepaired?: (record: QueueRecord, result: RepairResult) => void;
+  onError?: (record: QueueRecord, error: Error) => void;
+}
+
+/**
+ * The repair worker as a batch handler with SQS partial batch responses: each record is
+ * repaired on its own; a bad body (InvalidMessageError) or a failed repair fails only its record.
+ */
+export function repairBatchHandler(deps: RepairDeps, hooks: RepairHooks = {}): BatchHandler {
+  resolve(deps);
+  return async (records) => {
+    const batchItemFailures: { itemIdentifier: string }[] = [];
+    for (const record of records) {
+      try {
+        const message = parseRepairMessage(record.body);
+        const result = await repairRow(deps, message.table, message.id);
+        hooks.onRepaired?.(record, result);
+      } catch (error) {
+        batchItemFailures.push({ itemIdentifier: record.messageId });
+        hooks.onError?.(record, error as Error);
+      }
+    }
+    return { batchItemFailures };
+  };
+}

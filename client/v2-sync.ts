@@ -1,0 +1,166 @@
+import type { Pool } from 'pg';
+import { z } from 'zod';
+import { configSchema, DEFAULT_TENANT, describeIssues } from '../lambdas/core/config';
+import { ident, isTransient } from '../lambdas/core/db';
+import { ConfigError, V2TenantMismatchError } from '../lambdas/core/errors';
+import { MAPPINGS, mapRow, templateIdFor, type V1Row } from '../lambdas/core/mapping';
+import type { ClientTable } from './v1-rows';
+
+/** The description of default templates, as the backfill writes it. */
+const TEMPLATE_DESCRIPTION = 'Default template created by the V1 migration';
+
+/**
+ * Writes single V1 rows to V2 under the one mapping (`mapRow`): upserts that always store the
+ * given (newest) V1 state, and deletes by key. Shared by the dual writer and the repair worker.
+ * Every identifier comes from MAPPINGS or the configured schema, quoted; every value is a
+ * parameter.
+ */
+export class V2RowSync {
+  private readonly templates = new Map<string, string>();
+  private readonly statements = new Map<string, string>();
+
+  constructor(
+    private readonly v2: Pick<Pool, 'query'>,
+    private readonly schema: string,
+    private readonly tenantId: string,
+  ) {}
+
+  private qualified(table: string): string {
+    return `${ident(this.schema)}.${ident(table)}`;
+  }
+
+  /**
+   * Upserts the mapped V1 row. With `replaceStale` (telemetry only), a V2 row of the same
+   * `legacy_id` under another timestamp (the V1 row's timestamp was changed) is deleted in
+   * the same statement.
+   */
+  async upsert(table: ClientTable, row: V1Row, options: { replaceStale: boolean }): Promise<void> {
+    const m = MAPPINGS[table];
+    const mapped = mapRow(table, row, { tenantId: this.tenantId });
+    const columns = m.columns.map((c) => c.v2);
+    const values = m.columns.map((c) => {
+      const value = mapped[c.v2];
+      if (value === undefined || value === null) return null;
+      return c.kind === 'json' ? JSON.stringify(value) : value;
+    });
+    if (table === 'devices') {
+      columns.push('template_id');
+      values.push(await this.templateFor(String(row.type)));
+    }
+    const replaceStale = options.replaceStale && table === 'telemetry';
+    try {
+      const { rowCount } = await this.v2.query(this.upsertSql(table, columns, replaceStale), values);
+      if (rowCount !== 1) {
+        throw new V2TenantMismatchError(m.v2Table, String(row.id), this.tenantId);
+      }
+    } catch (error) {
+      // A template deleted or replaced behind the cache must be resolved again next time.
+      if (table === 'devices') this.templates.delete(String(row.type));
+      throw error;
+    }
+  }
+
+  /** Deletes the V2 row of a V1 id (telemetry: every row of that `legacy_id`); returns how many. */
+  async remove(table: ClientTable, id: string): Promise<number> {
+    const m = MAPPINGS[table];
+    const { rowCount } = await this.v2.query(
+      `DELETE FROM ${this.qualified(m.v2Table)} WHERE ${ident(m.v2Key)} = $1 AND tenant_id = $2`,
+      [id, this.tenantId],
+    );
+    return rowCount ?? 0;
+  }
+
+  /** The template of (tenant, device type): the default one is created first if missing. Cached. */
+  async templateFor(type: string): Promise<string> {
+    const cached = this.templates.get(type);
+    if (cached !== undefined) return cached;
+    const templates = this.qualified('device_templates');
+    await this.v2.query(
+      `INSERT INTO ${templates} (id, tenant_id, device_type, name, description) VALUES ($1, $2, $3, $3, $4)
+       ON CONFLICT DO NOTHING`,
+      [templateIdFor(this.tenantId, type), this.tenantId, type, TEMPLATE_DESCRIPTION],
+    );
+    const { rows } = await this.v2.query<{ id: string }>(
+      `SELECT id FROM ${templates} WHERE tenant_id = $1 AND device_type = $2`,
+      [this.tenantId, type],
+    );
+    if (rows.length === 0) throw new Error(`No V2 device template for type ${JSON.stringify(type)}`);
+    this.templates.set(type, rows[0].id);
+    return rows[0].id;
+  }
+
+  private upsertSql(table: ClientTable, columns: string[], replaceStale: boolean): string {
+    const key = `${table}:${replaceStale}`;
+    const cached = this.statements.get(key);
+    if (cached !== undefined) return cached;
+    const m = MAPPINGS[table];
+    const target = this.qualified(m.v2Table);
+    const conflictColumns = m.conflict
+      .replace(/[()"]/g, '')
+      .split(',')
+      .map((c) => c.trim());
+    const updates = columns
+      .filter((c) => !conflictColumns.includes(c))
+      .map((c) => `${ident(c)} = EXCLUDED.${ident(c)}`);
+    const param = (column: string) => `$${columns.indexOf(column) + 1}`;
+    const stale = replaceStale
+      ? `WITH stale AS (DELETE FROM ${target} WHERE legacy_id = ${param('legacy_id')} AND tenant_id = ${param('tenant_id')}
+           AND "timestamp" <> ${param('timestamp')}) `
+      : '';
+    // The WHERE keeps a row of another tenant untouched (rowCount 0 then tells the caller).
+    const sql = `${stale}INSERT INTO ${target} AS target (${columns.map(ident).join(', ')})
+      VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')})
+      ON CONFLICT ${m.conflict} DO UPDATE SET ${updates.join(', ')}
+      WHERE target.tenant_id = EXCLUDED.tenant_id`;
+    this.statements.set(key, sql);
+    return sql;
+  }
+}
+
+/** Where the client reads and writes: schema names and the tenant that V1's rows belong to. */
+export interface ClientSettingsInput {
+  /**
+   * Schema names of V1 and V2.
+   * @default { v1: 'public', v2: 'public' }
+   */
+  readonly schemas?: { readonly v1?: string; readonly v2?: string };
+  /**
+   * The tenant every V1 row belongs to in V2.
+   * @default DEFAULT_TENANT.id
+   */
+  readonly tenantId?: string;
+}
+
+export interface ClientSettings {
+  v1Schema: string;
+  v2Schema: string;
+  tenantId: string;
+}
+
+const settingsSchema = z.object({
+  schemas: configSchema.shape.schemas,
+  tenantId: z.string().min(1).max(200).default(DEFAULT_TENANT.id),
+});
+
+/** Validates the schema names (SQL identifiers) and tenant id; throws ConfigError naming the field. */
+export function clientSettings(input: ClientSettingsInput, source: string): ClientSettings {
+  const parsed = settingsSchema.safeParse({
+    schemas: input.schemas === undefined ? undefined : { v1: 'public', v2: 'public', ...input.schemas },
+    tenantId: input.tenantId,
+  });
+  if (!parsed.success) throw new ConfigError(describeIssues(parsed.error), source);
+  return {
+    v1Schema: parsed.data.schemas.v1,
+    v2Schema: parsed.data.schemas.v2,
+    tenantId: parsed.data.tenantId,
+  };
+}
+
+/** Whether a failed single-row write may succeed if tried again (lost connection, missing parent, lock). */
+export function isRetryableRowError(error: unknown): boolean {
+  const e = error as { code?: string; message?: string };
+  if (isTransient(error) || e.code === '23503' || e.code === '57014') return true;
+  return /Connection terminated|ECONNRESET|ECONNREFUSED|timeout|Cannot use a pool after calling end/i.test(
+    e.message ?? '',
+  );
+}
