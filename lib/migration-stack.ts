@@ -1,0 +1,247 @@
+import { Duration, Stack, type StackProps, Token } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import type { Construct } from 'constructs';
+import { CONFIG_ENV } from '../lambdas/core/config';
+import { DEMO_DATABASE_NAME, type StackConfig } from './config';
+import { MigrationAlarms } from './constructs/alarms';
+import { BackfillPipeline } from './constructs/backfill-pipeline';
+import { MigrationDashboard } from './constructs/dashboard';
+import { DemoEnvironment } from './constructs/demo-environment';
+import type { MigrationFunction } from './constructs/migration-function';
+import { ORCHESTRATOR_ENTRY, Orchestrator } from './constructs/orchestrator';
+import { TrafficSwitch } from './constructs/traffic-switch';
+import { LAMBDA_ENV } from './runtime-contract';
+
+/**
+ * The state machines of the migration (phases, traffic steps, rollback), built by a separate
+ * construct from what the stack exposes. Only `rollback` is required by the stack: the health
+ * alarm starts it.
+ */
+export interface MigrationStateMachines {
+  readonly rollback: sfn.IStateMachine;
+  /** Every state machine, the rollback included (shown on the dashboard, for grants). */
+  readonly all: readonly sfn.IStateMachine[];
+}
+
+/** Builds the state machines in the stack, from its public members (orchestrator, queue, …). */
+export type StateMachinesFactory = (stack: MigrationStack) => MigrationStateMachines;
+
+/** Props of MigrationStack. */
+export interface MigrationStackProps extends StackProps {
+  /** The validated stack configuration (lib/config.ts). */
+  readonly config: StackConfig;
+  /**
+   * Builds the state machines; the stack routes the health alarm to their `rollback`.
+   * @default - no state machines (add them later with `addStateMachines`)
+   */
+  readonly stateMachines?: StateMachinesFactory;
+  /**
+   * The orchestrator's handler file.
+   * @default ORCHESTRATOR_ENTRY
+   */
+  readonly orchestratorEntry?: string;
+}
+
+/** A secret ARN with its 6-character suffix names exactly one secret; a partial one needs a wildcard. */
+const COMPLETE_SECRET_ARN = /-[A-Za-z0-9]{6}$/;
+
+function importSecret(scope: Construct, id: string, arn: string): secretsmanager.ISecret {
+  return COMPLETE_SECRET_ARN.test(arn)
+    ? secretsmanager.Secret.fromSecretCompleteArn(scope, id, arn)
+    : secretsmanager.Secret.fromSecretPartialArn(scope, id, arn);
+}
+
+/**
+ * The migration's AWS infrastructure, wired from one construct per concern: the backfill
+ * pipeline (queue, DLQ, worker), the traffic switch (SSM parameters), the alarms that roll
+ * traffic back, the dashboard, and (lazily) the orchestrator Lambda the state machines call.
+ */
+export class MigrationStack extends Stack {
+  public readonly config: StackConfig;
+  /** Where the Lambdas run and reach the databases. */
+  public readonly vpc: ec2.IVpc;
+  public readonly vpcSubnets: ec2.SubnetSelection;
+  public readonly securityGroups: readonly ec2.ISecurityGroup[];
+  /** The database credentials (Secrets Manager); only their ARNs reach the Lambdas. */
+  public readonly databaseSecrets: {
+    readonly v1: secretsmanager.ISecret;
+    readonly v2: secretsmanager.ISecret;
+  };
+  /** The non-secret runtime configuration every migration Lambda gets (LAMBDA_ENV, CONFIG_ENV). */
+  public readonly lambdaEnvironment: Readonly<Record<string, string>>;
+  /** Only with `demo: true`: the VPC and database the stack created. */
+  public readonly demo?: DemoEnvironment;
+  public readonly backfill: BackfillPipeline;
+  public readonly trafficSwitch: TrafficSwitch;
+  public readonly alarms: MigrationAlarms;
+  public readonly dashboard: MigrationDashboard;
+  /** What phase 1 snapshots (from config, or the demo instance). */
+  public readonly snapshot?: { readonly rdsInstanceId?: string; readonly auroraClusterId?: string };
+  /** Set once the state machines are added (props.stateMachines or addStateMachines). */
+  public stateMachines?: MigrationStateMachines;
+
+  private readonly orchestratorEntry: string;
+  private orchestratorConstruct?: Orchestrator;
+
+  constructor(scope: Construct, id: string, props: MigrationStackProps) {
+    super(scope, id, props);
+    const config = props.config;
+    this.config = config;
+    this.orchestratorEntry = props.orchestratorEntry ?? ORCHESTRATOR_ENTRY;
+
+    let endpoints: { v1: Endpoint; v2: Endpoint };
+    let v2RdsInstanceId: string | undefined;
+    let snapshot = config.snapshot;
+    if (config.demo) {
+      const demo = new DemoEnvironment(this, 'Demo');
+      this.demo = demo;
+      this.vpc = demo.vpc;
+      this.vpcSubnets = demo.subnets;
+      this.securityGroups = [demo.lambdaSecurityGroup];
+      this.databaseSecrets = { v1: demo.secret, v2: demo.secret };
+      const endpoint: Endpoint = {
+        host: demo.database.dbInstanceEndpointAddress,
+        port: demo.database.dbInstanceEndpointPort,
+        database: DEMO_DATABASE_NAME,
+        secretArn: demo.secret.secretArn,
+      };
+      endpoints = { v1: endpoint, v2: endpoint };
+      v2RdsInstanceId = demo.database.instanceIdentifier;
+      snapshot ??= { rdsInstanceId: demo.database.instanceIdentifier };
+    } else {
+      this.vpc = ec2.Vpc.fromVpcAttributes(this, 'Vpc', {
+        vpcId: config.vpcId,
+        availabilityZones: this.availabilityZones,
+      });
+      this.vpcSubnets = {
+        subnets: config.subnetIds.map((subnetId) =>
+          ec2.Subnet.fromSubnetId(this, `Subnet-${subnetId}`, subnetId),
+        ),
+      };
+      this.securityGroups = [
+        ec2.SecurityGroup.fromSecurityGroupId(this, 'SecurityGroup', config.securityGroupId, {
+          mutable: false,
+        }),
+      ];
+      this.databaseSecrets = {
+        v1: importSecret(this, 'V1Secret', config.v1.secretArn),
+        v2: importSecret(this, 'V2Secret', config.v2.secretArn),
+      };
+      const toEndpoint = (e: typeof config.v1): Endpoint => ({ ...e, port: String(e.port) });
+      endpoints = { v1: toEndpoint(config.v1), v2: toEndpoint(config.v2) };
+      v2RdsInstanceId = config.v2.rdsInstanceId;
+    }
+
+    this.lambdaEnvironment = {
+      [LAMBDA_ENV.v1Host]: endpoints.v1.host,
+      [LAMBDA_ENV.v1Port]: endpoints.v1.port,
+      [LAMBDA_ENV.v1Database]: endpoints.v1.database,
+      [LAMBDA_ENV.v1SecretArn]: endpoints.v1.secretArn,
+      [LAMBDA_ENV.v2Host]: endpoints.v2.host,
+      [LAMBDA_ENV.v2Port]: endpoints.v2.port,
+      [LAMBDA_ENV.v2Database]: endpoints.v2.database,
+      [LAMBDA_ENV.v2SecretArn]: endpoints.v2.secretArn,
+      [LAMBDA_ENV.dbSsl]: 'true',
+      [CONFIG_ENV.v1Schema]: config.schemas.v1,
+      [CONFIG_ENV.v2Schema]: config.schemas.v2,
+      [CONFIG_ENV.controlSchema]: config.schemas.control,
+      [CONFIG_ENV.ssmPrefix]: config.ssmPrefix,
+      [CONFIG_ENV.concurrency]: String(config.worker.concurrency),
+    };
+    this.snapshot = snapshot;
+
+    this.backfill = new BackfillPipeline(this, 'Backfill', {
+      vpc: this.vpc,
+      vpcSubnets: this.vpcSubnets,
+      securityGroups: this.securityGroups,
+      environment: this.lambdaEnvironment,
+      databaseSecrets: this.uniqueSecrets(),
+      workerTimeout: Duration.seconds(config.worker.timeoutSeconds),
+      maxReceiveCount: config.worker.maxReceiveCount,
+      maxConcurrency: config.worker.concurrency,
+      batchSize: config.worker.batchSize,
+    });
+    this.trafficSwitch = new TrafficSwitch(this, 'TrafficSwitch', { prefix: config.ssmPrefix });
+    this.alarms = new MigrationAlarms(this, 'Alarms', {
+      deadLetterQueue: this.backfill.deadLetterQueue,
+      worker: this.backfill.worker.function,
+      workerErrorsThreshold: config.worker.errorsThreshold,
+      backendMetrics: config.backendMetrics,
+      v2RdsInstanceId,
+      databaseCpuPercent: config.databaseAlarms.cpuPercent,
+      databaseConnections: config.databaseAlarms.connections,
+      topicArn: config.notifications?.topicArn,
+      email: config.notifications?.email,
+    });
+    this.dashboard = new MigrationDashboard(this, 'Dashboard', {
+      queue: this.backfill.queue,
+      deadLetterQueue: this.backfill.deadLetterQueue,
+      alarms: [this.alarms.health, ...this.alarms.alarms],
+    });
+
+    if (props.stateMachines) this.addStateMachines(props.stateMachines);
+  }
+
+  /** The worker queue (window messages). */
+  public get workerQueue(): sqs.IQueue {
+    return this.backfill.queue;
+  }
+
+  /** The backfill DLQ. */
+  public get deadLetterQueue(): sqs.IQueue {
+    return this.backfill.deadLetterQueue;
+  }
+
+  /** Where alarm notifications go. */
+  public get alarmTopic(): sns.ITopic {
+    return this.alarms.topic;
+  }
+
+  /**
+   * The orchestrator Lambda the state machines' tasks call, with its grants (secrets, worker
+   * queue, DLQ, switches, snapshots). Created on first use, because its handler
+   * (lambdas/handlers/orchestrator.ts) arrives with the state machines.
+   */
+  public get orchestrator(): MigrationFunction {
+    this.orchestratorConstruct ??= new Orchestrator(this, 'Orchestrator', {
+      entry: this.orchestratorEntry,
+      vpc: this.vpc,
+      vpcSubnets: this.vpcSubnets,
+      securityGroups: this.securityGroups,
+      environment: this.lambdaEnvironment,
+      databaseSecrets: this.uniqueSecrets(),
+      workerQueue: this.backfill.queue,
+      deadLetterQueue: this.backfill.deadLetterQueue,
+      trafficSwitch: this.trafficSwitch,
+      rdsInstanceId: this.snapshot?.rdsInstanceId,
+      auroraClusterId: this.snapshot?.auroraClusterId,
+    });
+    return this.orchestratorConstruct.function;
+  }
+
+  /** Adds the state machines and routes the health alarm to their rollback (once). */
+  public addStateMachines(factory: StateMachinesFactory): MigrationStateMachines {
+    if (this.stateMachines) throw new Error(`${this.node.path}: the state machines were already added`);
+    const machines = factory(this);
+    this.stateMachines = machines;
+    this.alarms.routeAlarmToRollback(machines.rollback);
+    return machines;
+  }
+
+  private uniqueSecrets(): secretsmanager.ISecret[] {
+    const { v1, v2 } = this.databaseSecrets;
+    const same = v1 === v2 || (!Token.isUnresolved(v1.secretArn) && v1.secretArn === v2.secretArn);
+    return same ? [v1] : [v1, v2];
+  }
+}
+
+interface Endpoint {
+  host: string;
+  port: string;
+  database: string;
+  secretArn: string;
+}

@@ -1,0 +1,69 @@
+/**
+ * What the CDK app and the Lambda code must agree on: environment variable names and metric
+ * names. Pure constants (no imports), so the handlers, the client and the constructs can all
+ * import this one file and never spell a name twice.
+ */
+
+/**
+ * Environment variables the migration Lambdas read at cold start (lambdas/handlers/runtime.ts),
+ * in addition to `CONFIG_ENV` of lambdas/core/config.ts. None of them ever holds a secret: the
+ * databases' credentials are fetched from the Secrets Manager secrets they name.
+ */
+export const LAMBDA_ENV = {
+  v1Host: 'V1_DB_HOST',
+  v1Port: 'V1_DB_PORT',
+  v1Database: 'V1_DB_NAME',
+  v1SecretArn: 'V1_DB_SECRET_ARN',
+  v2Host: 'V2_DB_HOST',
+  v2Port: 'V2_DB_PORT',
+  v2Database: 'V2_DB_NAME',
+  v2SecretArn: 'V2_DB_SECRET_ARN',
+  /** `true` (the default on AWS) or `false`: whether connections use TLS with certificate checks. */
+  dbSsl: 'MIGRATION_DB_SSL',
+  /** Where the bundled `sql/` folder is (read by lambdas/core/migrator.ts). */
+  sqlDir: 'MIGRATION_SQL_DIR',
+  /** The worker queue's URL (the orchestrator sends window messages to it). */
+  workerQueueUrl: 'MIGRATION_WORKER_QUEUE_URL',
+  /** The dead-letter queue's URL (the orchestrator reports the windows that ended there). */
+  deadLetterQueueUrl: 'MIGRATION_DLQ_URL',
+  /** RDS instance or Aurora cluster to snapshot in phase 1 (when configured). */
+  rdsInstanceId: 'MIGRATION_RDS_INSTANCE_ID',
+  auroraClusterId: 'MIGRATION_AURORA_CLUSTER_ID',
+} as const;
+
+/** The CloudWatch namespace of every custom metric of the migration (worker, orchestrator, client). */
+export const METRICS_NAMESPACE = 'IotMigration';
+
+/**
+ * Powertools Metrics adds a `service` dimension to every metric it publishes; these are the
+ * service names, so the dashboard and alarms can name the exact metric.
+ */
+export const SERVICE_NAMES = {
+  worker: 'backfill-worker',
+  orchestrator: 'orchestrator',
+} as const;
+
+/** Metric names, each published by exactly one party. */
+export const METRIC_NAMES = {
+  /** Worker: one per window copied (count). */
+  windowsCopied: 'WindowsCopied',
+  /** Worker: rows read from V1 per window (count). */
+  rowsCopied: 'RowsCopied',
+  /** Worker: one per failed delivery of a window (count). */
+  windowFailed: 'WindowFailed',
+  /** Orchestrator: the V2 read-traffic percentage after each change (gauge, 0–100). */
+  trafficPercentage: 'TrafficPercentage',
+  /** Orchestrator: windows whose verification found a mismatch (count per run). */
+  verificationMismatchedWindows: 'VerificationMismatchedWindows',
+  /**
+   * Client (the IoT backend's shadow reads): one per read whose V2 answer differed from V1.
+   * Published in METRICS_NAMESPACE with NO dimensions, so one alarm covers every backend host.
+   */
+  shadowReadMismatch: 'ShadowReadMismatch',
+} as const;
+
+/**
+ * Phase 1's RDS/Aurora snapshots are named `<SNAPSHOT_ID_PREFIX><label>`; the orchestrator may
+ * create and describe only snapshots with this prefix.
+ */
+export const SNAPSHOT_ID_PREFIX = 'iot-migration-';

@@ -1,0 +1,134 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  CONFIG_CONTEXT_KEY,
+  CONFIG_FILE_CONTEXT_KEY,
+  DEFAULT_CUTOVER_SCHEDULE,
+  DEMO_V2_SCHEMA,
+  loadStackConfig,
+  parseStackConfig,
+} from '../../lib/config';
+import { ConfigError } from '../../lambdas/core/errors';
+import { existingConfigInput } from './helpers';
+
+const context = (values: Record<string, unknown>) => ({ tryGetContext: (key: string) => values[key] });
+
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('stack configuration', () => {
+  it('uses the demo configuration when no context is given', () => {
+    const config = loadStackConfig(context({}));
+
+    expect(config.demo).toBe(true);
+    expect(config.ssmPrefix).toBe('/iot-migration');
+    expect(config.cutoverSchedule).toEqual(DEFAULT_CUTOVER_SCHEDULE);
+    expect(config.worker).toMatchObject({ concurrency: 2, maxReceiveCount: 5 });
+    expect(config.schemas.v2).toBe(DEMO_V2_SCHEMA);
+  });
+
+  it('reads the `migration` context, as an object or a JSON string', () => {
+    const input = existingConfigInput({ ssmPrefix: '/prod/iot' });
+
+    expect(loadStackConfig(context({ [CONFIG_CONTEXT_KEY]: input })).ssmPrefix).toBe('/prod/iot');
+    expect(loadStackConfig(context({ [CONFIG_CONTEXT_KEY]: JSON.stringify(input) })).demo).toBe(false);
+  });
+
+  it('reads a file named by `configFile`', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stack-config-'));
+    writeFileSync(
+      join(dir, 'prod.json'),
+      JSON.stringify(existingConfigInput({ worker: { concurrency: 4 } })),
+    );
+
+    const config = loadStackConfig(context({ [CONFIG_FILE_CONTEXT_KEY]: 'prod.json' }), dir);
+
+    expect(config.worker.concurrency).toBe(4);
+  });
+
+  it('names the missing fields of a non-demo configuration', () => {
+    const error = configError(() => parseStackConfig({ v1: existingConfigInput().v1 }));
+
+    expect(error.issues.map((i) => i.field).sort()).toEqual(['securityGroupId', 'subnetIds', 'v2', 'vpcId']);
+    expect(error.message).toMatch(/vpcId: is required unless demo: true/);
+  });
+
+  it('names a bad secret ARN and a bad security group id', () => {
+    const input = existingConfigInput({ securityGroupId: 'default' });
+    const error = configError(() =>
+      parseStackConfig({ ...input, v1: { ...input.v1, secretArn: 'my-secret' } }),
+    );
+
+    expect(error.issues.map((i) => i.field).sort()).toEqual(['securityGroupId', 'v1.secretArn']);
+  });
+
+  it.each([
+    [
+      'decreasing',
+      [
+        { percentage: 50, bakeMinutes: 30 },
+        { percentage: 25, bakeMinutes: 30 },
+        { percentage: 100, bakeMinutes: 30 },
+      ],
+      'cutoverSchedule.1.percentage',
+    ],
+    [
+      'not ending at 100',
+      [
+        { percentage: 10, bakeMinutes: 30 },
+        { percentage: 50, bakeMinutes: 30 },
+      ],
+      'cutoverSchedule.1.percentage',
+    ],
+    ['above 100', [{ percentage: 150, bakeMinutes: 30 }], 'cutoverSchedule.0.percentage'],
+    [
+      'zero',
+      [
+        { percentage: 0, bakeMinutes: 30 },
+        { percentage: 100, bakeMinutes: 30 },
+      ],
+      'cutoverSchedule.0.percentage',
+    ],
+    ['negative bake time', [{ percentage: 100, bakeMinutes: -1 }], 'cutoverSchedule.0.bakeMinutes'],
+  ])('refuses a cutover schedule %s, naming the step', (_name, cutoverSchedule, field) => {
+    const error = configError(() => parseStackConfig({ demo: true, cutoverSchedule }));
+
+    expect(error.issues.map((i) => i.field)).toContain(field);
+  });
+
+  it('refuses a worker concurrency below the event source minimum of 2', () => {
+    const error = configError(() => parseStackConfig({ demo: true, worker: { concurrency: 1 } }));
+
+    expect(error.issues).toEqual([
+      { field: 'worker.concurrency', problem: expect.stringMatching(/at least 2/) },
+    ]);
+  });
+
+  it('refuses network and database fields together with demo: true', () => {
+    const error = configError(() => parseStackConfig({ ...existingConfigInput(), demo: true }));
+
+    expect(error.issues.map((i) => i.field)).toEqual(expect.arrayContaining(['vpcId', 'v1', 'v2']));
+  });
+
+  it('refuses unknown fields, naming them', () => {
+    const error = configError(() => parseStackConfig({ demo: true, sssmPrefix: '/x' }));
+
+    expect(error.message).toMatch(/sssmPrefix/);
+  });
+
+  it('refuses both `migration` and `configFile`', () => {
+    const error = configError(() =>
+      loadStackConfig(context({ [CONFIG_CONTEXT_KEY]: {}, [CONFIG_FILE_CONTEXT_KEY]: 'x.json' })),
+    );
+
+    expect(error.issues[0].field).toBe(CONFIG_FILE_CONTEXT_KEY);
+  });
+});

@@ -1,0 +1,38 @@
+import { App, Stack } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import { parseStackConfig, type StackConfigInput } from '../../lib/config';
+
+/** An app that skips asset bundling (esbuild), for fast assertion tests. */
+export const appWithoutBundling = () => new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+
+export const V1_SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:iot/v1-AbCdEf';
+export const V2_SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:iot/v2-GhIjKl';
+
+/** A valid configuration for existing databases and network; `overrides` replace top-level fields. */
+export function existingConfigInput(overrides: Partial<StackConfigInput> = {}): StackConfigInput {
+  return {
+    vpcId: 'vpc-0123456789abcdef0',
+    subnetIds: ['subnet-0aaa1111bbbb2222c', 'subnet-0ddd3333eeee4444f'],
+    securityGroupId: 'sg-0123456789abcdef0',
+    v1: { host: 'v1.cluster.example.internal', port: 5432, database: 'iot', secretArn: V1_SECRET_ARN },
+    v2: {
+      host: 'v2.cluster.example.internal',
+      port: 5432,
+      database: 'iot_v2',
+      secretArn: V2_SECRET_ARN,
+      rdsInstanceId: 'iot-v2',
+    },
+    ...overrides,
+  };
+}
+
+export const existingConfig = (overrides: Partial<StackConfigInput> = {}) =>
+  parseStackConfig(existingConfigInput(overrides));
+
+/** A stack with a VPC and a security group, for testing one construct. */
+export function networkStack(app = appWithoutBundling()) {
+  const stack = new Stack(app, 'TestStack');
+  const vpc = new ec2.Vpc(stack, 'Vpc', { natGateways: 0, maxAzs: 2 });
+  const securityGroup = new ec2.SecurityGroup(stack, 'Sg', { vpc });
+  return { app, stack, vpc, securityGroup, vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED } };
+}
