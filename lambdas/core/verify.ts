@@ -206,11 +206,16 @@ export async function checkWindows(
 // ---------------------------------------------------------------------------------------------
 // Runs and slices
 
+/** The smallest slice the fan-out makes (windows), unless asked for smaller ones. */
+export const MIN_WINDOWS_PER_SLICE = 40;
+
 export interface StartOptions {
   /** Only windows touched since this time (the cutover's drift check); all windows when absent. */
   since?: Date;
   /** Windows per slice for the fan-out (default: the whole table, telemetry in `concurrency` slices). */
   windowsPerSlice?: number;
+  /** Only these tables (default: all). */
+  tables?: MappedTable[];
 }
 
 /** Windows changed since `since`: their V1 rows were created or updated after it, or they are open-ended. */
@@ -286,12 +291,14 @@ export async function startVerification(
   );
   const runId = Number(run.rows[0].id);
   const slices: { table: MappedTable; ids: number[] }[] = [];
-  for (const table of TABLE_ORDER) {
+  for (const table of options.tables ?? TABLE_ORDER) {
     const ids = all.filter((w) => w.table === table && (!touched || touched.has(w.id))).map((w) => w.id);
     if (ids.length === 0) continue;
+    // One pass per side per slice: slices spread the work over the workers, but each one also
+    // scans its side's table, so they are not made smaller than MIN_WINDOWS_PER_SLICE.
     const per =
       options.windowsPerSlice ??
-      (table === 'telemetry' ? Math.max(1, Math.ceil(ids.length / config.batch.concurrency)) : ids.length);
+      Math.max(MIN_WINDOWS_PER_SLICE, Math.ceil(ids.length / config.batch.concurrency));
     // Incremental runs verify touched windows one by one: they are not consecutive.
     const step = touched ? 1 : per;
     for (let i = 0; i < ids.length; i += step) slices.push({ table, ids: ids.slice(i, i + step) });
@@ -422,32 +429,39 @@ export interface WindowMismatch {
   truncated: boolean;
 }
 
-async function windowRows(
+/**
+ * Rows of one table on one side, keyed by V1 id (telemetry: legacy_id, so a changed
+ * timestamp is a changed column, not a missing row plus an extra one): either a window's
+ * rows, or the rows of the given keys (looked up through the key's index).
+ */
+async function tableRows(
   deps: VerifyDeps,
-  window: WindowRow,
+  table: MappedTable,
   side: 'v1' | 'v2',
   select: 'digest' | 'values',
-  keys?: string[],
+  scope: { window: WindowRow } | { keys: string[] },
 ): Promise<Map<string, Record<string, unknown>>> {
-  const table = window.table_name;
   const columns = verifiedColumns(table, deps.config);
   const key = keyExpressions(table, side);
   return onClient(side === 'v1' ? deps.v1 : deps.v2, async (client) => {
     await client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [deps.config.tenant.id]);
-    const where = await bindWindow(client, table, window, side);
-    // Rows are told apart by their V1 id (telemetry: legacy_id), so a changed timestamp is a
-    // changed column, not a missing row plus an extra one.
-    const keySql = `${key.id}::text`;
+    const idColumn = key.id.replace(' COLLATE "C"', '');
+    let where: string;
+    let params: unknown[] = [];
+    if ('window' in scope) {
+      where = await bindWindow(client, table, scope.window, side);
+      if (side === 'v2' && table === 'telemetry') where += ' AND legacy_id IS NOT NULL';
+    } else {
+      where = `${idColumn} = ANY($1::${key.ts ? 'bigint' : 'text'}[])`;
+      params = [scope.keys];
+    }
     const fields =
       select === 'digest'
         ? `(${rowDigest(table, deps.config, side)})::text AS digest`
         : columns.map((c) => `${typed(c.kind, side === 'v1' ? c.v1 : c.v2)} AS ${ident(c.name)}`).join(', ');
-    const notNull = side === 'v2' && table === 'telemetry' ? ' AND legacy_id IS NOT NULL' : '';
-    const only = keys ? ` AND ${keySql} = ANY($1::text[])` : '';
-    await client.query(`SET LOCAL DateStyle = 'ISO, YMD'`);
     const { rows } = await client.query(
-      `SELECT ${keySql} AS k, ${fields} FROM ${sourceTable(table, deps.config, side)} WHERE ${where}${notNull}${only}`,
-      keys ? [keys] : [],
+      `SELECT ${idColumn}::text AS k, ${fields} FROM ${sourceTable(table, deps.config, side)} WHERE ${where}`,
+      params,
     );
     return new Map(rows.map((r) => [String(r.k), r]));
   });
@@ -467,8 +481,8 @@ export async function explainWindow(
   limit = 50,
 ): Promise<WindowMismatch> {
   const [a, b] = await Promise.all([
-    windowRows(deps, window, 'v1', 'digest'),
-    windowRows(deps, window, 'v2', 'digest'),
+    tableRows(deps, window.table_name, 'v1', 'digest', { window }),
+    tableRows(deps, window.table_name, 'v2', 'digest', { window }),
   ]);
   const differences: RowDifference[] = [];
   const changedKeys: string[] = [];
@@ -492,8 +506,8 @@ export async function explainWindow(
   if (changedKeys.length > 0) {
     const columns = verifiedColumns(window.table_name, deps.config);
     const [va, vb] = await Promise.all([
-      windowRows(deps, window, 'v1', 'values', changedKeys),
-      windowRows(deps, window, 'v2', 'values', changedKeys),
+      tableRows(deps, window.table_name, 'v1', 'values', { keys: changedKeys }),
+      tableRows(deps, window.table_name, 'v2', 'values', { keys: changedKeys }),
     ]);
     for (const k of changedKeys) {
       const x = va.get(k);
@@ -520,59 +534,39 @@ export async function explainWindow(
 export async function sampleCompare(
   deps: VerifyDeps,
   sampleSize: number,
+  tables: MappedTable[] = TABLE_ORDER,
 ): Promise<{ checked: number; differences: (RowDifference & { table: MappedTable })[] }> {
   const differences: (RowDifference & { table: MappedTable })[] = [];
   let checked = 0;
-  for (const table of TABLE_ORDER) {
-    const windows = (
-      await deps.v2.query<WindowRow>(
-        `SELECT id::int AS id, table_name, seq, lower_bound, upper_bound FROM ${control(deps.config)}.windows WHERE table_name = $1`,
-        [table],
+  for (const table of tables) {
+    const source = sourceTable(table, deps.config, 'v1');
+    // A Bernoulli sample of about twice the size wanted, so a small table still yields enough.
+    const keys = (
+      await deps.v1.query<{ k: string }>(
+        `SELECT id::text AS k FROM ${source}
+           TABLESAMPLE BERNOULLI (least(100, greatest(0.001, $1::float8 * 100 /
+             greatest(1, (SELECT reltuples FROM pg_class WHERE oid = $2::regclass)))))
+          LIMIT $3`,
+        [sampleSize * 2, `${deps.config.schemas.v1}.${MAPPINGS[table].v1Table}`, sampleSize],
       )
-    ).rows;
-    if (windows.length === 0) continue;
-    const key = keyExpressions(table, 'v1');
-    const keySql = `${key.id}::text`;
-    const sample = await onClient(deps.v1, async (c) => {
-      await c.query(`SET LOCAL DateStyle = 'ISO, YMD'`);
-      return (
-        await c.query<{ k: string; ts: string | null; id: string }>(
-          `SELECT ${keySql} AS k, ${key.ts ? `${key.ts}::text` : 'NULL'} AS ts, ${key.id}::text AS id
-             FROM ${sourceTable(table, deps.config, 'v1')} TABLESAMPLE BERNOULLI (least(100, greatest(0.01, $1::float8 * 100 / greatest(1, (SELECT reltuples FROM pg_class WHERE oid = $2::regclass)))))
-            LIMIT $3`,
-          [sampleSize * 2, `${deps.config.schemas.v1}.${MAPPINGS[table].v1Table}`, sampleSize],
-        )
-      ).rows;
-    });
-    // Group the sampled keys by window, then compare their values column by column.
-    const byWindow = new Map<WindowRow, string[]>();
-    for (const row of sample) {
-      const w = [...windows]
-        .sort((x, y) => x.seq - y.seq)
-        .findLast((x) => !x.lower_bound || compareKey(x.lower_bound, row) <= 0);
-      if (!w) continue;
-      byWindow.set(w, [...(byWindow.get(w) ?? []), row.k]);
-    }
+    ).rows.map((r) => r.k);
+    if (keys.length === 0) continue;
     const columns = verifiedColumns(table, deps.config);
-    for (const [window, keys] of byWindow) {
-      const [va, vb] = await Promise.all([
-        windowRows(deps, window, 'v1', 'values', keys),
-        windowRows(deps, window, 'v2', 'values', keys),
-      ]);
-      for (const k of keys) {
-        const x = va.get(k);
-        if (!x) continue; // deleted on V1 since the sample was drawn
-        checked++;
-        const y = vb.get(k);
-        if (!y) {
-          differences.push({ table, key: k, kind: 'missing' });
-          continue;
-        }
-        const diff = columns
-          .filter((c) => !sameValue(c.kind, x[c.name], y[c.name]))
-          .map((c) => ({ column: c.name, v1: x[c.name], v2: y[c.name] }));
-        if (diff.length > 0) differences.push({ table, key: k, kind: 'changed', columns: diff });
+    const [va, vb] = await Promise.all([
+      tableRows(deps, table, 'v1', 'values', { keys }),
+      tableRows(deps, table, 'v2', 'values', { keys }),
+    ]);
+    for (const [k, x] of va) {
+      checked++;
+      const y = vb.get(k);
+      if (!y) {
+        differences.push({ table, key: k, kind: 'missing' });
+        continue;
       }
+      const diff = columns
+        .filter((c) => !sameValue(c.kind, x[c.name], y[c.name]))
+        .map((c) => ({ column: c.name, v1: x[c.name], v2: y[c.name] }));
+      if (diff.length > 0) differences.push({ table, key: k, kind: 'changed', columns: diff });
     }
   }
   return { checked, differences };
@@ -637,7 +631,7 @@ export async function buildReport(
   for (const window of await mismatchedWindows(deps, runId))
     mismatches.push(await explainWindow(deps, window));
   const sample = options.sampleSize
-    ? await sampleCompare(deps, options.sampleSize)
+    ? await sampleCompare(deps, options.sampleSize, Object.keys(tables) as MappedTable[])
     : { checked: 0, differences: [] };
   return {
     runId,

@@ -8,12 +8,15 @@ import {
   type VerifyDeps,
 } from '../../core/verify';
 import { VerificationFailedError } from '../../core/errors';
+import type { MappedTable } from '../../core/mapping';
 import { workerBatchHandler, type WorkerHooks } from '../../core/worker';
 import type { BatchHandler } from '../../ports/queue';
 import { LocalQueue } from './local-queue';
 
 export interface LocalVerifyOptions {
   since?: Date;
+  /** Only these tables (default: all). */
+  tables?: MappedTable[];
   /** Rows per table deep-compared column by column (default 100). */
   sampleSize?: number;
   /** Re-copy mismatched windows and check them again (default true). */
@@ -50,7 +53,10 @@ export async function runVerificationLocally(
   queue.start(options.wrapHandler ? options.wrapHandler(handler) : handler);
   let runId: number;
   try {
-    ({ runId } = await startVerification({ ...deps, queue }, { since: options.since }));
+    ({ runId } = await startVerification(
+      { ...deps, queue },
+      { since: options.since, tables: options.tables },
+    ));
     for (;;) {
       const progress = await verificationProgress(deps.v2, deps.config, runId);
       options.onProgress?.(progress);
