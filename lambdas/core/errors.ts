@@ -376,3 +376,53 @@ export class VerificationFailedError extends MigrationError {
     super(`Verification failed: ${reason}`, { windows: windows.slice(0, 50) });
   }
 }
+
+/**
+ * The alarms the cutover's health gate reads could not be read: DescribeAlarms failed, or the
+ * composite alarm (or a named alarm) does not exist, so health cannot be told. Never read as
+ * "no alarm firing".
+ */
+export class AlarmLookupError extends MigrationError {
+  override readonly retryable: boolean;
+  constructor(
+    readonly alarms: string[],
+    reason: string,
+    options?: { cause?: unknown; retryable?: boolean },
+  ) {
+    super(`Cannot read the alarms ${alarms.join(', ')}: ${reason}`, { alarms }, options);
+    this.retryable = options?.retryable ?? false;
+  }
+}
+
+/** The ops CLI needs a state machine ARN that neither its flag nor its environment variable gives. */
+export class StateMachineArnMissingError extends MigrationError {
+  constructor(
+    readonly stateMachine: string,
+    readonly flag: string,
+    readonly envVar: string,
+  ) {
+    super(`No ${stateMachine} state machine ARN: pass ${flag} or set ${envVar}`, {
+      stateMachine,
+      flag,
+      envVar,
+    });
+  }
+}
+
+/** A Step Functions call of the ops CLI failed; `awsError` is the service's error name. */
+export class StepFunctionsCallError extends MigrationError {
+  constructor(
+    readonly operation: string,
+    readonly awsError: string,
+    reason: string,
+    readonly hint: string | undefined,
+    details: Record<string, unknown> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${operation} failed with ${awsError}: ${reason}${hint ? ` (${hint})` : ''}`,
+      { operation, awsError, hint, ...details },
+      options,
+    );
+  }
+}
