@@ -53,6 +53,50 @@ export const DEFAULT_TELEMETRY_WINDOW_ROWS = 50_000;
 export const DEFAULT_ENTITY_WINDOW_ROWS = 10_000;
 export const DEFAULT_WORKER_CONCURRENCY = 2;
 
+/** One level of the cutover: traffic to V2 in percent, then a bake time before the health gate. */
+export interface CutoverLevel {
+  percentage: number;
+  bakeSeconds: number;
+}
+
+export const DEFAULT_CUTOVER_SCHEDULE: readonly CutoverLevel[] = [
+  { percentage: 10, bakeSeconds: 1800 },
+  { percentage: 25, bakeSeconds: 1800 },
+  { percentage: 50, bakeSeconds: 1800 },
+  { percentage: 100, bakeSeconds: 1800 },
+];
+
+/** A cutover schedule: strictly increasing levels within 1–100 that end at 100. */
+export const cutoverScheduleSchema = z
+  .array(
+    z
+      .object({
+        percentage: z.number().int().min(1).max(100),
+        bakeSeconds: z
+          .number()
+          .int()
+          .min(0)
+          .max(7 * 86_400),
+      })
+      .strict(),
+  )
+  .min(1)
+  .max(20)
+  .superRefine((levels, ctx) => {
+    levels.forEach((level, i) => {
+      if (i > 0 && level.percentage <= levels[i - 1].percentage) {
+        ctx.addIssue({ code: 'custom', path: [i, 'percentage'], message: 'levels must increase' });
+      }
+    });
+    if (levels.length > 0 && levels[levels.length - 1].percentage !== 100) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [levels.length - 1, 'percentage'],
+        message: 'the last level must be 100',
+      });
+    }
+  });
+
 /** The one schema of the migration's configuration; every field has a default but the databases. */
 export const configSchema = z
   .object({
@@ -113,6 +157,27 @@ export const configSchema = z
         concurrency: DEFAULT_WORKER_CONCURRENCY,
         maxReceiveCount: 5,
       }),
+    cutover: z
+      .object({
+        schedule: cutoverScheduleSchema.default(DEFAULT_CUTOVER_SCHEDULE.map((s) => ({ ...s }))),
+        /** A passing verification must be younger than this for the cutover to start. */
+        maxVerificationAgeMinutes: z.coerce.number().min(0.01).max(10_080).default(60),
+        /** Traffic must have been at 100 % this long before cleanup. */
+        soakMinutes: z.coerce.number().min(0).max(43_200).default(1440),
+        /** `immediate`: straight to 0 %; `stepwise`: down through the schedule's levels. */
+        rollbackMode: z.enum(['immediate', 'stepwise']).default('immediate'),
+      })
+      .strict()
+      .prefault({}),
+    cleanup: z
+      .object({
+        /** Archived V1 tables may be dropped only this long after the rename. */
+        retentionDays: z.coerce.number().min(0).max(3650).default(14),
+      })
+      .strict()
+      .prefault({}),
+    /** A run holding the migration lock longer than this is considered dead. */
+    lockTtlMinutes: z.coerce.number().min(1).max(10_080).default(360),
   })
   .strict();
 

@@ -1,0 +1,169 @@
+import { ident } from './db';
+import { backfillProgress } from './backfill';
+import { cutoverStatus } from './cutover';
+import { phaseStates, readParameter, type MigrationContext, type PhaseState } from './migration-state';
+
+/** One item of the migration guide's checklist, with the evidence the control schema holds. */
+export interface ChecklistItem {
+  item: string;
+  done: boolean;
+  at?: string;
+  evidence: Record<string, unknown>;
+}
+
+export interface MigrationStatus {
+  phases: PhaseState[];
+  trafficPercentage: string | null;
+  dualWrite: string | null;
+  lock: { holder: string | null; since: string | null };
+  checklist: ChecklistItem[];
+}
+
+const iso = (d: Date | null | undefined) => (d ? d.toISOString() : undefined);
+
+/** The status the CLI, the Migration state machine's `status` action and the rehearsal report. */
+export async function migrationStatus(ctx: MigrationContext): Promise<MigrationStatus> {
+  const c = ident(ctx.config.schemas.control);
+  const one = async <T extends Record<string, unknown>>(sql: string, params: unknown[] = []) =>
+    (await ctx.v2.query<T>(sql, params)).rows[0] as T | undefined;
+  const exists = await one<{ t: string | null }>(`SELECT to_regclass($1) AS t`, [
+    `${ctx.config.schemas.control}.phase_runs`,
+  ]);
+  const phases = exists?.t ? await phaseStates(ctx) : [];
+  const traffic = (await readParameter(ctx, 'trafficPercentage')) ?? null;
+  const dualWrite = (await readParameter(ctx, 'dualWrite')) ?? null;
+  if (!exists?.t) {
+    return {
+      phases,
+      trafficPercentage: traffic,
+      dualWrite,
+      lock: { holder: null, since: null },
+      checklist: [],
+    };
+  }
+  const backup = await one<{ id: string; kind: string; location: string; verified_at: Date }>(
+    `SELECT id, kind, location, verified_at FROM ${c}.backups WHERE verified_at IS NOT NULL ORDER BY verified_at LIMIT 1`,
+  );
+  const schema = await one<{ n: string; last: Date }>(
+    `SELECT count(*) AS n, max(applied_at) AS last FROM ${c}.schema_migrations`,
+  );
+  const storage = await one<{ kind: string; reason: string; chosen_at: Date }>(
+    `SELECT kind, reason, chosen_at FROM ${c}.telemetry_storage`,
+  );
+  const tenant = await one<{ at: Date; details: Record<string, unknown> }>(
+    `SELECT at, details FROM ${c}.audit_log WHERE action = 'tenant.created' ORDER BY at LIMIT 1`,
+  );
+  const dualOn = await one<{ at: Date }>(
+    `SELECT at FROM ${c}.audit_log WHERE action = 'parameter.set' AND details->>'name' = $1 AND details->>'to' = 'on' ORDER BY at DESC LIMIT 1`,
+    [`${ctx.config.ssmPrefix}/dual-write`],
+  );
+  const progress = await backfillProgress(ctx.v2, ctx.config);
+  const backfillRun = phases.find((p) => p.phase === 'BACKFILL');
+  const backfillResult = await one<{
+    result: { rows?: number; rowsPerSecond?: number; seconds?: number } | null;
+    finished_at: Date;
+  }>(
+    `SELECT result, finished_at FROM ${c}.phase_runs WHERE phase = 'BACKFILL' AND status = 'done' ORDER BY finished_at DESC LIMIT 1`,
+  );
+  const verification = await one<{
+    id: string;
+    finished_at: Date;
+    report: { tables?: Record<string, unknown> };
+  }>(
+    `SELECT id, finished_at, report FROM ${c}.verification_runs WHERE status = 'passed' AND scope = 'full' ORDER BY finished_at DESC LIMIT 1`,
+  );
+  const cutover = await cutoverStatus(ctx);
+  const gate = await one<{ at: Date; details: Record<string, unknown> }>(
+    `SELECT at, details FROM ${c}.audit_log WHERE action = 'gate.checked' ORDER BY at DESC LIMIT 1`,
+  );
+  const rolledBack = await one<{ at: Date; actor: string; details: Record<string, unknown> }>(
+    `SELECT at, actor, details FROM ${c}.audit_log WHERE action = 'rollback.done' ORDER BY at DESC LIMIT 1`,
+  );
+  const lock = await one<{ holder: string | null; acquired_at: Date | null }>(
+    `SELECT holder, acquired_at FROM ${c}.migration_lock`,
+  );
+  const cutoverRan = phases.find((p) => p.phase === 'CUTOVER')?.status !== 'pending';
+
+  const checklist: ChecklistItem[] = [
+    {
+      item: 'backup created',
+      done: Boolean(backup),
+      at: iso(backup?.verified_at),
+      evidence: backup ? { kind: backup.kind, location: backup.location } : {},
+    },
+    {
+      item: 'V2 schema deployed',
+      done: Number(schema?.n ?? 0) > 0,
+      at: iso(schema?.last),
+      evidence: { migrationFiles: Number(schema?.n ?? 0) },
+    },
+    {
+      item: 'TimescaleDB or fallback configured',
+      done: Boolean(storage),
+      at: iso(storage?.chosen_at),
+      evidence: storage ? { kind: storage.kind, reason: storage.reason } : {},
+    },
+    {
+      item: 'default tenant created',
+      done: Boolean(tenant),
+      at: iso(tenant?.at),
+      evidence: tenant?.details ?? {},
+    },
+    {
+      item: 'dual-write on',
+      done: dualWrite === 'on' || Boolean(dualOn && cutoverRan),
+      at: iso(dualOn?.at),
+      evidence: { value: dualWrite },
+    },
+    {
+      item: 'history migrated',
+      done: progress.complete && backfillRun?.status === 'done',
+      at: iso(backfillResult?.finished_at),
+      evidence: {
+        windows: progress.windowsTotal,
+        windowsDone: progress.windowsDone,
+        rows: progress.rowsCopied,
+      },
+    },
+    {
+      item: 'verification passed',
+      done: Boolean(verification),
+      at: iso(verification?.finished_at),
+      evidence: verification
+        ? { run: Number(verification.id), tables: verification.report?.tables ?? {} }
+        : {},
+    },
+    {
+      item: 'performance checked',
+      done: Boolean(backfillResult?.result?.rowsPerSecond),
+      at: iso(backfillResult?.finished_at),
+      evidence: backfillResult?.result
+        ? { rowsPerSecond: backfillResult.result.rowsPerSecond, seconds: backfillResult.result.seconds }
+        : {},
+    },
+    {
+      item: 'rollout schedule set',
+      done: cutover.schedule.length > 0,
+      evidence: { schedule: cutover.schedule },
+    },
+    {
+      item: 'alarms configured',
+      done: Boolean(gate),
+      at: iso(gate?.at),
+      evidence: gate ? { lastGate: gate.details } : {},
+    },
+    {
+      item: 'rollback rehearsed',
+      done: Boolean(rolledBack),
+      at: iso(rolledBack?.at),
+      evidence: rolledBack ? { actor: rolledBack.actor, ...rolledBack.details } : {},
+    },
+  ];
+  return {
+    phases,
+    trafficPercentage: traffic,
+    dualWrite,
+    lock: { holder: lock?.holder ?? null, since: iso(lock?.acquired_at) ?? null },
+    checklist,
+  };
+}

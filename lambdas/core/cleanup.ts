@@ -1,0 +1,154 @@
+import { ident } from './db';
+import { GuardRefusedError } from './errors';
+import {
+  auditEvent,
+  beginPhase,
+  endPhase,
+  phaseStates,
+  readParameter,
+  setParameter,
+  type MigrationContext,
+} from './migration-state';
+import { waitForBackup } from './prepare';
+import { cutoverStatus } from './cutover';
+import { countV1Rows, V1_TABLE_NAMES } from './v1-schema';
+import type { BackupRef } from '../ports/backup';
+
+/**
+ * Phase 5: stop dual-write, archive V1 (a backup, waited on and checked), rename the V1 tables
+ * to `<name>_v1_archived` in one transaction; dropping them is a separate, confirmed act that
+ * only the end of the retention period allows.
+ */
+
+const ctl = (ctx: MigrationContext) => ident(ctx.config.schemas.control);
+
+/** The words an operator must pass to drop the archived V1 tables. */
+export const DROP_CONFIRMATION = 'DROP V1 ARCHIVES';
+
+export const archivedName = (table: string) => `${table}_v1_archived`;
+
+/** Cleanup's guards: the cutover complete, traffic at 100 % for the soak time. */
+export async function cleanupGuards(ctx: MigrationContext): Promise<string[]> {
+  const reasons: string[] = [];
+  const states = await phaseStates(ctx);
+  const missing = states.slice(0, 4).filter((s) => s.status !== 'done');
+  if (missing.length > 0) reasons.push(`${missing.map((s) => s.phase).join(', ')} not complete`);
+  const traffic = await readParameter(ctx, 'trafficPercentage');
+  if (traffic !== '100') reasons.push(`traffic is at ${traffic ?? 'unset'} %, not 100 %`);
+  const status = await cutoverStatus(ctx);
+  const soakMs = ctx.config.cutover.soakMinutes * 60_000;
+  if (!status.reachedFullAt) reasons.push('traffic has never reached 100 %');
+  else if (Date.now() - Date.parse(status.reachedFullAt) < soakMs) {
+    const left = Math.ceil((soakMs - (Date.now() - Date.parse(status.reachedFullAt))) / 60_000);
+    reasons.push(
+      `traffic reached 100 % at ${status.reachedFullAt}; the soak time of ${ctx.config.cutover.soakMinutes} minutes has ${left} minute(s) left`,
+    );
+  }
+  return reasons;
+}
+
+/** Begins Phase 5 and stops dual-write; returns the archive backup's reference once started. */
+export async function startCleanup(ctx: MigrationContext): Promise<BackupRef> {
+  const reasons = await cleanupGuards(ctx);
+  if (reasons.length > 0) throw new GuardRefusedError('Cleanup', reasons);
+  if (!ctx.backup) throw new GuardRefusedError('Cleanup', ['no backup port to archive V1 with']);
+  await beginPhase(ctx, 'CLEANUP');
+  await setParameter(ctx, 'dualWrite', 'off', 'Phase 5: V2 is the only store');
+  await ctx.v2.query(
+    `INSERT INTO ${ctl(ctx)}.cleanup_state (id, dual_write_stopped_at) VALUES (1, now())
+     ON CONFLICT (id) DO UPDATE SET dual_write_stopped_at = coalesce(cleanup_state.dual_write_stopped_at, now())`,
+  );
+  const ref = await ctx.backup.start('v1_archive');
+  await ctx.v2.query(`UPDATE ${ctl(ctx)}.cleanup_state SET archive_backup = $1 WHERE id = 1`, [
+    JSON.stringify(ref),
+  ]);
+  await auditEvent(ctx, 'cleanup.archive-started', { ...ref });
+  return ref;
+}
+
+/** Checks the archive and renames the V1 tables in one transaction, recording their row counts. */
+export async function finishCleanup(
+  ctx: MigrationContext,
+  ref: BackupRef,
+): Promise<{ renamed: string[]; counts: Record<string, number> }> {
+  if (!ctx.backup) throw new GuardRefusedError('Cleanup', ['no backup port to archive V1 with']);
+  const counts = await countV1Rows(ctx.v1, ctx.config.schemas.v1);
+  await ctx.backup.verify(ref, counts);
+  await ctx.v2.query(
+    `INSERT INTO ${ctl(ctx)}.backups (id, kind, location, verified_at, row_counts) VALUES ($1, $2, $3, now(), $4) ON CONFLICT (id) DO NOTHING`,
+    [ref.id, ref.kind, ref.location, JSON.stringify(counts)],
+  );
+  const schema = ident(ctx.config.schemas.v1);
+  const client = await ctx.v1.connect();
+  try {
+    await client.query('BEGIN');
+    for (const table of V1_TABLE_NAMES) {
+      await client.query(`ALTER TABLE ${schema}.${ident(table)} RENAME TO ${ident(archivedName(table))}`);
+    }
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+  await ctx.v2.query(
+    `UPDATE ${ctl(ctx)}.cleanup_state SET renamed_at = now(), archived_counts = $1 WHERE id = 1`,
+    [JSON.stringify(counts)],
+  );
+  const renamed = V1_TABLE_NAMES.map(archivedName);
+  await auditEvent(ctx, 'cleanup.renamed', { renamed, counts });
+  await endPhase(ctx, 'CLEANUP', { renamed, counts, archive: ref.location });
+  return { renamed, counts };
+}
+
+/** Cleanup in-process: start, wait for the archive, finish. */
+export async function runCleanupLocally(ctx: MigrationContext, options: { pollMs?: number } = {}) {
+  const ref = await startCleanup(ctx);
+  await waitForBackup(ctx.backup!, ref, { pollMs: options.pollMs ?? 1000 });
+  return finishCleanup(ctx, ref);
+}
+
+/**
+ * Drops the archived V1 tables: only after the retention period since the rename, and only
+ * with the explicit confirmation words.
+ */
+export async function dropArchives(ctx: MigrationContext, options: { confirm: string }): Promise<string[]> {
+  const reasons: string[] = [];
+  if (options.confirm !== DROP_CONFIRMATION)
+    reasons.push(`the confirmation must be exactly "${DROP_CONFIRMATION}"`);
+  const state = await ctx.v2.query<{ renamed_at: Date | null; dropped_at: Date | null }>(
+    `SELECT renamed_at, dropped_at FROM ${ctl(ctx)}.cleanup_state WHERE id = 1`,
+  );
+  const renamedAt = state.rows[0]?.renamed_at;
+  const retentionMs = ctx.config.cleanup.retentionDays * 86_400_000;
+  if (!renamedAt) reasons.push('the V1 tables have not been archived');
+  else if (Date.now() - renamedAt.getTime() < retentionMs) {
+    const until = new Date(renamedAt.getTime() + retentionMs).toISOString();
+    reasons.push(`the retention period of ${ctx.config.cleanup.retentionDays} days runs until ${until}`);
+  }
+  if (state.rows[0]?.dropped_at)
+    reasons.push(`the archives were already dropped at ${state.rows[0].dropped_at.toISOString()}`);
+  if (reasons.length > 0) {
+    await auditEvent(ctx, 'cleanup.drop-refused', { reasons });
+    throw new GuardRefusedError('Dropping the V1 archives', reasons);
+  }
+  const schema = ident(ctx.config.schemas.v1);
+  const client = await ctx.v1.connect();
+  try {
+    await client.query('BEGIN');
+    // Children first: device_data and alerts reference devices, devices reference users.
+    for (const table of [...V1_TABLE_NAMES].reverse())
+      await client.query(`DROP TABLE ${schema}.${ident(archivedName(table))}`);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+  await ctx.v2.query(`UPDATE ${ctl(ctx)}.cleanup_state SET dropped_at = now() WHERE id = 1`);
+  const dropped = V1_TABLE_NAMES.map(archivedName);
+  await auditEvent(ctx, 'cleanup.archives-dropped', { dropped });
+  return dropped;
+}

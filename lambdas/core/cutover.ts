@@ -1,0 +1,271 @@
+import type { CutoverLevel } from './config';
+import { ident } from './db';
+import { GuardRefusedError, RollbackRefusedError } from './errors';
+import {
+  assertCanStart,
+  auditEvent,
+  beginPhase,
+  endPhase,
+  phaseStates,
+  readParameter,
+  setParameter,
+  type MigrationContext,
+} from './migration-state';
+import { verifyTouchedWindows } from './verify';
+
+/**
+ * Phase 4 and rollback. The cutover steps the V2 traffic percentage through the schedule;
+ * after each level's bake time the health gate checks the alarms and re-verifies the windows
+ * touched since the last check; an unhealthy gate rolls back.
+ */
+
+const ctl = (ctx: MigrationContext) => ident(ctx.config.schemas.control);
+
+export interface CutoverStatus {
+  status: 'idle' | 'running' | 'held' | 'rolled-back' | 'complete';
+  level: number;
+  percentage: number;
+  schedule: CutoverLevel[];
+  reachedFullAt: string | null;
+}
+
+export async function cutoverStatus(ctx: MigrationContext): Promise<CutoverStatus> {
+  const { rows } = await ctx.v2.query<{
+    status: CutoverStatus['status'];
+    level: number;
+    percentage: number;
+    schedule: CutoverLevel[];
+    reached_full_at: Date | null;
+  }>(
+    `SELECT status, level, percentage, schedule, reached_full_at FROM ${ctl(ctx)}.cutover_state WHERE id = 1`,
+  );
+  const r = rows[0];
+  if (!r)
+    return {
+      status: 'idle',
+      level: -1,
+      percentage: 0,
+      schedule: ctx.config.cutover.schedule,
+      reachedFullAt: null,
+    };
+  return {
+    status: r.status,
+    level: r.level,
+    percentage: r.percentage,
+    schedule: r.schedule,
+    reachedFullAt: r.reached_full_at?.toISOString() ?? null,
+  };
+}
+
+/**
+ * The cutover's guards: every earlier phase done, dual-write on, and a passing verification
+ * younger than the configured age (the latest finished run must be that one).
+ */
+export async function cutoverGuards(ctx: MigrationContext): Promise<string[]> {
+  const reasons: string[] = [];
+  if ((await readParameter(ctx, 'dualWrite')) !== 'on') reasons.push('dual-write is not on');
+  const latest = await ctx.v2.query<{ id: string; status: string; finished_at: Date }>(
+    `SELECT id, status, finished_at FROM ${ctl(ctx)}.verification_runs
+      WHERE status <> 'running' AND scope = 'full' ORDER BY finished_at DESC LIMIT 1`,
+  );
+  const run = latest.rows[0];
+  const maxAgeMs = ctx.config.cutover.maxVerificationAgeMinutes * 60_000;
+  if (!run) reasons.push('no verification has run');
+  else if (run.status !== 'passed') reasons.push(`the latest verification (run ${run.id}) failed`);
+  else if (Date.now() - run.finished_at.getTime() > maxAgeMs) {
+    reasons.push(
+      `the latest passing verification (run ${run.id}, ${run.finished_at.toISOString()}) is older than ${ctx.config.cutover.maxVerificationAgeMinutes} minutes`,
+    );
+  }
+  return reasons;
+}
+
+/** Begins Phase 4 (or resumes it after a rollback): checks order and guards, sets the schedule. */
+export async function startCutover(ctx: MigrationContext): Promise<CutoverStatus> {
+  const states = await phaseStates(ctx);
+  const running = states.find((s) => s.phase === 'CUTOVER')?.status === 'running';
+  if (!running) await assertCanStart(ctx, 'CUTOVER');
+  const reasons = await cutoverGuards(ctx);
+  if (reasons.length > 0) throw new GuardRefusedError('Cutover', reasons);
+  if (!running) await beginPhase(ctx, 'CUTOVER');
+  const schedule = ctx.config.cutover.schedule;
+  await ctx.v2.query(
+    `INSERT INTO ${ctl(ctx)}.cutover_state (id, schedule, level, percentage, status, last_gate_at)
+     VALUES (1, $1, -1, 0, 'running', now())
+     ON CONFLICT (id) DO UPDATE SET schedule = EXCLUDED.schedule, status = 'running', level = -1, last_gate_at = now(), updated_at = now()`,
+    [JSON.stringify(schedule)],
+  );
+  await auditEvent(ctx, 'cutover.started', { schedule });
+  return cutoverStatus(ctx);
+}
+
+/** Moves traffic to a level of the schedule (audited). Returns the level's bake time. */
+export async function applyLevel(
+  ctx: MigrationContext,
+  level: number,
+): Promise<{ percentage: number; bakeSeconds: number; last: boolean }> {
+  const status = await cutoverStatus(ctx);
+  if (status.status !== 'running')
+    throw new GuardRefusedError('Cutover step', [`the cutover is ${status.status}`]);
+  const target = status.schedule[level];
+  if (!target) throw new GuardRefusedError('Cutover step', [`the schedule has no level ${level}`]);
+  await setParameter(
+    ctx,
+    'trafficPercentage',
+    String(target.percentage),
+    `cutover level ${level + 1} of ${status.schedule.length}`,
+  );
+  await ctx.v2.query(
+    `UPDATE ${ctl(ctx)}.cutover_state SET level = $1, percentage = $2, updated_at = now(),
+            reached_full_at = CASE WHEN $2 = 100 THEN coalesce(reached_full_at, now()) ELSE reached_full_at END WHERE id = 1`,
+    [level, target.percentage],
+  );
+  return {
+    percentage: target.percentage,
+    bakeSeconds: target.bakeSeconds,
+    last: level === status.schedule.length - 1,
+  };
+}
+
+export interface GateResult {
+  healthy: boolean;
+  alarms: { name: string; reason?: string }[];
+  driftWindows: { table: string; windowId: number }[];
+  reason: string | null;
+}
+
+/** The health gate: alarms in ALARM, and drift in the windows touched since the last gate. */
+export async function healthGate(ctx: MigrationContext): Promise<GateResult> {
+  const firing = ctx.alarms ? await ctx.alarms.firing() : [];
+  const last = await ctx.v2.query<{ last_gate_at: Date }>(
+    `SELECT last_gate_at FROM ${ctl(ctx)}.cutover_state WHERE id = 1`,
+  );
+  const since = last.rows[0]?.last_gate_at ?? new Date(Date.now() - 3_600_000);
+  const drift = await verifyTouchedWindows(ctx, since);
+  await ctx.v2.query(`UPDATE ${ctl(ctx)}.cutover_state SET last_gate_at = now() WHERE id = 1`);
+  const alarms = firing.map((a) => ({ name: a.name, reason: a.reason }));
+  const driftWindows = drift.mismatches.map((m) => ({ table: m.table, windowId: m.windowId }));
+  const reason =
+    alarms.length > 0
+      ? `alarm:${alarms.map((a) => a.name).join(',')}`
+      : driftWindows.length > 0
+        ? `drift:${driftWindows.map((w) => `${w.table}#${w.windowId}`).join(',')}`
+        : null;
+  const result = { healthy: reason === null, alarms, driftWindows, reason };
+  await auditEvent(ctx, 'gate.checked', { ...result, verificationRun: drift.runId });
+  return result;
+}
+
+/** Closes Phase 4 once traffic is at 100 %. */
+export async function completeCutover(ctx: MigrationContext): Promise<CutoverStatus> {
+  const status = await cutoverStatus(ctx);
+  if (status.percentage !== 100)
+    throw new GuardRefusedError('Completing the cutover', [`traffic is at ${status.percentage} %`]);
+  await ctx.v2.query(
+    `UPDATE ${ctl(ctx)}.cutover_state SET status = 'complete', updated_at = now() WHERE id = 1`,
+  );
+  await endPhase(ctx, 'CUTOVER', { percentage: 100, reachedFullAt: status.reachedFullAt });
+  return cutoverStatus(ctx);
+}
+
+/** Ops: hold the cutover where it is (the state machine waits), or resume it. */
+export async function setCutoverHeld(ctx: MigrationContext, held: boolean): Promise<CutoverStatus> {
+  const status = await cutoverStatus(ctx);
+  const from = held ? 'running' : 'held';
+  if (status.status !== from)
+    throw new GuardRefusedError(held ? 'Hold' : 'Resume', [`the cutover is ${status.status}`]);
+  await ctx.v2.query(`UPDATE ${ctl(ctx)}.cutover_state SET status = $1, updated_at = now() WHERE id = 1`, [
+    held ? 'held' : 'running',
+  ]);
+  await auditEvent(ctx, held ? 'cutover.held' : 'cutover.resumed', {
+    level: status.level,
+    percentage: status.percentage,
+  });
+  return cutoverStatus(ctx);
+}
+
+export interface RollbackResult {
+  changed: boolean;
+  from: number;
+  to: number;
+  levels: number[];
+}
+
+/**
+ * Traffic back to 0 % (straight, or down through the schedule's lower levels), dual-write left
+ * on, why and who recorded. Idempotent. Refused once cleanup has stopped dual-write, because
+ * V1 has missed the writes since, unless forced.
+ */
+export async function rollback(
+  ctx: MigrationContext,
+  options: { reason: string; force?: boolean },
+): Promise<RollbackResult> {
+  const cleanup = await ctx.v2.query<{ dual_write_stopped_at: Date | null }>(
+    `SELECT dual_write_stopped_at FROM ${ctl(ctx)}.cleanup_state WHERE id = 1`,
+  );
+  const stoppedAt = cleanup.rows[0]?.dual_write_stopped_at;
+  if (stoppedAt && !options.force) {
+    await auditEvent(ctx, 'rollback.refused', {
+      reason: options.reason,
+      dualWriteStoppedAt: stoppedAt.toISOString(),
+    });
+    throw new RollbackRefusedError(stoppedAt);
+  }
+  const current = Number((await readParameter(ctx, 'trafficPercentage')) ?? '0') || 0;
+  const status = await cutoverStatus(ctx);
+  const levels =
+    ctx.config.cutover.rollbackMode === 'stepwise'
+      ? [
+          ...status.schedule
+            .map((l) => l.percentage)
+            .filter((p) => p < current)
+            .reverse(),
+          0,
+        ]
+      : [0];
+  let changed = false;
+  for (const level of current === 0 ? [] : levels) {
+    changed =
+      (await setParameter(ctx, 'trafficPercentage', String(level), `rollback: ${options.reason}`)).changed ||
+      changed;
+  }
+  if (!stoppedAt)
+    await setParameter(ctx, 'dualWrite', 'on', `rollback: ${options.reason} (V1 stays the source of truth)`);
+  await ctx.v2.query(
+    `UPDATE ${ctl(ctx)}.cutover_state SET status = 'rolled-back', percentage = 0, level = -1, updated_at = now() WHERE id = 1`,
+  );
+  await auditEvent(ctx, 'rollback.done', {
+    reason: options.reason,
+    from: current,
+    to: 0,
+    changed,
+    forced: Boolean(options.force),
+  });
+  return { changed, from: current, to: 0, levels: current === 0 ? [] : levels };
+}
+
+/**
+ * The whole schedule in-process (tests and the simplest local use; the rehearsal runs the
+ * Cutover state machine instead): each level, its bake time, the gate; unhealthy → rollback.
+ */
+export async function runCutoverLocally(
+  ctx: MigrationContext,
+  options: { sleep?: (ms: number) => Promise<void>; bakeScale?: number } = {},
+): Promise<{ outcome: 'complete' | 'rolled-back'; gate?: GateResult; percentage: number }> {
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const { schedule } = await startCutover(ctx);
+  for (let level = 0; level < schedule.length; level++) {
+    const { bakeSeconds, percentage } = await applyLevel(ctx, level);
+    await sleep(bakeSeconds * 1000 * (options.bakeScale ?? 1));
+    const gate = await healthGate(ctx);
+    if (!gate.healthy) {
+      await rollback(
+        { ...ctx, actor: gate.reason ?? ctx.actor },
+        { reason: `health gate at ${percentage} %: ${gate.reason}` },
+      );
+      return { outcome: 'rolled-back', gate, percentage: 0 };
+    }
+  }
+  await completeCutover(ctx);
+  return { outcome: 'complete', percentage: 100 };
+}

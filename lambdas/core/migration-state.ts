@@ -1,0 +1,221 @@
+import type { Pool } from 'pg';
+import type { MigrationConfig } from './config';
+import { ident } from './db';
+import { MigrationLockedError, PhaseOrderError } from './errors';
+import { migrate, projectMigrationSets } from './migrator';
+import { parameterNames, type ParameterPort } from '../ports/parameters';
+import type { AlarmPort } from '../ports/alarms';
+import type { BackupPort } from '../ports/backup';
+
+/** The five phases, in the only order they may run. */
+export const PHASES = ['PREPARE', 'BACKFILL', 'VERIFY', 'CUTOVER', 'CLEANUP'] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** What every phase, guard and rollback works with; `actor` says who or what acts. */
+export interface MigrationContext {
+  v1: Pool;
+  v2: Pool;
+  config: MigrationConfig;
+  parameters: ParameterPort;
+  alarms?: AlarmPort;
+  backup?: BackupPort;
+  /** `execution:<arn>`, `alarm:<name>`, `person:<name>`, `rehearsal`… */
+  actor: string;
+}
+
+const ctl = (ctx: Pick<MigrationContext, 'config'>) => ident(ctx.config.schemas.control);
+
+/** Records one change in the audit log, with who or what triggered it. */
+export async function auditEvent(
+  ctx: MigrationContext,
+  action: string,
+  details: Record<string, unknown> = {},
+): Promise<void> {
+  await ctx.v2.query(`INSERT INTO ${ctl(ctx)}.audit_log (actor, action, details) VALUES ($1, $2, $3)`, [
+    ctx.actor,
+    action,
+    JSON.stringify(details),
+  ]);
+}
+
+/** Sets a runtime parameter and audits the change (from, to, why). No-op when unchanged. */
+export async function setParameter(
+  ctx: MigrationContext,
+  which: 'trafficPercentage' | 'dualWrite',
+  value: string,
+  why: string,
+): Promise<{ changed: boolean; from: string | undefined }> {
+  const name = parameterNames(ctx.config.ssmPrefix)[which];
+  const from = await ctx.parameters.get(name);
+  if (from === value) return { changed: false, from };
+  await ctx.parameters.put(name, value);
+  await auditEvent(ctx, 'parameter.set', { name, from: from ?? null, to: value, why });
+  return { changed: true, from };
+}
+
+export async function readParameter(
+  ctx: MigrationContext,
+  which: 'trafficPercentage' | 'dualWrite',
+): Promise<string | undefined> {
+  return ctx.parameters.get(parameterNames(ctx.config.ssmPrefix)[which]);
+}
+
+/**
+ * Takes the migration lock for `ctx.actor` (re-entrant for the same actor). A live holder
+ * makes a second run fail at once with MigrationLockedError; a holder older than the lock's
+ * time to live is taken over.
+ */
+export async function acquireLock(ctx: MigrationContext): Promise<void> {
+  await ensureControlSchema(ctx);
+  const { rows } = await ctx.v2.query(
+    `UPDATE ${ctl(ctx)}.migration_lock
+        SET holder = $1, acquired_at = CASE WHEN holder = $1 THEN acquired_at ELSE now() END,
+            expires_at = now() + make_interval(mins => $2)
+      WHERE id = 1 AND (holder IS NULL OR holder = $1 OR expires_at < now())
+      RETURNING holder`,
+    [ctx.actor, ctx.config.lockTtlMinutes],
+  );
+  if (rows.length === 0) {
+    const held = await ctx.v2.query<{ holder: string; acquired_at: Date }>(
+      `SELECT holder, acquired_at FROM ${ctl(ctx)}.migration_lock WHERE id = 1`,
+    );
+    throw new MigrationLockedError(held.rows[0].holder, held.rows[0].acquired_at, ctx.actor);
+  }
+}
+
+export async function releaseLock(ctx: MigrationContext): Promise<void> {
+  await ctx.v2.query(
+    `UPDATE ${ctl(ctx)}.migration_lock SET holder = NULL, acquired_at = NULL, expires_at = NULL WHERE id = 1 AND holder = $1`,
+    [ctx.actor],
+  );
+}
+
+/** Runs `fn` holding the lock, and releases it afterwards whatever happens. */
+export async function withLock<T>(ctx: MigrationContext, fn: () => Promise<T>): Promise<T> {
+  await acquireLock(ctx);
+  try {
+    return await fn();
+  } finally {
+    await releaseLock(ctx);
+  }
+}
+
+export interface PhaseState {
+  phase: Phase;
+  status: 'pending' | 'running' | 'done' | 'failed';
+  startedAt?: string;
+  finishedAt?: string;
+  error?: string;
+}
+
+/**
+ * Deploys the control schema (the migration's own state) when it is missing or behind. It
+ * holds no V2 data, so it may exist before Phase 1 has run.
+ */
+export async function ensureControlSchema(ctx: Pick<MigrationContext, 'v2' | 'config'>): Promise<void> {
+  const [controlSet] = projectMigrationSets(ctx.config.schemas);
+  await migrate(ctx.v2, ctx.config.schemas.control, controlSet);
+}
+
+/** The latest run of each phase (all pending before the control schema exists). */
+export async function phaseStates(ctx: MigrationContext): Promise<PhaseState[]> {
+  const exists = await ctx.v2.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [
+    `${ctx.config.schemas.control}.phase_runs`,
+  ]);
+  if (!exists.rows[0].t) return PHASES.map((phase) => ({ phase, status: 'pending' }));
+  const { rows } = await ctx.v2.query<{
+    phase: Phase;
+    status: PhaseState['status'];
+    started_at: Date;
+    finished_at: Date | null;
+    error: string | null;
+  }>(
+    `SELECT DISTINCT ON (phase) phase, status, started_at, finished_at, error
+       FROM ${ctl(ctx)}.phase_runs ORDER BY phase, started_at DESC, id DESC`,
+  );
+  const latest = new Map(rows.map((r) => [r.phase, r]));
+  return PHASES.map((phase) => {
+    const r = latest.get(phase);
+    return r
+      ? {
+          phase,
+          status: r.status,
+          startedAt: r.started_at.toISOString(),
+          finishedAt: r.finished_at?.toISOString(),
+          ...(r.error ? { error: r.error } : {}),
+        }
+      : { phase, status: 'pending' };
+  });
+}
+
+/** Whether a phase may start: every phase before it is done, and cleanup has not finished. */
+export async function assertCanStart(ctx: MigrationContext, phase: Phase): Promise<void> {
+  const states = await phaseStates(ctx);
+  const before = states.slice(0, PHASES.indexOf(phase));
+  const missing = before.filter((s) => s.status !== 'done').map((s) => s.phase);
+  if (missing.length > 0) throw new PhaseOrderError(phase, missing);
+  const cleanup = states.find((s) => s.phase === 'CLEANUP');
+  if (phase !== 'CLEANUP' && cleanup?.status !== 'pending') {
+    throw new PhaseOrderError(
+      phase,
+      [],
+      `Phase ${phase} cannot run: cleanup has started, the migration is over`,
+    );
+  }
+}
+
+/** The first phase that is not done, or null when all are. */
+export async function nextPhase(ctx: MigrationContext): Promise<Phase | null> {
+  return (await phaseStates(ctx)).find((s) => s.status !== 'done')?.phase ?? null;
+}
+
+/** Starts a phase run after its order check (the caller holds the lock). */
+export async function beginPhase(ctx: MigrationContext, phase: Phase): Promise<void> {
+  await assertCanStart(ctx, phase);
+  await ensureControlSchema(ctx);
+  await ctx.v2.query(`INSERT INTO ${ctl(ctx)}.phase_runs (phase, status, actor) VALUES ($1, 'running', $2)`, [
+    phase,
+    ctx.actor,
+  ]);
+  await ctx.v2.query(
+    `UPDATE ${ctl(ctx)}.migration_state SET phase = $1, status = 'running', updated_at = now() WHERE id = 1`,
+    [phase],
+  );
+  await auditEvent(ctx, 'phase.started', { phase });
+}
+
+async function closePhase(
+  ctx: MigrationContext,
+  phase: Phase,
+  status: 'done' | 'failed',
+  result: unknown,
+  error?: string,
+) {
+  await ctx.v2.query(
+    `UPDATE ${ctl(ctx)}.phase_runs SET status = $2, finished_at = now(), result = $3, error = $4
+      WHERE id = (SELECT id FROM ${ctl(ctx)}.phase_runs WHERE phase = $1 ORDER BY started_at DESC, id DESC LIMIT 1)`,
+    [phase, status, JSON.stringify(result ?? null), error ?? null],
+  );
+  await ctx.v2.query(`UPDATE ${ctl(ctx)}.migration_state SET status = $1, updated_at = now() WHERE id = 1`, [
+    status,
+  ]);
+  await auditEvent(ctx, `phase.${status}`, { phase, ...(error ? { error } : {}) });
+}
+
+export const endPhase = (ctx: MigrationContext, phase: Phase, result?: unknown) =>
+  closePhase(ctx, phase, 'done', result);
+export const failPhase = (ctx: MigrationContext, phase: Phase, error: string) =>
+  closePhase(ctx, phase, 'failed', null, error);
+
+/** Runs a phase's work between begin and end, recording a failure with its error's name. */
+export async function runPhase<T>(ctx: MigrationContext, phase: Phase, work: () => Promise<T>): Promise<T> {
+  await beginPhase(ctx, phase);
+  try {
+    const result = await work();
+    await endPhase(ctx, phase, result);
+    return result;
+  } catch (error) {
+    await failPhase(ctx, phase, `${(error as Error).name}: ${(error as Error).message}`);
+    throw error;
+  }
+}

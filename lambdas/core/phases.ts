@@ -1,0 +1,147 @@
+import { BackfillFailedError, VerificationFailedError } from './errors';
+import { backfillProgress, planBackfill, pumpBackfill, type BackfillProgress } from './backfill';
+import {
+  auditEvent,
+  beginPhase,
+  endPhase,
+  failPhase,
+  setParameter,
+  type MigrationContext,
+} from './migration-state';
+import { runPrepare, type PrepareReport } from './prepare';
+import { checkV1Schema } from './v1-schema';
+import {
+  buildReport,
+  finishVerification,
+  repairRun,
+  startVerification,
+  verificationProgress,
+  type VerificationProgress,
+  type VerificationReport,
+} from './verify';
+import type { QueuePort } from '../ports/queue';
+
+/**
+ * The phases as steps a state machine (or the local driver) calls: each `start` begins the
+ * phase after its order check, each `poll` reports progress and closes the phase when done.
+ * The caller holds the migration lock.
+ */
+
+/** Rows a verification report deep-compares per table. */
+export const DEFAULT_SAMPLE_SIZE = 100;
+
+export async function prepareStep(ctx: MigrationContext): Promise<PrepareReport> {
+  if (!ctx.backup) throw new Error('prepare needs a backup port');
+  const backup = ctx.backup;
+  // V1 is checked before anything is written anywhere.
+  await checkV1Schema(ctx.v1, ctx.config.schemas.v1);
+  await beginPhase(ctx, 'PREPARE');
+  try {
+    const report = await runPrepare({ v1: ctx.v1, v2: ctx.v2, config: ctx.config, backup, actor: ctx.actor });
+    await endPhase(ctx, 'PREPARE', { steps: report.steps, storage: report.storage.kind });
+    return report;
+  } catch (error) {
+    await failPhase(ctx, 'PREPARE', `${(error as Error).name}: ${(error as Error).message}`);
+    throw error;
+  }
+}
+
+/**
+ * Begins Phase 2: dual-write goes on first (the backend writes V1 then V2 from its next
+ * refresh on), then the windows are planned and the first stage is sent.
+ */
+export async function startBackfill(ctx: MigrationContext & { queue: QueuePort }): Promise<BackfillProgress> {
+  await beginPhase(ctx, 'BACKFILL');
+  try {
+    await setParameter(
+      ctx,
+      'dualWrite',
+      'on',
+      'Phase 2: the backend writes V1 then V2 while history is copied',
+    );
+    const plan = await planBackfill(ctx);
+    await auditEvent(ctx, 'backfill.planned', {
+      tables: plan.tables,
+      partitionsCreated: plan.partitionsCreated,
+    });
+    return (await pumpBackfill(ctx)).progress;
+  } catch (error) {
+    await failPhase(ctx, 'BACKFILL', `${(error as Error).name}: ${(error as Error).message}`);
+    throw error;
+  }
+}
+
+/** Sends the next stage when it may start; closes the phase when every window is done. */
+export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort }): Promise<BackfillProgress> {
+  const { progress } = await pumpBackfill(ctx);
+  if (progress.complete) {
+    await endPhase(ctx, 'BACKFILL', {
+      rows: progress.rowsCopied,
+      rowsPerSecond: progress.rowsPerSecond,
+      windows: progress.windowsTotal,
+      seconds: progress.elapsedSeconds,
+    });
+  } else if (
+    progress.windowsFailed > 0 &&
+    progress.windowsFailed + progress.windowsDone === progress.windowsTotal
+  ) {
+    const error = new BackfillFailedError(progress.failures);
+    await failPhase(ctx, 'BACKFILL', `${error.name}: ${error.message}`);
+    throw error;
+  }
+  return progress;
+}
+
+export async function backfillStatus(ctx: MigrationContext): Promise<BackfillProgress> {
+  return backfillProgress(ctx.v2, ctx.config);
+}
+
+/** Begins Phase 3: a full verification run, its slices fanned out through the queue. */
+export async function startVerify(
+  ctx: MigrationContext & { queue: QueuePort },
+): Promise<{ runId: number; slices: number }> {
+  await beginPhase(ctx, 'VERIFY');
+  try {
+    return await startVerification(ctx);
+  } catch (error) {
+    await failPhase(ctx, 'VERIFY', `${(error as Error).name}: ${(error as Error).message}`);
+    throw error;
+  }
+}
+
+export type VerifyPoll =
+  | ({ complete: false } & VerificationProgress)
+  | { complete: true; runId: number; clean: boolean; report: VerificationReport };
+
+/**
+ * Reports slice progress; once every slice is checked, builds the report, repairs mismatched
+ * windows (re-verifying each), records the outcome, and closes the phase: done when clean,
+ * failed (VerificationFailedError naming the windows) when not.
+ */
+export async function pollVerify(
+  ctx: MigrationContext,
+  runId: number,
+  options: { sampleSize?: number } = {},
+): Promise<VerifyPoll> {
+  const progress = await verificationProgress(ctx.v2, ctx.config, runId);
+  if (!progress.complete) return { ...progress, complete: false };
+  const sampleSize = options.sampleSize ?? DEFAULT_SAMPLE_SIZE;
+  let report = await buildReport(ctx, runId, { sampleSize });
+  if (!report.clean) report = await repairRun(ctx, runId, { sampleSize });
+  await finishVerification(ctx, report);
+  if (!report.clean) {
+    const error = new VerificationFailedError(
+      `${report.mismatches.length} window(s) still differ after repair`,
+      report.mismatches.map((m) => ({
+        table: m.table,
+        windowId: m.windowId,
+        v1Rows: m.v1Rows,
+        v2Rows: m.v2Rows,
+      })),
+    );
+    await failPhase(ctx, 'VERIFY', `${error.name}: ${error.message}`);
+    throw error;
+  }
+  await endPhase(ctx, 'VERIFY', { runId, tables: report.tables, repaired: report.repaired.length });
+  return { complete: true, runId, clean: true, report };
+}
