@@ -29,6 +29,8 @@ export const LAMBDA_ENV = {
   /** RDS instance or Aurora cluster to snapshot in phase 1 (when configured). */
   rdsInstanceId: 'MIGRATION_RDS_INSTANCE_ID',
   auroraClusterId: 'MIGRATION_AURORA_CLUSTER_ID',
+  /** The MigrationHealth composite alarm the cutover's health gate reads. */
+  healthAlarmName: 'MIGRATION_HEALTH_ALARM',
 } as const;
 
 /** The CloudWatch namespace of every custom metric of the migration (worker, orchestrator, client). */

@@ -1,0 +1,294 @@
+import { z } from 'zod';
+import { describeIssues } from './config';
+import { InvalidInputError, MigrationError } from './errors';
+import { migrationStatus } from './checklist';
+import { finishCleanup, startCleanup } from './cleanup';
+import {
+  applyLevel,
+  completeCutover,
+  cutoverStatus,
+  healthGate,
+  rollback,
+  setCutoverHeld,
+  startCutover,
+} from './cutover';
+import {
+  acquireLock,
+  auditEvent,
+  nextPhase,
+  PHASES,
+  phaseStates,
+  releaseLock,
+  type MigrationContext,
+  type Phase,
+} from './migration-state';
+import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
+import type { QueuePort } from '../ports/queue';
+
+/**
+ * The tasks of the three state machines, dispatched by name: the orchestrator Lambda calls
+ * `orchestrate` with its event, and the local rehearsal calls it with the same events, so the
+ * flow ops run is the flow that was tested. Every input from outside is validated here.
+ */
+
+export interface OrchestratorDeps extends Omit<MigrationContext, 'actor'> {
+  queue: QueuePort;
+  /** Publishes a metric (CloudWatch through Powertools on AWS; nothing or a log locally). */
+  metric?: (name: string, value: number) => void;
+}
+
+const phase = z.preprocess((v) => (typeof v === 'string' ? v.toUpperCase() : v), z.enum(PHASES));
+
+/** Start-execution input of the Migration state machine. */
+export const migrationInputSchema = z.discriminatedUnion('action', [
+  z.object({ action: z.literal('advance'), through: phase.optional() }).strict(),
+  z.object({ action: z.literal('status') }).strict(),
+]);
+
+/** Start-execution input of the Cutover state machine. */
+export const cutoverInputSchema = z
+  .object({ action: z.enum(['run', 'step', 'hold', 'resume']).default('run') })
+  .strict();
+
+/** Start-execution input of the Rollback state machine (from ops, or from the alarm rule). */
+export const rollbackInputSchema = z
+  .object({
+    reason: z.string().trim().min(1, 'say why').max(500),
+    actor: z.string().trim().min(1).max(200).optional(),
+    force: z.boolean().optional(),
+  })
+  .strict();
+
+function validate<S extends z.ZodType>(what: string, schema: S, input: unknown): z.infer<S> {
+  const result = schema.safeParse(input ?? {});
+  if (!result.success) throw new InvalidInputError(what, describeIssues(result.error));
+  return result.data;
+}
+
+const actor = z.string().min(1).max(2048);
+const archive = z
+  .object({
+    id: z.string(),
+    kind: z.enum(['rds-snapshot', 'aurora-snapshot', 'pg_dump', 'template']),
+    location: z.string(),
+  })
+  .strict();
+
+/** Every task event the state machines send. */
+export const taskEventSchema = z.discriminatedUnion('task', [
+  z.object({ task: z.literal('validate-migration-input'), input: z.unknown() }),
+  z.object({ task: z.literal('validate-cutover-input'), input: z.unknown() }),
+  z.object({ task: z.literal('validate-rollback-input'), input: z.unknown() }),
+  z.object({ task: z.literal('status'), actor }),
+  z.object({
+    task: z.literal('begin'),
+    actor,
+    request: z.object({ through: phase.optional() }).passthrough(),
+  }),
+  z.object({ task: z.literal('next-phase'), actor, target: phase }),
+  z.object({ task: z.literal('prepare'), actor }),
+  z.object({ task: z.literal('start-backfill'), actor }),
+  z.object({ task: z.literal('poll-backfill'), actor }),
+  z.object({ task: z.literal('start-verify'), actor }),
+  z.object({ task: z.literal('poll-verify'), actor, runId: z.number().int().positive() }),
+  z.object({ task: z.literal('start-cleanup'), actor }),
+  z.object({ task: z.literal('archive-status'), actor, archive }),
+  z.object({ task: z.literal('finish-cleanup'), actor, archive }),
+  z.object({ task: z.literal('release'), actor }),
+  z.object({
+    task: z.literal('record-failure'),
+    actor,
+    error: z.object({ Error: z.string(), Cause: z.string().optional() }).passthrough(),
+  }),
+  z.object({ task: z.literal('start-cutover'), actor }),
+  z.object({ task: z.literal('cutover-next'), actor }),
+  z.object({ task: z.literal('health-gate'), actor }),
+  z.object({ task: z.literal('complete-cutover'), actor }),
+  z.object({ task: z.literal('hold'), actor }),
+  z.object({ task: z.literal('resume'), actor }),
+  z.object({ task: z.literal('step'), actor }),
+  z.object({
+    task: z.literal('rollback'),
+    actor,
+    request: z
+      .object({ reason: z.string().min(1), actor: z.string().optional(), force: z.boolean().optional() })
+      .passthrough(),
+  }),
+]);
+export type TaskEvent = z.infer<typeof taskEventSchema>;
+
+/** Lambda reports a thrown error's Cause as JSON {errorType, errorMessage}; locally it is the message. */
+function causeMessage(cause: string | undefined): string {
+  if (!cause) return '';
+  try {
+    const parsed = JSON.parse(cause) as { errorMessage?: string };
+    return parsed.errorMessage ?? cause;
+  } catch {
+    return cause;
+  }
+}
+
+export async function orchestrate(
+  deps: OrchestratorDeps,
+  rawEvent: unknown,
+): Promise<Record<string, unknown>> {
+  const event = validate('orchestrator task', taskEventSchema, rawEvent);
+  if (event.task === 'validate-migration-input')
+    return validate('Migration input', migrationInputSchema, event.input);
+  if (event.task === 'validate-cutover-input')
+    return validate('Cutover input', cutoverInputSchema, event.input);
+  if (event.task === 'validate-rollback-input')
+    return validate('Rollback input', rollbackInputSchema, event.input);
+  const ctx: MigrationContext & { queue: QueuePort } = { ...deps, actor: event.actor };
+
+  switch (event.task) {
+    case 'status': {
+      const status = await migrationStatus(ctx);
+      return { ...status, backfillWindows: undefined };
+    }
+    case 'begin': {
+      await acquireLock(ctx);
+      const target = event.request.through ?? (await nextPhase(ctx)) ?? 'CLEANUP';
+      await auditEvent(ctx, 'execution.started', { target });
+      return { target };
+    }
+    case 'next-phase': {
+      const states = await phaseStates(ctx);
+      const targetDone = states.find((s) => s.phase === event.target)?.status === 'done';
+      const next = states.find((s) => s.status !== 'done')?.phase ?? null;
+      const reached = targetDone || next === null || PHASES.indexOf(next) > PHASES.indexOf(event.target);
+      return { phase: reached ? 'DONE' : (next as Phase) };
+    }
+    case 'prepare': {
+      const report = await prepareStep(ctx);
+      return {
+        steps: report.steps.map((s) => `${s.step}: ${s.outcome} (${s.detail})`),
+        storage: report.storage.kind,
+      };
+    }
+    case 'start-backfill':
+    case 'poll-backfill': {
+      const p = event.task === 'start-backfill' ? await startBackfill(ctx) : await pollBackfill(ctx);
+      deps.metric?.('BackfillWindowsDone', p.windowsDone);
+      return {
+        complete: p.complete,
+        windowsTotal: p.windowsTotal,
+        windowsDone: p.windowsDone,
+        windowsFailed: p.windowsFailed,
+        rowsCopied: p.rowsCopied,
+        rowsPerSecond: p.rowsPerSecond,
+        etaSeconds: p.etaSeconds,
+      };
+    }
+    case 'start-verify':
+      return { ...(await startVerify(ctx)), complete: false };
+    case 'poll-verify': {
+      const poll = await pollVerify(ctx, event.runId);
+      if (!poll.complete)
+        return { runId: event.runId, complete: false, slicesDone: poll.slicesDone, slices: poll.slices };
+      deps.metric?.('VerificationMismatchedWindows', poll.report.mismatches.length);
+      return {
+        runId: event.runId,
+        complete: true,
+        clean: poll.clean,
+        tables: poll.report.tables,
+        repaired: poll.report.repaired.length,
+      };
+    }
+    case 'start-cleanup':
+      return { archive: await startCleanup(ctx) };
+    case 'archive-status':
+      if (!ctx.backup) throw new MigrationError('no backup port configured');
+      return { archive: event.archive, status: await ctx.backup.status(event.archive) };
+    case 'finish-cleanup':
+      return finishCleanup(ctx, event.archive);
+    case 'release':
+      await releaseLock(ctx);
+      await auditEvent(ctx, 'execution.finished', {});
+      return { released: true };
+    case 'record-failure': {
+      const message = causeMessage(event.error.Cause);
+      await auditEvent(ctx, 'execution.failed', { error: event.error.Error, cause: message }).catch(
+        () => undefined,
+      );
+      // Only this execution's own lock is released (a refused second run leaves the first's).
+      await releaseLock(ctx).catch(() => undefined);
+      return { Error: event.error.Error, Cause: message };
+    }
+    case 'start-cutover':
+      await acquireLock(ctx);
+      return summarize(await startCutover(ctx));
+    case 'cutover-next': {
+      const status = await cutoverStatus(ctx);
+      if (status.status === 'held' || status.status === 'rolled-back')
+        return { state: status.status, percentage: status.percentage };
+      if (status.level + 1 >= status.schedule.length) return { state: 'done', percentage: status.percentage };
+      const applied = await applyLevel(ctx, status.level + 1);
+      deps.metric?.('TrafficPercentage', applied.percentage);
+      return { state: 'applied', ...applied };
+    }
+    case 'health-gate': {
+      const status = await cutoverStatus(ctx);
+      if (status.status === 'rolled-back')
+        return { healthy: false, reason: 'rolled back while baking', rolledBack: true };
+      const gate = await healthGate(ctx);
+      return {
+        healthy: gate.healthy,
+        reason: gate.reason,
+        percentage: status.percentage,
+        alarms: gate.alarms.map((a) => a.name),
+        // What the Rollback state machine is started with when the gate is unhealthy.
+        rollbackInput: {
+          reason: `health gate at ${status.percentage} %: ${gate.reason}`,
+          actor: gate.reason ?? 'health-gate',
+        },
+      };
+    }
+    case 'complete-cutover':
+      return summarize(await completeCutover(ctx));
+    case 'hold':
+      return summarize(await setCutoverHeld(ctx, true));
+    case 'resume':
+      return summarize(await setCutoverHeld(ctx, false));
+    case 'step': {
+      await acquireLock(ctx);
+      try {
+        let status = await cutoverStatus(ctx);
+        if (status.status !== 'running' && status.status !== 'held') status = await startCutover(ctx);
+        if (status.level + 1 >= status.schedule.length) return { ...summarize(status), stepped: false };
+        const applied = await applyLevel(ctx, status.level + 1);
+        deps.metric?.('TrafficPercentage', applied.percentage);
+        if (applied.percentage === 100) await completeCutover(ctx);
+        return { ...summarize(await cutoverStatus(ctx)), stepped: true };
+      } finally {
+        await releaseLock(ctx);
+      }
+    }
+    case 'rollback': {
+      // No lock: a rollback must never wait for (or be refused by) a running cutover.
+      const { reason, force } = event.request;
+      const requestedBy = event.request.actor;
+      // The alarm rule says {"actor":"alarm","reason":"alarm:<name>"}: the alarm is the actor.
+      const who =
+        requestedBy === 'alarm' && reason.startsWith('alarm:')
+          ? reason
+          : requestedBy
+            ? requestedBy.includes(':')
+              ? requestedBy
+              : `person:${requestedBy}`
+            : ctx.actor;
+      const result = await rollback({ ...ctx, actor: who }, { reason, force });
+      deps.metric?.('TrafficPercentage', 0);
+      return { ...result };
+    }
+  }
+}
+
+function summarize(status: Awaited<ReturnType<typeof cutoverStatus>>) {
+  return {
+    status: status.status,
+    level: status.level,
+    percentage: status.percentage,
+    levels: status.schedule.length,
+  };
+}

@@ -1,0 +1,463 @@
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { Construct } from 'constructs';
+import type { MigrationStack, StateMachinesFactory } from '../migration-stack';
+import { LAMBDA_ENV } from '../runtime-contract';
+
+/** How long the Migration state machine waits between progress polls. @default 30 s */
+export const DEFAULT_POLL_INTERVAL = Duration.seconds(30);
+/** How long it waits between checks of an archive snapshot. @default 60 s */
+export const DEFAULT_ARCHIVE_POLL_INTERVAL = Duration.seconds(60);
+/** How long a held cutover waits before looking again. @default 60 s */
+export const DEFAULT_HOLD_POLL_INTERVAL = Duration.seconds(60);
+
+/** Errors a task simply tries again: a transient database or queue failure, a Lambda hiccup. */
+export const RETRYABLE_ERRORS = [
+  'TransientDatabaseError',
+  'QueueSendError',
+  'AlarmLookupError',
+  'Lambda.ServiceException',
+  'Lambda.AWSLambdaException',
+  'Lambda.SdkClientException',
+  'Lambda.TooManyRequestsException',
+];
+
+export interface MigrationStateMachinesProps {
+  /** The orchestrator Lambda every task calls (lambdas/handlers/orchestrator.ts). */
+  readonly orchestrator: lambda.IFunction;
+  /**
+   * Wait between polls of backfill and verification progress.
+   * @default DEFAULT_POLL_INTERVAL
+   */
+  readonly pollInterval?: Duration;
+  /**
+   * Wait between archive snapshot checks.
+   * @default DEFAULT_ARCHIVE_POLL_INTERVAL
+   */
+  readonly archivePollInterval?: Duration;
+  /**
+   * Wait while a cutover is held.
+   * @default DEFAULT_HOLD_POLL_INTERVAL
+   */
+  readonly holdPollInterval?: Duration;
+  /**
+   * Execution history log retention.
+   * @default logs.RetentionDays.THREE_MONTHS
+   */
+  readonly logRetention?: logs.RetentionDays;
+}
+
+/**
+ * The three state machines ops drive from the Step Functions console (JSONPath, so that they
+ * also run locally): Migration (phases 1–3 and 5, with Wait/poll loops), Cutover (the traffic
+ * schedule with its health gate) and Rollback. Each starts by validating its input, logs ALL
+ * events to CloudWatch Logs and traces with X-Ray. State names read as the console graph.
+ */
+export class MigrationStateMachines extends Construct {
+  public readonly migration: sfn.StateMachine;
+  public readonly cutover: sfn.StateMachine;
+  public readonly rollback: sfn.StateMachine;
+
+  private readonly props: MigrationStateMachinesProps;
+
+  constructor(scope: Construct, id: string, props: MigrationStateMachinesProps) {
+    super(scope, id);
+    this.props = props;
+    const poll = props.pollInterval ?? DEFAULT_POLL_INTERVAL;
+    if (poll.toSeconds() < 1) throw new Error(`${this.node.path}: pollInterval must be at least 1 second`);
+
+    this.rollback = this.machine('Rollback', this.rollbackDefinition());
+    this.migration = this.machine(
+      'Migration',
+      this.migrationDefinition(poll, props.archivePollInterval ?? DEFAULT_ARCHIVE_POLL_INTERVAL),
+    );
+    this.cutover = this.machine(
+      'Cutover',
+      this.cutoverDefinition(props.holdPollInterval ?? DEFAULT_HOLD_POLL_INTERVAL),
+    );
+  }
+
+  private machine(name: string, definition: sfn.IChainable): sfn.StateMachine {
+    const logGroup = new logs.LogGroup(this, `${name}Logs`, {
+      retention: this.props.logRetention ?? logs.RetentionDays.THREE_MONTHS,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    return new sfn.StateMachine(this, `${name}StateMachine`, {
+      definitionBody: sfn.DefinitionBody.fromChainable(definition),
+      stateMachineType: sfn.StateMachineType.STANDARD,
+      tracingEnabled: true,
+      logs: { destination: logGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },
+      comment: `IoT V1 → V2 migration: ${name}`,
+    });
+  }
+
+  /** A Lambda task of the orchestrator: `{task, actor, …}` in, its result at `resultPath`. */
+  private task(
+    id: string,
+    stateName: string,
+    task: string,
+    resultPath: string | null,
+    extra: Record<string, unknown> = {},
+  ): tasks.LambdaInvoke {
+    const invoke = new tasks.LambdaInvoke(this, id, {
+      stateName,
+      lambdaFunction: this.props.orchestrator,
+      payloadResponseOnly: true,
+      payload: sfn.TaskInput.fromObject({ task, 'actor.$': '$$.Execution.Id', ...extra }),
+      resultPath: resultPath === null ? sfn.JsonPath.DISCARD : resultPath,
+    });
+    invoke.addRetry({
+      errors: RETRYABLE_ERRORS,
+      interval: Duration.seconds(2),
+      maxAttempts: 3,
+      backoffRate: 2,
+    });
+    return invoke;
+  }
+
+  /** The first state: validates the execution input, failing with its error and cause. */
+  private validation(prefix: string, task: string): { validate: tasks.LambdaInvoke } {
+    const validate = new tasks.LambdaInvoke(this, `${prefix}ValidateInput`, {
+      stateName: 'Validate input',
+      lambdaFunction: this.props.orchestrator,
+      payloadResponseOnly: true,
+      payload: sfn.TaskInput.fromObject({ task, 'input.$': '$' }),
+      resultPath: '$.request',
+    });
+    validate.addCatch(
+      new sfn.Fail(this, `${prefix}InvalidInput`, {
+        stateName: 'Input is invalid',
+        errorPath: '$.error.Error',
+        causePath: '$.error.Cause',
+      }),
+      { errors: ['States.ALL'], resultPath: '$.error' },
+    );
+    return { validate };
+  }
+
+  /** Where every task's failure goes: recorded (and this run's lock released), then Fail. */
+  private failurePath(prefix: string): sfn.IChainable {
+    const record = new tasks.LambdaInvoke(this, `${prefix}RecordFailure`, {
+      stateName: 'Record the failure',
+      lambdaFunction: this.props.orchestrator,
+      payloadResponseOnly: true,
+      payload: sfn.TaskInput.fromObject({
+        task: 'record-failure',
+        'actor.$': '$$.Execution.Id',
+        'error.$': '$.error',
+      }),
+      resultPath: '$.failure',
+    });
+    return record.next(
+      new sfn.Fail(this, `${prefix}Failed`, {
+        stateName: 'Failed',
+        errorPath: '$.failure.Error',
+        causePath: '$.failure.Cause',
+      }),
+    );
+  }
+
+  private rollbackDefinition(): sfn.IChainable {
+    const { validate } = this.validation('Rollback', 'validate-rollback-input');
+    const rollback = this.task(
+      'RollbackTraffic',
+      'Traffic to 0 %, dual-write stays on',
+      'rollback',
+      '$.result',
+      {
+        'request.$': '$.request',
+      },
+    );
+    rollback.addCatch(this.failurePath('Rollback'), { errors: ['States.ALL'], resultPath: '$.error' });
+    return validate
+      .next(rollback)
+      .next(
+        new sfn.Succeed(this, 'RolledBack', { stateName: 'Traffic rolled back', outputPath: '$.result' }),
+      );
+  }
+
+  private migrationDefinition(poll: Duration, archivePoll: Duration): sfn.IChainable {
+    const { validate } = this.validation('Migration', 'validate-migration-input');
+    const failed = this.failurePath('Migration');
+    const named = (
+      id: string,
+      stateName: string,
+      task: string,
+      resultPath: string | null,
+      extra: Record<string, unknown> = {},
+    ) =>
+      this.task(id, stateName, task, resultPath, extra).addCatch(failed, {
+        errors: ['States.ALL'],
+        resultPath: '$.error',
+      });
+
+    const status = named('GetStatus', 'Report status', 'status', '$.status');
+    const acquire = named('AcquireLock', 'Take the migration lock', 'begin', '$.plan', {
+      'request.$': '$.request',
+    });
+    const nextPhase = named('NextPhase', 'Find the next phase', 'next-phase', '$.next', {
+      'target.$': '$.plan.target',
+    });
+    const release = named('ReleaseLock', 'Release the lock', 'release', null);
+    const done = new sfn.Succeed(this, 'MigrationDone', { stateName: 'Done' });
+    release.next(done);
+
+    const prepare = named(
+      'Prepare',
+      'Phase 1: back up V1, deploy V2, default tenant',
+      'prepare',
+      '$.prepare',
+    );
+    prepare.next(nextPhase);
+
+    const startBackfill = named(
+      'StartBackfill',
+      'Phase 2: dual-write on, plan and send windows',
+      'start-backfill',
+      '$.backfill',
+    );
+    const pollBackfill = named('PollBackfill', 'Check backfill progress', 'poll-backfill', '$.backfill');
+    const waitBackfill = new sfn.Wait(this, 'WaitForBackfill', {
+      stateName: 'Wait for the backfill',
+      time: sfn.WaitTime.duration(poll),
+    });
+    const backfillDone = new sfn.Choice(this, 'BackfillDone', { stateName: 'Backfill complete?' })
+      .when(sfn.Condition.booleanEquals('$.backfill.complete', true), nextPhase)
+      .otherwise(waitBackfill);
+    startBackfill.next(backfillDone);
+    waitBackfill.next(pollBackfill);
+    pollBackfill.next(backfillDone);
+
+    const startVerify = named(
+      'StartVerification',
+      'Phase 3: verify every window',
+      'start-verify',
+      '$.verify',
+    );
+    const pollVerify = named(
+      'PollVerification',
+      'Check verification (repair when done)',
+      'poll-verify',
+      '$.verify',
+      {
+        'runId.$': '$.verify.runId',
+      },
+    );
+    const waitVerify = new sfn.Wait(this, 'WaitForVerification', {
+      stateName: 'Wait for the verification',
+      time: sfn.WaitTime.duration(poll),
+    });
+    const verifyDone = new sfn.Choice(this, 'VerificationDone', { stateName: 'Verification complete?' })
+      .when(sfn.Condition.booleanEquals('$.verify.complete', true), nextPhase)
+      .otherwise(waitVerify);
+    startVerify.next(verifyDone);
+    waitVerify.next(pollVerify);
+    pollVerify.next(verifyDone);
+
+    const startCleanup = named(
+      'StartCleanup',
+      'Phase 5: stop dual-write, archive V1',
+      'start-cleanup',
+      '$.cleanup',
+    );
+    const waitArchive = new sfn.Wait(this, 'WaitForArchive', {
+      stateName: 'Wait for the archive',
+      time: sfn.WaitTime.duration(archivePoll),
+    });
+    const checkArchive = named('CheckArchive', 'Check the archive', 'archive-status', '$.cleanup', {
+      'archive.$': '$.cleanup.archive',
+    });
+    const finishCleanup = named(
+      'FinishCleanup',
+      'Check the archive, rename V1 tables',
+      'finish-cleanup',
+      '$.cleanupResult',
+      {
+        'archive.$': '$.cleanup.archive',
+      },
+    );
+    const archiveFailed = new sfn.Pass(this, 'ArchiveFailed', {
+      stateName: 'Archive failed',
+      parameters: { Error: 'BackupError', Cause: 'The V1 archive snapshot failed' },
+      resultPath: '$.error',
+    });
+    archiveFailed.next(failed);
+    const archiveReady = new sfn.Choice(this, 'ArchiveReady', { stateName: 'Archive available?' })
+      .when(sfn.Condition.stringEquals('$.cleanup.status', 'available'), finishCleanup)
+      .when(sfn.Condition.stringEquals('$.cleanup.status', 'failed'), archiveFailed)
+      .otherwise(waitArchive);
+    startCleanup.next(waitArchive);
+    waitArchive.next(checkArchive);
+    checkArchive.next(archiveReady);
+    finishCleanup.next(nextPhase);
+
+    const cutoverElsewhere = new sfn.Pass(this, 'CutoverRunsSeparately', {
+      stateName: 'Cutover is next',
+      parameters: {
+        Error: 'CutoverIsNext',
+        Cause:
+          'Phase 4 runs in the Cutover state machine: start it with {"action":"run"}, then advance again',
+      },
+      resultPath: '$.error',
+    });
+    cutoverElsewhere.next(failed);
+
+    const route = new sfn.Choice(this, 'RouteToPhase', { stateName: 'Which phase?' })
+      .when(sfn.Condition.stringEquals('$.next.phase', 'PREPARE'), prepare)
+      .when(sfn.Condition.stringEquals('$.next.phase', 'BACKFILL'), startBackfill)
+      .when(sfn.Condition.stringEquals('$.next.phase', 'VERIFY'), startVerify)
+      .when(sfn.Condition.stringEquals('$.next.phase', 'CUTOVER'), cutoverElsewhere)
+      .when(sfn.Condition.stringEquals('$.next.phase', 'CLEANUP'), startCleanup)
+      .otherwise(release);
+    nextPhase.next(route);
+    acquire.next(nextPhase);
+
+    const action = new sfn.Choice(this, 'ChooseAction', { stateName: 'Which action?' })
+      .when(
+        sfn.Condition.stringEquals('$.request.action', 'status'),
+        status.next(
+          new sfn.Succeed(this, 'StatusReported', { stateName: 'Status reported', outputPath: '$.status' }),
+        ),
+      )
+      .otherwise(acquire);
+    return validate.next(action);
+  }
+
+  private cutoverDefinition(holdPoll: Duration): sfn.IChainable {
+    const { validate } = this.validation('Cutover', 'validate-cutover-input');
+    const failed = this.failurePath('Cutover');
+    const named = (
+      id: string,
+      stateName: string,
+      task: string,
+      resultPath: string | null,
+      extra: Record<string, unknown> = {},
+    ) =>
+      this.task(id, stateName, task, resultPath, extra).addCatch(failed, {
+        errors: ['States.ALL'],
+        resultPath: '$.error',
+      });
+
+    const hold = named('HoldCutover', 'Hold the cutover', 'hold', '$.result').next(
+      new sfn.Succeed(this, 'Held', { stateName: 'Held' }),
+    );
+    const resume = named('ResumeCutover', 'Resume the cutover', 'resume', '$.result').next(
+      new sfn.Succeed(this, 'Resumed', { stateName: 'Resumed' }),
+    );
+    const step = named('StepOneLevel', 'Step traffic one level', 'step', '$.result').next(
+      new sfn.Succeed(this, 'Stepped', { stateName: 'Stepped', outputPath: '$.result' }),
+    );
+
+    const start = named('StartCutover', 'Check guards, take the lock', 'start-cutover', '$.cutover');
+    const nextLevel = named('NextLevel', 'Set the next traffic level', 'cutover-next', '$.level');
+    const bake = new sfn.Wait(this, 'Bake', {
+      stateName: 'Bake',
+      time: sfn.WaitTime.secondsPath('$.level.bakeSeconds'),
+    });
+    const gate = named('HealthGate', 'Health gate: alarms and drift', 'health-gate', '$.gate');
+    const complete = named('CompleteCutover', 'Cutover complete at 100 %', 'complete-cutover', '$.result');
+    const release = named('CutoverReleaseLock', 'Release the lock', 'release', null);
+    complete.next(release).next(new sfn.Succeed(this, 'CutoverDone', { stateName: 'Traffic at 100 %' }));
+
+    const startRollback = new tasks.StepFunctionsStartExecution(this, 'StartRollback', {
+      stateName: 'Start the Rollback',
+      stateMachine: this.rollback,
+      input: sfn.TaskInput.fromJsonPathAt('$.gate.rollbackInput'),
+      resultPath: '$.rollbackExecution',
+    });
+    startRollback.addCatch(failed, { errors: ['States.ALL'], resultPath: '$.error' });
+    const releaseAfterRollback = named(
+      'ReleaseAfterRollback',
+      'Release the lock after rollback',
+      'release',
+      null,
+    );
+    startRollback
+      .next(releaseAfterRollback)
+      .next(
+        new sfn.Fail(this, 'GateFailed', {
+          stateName: 'Rolled back by the health gate',
+          error: 'HealthGateFailed',
+          causePath: '$.gate.reason',
+        }),
+      );
+
+    const releaseRolledBack = named('ReleaseRolledBack', 'Release the lock (rolled back)', 'release', null);
+    releaseRolledBack.next(
+      new sfn.Fail(this, 'CutoverRolledBack', {
+        stateName: 'Rolled back meanwhile',
+        error: 'CutoverRolledBack',
+        cause: 'A rollback set traffic to 0 % while the cutover ran',
+      }),
+    );
+
+    const waitHeld = new sfn.Wait(this, 'WaitWhileHeld', {
+      stateName: 'Held: wait',
+      time: sfn.WaitTime.duration(holdPoll),
+    });
+    waitHeld.next(nextLevel);
+    const isLast = new sfn.Choice(this, 'IsLastLevel', { stateName: 'Last level?' })
+      .when(sfn.Condition.booleanEquals('$.level.last', true), complete)
+      .otherwise(nextLevel);
+    const healthy = new sfn.Choice(this, 'Healthy', { stateName: 'Healthy?' })
+      .when(sfn.Condition.booleanEquals('$.gate.healthy', true), isLast)
+      .when(sfn.Condition.booleanEquals('$.gate.rolledBack', true), releaseRolledBack)
+      .otherwise(startRollback);
+    const levelState = new sfn.Choice(this, 'LevelState', { stateName: 'Level set?' })
+      .when(sfn.Condition.stringEquals('$.level.state', 'applied'), bake)
+      .when(sfn.Condition.stringEquals('$.level.state', 'held'), waitHeld)
+      .when(sfn.Condition.stringEquals('$.level.state', 'rolled-back'), releaseRolledBack)
+      .otherwise(complete);
+    start.next(nextLevel);
+    nextLevel.next(levelState);
+    bake.next(gate);
+    gate.next(healthy);
+
+    const action = new sfn.Choice(this, 'ChooseCutoverAction', { stateName: 'Which action?' })
+      .when(sfn.Condition.stringEquals('$.request.action', 'hold'), hold)
+      .when(sfn.Condition.stringEquals('$.request.action', 'resume'), resume)
+      .when(sfn.Condition.stringEquals('$.request.action', 'step'), step)
+      .otherwise(start);
+    return validate.next(action);
+  }
+}
+
+/**
+ * The stack's state machines: builds MigrationStateMachines on the stack's orchestrator and
+ * gives the orchestrator what the health gate needs (the MigrationHealth alarm's name and the
+ * right to describe alarms).
+ */
+export const migrationStateMachines: StateMachinesFactory = (stack: MigrationStack) => {
+  const orchestrator = stack.orchestrator.function;
+  const machines = new MigrationStateMachines(stack, 'StateMachines', { orchestrator });
+  orchestrator.addEnvironment(LAMBDA_ENV.healthAlarmName, stack.alarms.health.alarmName);
+  orchestrator.addToRolePolicy(
+    new iam.PolicyStatement({
+      // DescribeAlarms does not support resource-level permissions.
+      actions: ['cloudwatch:DescribeAlarms'],
+      resources: ['*'],
+    }),
+  );
+  const orchestratorLogicalId = stack.getLogicalId(orchestrator.node.defaultChild as lambda.CfnFunction);
+  for (const machine of [machines.migration, machines.cutover, machines.rollback]) {
+    Validations.of(machine).acknowledge(
+      {
+        id: `AwsSolutions-IAM5[Resource::<${orchestratorLogicalId}.Arn>:*]`,
+        reason: 'LambdaInvoke grants invoking the orchestrator and its versions (`<arn>:*`), nothing else',
+      },
+      {
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason: 'X-Ray tracing (PutTraceSegments and friends) supports no resource-level permissions',
+      },
+    );
+  }
+  Validations.of(orchestrator).acknowledge({
+    id: 'AwsSolutions-IAM5[Resource::*]',
+    reason: 'cloudwatch:DescribeAlarms and X-Ray support no resource-level permissions',
+  });
+  return { rollback: machines.rollback, all: [machines.migration, machines.cutover, machines.rollback] };
+};
