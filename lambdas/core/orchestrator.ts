@@ -234,6 +234,7 @@ export async function orchestrate(
       const gate = await healthGate(ctx);
       return {
         healthy: gate.healthy,
+        rolledBack: false,
         reason: gate.reason,
         percentage: status.percentage,
         alarms: gate.alarms.map((a) => a.name),

@@ -376,15 +376,13 @@ export class MigrationStateMachines extends Construct {
       'release',
       null,
     );
-    startRollback
-      .next(releaseAfterRollback)
-      .next(
-        new sfn.Fail(this, 'GateFailed', {
-          stateName: 'Rolled back by the health gate',
-          error: 'HealthGateFailed',
-          causePath: '$.gate.reason',
-        }),
-      );
+    startRollback.next(releaseAfterRollback).next(
+      new sfn.Fail(this, 'GateFailed', {
+        stateName: 'Rolled back by the health gate',
+        error: 'HealthGateFailed',
+        causePath: '$.gate.reason',
+      }),
+    );
 
     const releaseRolledBack = named('ReleaseRolledBack', 'Release the lock (rolled back)', 'release', null);
     releaseRolledBack.next(

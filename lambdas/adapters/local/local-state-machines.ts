@@ -1,0 +1,155 @@
+import '../../core/polyfills';
+import { randomBytes } from 'node:crypto';
+import { StateMachine, type StateMachineDefinition } from 'aws-local-stepfunctions';
+import { orchestrate, type OrchestratorDeps } from '../../core/orchestrator';
+
+type Json = Parameters<StateMachine['run']>[0];
+
+export type MachineName = 'migration' | 'cutover' | 'rollback';
+
+export interface LocalDefinitions {
+  migration: Record<string, unknown>;
+  cutover: Record<string, unknown>;
+  rollback: Record<string, unknown>;
+}
+
+/** What happened in one local execution, as the console would show it. */
+export interface LocalExecution {
+  executionId: string;
+  status: 'SUCCEEDED' | 'FAILED';
+  output?: unknown;
+  error?: string;
+  cause?: string;
+  /** State names in the order they were entered. */
+  path: string[];
+  retries: string[];
+  caught: string[];
+}
+
+interface StateDefinition {
+  Type: string;
+  Resource?: string;
+  States?: Record<string, StateDefinition>;
+}
+
+export interface LocalRunOptions {
+  /** Milliseconds each Wait state waits instead of its seconds (by state name; `*` for all). */
+  waits?: Record<string, number>;
+  /** Milliseconds between Retry attempts instead of IntervalSeconds (all states). */
+  retryMs?: number;
+  /** Called with each state entered (progress display). */
+  onState?: (machine: MachineName, state: string) => void;
+  /** Wraps a Lambda task (fault injection in tests): gets the task event, returns the result. */
+  wrapTask?: (
+    event: Record<string, unknown>,
+    run: () => Promise<Record<string, unknown>>,
+  ) => Promise<Record<string, unknown>>;
+}
+
+/**
+ * Executes the synthesized state machine definitions in-process with aws-local-stepfunctions,
+ * binding every Lambda task to the real orchestrator (the same `orchestrate` the Lambda runs)
+ * and the Cutover's "start Rollback" task to a local run of the Rollback definition.
+ */
+export class LocalStateMachines {
+  constructor(
+    private readonly definitions: LocalDefinitions,
+    private readonly deps: OrchestratorDeps,
+    private readonly options: LocalRunOptions = {},
+  ) {}
+
+  /** Every Task state of a definition with its resource. */
+  private tasks(name: MachineName): [string, string][] {
+    const states = (this.definitions[name] as { States: Record<string, StateDefinition> }).States;
+    return Object.entries(states)
+      .filter(([, s]) => s.Type === 'Task')
+      .map(([stateName, s]) => [stateName, s.Resource ?? '']);
+  }
+
+  private waits(name: MachineName): Record<string, number> {
+    const states = (this.definitions[name] as { States: Record<string, StateDefinition> }).States;
+    const out: Record<string, number> = {};
+    for (const [stateName, s] of Object.entries(states)) {
+      if (s.Type !== 'Wait') continue;
+      const ms = this.options.waits?.[stateName] ?? this.options.waits?.['*'];
+      if (ms !== undefined) out[stateName] = ms;
+    }
+    return out;
+  }
+
+  async run(name: MachineName, input: unknown, executionName?: string): Promise<LocalExecution> {
+    const id = `arn:aws:states:local-1:000000000000:execution:${name}:${executionName ?? `${name}-${Date.now()}-${randomBytes(3).toString('hex')}`}`;
+    const handlers: Record<string, (input: Json) => Promise<Json>> = {};
+    for (const [stateName, resource] of this.tasks(name)) {
+      if (resource.includes(':states:::states:startExecution')) {
+        handlers[stateName] = async (params) => {
+          const p = params as { Input?: unknown };
+          const child = await this.run('rollback', p.Input ?? {});
+          return { ExecutionArn: child.executionId, StartDate: new Date().toISOString() } as Json;
+        };
+      } else {
+        handlers[stateName] = async (event) => {
+          const run = () => orchestrate(this.deps, event);
+          const result = this.options.wrapTask
+            ? await this.options.wrapTask(event as Record<string, unknown>, run)
+            : await run();
+          // Through JSON, as a Lambda response is: no Dates, no undefined.
+          return JSON.parse(JSON.stringify(result)) as Json;
+        };
+      }
+    }
+    const retryOverrides: Record<string, number> = {};
+    if (this.options.retryMs !== undefined)
+      for (const [stateName] of this.tasks(name)) retryOverrides[stateName] = this.options.retryMs;
+
+    const machine = new StateMachine(this.definitions[name] as unknown as StateMachineDefinition, {
+      validationOptions: { checkArn: false, checkPaths: true },
+    });
+    const execution = machine.run(input as Json, {
+      overrides: {
+        taskResourceLocalHandlers: handlers,
+        waitTimeOverrides: this.waits(name),
+        retryIntervalOverrides: retryOverrides,
+      },
+      context: {
+        Execution: {
+          Id: id,
+          Name: id.split(':').pop(),
+          StartTime: new Date().toISOString(),
+          Input: input as Record<string, unknown>,
+        },
+        StateMachine: { Id: `arn:aws:states:local-1:000000000000:stateMachine:${name}`, Name: name },
+      } as never,
+    });
+    const path: string[] = [];
+    const retries: string[] = [];
+    const caught: string[] = [];
+    const logging = (async () => {
+      for await (const event of execution.eventLogs) {
+        const e = event as { type: string; state?: { name: string } };
+        if (e.type === 'StateEntered' && e.state) {
+          path.push(e.state.name);
+          this.options.onState?.(name, e.state.name);
+        } else if (e.type === 'StateRetried' && e.state) retries.push(e.state.name);
+        else if (e.type === 'StateCaught' && e.state) caught.push(e.state.name);
+      }
+    })();
+    try {
+      const output = await execution.result;
+      await logging.catch(() => undefined);
+      return { executionId: id, status: 'SUCCEEDED', output, path, retries, caught };
+    } catch (error) {
+      await logging.catch(() => undefined);
+      const e = error as { name?: string; message?: string; cause?: { name?: string; message?: string } };
+      return {
+        executionId: id,
+        status: 'FAILED',
+        error: e.cause?.name ?? e.name,
+        cause: e.cause?.message ?? e.message,
+        path,
+        retries,
+        caught,
+      };
+    }
+  }
+}

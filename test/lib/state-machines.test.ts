@@ -1,0 +1,201 @@
+import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
+import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-migration';
+import { LocalStateMachines } from '../../lambdas/adapters/local/local-state-machines';
+import { MemoryParameters } from '../../lambdas/adapters/local/memory-parameters';
+import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
+import { TransientDatabaseError } from '../../lambdas/core/errors';
+import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
+import { synthesizeDefinitions, type StateMachineDefinitions } from '../../lib/local-definitions';
+import { freshDatabases, type TestDatabases } from '../support/pg';
+import { rowCounts, seedV1, testConfig } from '../support/fixtures';
+
+let definitions: StateMachineDefinitions;
+beforeAll(() => {
+  definitions = synthesizeDefinitions();
+});
+
+const TRAFFIC = '/iot-migration/v2-traffic-percentage';
+
+async function environment(prefix: string) {
+  const dbs = await freshDatabases(prefix);
+  await seedV1(dbs.v1, { devices: 10, telemetry: 2500, seed: 8 });
+  const config = testConfig(dbs, {
+    batch: { telemetryWindowRows: 1000, entityWindowRows: 10, concurrency: 2, maxReceiveCount: 3 },
+    cutover: {
+      schedule: [
+        { percentage: 10, bakeSeconds: 1 },
+        { percentage: 25, bakeSeconds: 1 },
+        { percentage: 50, bakeSeconds: 1 },
+        { percentage: 100, bakeSeconds: 1 },
+      ],
+      soakMinutes: 0,
+    },
+  });
+  const parameters = new MemoryParameters({ [TRAFFIC]: '0', '/iot-migration/dual-write': 'off' });
+  const alarms = new LocalAlarms();
+  const workers: LocalWorkers = startLocalWorkers({ v1: dbs.v1, v2: dbs.v2, config });
+  const deps: OrchestratorDeps = {
+    v1: dbs.v1,
+    v2: dbs.v2,
+    config,
+    parameters,
+    alarms,
+    queue: workers.queue,
+    backup: new LocalBackup({ v1Url: dbs.v1Url, v1Schema: 'public', mode: 'template', directory: '/tmp' }),
+  };
+  const close = async () => {
+    await workers.stop();
+    await dbs.drop();
+  };
+  return { dbs, deps, parameters, alarms, close };
+}
+
+const fastWaits = { waits: { '*': 20 }, retryMs: 10 };
+
+describe('the synthesized state machines, executed locally against real handlers', () => {
+  let env: Awaited<ReturnType<typeof environment>>;
+  beforeAll(async () => {
+    env = await environment('sfn');
+  });
+  afterAll(() => env.close());
+
+  it('fails invalid input in its first state with a clear error', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    const run = await machines.run('migration', { action: 'fly' });
+    expect(run).toMatchObject({ status: 'FAILED', error: 'InvalidInputError' });
+    expect(run.cause).toMatch(/Invalid Migration input: action/);
+    expect(run.path).toEqual(['Validate input', 'Input is invalid']);
+    const rollback = await machines.run('rollback', { reason: '' });
+    expect(rollback).toMatchObject({ status: 'FAILED', error: 'InvalidInputError' });
+    expect(rollback.cause).toMatch(/reason/);
+  });
+
+  it('refuses a phase skip: a cutover before verification fails with PhaseOrderError and releases its lock', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    const run = await machines.run('cutover', { action: 'run' });
+    expect(run).toMatchObject({ status: 'FAILED', error: 'PhaseOrderError' });
+    expect(run.cause).toMatch(/PREPARE, BACKFILL, VERIFY must be complete first/);
+    expect(run.caught).toContain('Check guards, take the lock');
+    expect(run.path).toContain('Record the failure');
+    const lock = await env.dbs.v2.query('SELECT holder FROM migration_control.migration_lock');
+    expect(lock.rows[0].holder).toBeNull();
+    expect(env.parameters.entries()[TRAFFIC]).toBe('0');
+  });
+
+  it('retries a retryable error and carries on', async () => {
+    let failures = 0;
+    const machines = new LocalStateMachines(definitions, env.deps, {
+      ...fastWaits,
+      wrapTask: async (event, run) => {
+        if (event.task === 'prepare' && failures === 0) {
+          failures++;
+          throw new TransientDatabaseError('connection reset (injected)');
+        }
+        return run();
+      },
+    });
+    const run = await machines.run('migration', { action: 'advance', through: 'verify' });
+    expect(run.status).toBe('SUCCEEDED');
+    expect(run.retries).toEqual(['Phase 1: back up V1, deploy V2, default tenant']);
+    expect(run.path).toEqual(
+      expect.arrayContaining([
+        'Take the migration lock',
+        'Phase 2: dual-write on, plan and send windows',
+        'Wait for the backfill',
+        'Phase 3: verify every window',
+        'Done',
+      ]),
+    );
+    const phases = await env.dbs.v2.query(
+      `SELECT phase, status FROM migration_control.phase_runs ORDER BY id`,
+    );
+    expect(phases.rows).toEqual([
+      { phase: 'PREPARE', status: 'done' },
+      { phase: 'BACKFILL', status: 'done' },
+      { phase: 'VERIFY', status: 'done' },
+    ]);
+  });
+
+  it('catches a fatal error into the failure path, recording it', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    const run = await machines.run('migration', { action: 'advance' });
+    // Cutover is next, and it runs in its own state machine.
+    expect(run).toMatchObject({ status: 'FAILED', error: 'CutoverIsNext' });
+    expect(run.path.slice(-3)).toEqual(['Cutover is next', 'Record the failure', 'Failed']);
+    const failed = await env.dbs.v2.query(
+      `SELECT details FROM migration_control.audit_log WHERE action = 'execution.failed' ORDER BY id DESC LIMIT 1`,
+    );
+    expect(failed.rows[0].details.error).toBe('CutoverIsNext');
+  });
+
+  it('rolls back through the Rollback state machine when the gate is unhealthy at 25 %', async () => {
+    let gates = 0;
+    const machines = new LocalStateMachines(definitions, env.deps, {
+      ...fastWaits,
+      wrapTask: async (event, run) => {
+        if (event.task === 'health-gate' && ++gates === 2)
+          env.alarms.raise('BackendErrorRate', 'errors above 5 %');
+        return run();
+      },
+    });
+    const run = await machines.run('cutover', { action: 'run' });
+    expect(run).toMatchObject({
+      status: 'FAILED',
+      error: 'HealthGateFailed',
+      cause: 'alarm:BackendErrorRate',
+    });
+    expect(run.path).toContain('Start the Rollback');
+    expect(env.parameters.entries()[TRAFFIC]).toBe('0');
+    const audit = await env.dbs.v2.query(
+      `SELECT actor, details FROM migration_control.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
+    );
+    expect(audit.rows[0].actor).toBe('alarm:BackendErrorRate');
+    expect(audit.rows[0].details).toMatchObject({ from: 25, to: 0 });
+    env.alarms.clear();
+  });
+
+  it('starts the same Rollback from the alarm rule’s input', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    await env.parameters.put(TRAFFIC, '50');
+    const run = await machines.run('rollback', {
+      reason: 'alarm:IotV2Migration-MigrationHealth',
+      actor: 'alarm',
+    });
+    expect(run.status).toBe('SUCCEEDED');
+    expect(env.parameters.entries()[TRAFFIC]).toBe('0');
+    const audit = await env.dbs.v2.query(
+      `SELECT actor FROM migration_control.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
+    );
+    expect(audit.rows[0].actor).toBe('alarm:IotV2Migration-MigrationHealth');
+  });
+
+  it('walks the happy path: cutover to 100 %, then cleanup, then status', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    // The failed cutover left a stale verification behind the rollback: verify again first.
+    await env.dbs.v2.query(
+      `UPDATE migration_control.verification_runs SET finished_at = now() WHERE status = 'passed'`,
+    );
+    const cut = await machines.run('cutover', { action: 'run' });
+    expect(cut.status).toBe('SUCCEEDED');
+    expect(cut.path.filter((s) => s === 'Health gate: alarms and drift')).toHaveLength(4);
+    expect(env.parameters.entries()[TRAFFIC]).toBe('100');
+    const before = await rowCounts(env.dbs.v1, 'public');
+    const cleanup = await machines.run('migration', { action: 'advance' });
+    expect(cleanup.status).toBe('SUCCEEDED');
+    expect(cleanup.path).toEqual(
+      expect.arrayContaining(['Phase 5: stop dual-write, archive V1', 'Check the archive, rename V1 tables']),
+    );
+    const after = await rowCounts(env.dbs.v1, 'public');
+    expect(after.device_data_v1_archived).toBe(before.device_data);
+    const status = await machines.run('migration', { action: 'status' });
+    expect(status.status).toBe('SUCCEEDED');
+    const output = status.output as {
+      phases: { status: string }[];
+      checklist: { item: string; done: boolean }[];
+    };
+    expect(output.phases.map((p) => p.status)).toEqual(['done', 'done', 'done', 'done', 'done']);
+    expect(output.checklist.find((c) => c.item === 'rollback rehearsed')?.done).toBe(true);
+  });
+});
+
+export type { TestDatabases };
