@@ -1,0 +1,123 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { ChecklistItem } from '../../lambdas/core/checklist';
+import type { LoadStats } from './load';
+
+export interface PhaseTiming {
+  phase: string;
+  status: string;
+  startedAt: string;
+  finishedAt?: string;
+  seconds: number | null;
+}
+
+export interface RehearsalReport {
+  ok: boolean;
+  outcome: 'COMPLETED' | 'ROLLED_BACK' | 'FAILED';
+  startedAt: string;
+  finishedAt: string;
+  source: 'embedded' | 'given';
+  phases: PhaseTiming[];
+  trafficPercentage: number;
+  verification: { clean: boolean; mismatchedWindows: number; runId: number | null };
+  tables: Record<string, { v1: number; v2: number; v1Checksum: string; v2Checksum: string }>;
+  throughput: {
+    backfillRowsPerSecond: number | null;
+    samples: { t: number; rowsPerSecond: number; rows: number }[];
+  };
+  checklist: ChecklistItem[];
+  faults: { failAt?: string; killedWorkers: number; rollback?: { actor: string; reason: string } };
+  load?: LoadStats;
+  error?: string;
+}
+
+const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const COLORS: Record<string, string> = {
+  PREPARE: '#6c8ebf',
+  BACKFILL: '#82b366',
+  VERIFY: '#d6b656',
+  CUTOVER: '#b85450',
+  CLEANUP: '#9673a6',
+};
+
+/** The phases on one time axis, as SVG. */
+function timeline(report: RehearsalReport): string {
+  const timed = report.phases.filter((p) => p.seconds !== null);
+  if (timed.length === 0) return '<p>No phase ran.</p>';
+  const start = Math.min(...timed.map((p) => Date.parse(p.startedAt)));
+  const end = Math.max(...timed.map((p) => Date.parse(p.finishedAt ?? p.startedAt)), start + 1);
+  const width = 800;
+  const x = (t: number) => 120 + ((t - start) / (end - start)) * (width - 140);
+  const rows = timed
+    .map((p, i) => {
+      const x0 = x(Date.parse(p.startedAt));
+      const x1 = Math.max(x0 + 2, x(Date.parse(p.finishedAt ?? p.startedAt)));
+      const y = 10 + i * 30;
+      return `<g class="phase"><text x="0" y="${y + 15}">${escape(p.phase)}</text>
+        <rect x="${x0.toFixed(1)}" y="${y}" width="${(x1 - x0).toFixed(1)}" height="20" fill="${COLORS[p.phase] ?? '#999'}"><title>${escape(p.phase)}: ${p.seconds?.toFixed(1)} s (${escape(p.status)})</title></rect>
+        <text x="${(x1 + 4).toFixed(1)}" y="${y + 15}">${p.seconds?.toFixed(1)} s</text></g>`;
+    })
+    .join('\n');
+  return `<svg id="timeline" role="img" aria-label="Phase timeline" width="${width + 60}" height="${timed.length * 30 + 20}" xmlns="http://www.w3.org/2000/svg">${rows}</svg>`;
+}
+
+/** Backfill throughput over time, as an SVG line chart. */
+function chart(report: RehearsalReport): string {
+  const samples = report.throughput.samples;
+  if (samples.length < 2) return '<p>Too few samples for a chart.</p>';
+  const width = 800;
+  const height = 240;
+  const maxT = Math.max(...samples.map((s) => s.t), 1);
+  const maxR = Math.max(...samples.map((s) => s.rowsPerSecond), 1);
+  const px = (t: number) => 50 + (t / maxT) * (width - 70);
+  const py = (r: number) => height - 30 - (r / maxR) * (height - 50);
+  const points = samples.map((s) => `${px(s.t).toFixed(1)},${py(s.rowsPerSecond).toFixed(1)}`).join(' ');
+  return `<svg id="throughput" role="img" aria-label="Backfill throughput" width="${width}" height="${height}" xmlns="http://www.w3.org/2000/svg">
+    <line x1="50" y1="${height - 30}" x2="${width - 20}" y2="${height - 30}" stroke="#333"/>
+    <line x1="50" y1="20" x2="50" y2="${height - 30}" stroke="#333"/>
+    <text x="55" y="15">${Math.round(maxR).toLocaleString('en-US')} rows/s</text>
+    <text x="${width - 80}" y="${height - 10}">${maxT.toFixed(0)} s</text>
+    <polyline class="series" fill="none" stroke="#2a7ae2" stroke-width="2" points="${points}"/>
+  </svg>`;
+}
+
+export function renderHtml(report: RehearsalReport): string {
+  const tableRows = Object.entries(report.tables)
+    .map(
+      ([name, t]) =>
+        `<tr><td>${escape(name)}</td><td>${t.v1.toLocaleString('en-US')}</td><td>${t.v2.toLocaleString('en-US')}</td><td><code>${escape(t.v1Checksum)}</code></td><td><code>${escape(t.v2Checksum)}</code></td><td>${t.v1 === t.v2 && t.v1Checksum === t.v2Checksum ? '✔' : '✘'}</td></tr>`,
+    )
+    .join('');
+  const checklist = report.checklist
+    .map(
+      (c) =>
+        `<li class="${c.done ? 'done' : 'todo'}">${c.done ? '☑' : '☐'} ${escape(c.item)}${c.at ? ` <small>${escape(c.at)}</small>` : ''}</li>`,
+    )
+    .join('');
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Migration rehearsal ${escape(report.startedAt)}</title>
+<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:960px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}.done{color:#2a7a2a}.todo{color:#a33}svg text{font-size:12px}</style>
+</head><body>
+<h1>Migration rehearsal: ${escape(report.outcome)}</h1>
+<p>${escape(report.startedAt)} → ${escape(report.finishedAt)} · traffic to V2: <b>${report.trafficPercentage} %</b> · verification: <b>${report.verification.clean ? 'clean' : `${report.verification.mismatchedWindows} mismatched window(s)`}</b>${report.error ? ` · error: ${escape(report.error)}` : ''}</p>
+<h2>Timeline</h2>${timeline(report)}
+<h2>Backfill throughput</h2>${chart(report)}
+<p>Average: ${report.throughput.backfillRowsPerSecond?.toLocaleString('en-US') ?? '–'} rows/s</p>
+<h2>Tables</h2><table><tr><th>table</th><th>V1 rows</th><th>V2 rows</th><th>V1 checksum</th><th>V2 checksum</th><th></th></tr>${tableRows}</table>
+<h2>Checklist</h2><ul>${checklist}</ul>
+${report.load ? `<h2>Synthetic backend</h2><p>${report.load.operations} operations, ${report.load.errors} errors seen by callers, ${report.load.v2Failures} V2 failures repaired later (${report.load.repaired} repairs).</p>` : ''}
+<script type="application/json" id="report">${JSON.stringify(report).replace(/</g, '\\u003c')}</script>
+</body></html>`;
+}
+
+/** Writes the report as JSON and as a self-contained HTML page; returns their paths. */
+export function writeReport(report: RehearsalReport, directory: string): { json: string; html: string } {
+  const dir = resolve(directory);
+  mkdirSync(dir, { recursive: true });
+  const stamp = report.startedAt.replace(/[-:]/g, '').replace(/\..*/, '');
+  const json = join(dir, `rehearsal-${stamp}.json`);
+  const html = join(dir, `rehearsal-${stamp}.html`);
+  writeFileSync(json, JSON.stringify(report, null, 2));
+  writeFileSync(html, renderHtml(report));
+  return { json, html };
+}
