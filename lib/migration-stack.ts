@@ -151,6 +151,11 @@ export class MigrationStack extends Stack {
       [CONFIG_ENV.controlSchema]: config.schemas.control,
       [CONFIG_ENV.ssmPrefix]: config.ssmPrefix,
       [CONFIG_ENV.concurrency]: String(config.worker.concurrency),
+      // The worker marks a window failed on its last delivery: the same count as the redrive.
+      [CONFIG_ENV.maxReceiveCount]: String(config.worker.maxReceiveCount),
+      [CONFIG_ENV.cutoverSchedule]: JSON.stringify(
+        config.cutoverSchedule.map((s) => ({ percentage: s.percentage, bakeSeconds: s.bakeMinutes * 60 })),
+      ),
     };
     this.snapshot = snapshot;
 

@@ -197,6 +197,9 @@ export const CONFIG_ENV = {
   tenantId: 'MIGRATION_TENANT_ID',
   telemetryWindowRows: 'MIGRATION_TELEMETRY_WINDOW_ROWS',
   concurrency: 'MIGRATION_CONCURRENCY',
+  maxReceiveCount: 'MIGRATION_MAX_RECEIVE_COUNT',
+  /** JSON: [{"percentage":10,"bakeSeconds":1800}, …] */
+  cutoverSchedule: 'MIGRATION_CUTOVER_SCHEDULE',
 } as const;
 
 /** zod issues, as the field path and problem that ConfigError and InvalidInputError carry. */
@@ -212,6 +215,15 @@ export function parseConfig(input: unknown, source = 'configuration'): Migration
   const result = configSchema.safeParse(input);
   if (!result.success) throw new ConfigError(describeIssues(result.error), source);
   return result.data;
+}
+
+/** A JSON-valued setting; bad JSON is a ConfigError naming it. */
+export function parseJsonSetting(name: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (cause) {
+    throw new ConfigError([{ field: name, problem: `not valid JSON: ${(cause as Error).message}` }]);
+  }
 }
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
@@ -261,6 +273,7 @@ export function loadConfig(
     [CONFIG_ENV.tenantId, ['tenant', 'id']],
     [CONFIG_ENV.telemetryWindowRows, ['batch', 'telemetryWindowRows']],
     [CONFIG_ENV.concurrency, ['batch', 'concurrency']],
+    [CONFIG_ENV.maxReceiveCount, ['batch', 'maxReceiveCount']],
   ];
   for (const [name, path] of overlay) {
     const value = env[name];
@@ -269,5 +282,8 @@ export function loadConfig(
       setPath(base, path, value);
     }
   }
+  const schedule = env[CONFIG_ENV.cutoverSchedule];
+  if (schedule)
+    setPath(base, ['cutover', 'schedule'], parseJsonSetting(CONFIG_ENV.cutoverSchedule, schedule));
   return parseConfig(base, file ? `configuration (${file} and environment)` : 'configuration (environment)');
 }

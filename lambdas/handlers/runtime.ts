@@ -1,6 +1,12 @@
 import type { Pool } from 'pg';
 import { fetchDatabaseCredentials } from '../adapters/aws/secrets';
-import { CONFIG_ENV, parseConfig, type DatabaseConfig, type MigrationConfig } from '../core/config';
+import {
+  CONFIG_ENV,
+  parseConfig,
+  parseJsonSetting,
+  type DatabaseConfig,
+  type MigrationConfig,
+} from '../core/config';
 import { openPool } from '../core/db';
 import { ConfigError } from '../core/errors';
 import { LAMBDA_ENV } from '../../lib/runtime-contract';
@@ -76,6 +82,12 @@ export function configFromEnvironment(env: NodeJS.ProcessEnv = process.env): Mig
     batch: {
       telemetryWindowRows: optional(env[CONFIG_ENV.telemetryWindowRows]),
       concurrency: optional(env[CONFIG_ENV.concurrency]),
+      maxReceiveCount: optional(env[CONFIG_ENV.maxReceiveCount]),
+    },
+    cutover: {
+      schedule: env[CONFIG_ENV.cutoverSchedule]
+        ? parseJsonSetting(CONFIG_ENV.cutoverSchedule, env[CONFIG_ENV.cutoverSchedule]!)
+        : undefined,
     },
     backup: {
       rdsInstanceId: optional(env[LAMBDA_ENV.rdsInstanceId]),
