@@ -58,10 +58,11 @@ export async function runVerificationLocally(
       { since: options.since, tables: options.tables },
     ));
     for (;;) {
+      // Queue state first: when it was idle, every slice had finished before progress is read.
+      const stats = queue.stats();
       const progress = await verificationProgress(deps.v2, deps.config, runId);
       options.onProgress?.(progress);
       if (progress.complete) break;
-      const stats = queue.stats();
       if (stats.queued === 0 && stats.inFlight === 0 && stats.invocations === 0) {
         const failed = queue.dlq();
         throw new VerificationFailedError(
