@@ -1,4 +1,4 @@
-import { BackfillFailedError, VerificationFailedError } from './errors';
+import { BackfillFailedError, BackupError, VerificationFailedError } from './errors';
 import { backfillProgress, planBackfill, pumpBackfill, type BackfillProgress } from './backfill';
 import {
   auditEvent,
@@ -31,7 +31,11 @@ import type { QueuePort } from '../ports/queue';
 export const DEFAULT_SAMPLE_SIZE = 100;
 
 export async function prepareStep(ctx: MigrationContext): Promise<PrepareReport> {
-  if (!ctx.backup) throw new Error('prepare needs a backup port');
+  if (!ctx.backup) {
+    throw new BackupError(
+      'Phase 1 cannot back V1 up: no backup is configured (on AWS set snapshot.rdsInstanceId or snapshot.auroraClusterId in the stack config)',
+    );
+  }
   const backup = ctx.backup;
   // V1 is checked before anything is written anywhere.
   await checkV1Schema(ctx.v1, ctx.config.schemas.v1);

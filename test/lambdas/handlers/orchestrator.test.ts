@@ -1,0 +1,121 @@
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { mockClient } from 'aws-sdk-client-mock';
+import { CONFIG_ENV } from '../../../lambdas/core/config';
+import { LAMBDA_ENV } from '../../../lib/runtime-contract';
+import { freshDatabases, testServer, type TestDatabases } from '../../support/pg';
+import { seedV1 } from '../../support/fixtures';
+
+const secrets = mockClient(SecretsManagerClient);
+const ssm = mockClient(SSMClient);
+const sqs = mockClient(SQSClient);
+
+const ARN = (name: string) => `arn:aws:secretsmanager:eu-west-1:123456789012:secret:${name}-AbCdEf`;
+
+describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and real PostgreSQL', () => {
+  let dbs: TestDatabases;
+  let handler: (event: unknown) => Promise<Record<string, unknown>>;
+  const saved = { ...process.env };
+  const stored = new Map<string, string>([['/iot-migration/v2-traffic-percentage', '0']]);
+
+  beforeAll(async () => {
+    dbs = await freshDatabases('handler');
+    await seedV1(dbs.v1, { devices: 3, telemetry: 10 });
+    const { port, user, password } = testServer();
+    secrets.on(GetSecretValueCommand).callsFake((input: { SecretId: string }) => ({
+      SecretString: JSON.stringify({
+        username: user,
+        password,
+        host: '127.0.0.1',
+        port,
+        dbname: input.SecretId.includes('v1') ? dbs.v1Name : dbs.v2Name,
+      }),
+    }));
+    ssm.on(GetParameterCommand).callsFake((input: { Name: string }) => {
+      const value = stored.get(input.Name);
+      if (value === undefined) throw Object.assign(new Error('not found'), { name: 'ParameterNotFound' });
+      return { Parameter: { Name: input.Name, Value: value } };
+    });
+    ssm.on(PutParameterCommand).callsFake((input: { Name: string; Value: string }) => {
+      stored.set(input.Name, input.Value);
+      return {};
+    });
+    sqs.on(SendMessageBatchCommand).callsFake((input: { Entries: { Id: string }[] }) => ({
+      Successful: input.Entries.map((e) => ({ Id: e.Id, MessageId: e.Id, MD5OfMessageBody: '' })),
+      Failed: [],
+    }));
+    Object.assign(process.env, {
+      [LAMBDA_ENV.v1Host]: '127.0.0.1',
+      [LAMBDA_ENV.v1Database]: dbs.v1Name,
+      [LAMBDA_ENV.v1SecretArn]: ARN('v1'),
+      [LAMBDA_ENV.v2Host]: '127.0.0.1',
+      [LAMBDA_ENV.v2Database]: dbs.v2Name,
+      [LAMBDA_ENV.v2SecretArn]: ARN('v2'),
+      [LAMBDA_ENV.dbSsl]: 'false',
+      [LAMBDA_ENV.workerQueueUrl]: 'https://sqs.eu-west-1.amazonaws.com/123456789012/work',
+      [CONFIG_ENV.cutoverSchedule]: JSON.stringify([
+        { percentage: 50, bakeSeconds: 60 },
+        { percentage: 100, bakeSeconds: 60 },
+      ]),
+      AWS_REGION: 'eu-west-1',
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+    });
+    ({ handler } = await import('../../../lambdas/handlers/orchestrator'));
+  });
+  afterAll(async () => {
+    process.env = saved;
+    const runtime = await (await import('../../../lambdas/handlers/runtime')).getRuntime();
+    await Promise.all([runtime.v1.end(), runtime.v2.end()]);
+    await dbs.drop();
+  });
+
+  it('validates execution input and names what is wrong', async () => {
+    await expect(
+      handler({ task: 'validate-migration-input', input: { action: 'advance', through: 'verify' } }),
+    ).resolves.toEqual({
+      action: 'advance',
+      through: 'VERIFY',
+    });
+    await expect(
+      handler({ task: 'validate-migration-input', input: { action: 'advance', through: 'LAUNCH' } }),
+    ).rejects.toMatchObject({
+      name: 'InvalidInputError',
+      message: expect.stringMatching(/through/),
+    });
+    await expect(handler({ task: 'no-such-task' })).rejects.toMatchObject({ name: 'InvalidInputError' });
+  });
+
+  it('takes the lock and runs Phase 1 with credentials from Secrets Manager, the parameters from SSM', async () => {
+    const actor = 'arn:aws:states:eu-west-1:123456789012:execution:Migration:one';
+    await expect(handler({ task: 'begin', actor, request: { action: 'advance' } })).resolves.toEqual({
+      target: 'PREPARE',
+    });
+    await expect(
+      handler({ task: 'begin', actor: 'arn:…:execution:Migration:two', request: { action: 'advance' } }),
+    ).rejects.toMatchObject({
+      name: 'MigrationLockedError',
+    });
+    // The Lambda has no backup port configured (no RDS instance or cluster): a named refusal.
+    await expect(handler({ task: 'prepare', actor })).rejects.toMatchObject({
+      name: 'BackupError',
+      message: expect.stringMatching(/snapshot.rdsInstanceId/),
+    });
+    await handler({ task: 'release', actor });
+    const status = await handler({ task: 'status', actor });
+    expect(status).toMatchObject({ trafficPercentage: '0' });
+    expect(
+      secrets
+        .commandCalls(GetSecretValueCommand)
+        .map((c) => c.args[0].input.SecretId)
+        .sort(),
+    ).toEqual([ARN('v1'), ARN('v2')]);
+    // The cutover schedule reached the Lambda's config from its environment.
+    const config = (await (await import('../../../lambdas/handlers/runtime')).getRuntime()).config;
+    expect(config.cutover.schedule).toEqual([
+      { percentage: 50, bakeSeconds: 60 },
+      { percentage: 100, bakeSeconds: 60 },
+    ]);
+  });
+});
