@@ -1,4 +1,4 @@
-import { Duration, Stack, type StackProps, Token } from 'aws-cdk-lib';
+import { CfnOutput, Duration, Stack, type StackProps, Token } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
@@ -13,6 +13,7 @@ import { MigrationDashboard } from './constructs/dashboard';
 import { DemoEnvironment } from './constructs/demo-environment';
 import type { MigrationFunction } from './constructs/migration-function';
 import { ORCHESTRATOR_ENTRY, Orchestrator } from './constructs/orchestrator';
+import { RepairPipeline } from './constructs/repair-pipeline';
 import { TrafficSwitch } from './constructs/traffic-switch';
 import { LAMBDA_ENV } from './runtime-contract';
 
@@ -23,6 +24,10 @@ import { LAMBDA_ENV } from './runtime-contract';
  */
 export interface MigrationStateMachines {
   readonly rollback: sfn.IStateMachine;
+  /** Phases 1–3 and 5; its ARN is a stack output when given. */
+  readonly migration?: sfn.IStateMachine;
+  /** The traffic steps; its ARN is a stack output when given. */
+  readonly cutover?: sfn.IStateMachine;
   /** Every state machine, the rollback included (shown on the dashboard, for grants). */
   readonly all: readonly sfn.IStateMachine[];
 }
@@ -57,8 +62,10 @@ function importSecret(scope: Construct, id: string, arn: string): secretsmanager
 
 /**
  * The migration's AWS infrastructure, wired from one construct per concern: the backfill
- * pipeline (queue, DLQ, worker), the traffic switch (SSM parameters), the alarms that roll
- * traffic back, the dashboard, and (lazily) the orchestrator Lambda the state machines call.
+ * pipeline (queue, DLQ, worker), the dual-write repair pipeline (queue, DLQ, repair worker), the
+ * traffic switch (SSM parameters), the alarms that roll traffic back, the dashboard, and
+ * (lazily) the orchestrator Lambda the state machines call. Its outputs are what ops and the
+ * backend need: queue URLs, parameter names and (once added) the state machines' ARNs.
  */
 export class MigrationStack extends Stack {
   public readonly config: StackConfig;
@@ -76,6 +83,8 @@ export class MigrationStack extends Stack {
   /** Only with `demo: true`: the VPC and database the stack created. */
   public readonly demo?: DemoEnvironment;
   public readonly backfill: BackfillPipeline;
+  /** The repair path of the backend's dual writes; `repair.grantSend(role)` for the backend. */
+  public readonly repair: RepairPipeline;
   public readonly trafficSwitch: TrafficSwitch;
   public readonly alarms: MigrationAlarms;
   public readonly dashboard: MigrationDashboard;
@@ -170,10 +179,18 @@ export class MigrationStack extends Stack {
       maxConcurrency: config.worker.concurrency,
       batchSize: config.worker.batchSize,
     });
+    this.repair = new RepairPipeline(this, 'Repair', {
+      vpc: this.vpc,
+      vpcSubnets: this.vpcSubnets,
+      securityGroups: this.securityGroups,
+      environment: this.lambdaEnvironment,
+      databaseSecrets: this.uniqueSecrets(),
+    });
     this.trafficSwitch = new TrafficSwitch(this, 'TrafficSwitch', { prefix: config.ssmPrefix });
     this.alarms = new MigrationAlarms(this, 'Alarms', {
       deadLetterQueue: this.backfill.deadLetterQueue,
       worker: this.backfill.worker.function,
+      repairDeadLetterQueue: this.repair.deadLetterQueue,
       workerErrorsThreshold: config.worker.errorsThreshold,
       backendMetrics: config.backendMetrics,
       v2RdsInstanceId,
@@ -185,7 +202,26 @@ export class MigrationStack extends Stack {
     this.dashboard = new MigrationDashboard(this, 'Dashboard', {
       queue: this.backfill.queue,
       deadLetterQueue: this.backfill.deadLetterQueue,
+      repair: { queue: this.repair.queue, deadLetterQueue: this.repair.deadLetterQueue },
       alarms: [this.alarms.health, ...this.alarms.alarms],
+    });
+
+    new CfnOutput(this, 'WorkerQueueUrl', {
+      description: 'URL of the backfill worker queue (window messages)',
+      value: this.backfill.queue.queueUrl,
+    });
+    new CfnOutput(this, 'RepairQueueUrl', {
+      description:
+        "URL of the dual-write repair queue: the IoT backend's REPAIR_QUEUE_URL (client/README.md)",
+      value: this.repair.queue.queueUrl,
+    });
+    new CfnOutput(this, 'TrafficPercentageParameterName', {
+      description: 'SSM parameter holding the V2 read-traffic percentage (0-100) the IoT backend reads',
+      value: this.trafficSwitch.trafficPercentage.parameterName,
+    });
+    new CfnOutput(this, 'DualWriteParameterName', {
+      description: 'SSM parameter holding the dual-write switch (on/off) the IoT backend reads',
+      value: this.trafficSwitch.dualWrite.parameterName,
     });
 
     if (props.stateMachines) this.addStateMachines(props.stateMachines);
@@ -234,6 +270,18 @@ export class MigrationStack extends Stack {
     const machines = factory(this);
     this.stateMachines = machines;
     this.alarms.routeAlarmToRollback(machines.rollback);
+    const outputs = [
+      ['Migration', machines.migration, 'MIGRATION_STATE_MACHINE_ARN', '--migration-arn'],
+      ['Cutover', machines.cutover, 'CUTOVER_STATE_MACHINE_ARN', '--cutover-arn'],
+      ['Rollback', machines.rollback, 'ROLLBACK_STATE_MACHINE_ARN', '--rollback-arn'],
+    ] as const;
+    for (const [name, machine, env, flag] of outputs) {
+      if (!machine) continue;
+      new CfnOutput(this, `${name}StateMachineArn`, {
+        description: `ARN of the ${name} state machine; the ops CLI (bin/ops.ts) reads it from ${env} (or ${flag})`,
+        value: machine.stateMachineArn,
+      });
+    }
     return machines;
   }
 

@@ -43,6 +43,7 @@ export const METRICS_NAMESPACE = 'IotMigration';
 export const SERVICE_NAMES = {
   worker: 'backfill-worker',
   orchestrator: 'orchestrator',
+  repairWorker: 'repair-worker',
 } as const;
 
 /** Metric names, each published by exactly one party. */
@@ -53,6 +54,10 @@ export const METRIC_NAMES = {
   rowsCopied: 'RowsCopied',
   /** Worker: one per failed delivery of a window (count). */
   windowFailed: 'WindowFailed',
+  /** Repair worker: one per row re-synced V1 → V2 (upserted or deleted in V2) (count). */
+  rowsRepaired: 'RowsRepaired',
+  /** Repair worker: one per failed delivery of a repair message (count). */
+  repairFailed: 'RepairFailed',
   /** Orchestrator: the V2 read-traffic percentage after each change (gauge, 0–100). */
   trafficPercentage: 'TrafficPercentage',
   /** Orchestrator: windows whose verification found a mismatch (count per run). */

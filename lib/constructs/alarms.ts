@@ -42,6 +42,12 @@ export interface MigrationAlarmsProps {
   /** The backfill worker. */
   readonly worker: lambda.IFunction;
   /**
+   * The repair DLQ: any message in it is a row whose V2 copy could not be re-synced, so V2 reads
+   * of it may be wrong.
+   * @default - no repair DLQ alarm
+   */
+  readonly repairDeadLetterQueue?: sqs.IQueue;
+  /**
    * Worker invocation errors per 5 minutes that raise the alarm (window failures are reported
    * per record and do not count; these are whole failed invocations, e.g. database unreachable).
    * @default DEFAULT_WORKER_ERRORS_THRESHOLD
@@ -80,7 +86,7 @@ export interface MigrationAlarmsProps {
 }
 
 /**
- * The alarms that roll traffic back: DLQ depth, worker errors, backend error rate and p99
+ * The alarms that roll traffic back: DLQ depth (backfill and, when given, repair), worker errors, backend error rate and p99
  * latency, V2 database CPU and connections, shadow-read mismatches; one composite alarm
  * (MigrationHealth, OR of them all) notifies an SNS topic and, once `routeAlarmToRollback` is
  * called, starts the Rollback state machine through EventBridge.
@@ -114,6 +120,20 @@ export class MigrationAlarms extends Construct {
           treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
         }),
     );
+    if (props.repairDeadLetterQueue) {
+      this.alarms.push(
+        props.repairDeadLetterQueue
+          .metricApproximateNumberOfMessagesVisible({ period: ALARM_PERIOD, statistic: 'Maximum' })
+          .createAlarm(this, 'RepairDeadLetterQueueDepth', {
+            alarmDescription:
+              'Rows whose V2 dual write failed could not be repaired and are in the repair DLQ',
+            threshold: 0,
+            comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluationPeriods: 1,
+            treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+          }),
+      );
+    }
     this.alarms.push(
       props.worker
         .metricErrors({ period: Duration.minutes(5), statistic: 'Sum' })

@@ -13,6 +13,11 @@ export interface MigrationDashboardProps {
   readonly queue: sqs.IQueue;
   /** The backfill DLQ. */
   readonly deadLetterQueue: sqs.IQueue;
+  /**
+   * The repair queue and its DLQ (rows whose V2 dual write failed).
+   * @default - no repair widgets
+   */
+  readonly repair?: { readonly queue: sqs.IQueue; readonly deadLetterQueue: sqs.IQueue };
   /** The alarms whose state is shown (the composite first). */
   readonly alarms: readonly cloudwatch.IAlarm[];
   /**
@@ -35,7 +40,7 @@ const custom = (metricName: string, service: string, statistic: string, label: s
 /**
  * One page for the migration: backfill progress (windows done and failed, rows copied,
  * throughput), queue and DLQ depth, V2 read-traffic percentage, verification mismatches,
- * and the alarms' state.
+ * dual-write repairs (when given), and the alarms' state.
  */
 export class MigrationDashboard extends Construct {
   /** The dashboard. */
@@ -117,5 +122,34 @@ export class MigrationDashboard extends Construct {
         width: 12,
       }),
     );
+    if (props.repair) {
+      this.dashboard.addWidgets(
+        new cloudwatch.GraphWidget({
+          title: 'Dual-write repairs',
+          left: [
+            custom(METRIC_NAMES.rowsRepaired, SERVICE_NAMES.repairWorker, 'Sum', 'Rows repaired'),
+            custom(METRIC_NAMES.repairFailed, SERVICE_NAMES.repairWorker, 'Sum', 'Repair failures'),
+          ],
+          width: 12,
+        }),
+        new cloudwatch.GraphWidget({
+          title: 'Repair queue and DLQ depth',
+          left: [
+            props.repair.queue.metricApproximateNumberOfMessagesVisible({
+              period: DASHBOARD_PERIOD,
+              label: 'Queued repairs',
+            }),
+          ],
+          right: [
+            props.repair.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+              period: DASHBOARD_PERIOD,
+              statistic: 'Maximum',
+              label: 'Repair DLQ (failed repairs)',
+            }),
+          ],
+          width: 12,
+        }),
+      );
+    }
   }
 }

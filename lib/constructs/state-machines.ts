@@ -457,5 +457,10 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
     id: 'AwsSolutions-IAM5[Resource::*]',
     reason: 'cloudwatch:DescribeAlarms and X-Ray support no resource-level permissions',
   });
-  return { rollback: machines.rollback, all: [machines.migration, machines.cutover, machines.rollback] };
+  return {
+    migration: machines.migration,
+    cutover: machines.cutover,
+    rollback: machines.rollback,
+    all: [machines.migration, machines.cutover, machines.rollback],
+  };
 };

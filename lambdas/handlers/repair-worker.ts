@@ -1,0 +1,60 @@
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { repairBatchHandler, type RepairDeps } from '../../client/repair-worker';
+import { sqsEventToRecords } from '../adapters/aws/sqs-queue';
+import type { BatchResult } from '../ports/queue';
+import { METRIC_NAMES, METRICS_NAMESPACE, SERVICE_NAMES } from '../../lib/runtime-contract';
+import { getRuntime, type Runtime } from './runtime';
+
+const logger = new Logger({ serviceName: SERVICE_NAMES.repairWorker });
+const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: SERVICE_NAMES.repairWorker });
+
+// One deps object per runtime (container): the repair core caches its validated settings and
+// V2 template ids per deps object.
+const depsByRuntime = new WeakMap<Runtime, RepairDeps>();
+
+/** What the repair core needs, from the container's runtime (pools, schemas, tenant). */
+export function repairDeps(runtime: Runtime): RepairDeps {
+  let deps = depsByRuntime.get(runtime);
+  if (!deps) {
+    deps = {
+      v1: runtime.v1,
+      v2: runtime.v2,
+      schemas: { v1: runtime.config.schemas.v1, v2: runtime.config.schemas.v2 },
+      tenantId: runtime.config.tenant.id,
+    };
+    depsByRuntime.set(runtime, deps);
+  }
+  return deps;
+}
+
+/**
+ * The repair worker: SQS event of `repair-row` messages (sent by the backend's DualWriter when
+ * its V2 write fails) → each named row re-synced from V1 to V2 → partial batch response. Only
+ * the records whose repair failed are reported back, so SQS redelivers just those (and after
+ * maxReceiveCount receives moves them to the repair DLQ). An invalid event or an unreachable
+ * database fails the whole invocation, which returns every record to the queue.
+ */
+export async function handler(event: unknown): Promise<BatchResult> {
+  const records = sqsEventToRecords(event);
+  const runtime = await getRuntime();
+  const run = repairBatchHandler(repairDeps(runtime), {
+    onRepaired: (record, result) => {
+      metrics.addMetric(METRIC_NAMES.rowsRepaired, MetricUnit.Count, 1);
+      logger.info('row repaired', { messageId: record.messageId, ...result });
+    },
+    onError: (record, error) => {
+      metrics.addMetric(METRIC_NAMES.repairFailed, MetricUnit.Count, 1);
+      logger.error('repair failed', {
+        messageId: record.messageId,
+        receiveCount: record.receiveCount,
+        error,
+      });
+    },
+  });
+  try {
+    return await run(records);
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+}
