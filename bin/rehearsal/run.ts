@@ -70,12 +70,18 @@ export function summaryLine(result: RehearsalResult): Record<string, unknown> {
   };
 }
 
+/** The rehearsal's cutover levels (the production schedule's default, with short bake times). */
+export const REHEARSAL_LEVELS = [10, 25, 50, 100];
+
 function parseFailAt(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const match = /^cutover:(\d{1,3})$/.exec(value);
-  if (!match || Number(match[1]) < 1 || Number(match[1]) > 100) {
+  if (!match || !REHEARSAL_LEVELS.includes(Number(match[1]))) {
     throw new InvalidInputError('command-line flags', [
-      { field: '--fail-at', problem: 'must be cutover:<percentage of a schedule level>, e.g. cutover:25' },
+      {
+        field: '--fail-at',
+        problem: `must be cutover:<level>, a level being one of ${REHEARSAL_LEVELS.join(', ')} (e.g. cutover:25)`,
+      },
     ]);
   }
   return Number(match[1]);
@@ -148,20 +154,11 @@ export async function runRehearsal(options: RehearsalOptions): Promise<Rehearsal
       v2: { url: v2Url },
       batch: { concurrency: options.concurrency, telemetryWindowRows: options.windowRows },
       cutover: {
-        schedule: [10, 25, 50, 100].map((percentage) => ({ percentage, bakeSeconds: options.bakeSeconds })),
+        schedule: REHEARSAL_LEVELS.map((percentage) => ({ percentage, bakeSeconds: options.bakeSeconds })),
         soakMinutes: 0,
       },
       backup: { mode: 'auto', directory: `${options.reportDir}/backups` },
     });
-    if (failAt !== undefined && !config.cutover.schedule.some((l) => l.percentage === failAt)) {
-      throw new InvalidInputError('command-line flags', [
-        {
-          field: '--fail-at',
-          problem: `${failAt} % is not a level of the schedule (${config.cutover.schedule.map((l) => l.percentage).join(', ')})`,
-        },
-      ]);
-    }
-
     print('synthesizing the CDK app’s state machines…');
     const definitions = synthesizeDefinitions();
     const names = parameterNames(config.ssmPrefix);

@@ -105,3 +105,64 @@ describe('rehearsal, end to end on small data', () => {
     }
   });
 });
+
+describe('rehearsal fault injection', () => {
+  it('rolls back at 25 % with --fail-at, leaving traffic at 0 and V1 intact, even with workers killed mid-window', async () => {
+    const dbs = await freshDatabases('rehearse_fault');
+    await dbs.v1.end();
+    await dbs.v2.end();
+    try {
+      const result = await runRehearsal({
+        ...base,
+        telemetry: 8000,
+        windowRows: 500,
+        killWorkers: true,
+        failAt: 'cutover:25',
+        v1Url: dbs.v1Url,
+        v2Url: dbs.v2Url,
+        reportDir: mkdtempSync(join(tmpdir(), 'rehearsal-')),
+        print: () => undefined,
+      });
+      expect(result.exitCode).toBe(3);
+      expect(summaryLine(result)).toMatchObject({
+        ok: false,
+        outcome: 'ROLLED_BACK',
+        trafficPercentage: 0,
+        phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'failed', cleanup: 'pending' },
+        verification: { clean: true, mismatchedWindows: 0 },
+      });
+      expect(result.report.error).toBeUndefined(); // V1 row counts unchanged
+      expect(result.report.faults.rollback?.actor).toBe('alarm:RehearsalFault');
+      expect(result.report.tables.telemetry).toMatchObject({ v1: 8000, v2: 8000 });
+      const v1 = new (await import('pg')).Pool({ connectionString: dbs.v1Url });
+      const tables = await v1.query(
+        `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1`,
+      );
+      await v1.end();
+      expect(tables.rows.map((r) => r.table_name)).toEqual(['alerts', 'device_data', 'devices', 'users']);
+    } finally {
+      const { Client } = await import('pg');
+      const admin = new Client({ connectionString: dbs.v1Url.replace(/\/[^/]+$/, '/postgres') });
+      await admin.connect();
+      await admin.query(`DROP DATABASE IF EXISTS "${dbs.v1Name}" WITH (FORCE)`);
+      await admin.query(`DROP DATABASE IF EXISTS "${dbs.v2Name}" WITH (FORCE)`);
+      await admin.end();
+    }
+  });
+
+  it('refuses a --fail-at that is not a level of the schedule, before touching anything', async () => {
+    await expect(
+      runRehearsal({
+        ...base,
+        failAt: 'cutover:30',
+        v1Url: 'postgres://x@127.0.0.1:1/a',
+        v2Url: 'postgres://x@127.0.0.1:1/b',
+        reportDir: '/tmp/x',
+        print: () => undefined,
+      }),
+    ).rejects.toThrow(/--fail-at/);
+    await expect(
+      runRehearsal({ ...base, failAt: 'cutover', reportDir: '/tmp/x', print: () => undefined }),
+    ).rejects.toMatchObject({ name: 'InvalidInputError' });
+  });
+});

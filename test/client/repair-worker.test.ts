@@ -1,6 +1,7 @@
 import '../../lambdas/core/polyfills';
 import { Pool } from 'pg';
 import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
+import { runVerificationLocally } from '../../lambdas/adapters/local/local-verify';
 import { runBackfillLocally } from '../../lambdas/adapters/local/local-backfill';
 import { DualWriteV2Error, InvalidMessageError, RepairRowError } from '../../lambdas/core/errors';
 import type { MappedTable } from '../../lambdas/core/mapping';
@@ -305,6 +306,13 @@ describe('dual writes while V2 is unreachable, then the repair worker', () => {
     expect(repaired).toContain(`alerts:${touched.find(([t]) => t === 'alerts')?.[1]}:deleted`);
     for (const [table, id] of touched) await expectRowInSync(dbs, config, table, id);
     await expectAllInSync(dbs, config);
+    // And the Phase 3 verifier, window by window on both sides, agrees.
+    const report = await runVerificationLocally(
+      { v1: dbs.v1, v2: dbs.v2, config },
+      { repair: false, sampleSize: 50 },
+    );
+    expect(report.mismatches).toEqual([]);
+    expect(report.clean).toBe(true);
   });
 
   it('repairs idempotently, and names a row whose parent V2 does not have yet as retryable', async () => {
