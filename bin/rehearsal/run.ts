@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import { startLocalPostgres, type LocalPostgres } from '../../lambdas/adapters/local/embedded-pg';
 import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
-import { startLocalWorkers } from '../../lambdas/adapters/local/local-migration';
+import { startLocalWorkers } from '../../lambdas/adapters/local/local-workers';
 import {
   LocalStateMachines,
   type LocalExecution,

@@ -1,4 +1,4 @@
-import { ident } from './db';
+import { ident, withTransaction } from './db';
 import { GuardRefusedError } from './errors';
 import {
   auditEvent,
@@ -79,19 +79,11 @@ export async function finishCleanup(
     [ref.id, ref.kind, ref.location, JSON.stringify(counts)],
   );
   const schema = ident(ctx.config.schemas.v1);
-  const client = await ctx.v1.connect();
-  try {
-    await client.query('BEGIN');
+  await withTransaction(ctx.v1, async (client) => {
     for (const table of V1_TABLE_NAMES) {
       await client.query(`ALTER TABLE ${schema}.${ident(table)} RENAME TO ${ident(archivedName(table))}`);
     }
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
   await ctx.v2.query(
     `UPDATE ${ctl(ctx)}.cleanup_state SET renamed_at = now(), archived_counts = $1 WHERE id = 1`,
     [JSON.stringify(counts)],
@@ -134,19 +126,12 @@ export async function dropArchives(ctx: MigrationContext, options: { confirm: st
     throw new GuardRefusedError('Dropping the V1 archives', reasons);
   }
   const schema = ident(ctx.config.schemas.v1);
-  const client = await ctx.v1.connect();
-  try {
-    await client.query('BEGIN');
+  await withTransaction(ctx.v1, async (client) => {
     // Children first: device_data and alerts reference devices, devices reference users.
-    for (const table of [...V1_TABLE_NAMES].reverse())
+    for (const table of [...V1_TABLE_NAMES].reverse()) {
       await client.query(`DROP TABLE ${schema}.${ident(archivedName(table))}`);
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+    }
+  });
   await ctx.v2.query(`UPDATE ${ctl(ctx)}.cleanup_state SET dropped_at = now() WHERE id = 1`);
   const dropped = V1_TABLE_NAMES.map(archivedName);
   await auditEvent(ctx, 'cleanup.archives-dropped', { dropped });

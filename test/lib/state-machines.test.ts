@@ -1,5 +1,5 @@
 import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
-import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-migration';
+import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-workers';
 import { LocalStateMachines } from '../../lambdas/adapters/local/local-state-machines';
 import { MemoryParameters } from '../../lambdas/adapters/local/memory-parameters';
 import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';

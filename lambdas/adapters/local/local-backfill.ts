@@ -7,9 +7,9 @@ import {
   type BackfillDeps,
   type BackfillProgress,
 } from '../../core/backfill';
-import { workerBatchHandler, type WorkerHooks } from '../../core/worker';
+import type { WorkerHooks } from '../../core/worker';
 import type { BatchHandler } from '../../ports/queue';
-import { LocalQueue } from './local-queue';
+import { startLocalWorkers } from './local-workers';
 
 export interface LocalBackfillOptions {
   /** How often the driver pumps the next stage and reports progress (the state machine's Wait). */
@@ -38,15 +38,7 @@ export async function runBackfillLocally(
   deps: BackfillDeps,
   options: LocalBackfillOptions = {},
 ): Promise<BackfillProgress> {
-  const queue = new LocalQueue({
-    visibilityTimeoutMs: options.visibilityTimeoutMs ?? 120_000,
-    maxReceiveCount: deps.config.batch.maxReceiveCount,
-    concurrency: deps.config.batch.concurrency,
-    retryDelayMs: 200,
-    batchSize: 1,
-  });
-  const handler = workerBatchHandler(deps, options.hooks);
-  queue.start(options.wrapHandler ? options.wrapHandler(handler) : handler);
+  const { queue, stop } = startLocalWorkers(deps, options);
   let resends = 0;
   try {
     await planBackfill(deps);
@@ -71,6 +63,6 @@ export async function runBackfillLocally(
       await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 100));
     }
   } finally {
-    await queue.stop();
+    await stop();
   }
 }

@@ -1,35 +1,7 @@
 import type { BackfillProgress } from '../../core/backfill';
 import { pollBackfill, pollVerify, startBackfill, startVerify, type VerifyPoll } from '../../core/phases';
 import type { MigrationContext } from '../../core/migration-state';
-import { workerBatchHandler, type WorkerHooks } from '../../core/worker';
-import type { BatchHandler } from '../../ports/queue';
-import { LocalQueue } from './local-queue';
-
-export interface LocalWorkers {
-  queue: LocalQueue;
-  stop(): Promise<void>;
-}
-
-/** A LocalQueue served by the real worker at the configured concurrency (Lambda's stand-in). */
-export function startLocalWorkers(
-  ctx: Pick<MigrationContext, 'v1' | 'v2' | 'config'>,
-  options: {
-    hooks?: WorkerHooks;
-    wrapHandler?: (h: BatchHandler) => BatchHandler;
-    visibilityTimeoutMs?: number;
-  } = {},
-): LocalWorkers {
-  const queue = new LocalQueue({
-    visibilityTimeoutMs: options.visibilityTimeoutMs ?? 300_000,
-    maxReceiveCount: ctx.config.batch.maxReceiveCount,
-    concurrency: ctx.config.batch.concurrency,
-    retryDelayMs: 200,
-    batchSize: 1,
-  });
-  const handler = workerBatchHandler(ctx, options.hooks);
-  queue.start(options.wrapHandler ? options.wrapHandler(handler) : handler);
-  return { queue, stop: () => queue.stop() };
-}
+import type { LocalWorkers } from './local-workers';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -9,9 +9,9 @@ import {
 } from '../../core/verify';
 import { VerificationFailedError } from '../../core/errors';
 import type { MappedTable } from '../../core/mapping';
-import { workerBatchHandler, type WorkerHooks } from '../../core/worker';
+import type { WorkerHooks } from '../../core/worker';
 import type { BatchHandler } from '../../ports/queue';
-import { LocalQueue } from './local-queue';
+import { startLocalWorkers } from './local-workers';
 
 export interface LocalVerifyOptions {
   since?: Date;
@@ -42,15 +42,7 @@ export async function runVerificationLocally(
   deps: VerifyDeps,
   options: LocalVerifyOptions = {},
 ): Promise<VerificationReport> {
-  const queue = new LocalQueue({
-    visibilityTimeoutMs: 300_000,
-    maxReceiveCount: deps.config.batch.maxReceiveCount,
-    concurrency: deps.config.batch.concurrency,
-    retryDelayMs: 200,
-    batchSize: 1,
-  });
-  const handler = workerBatchHandler(deps, options.hooks);
-  queue.start(options.wrapHandler ? options.wrapHandler(handler) : handler);
+  const { queue, stop } = startLocalWorkers(deps, options);
   let runId: number;
   try {
     ({ runId } = await startVerification(
@@ -73,7 +65,7 @@ export async function runVerificationLocally(
       await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 50));
     }
   } finally {
-    await queue.stop();
+    await stop();
   }
   const sampleSize = options.sampleSize ?? 100;
   let report = await buildReport(deps, runId, { sampleSize });

@@ -2,24 +2,16 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { ident } from '../../core/db';
+import { ident, withTransaction } from '../../core/db';
 import { SQL_DIR } from '../../core/migrator';
 
 /** Creates the V1 reference schema (sql/v1/schema.sql) in `schema`. */
 export async function applyV1Schema(v1: Pool, schema = 'public'): Promise<void> {
-  const client = await v1.connect();
-  try {
-    await client.query('BEGIN');
+  await withTransaction(v1, async (client) => {
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`);
     await client.query(`SET LOCAL search_path TO ${ident(schema)}`);
     await client.query(readFileSync(join(SQL_DIR, 'v1', 'schema.sql'), 'utf8'));
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export interface GenerateOptions {

@@ -1,11 +1,8 @@
 import { runVerificationLocally } from '../../../lambdas/adapters/local/local-verify';
 import { LocalBackup } from '../../../lambdas/adapters/local/pg-backup';
 import { MemoryParameters } from '../../../lambdas/adapters/local/memory-parameters';
-import {
-  runBackfillPhase,
-  runVerifyPhase,
-  startLocalWorkers,
-} from '../../../lambdas/adapters/local/local-migration';
+import { runBackfillPhase, runVerifyPhase } from '../../../lambdas/adapters/local/local-migration';
+import { startLocalWorkers } from '../../../lambdas/adapters/local/local-workers';
 import type { MigrationConfigInput } from '../../../lambdas/core/config';
 import { migrationStatus } from '../../../lambdas/core/checklist';
 import {

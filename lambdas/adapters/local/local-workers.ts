@@ -1,0 +1,33 @@
+import type { MigrationContext } from '../../core/migration-state';
+import { workerBatchHandler, type WorkerHooks } from '../../core/worker';
+import type { BatchHandler } from '../../ports/queue';
+import { LocalQueue } from './local-queue';
+
+/** How long a local worker may hold a message before it is delivered again. */
+export const DEFAULT_LOCAL_VISIBILITY_MS = 300_000;
+
+export interface LocalWorkers {
+  queue: LocalQueue;
+  stop(): Promise<void>;
+}
+
+/** A LocalQueue served by the real worker at the configured concurrency (Lambda's stand-in). */
+export function startLocalWorkers(
+  ctx: Pick<MigrationContext, 'v1' | 'v2' | 'config'>,
+  options: {
+    hooks?: WorkerHooks;
+    wrapHandler?: (h: BatchHandler) => BatchHandler;
+    visibilityTimeoutMs?: number;
+  } = {},
+): LocalWorkers {
+  const queue = new LocalQueue({
+    visibilityTimeoutMs: options.visibilityTimeoutMs ?? DEFAULT_LOCAL_VISIBILITY_MS,
+    maxReceiveCount: ctx.config.batch.maxReceiveCount,
+    concurrency: ctx.config.batch.concurrency,
+    retryDelayMs: 200,
+    batchSize: 1,
+  });
+  const handler = workerBatchHandler(ctx, options.hooks);
+  queue.start(options.wrapHandler ? options.wrapHandler(handler) : handler);
+  return { queue, stop: () => queue.stop() };
+}
