@@ -101,6 +101,13 @@ export class Orchestrator extends Construct {
     const describe = rdsInstanceId ? 'rds:DescribeDBSnapshots' : 'rds:DescribeDBClusterSnapshots';
     const fn = this.function.function;
     fn.addToRolePolicy(new iam.PolicyStatement({ actions: [create], resources: [source, snapshots] }));
+    // The snapshot check compares the snapshot with its source (encryption, identity).
+    fn.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: [rdsInstanceId ? 'rds:DescribeDBInstances' : 'rds:DescribeDBClusters'],
+        resources: [source],
+      }),
+    );
     fn.addToRolePolicy(
       new iam.PolicyStatement({ actions: [describe, 'rds:AddTagsToResource'], resources: [snapshots] }),
     );
