@@ -27,7 +27,7 @@ const ctl = (ctx: Pick<MigrationContext, 'config'>) => ident(ctx.config.schemas.
 
 /** Records one change in the audit log, with who or what triggered it. */
 export async function auditEvent(
-  ctx: MigrationContext,
+  ctx: Pick<MigrationContext, 'v2' | 'config' | 'actor'>,
   action: string,
   details: Record<string, unknown> = {},
 ): Promise<void> {

@@ -2,6 +2,7 @@ import type { Pool } from 'pg';
 import type { MigrationConfig } from './config';
 import { ident } from './db';
 import { BackupError, TenantConflictError } from './errors';
+import { auditEvent } from './migration-state';
 import { migrate, projectMigrationSets } from './migrator';
 import { setupTelemetryStorage, type StorageResult } from './storage';
 import { checkV1Schema, countV1Rows } from './v1-schema';
@@ -33,21 +34,6 @@ export interface PrepareContext {
 export interface PrepareReport {
   steps: PrepareStep[];
   storage: StorageResult;
-}
-
-/** Records one change in the audit log of the control schema. */
-export async function audit(
-  v2: Pool,
-  control: string,
-  actor: string,
-  action: string,
-  details: Record<string, unknown>,
-): Promise<void> {
-  await v2.query(`INSERT INTO ${ident(control)}.audit_log (actor, action, details) VALUES ($1, $2, $3)`, [
-    actor,
-    action,
-    JSON.stringify(details),
-  ]);
 }
 
 /** Waits until a started backup is available; throws BackupError when it fails or times out. */
@@ -120,7 +106,7 @@ export async function runPrepare(ctx: PrepareContext): Promise<PrepareReport> {
     await waitForBackup(ctx.backup, ref, { pollMs: ctx.backupPollMs, timeoutMs: ctx.backupTimeoutMs });
     const verification = await ctx.backup.verify(ref, counts);
     await v2.query(`UPDATE ${ident(control)}.backups SET verified_at = now() WHERE id = $1`, [ref.id]);
-    await audit(v2, control, ctx.actor, 'backup.created', { ...ref, ...verification.evidence });
+    await auditEvent(ctx, 'backup.created', { ...ref, ...verification.evidence });
     report({
       step: 'backup',
       outcome: 'done',
@@ -134,7 +120,7 @@ export async function runPrepare(ctx: PrepareContext): Promise<PrepareReport> {
     ...controlResult.applied.map((f) => `control/${f}`),
     ...v2Result.applied.map((f) => `v2/${f}`),
   ];
-  if (appliedFiles.length > 0) await audit(v2, control, ctx.actor, 'schema.applied', { files: appliedFiles });
+  if (appliedFiles.length > 0) await auditEvent(ctx, 'schema.applied', { files: appliedFiles });
   report({
     step: 'deploy-v2',
     outcome: appliedFiles.length > 0 ? 'done' : 'unchanged',
@@ -145,7 +131,7 @@ export async function runPrepare(ctx: PrepareContext): Promise<PrepareReport> {
   });
 
   const storage = await setupTelemetryStorage(v2, config, { isTimescaleAvailable: ctx.isTimescaleAvailable });
-  if (storage.created) await audit(v2, control, ctx.actor, 'storage.chosen', { ...storage });
+  if (storage.created) await auditEvent(ctx, 'storage.chosen', { ...storage });
   report({
     step: 'telemetry-storage',
     outcome: storage.created ? 'done' : 'unchanged',
@@ -158,7 +144,7 @@ export async function runPrepare(ctx: PrepareContext): Promise<PrepareReport> {
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
     [t.id, t.name, t.slug, t.plan, t.status],
   );
-  if (inserted.rowCount === 1) await audit(v2, control, ctx.actor, 'tenant.created', { ...t });
+  if (inserted.rowCount === 1) await auditEvent(ctx, 'tenant.created', { ...t });
   else {
     const existing = await v2.query(`SELECT id FROM ${ident(config.schemas.v2)}.tenants WHERE id = $1`, [
       t.id,
