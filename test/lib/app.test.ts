@@ -1,0 +1,87 @@
+import { App, Validations } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { loadStackConfig } from '../../lib/config';
+import { migrationStateMachines } from '../../lib/constructs/state-machines';
+import { MigrationStack } from '../../lib/migration-stack';
+
+/** The app as bin/app.ts builds it (demo config, no context), without bundling assets. */
+function synthApp(): Template {
+  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+  const stack = new MigrationStack(app, 'IotV2Migration', {
+    config: loadStackConfig(app.node),
+    stateMachines: migrationStateMachines,
+  });
+  Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+  // Throws when cdk-nag reports an unacknowledged finding.
+  return Template.fromStack(stack);
+}
+
+describe('the CDK app with no context (demo config)', () => {
+  let template: Template;
+  beforeAll(() => {
+    template = synthApp();
+  });
+
+  it('holds the three state machines, each logging ALL events with X-Ray tracing', () => {
+    const machines = template.findResources('AWS::StepFunctions::StateMachine');
+    expect(
+      Object.keys(machines)
+        .map((id) => /(Migration|Cutover|Rollback)StateMachine/.exec(id)?.[1])
+        .sort(),
+    ).toEqual(['Cutover', 'Migration', 'Rollback']);
+    for (const machine of Object.values(machines)) {
+      expect(machine.Properties).toMatchObject({
+        LoggingConfiguration: { Level: 'ALL', IncludeExecutionData: true },
+        TracingConfiguration: { Enabled: true },
+      });
+    }
+  });
+
+  it('holds the worker queue with its DLQ and the two SSM parameters with safe initial values', () => {
+    template.hasResourceProperties('AWS::SQS::Queue', {
+      RedrivePolicy: Match.objectLike({ maxReceiveCount: 5, deadLetterTargetArn: Match.anyValue() }),
+    });
+    template.hasResourceProperties('AWS::SSM::Parameter', {
+      Name: '/iot-migration/v2-traffic-percentage',
+      Value: '0',
+    });
+    template.hasResourceProperties('AWS::SSM::Parameter', {
+      Name: '/iot-migration/dual-write',
+      Value: 'off',
+    });
+  });
+
+  it('rolls back on the composite MigrationHealth alarm through an EventBridge rule targeting Rollback', () => {
+    const composite = template.findResources('AWS::CloudWatch::CompositeAlarm');
+    expect(Object.keys(composite)).toHaveLength(1);
+    const rollbackId = Object.keys(template.findResources('AWS::StepFunctions::StateMachine')).find((id) =>
+      id.includes('Rollback'),
+    )!;
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: Match.objectLike({
+        source: ['aws.cloudwatch'],
+        'detail-type': ['CloudWatch Alarm State Change'],
+        detail: Match.objectLike({ state: { value: ['ALARM'] } }),
+      }),
+      Targets: Match.arrayWith([Match.objectLike({ Arn: { Ref: rollbackId } })]),
+    });
+  });
+
+  it('gives the orchestrator the health alarm’s name, and never a secret, in its environment', () => {
+    const functions = template.findResources('AWS::Lambda::Function');
+    const orchestrator = Object.entries(functions).find(([id]) => id.startsWith('Orchestrator'))![1];
+    const env = orchestrator.Properties.Environment.Variables as Record<string, unknown>;
+    expect(env.MIGRATION_HEALTH_ALARM).toBeDefined();
+    expect(JSON.parse(env.MIGRATION_CUTOVER_SCHEDULE as string)).toEqual([
+      { percentage: 10, bakeSeconds: 1800 },
+      { percentage: 25, bakeSeconds: 1800 },
+      { percentage: 50, bakeSeconds: 1800 },
+      { percentage: 100, bakeSeconds: 1800 },
+    ]);
+    for (const name of Object.keys(env)) {
+      expect(name).not.toMatch(/PASSWORD|TOKEN/);
+      if (name.includes('SECRET')) expect(name).toMatch(/_SECRET_ARN$/);
+    }
+  });
+});
