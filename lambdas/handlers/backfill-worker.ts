@@ -5,6 +5,7 @@ import { workerBatchHandler } from '../core/worker';
 import type { BatchResult } from '../ports/queue';
 import { METRIC_NAMES, METRICS_NAMESPACE, SERVICE_NAMES } from '../../lib/runtime-contract';
 import { getRuntime } from './runtime';
+import { recordFailure, runBatch } from './sqs-batch';
 
 const logger = new Logger({ serviceName: SERVICE_NAMES.worker });
 const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: SERVICE_NAMES.worker });
@@ -26,18 +27,7 @@ export async function handler(event: unknown): Promise<BatchResult> {
       }
       logger.info('work done', { messageId: record.messageId, ...result });
     },
-    onError: (record, error) => {
-      metrics.addMetric(METRIC_NAMES.windowFailed, MetricUnit.Count, 1);
-      logger.error('window failed', {
-        messageId: record.messageId,
-        receiveCount: record.receiveCount,
-        error,
-      });
-    },
+    onError: recordFailure(logger, metrics, METRIC_NAMES.windowFailed, 'window failed'),
   });
-  try {
-    return await run(records);
-  } finally {
-    metrics.publishStoredMetrics();
-  }
+  return runBatch(metrics, run, records);
 }

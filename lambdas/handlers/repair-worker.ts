@@ -5,6 +5,7 @@ import { sqsEventToRecords } from '../adapters/aws/sqs-queue';
 import type { BatchResult } from '../ports/queue';
 import { METRIC_NAMES, METRICS_NAMESPACE, SERVICE_NAMES } from '../../lib/runtime-contract';
 import { getRuntime, type Runtime } from './runtime';
+import { recordFailure, runBatch } from './sqs-batch';
 
 const logger = new Logger({ serviceName: SERVICE_NAMES.repairWorker });
 const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: SERVICE_NAMES.repairWorker });
@@ -43,18 +44,7 @@ export async function handler(event: unknown): Promise<BatchResult> {
       metrics.addMetric(METRIC_NAMES.rowsRepaired, MetricUnit.Count, 1);
       logger.info('row repaired', { messageId: record.messageId, ...result });
     },
-    onError: (record, error) => {
-      metrics.addMetric(METRIC_NAMES.repairFailed, MetricUnit.Count, 1);
-      logger.error('repair failed', {
-        messageId: record.messageId,
-        receiveCount: record.receiveCount,
-        error,
-      });
-    },
+    onError: recordFailure(logger, metrics, METRIC_NAMES.repairFailed, 'repair failed'),
   });
-  try {
-    return await run(records);
-  } finally {
-    metrics.publishStoredMetrics();
-  }
+  return runBatch(metrics, run, records);
 }

@@ -1,29 +1,19 @@
 import { Duration } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
-import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { BackfillPipeline, type BackfillPipelineProps } from '../../lib/constructs/backfill-pipeline';
 import { LAMBDA_ENV } from '../../lib/runtime-contract';
-import { networkStack, V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
+import { V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
+import {
+  expectEventSource,
+  expectRedrive,
+  expectTlsOnly,
+  expectWorkerPermissions,
+  queueWorkerStack,
+} from './queue-worker-assertions';
 
 function pipeline(overrides: Partial<BackfillPipelineProps> = {}) {
-  const { stack, vpc, securityGroup, vpcSubnets } = networkStack();
-  const secrets = [
-    secretsmanager.Secret.fromSecretCompleteArn(stack, 'V1', V1_SECRET_ARN),
-    secretsmanager.Secret.fromSecretCompleteArn(stack, 'V2', V2_SECRET_ARN),
-  ];
-  const construct = new BackfillPipeline(stack, 'Backfill', {
-    vpc,
-    vpcSubnets,
-    securityGroups: [securityGroup],
-    databaseSecrets: secrets,
-    environment: {
-      [LAMBDA_ENV.v1Host]: 'v1.example.internal',
-      [LAMBDA_ENV.v1SecretArn]: V1_SECRET_ARN,
-      [LAMBDA_ENV.v2Host]: 'v2.example.internal',
-      [LAMBDA_ENV.v2SecretArn]: V2_SECRET_ARN,
-    },
-    ...overrides,
-  });
+  const { stack, props } = queueWorkerStack();
+  const construct = new BackfillPipeline(stack, 'Backfill', { ...props, ...overrides });
   return { stack, construct };
 }
 
@@ -34,43 +24,15 @@ describe('BackfillPipeline', () => {
   });
 
   it('redrives to the DLQ after maxReceiveCount and hides messages for 6× the worker timeout', () => {
-    template.hasResourceProperties('AWS::SQS::Queue', {
-      VisibilityTimeout: 1800,
-      SqsManagedSseEnabled: true,
-      RedrivePolicy: Match.objectLike({
-        maxReceiveCount: 7,
-        deadLetterTargetArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('BackfillDeadLetterQueue'), 'Arn'] },
-      }),
-    });
-    template.hasResourceProperties('AWS::SQS::Queue', {
-      MessageRetentionPeriod: 1_209_600,
-      SqsManagedSseEnabled: true,
-      RedrivePolicy: Match.absent(),
-    });
+    expectRedrive(template, 'Backfill', { visibilityTimeout: 1800, maxReceiveCount: 7 });
   });
 
   it('denies non-TLS access to both queues', () => {
-    const denyInsecure = Match.arrayWith([
-      Match.objectLike({
-        Effect: 'Deny',
-        Action: 'sqs:*',
-        Condition: { Bool: { 'aws:SecureTransport': 'false' } },
-      }),
-    ]);
-    for (const queue of ['BackfillQueue', 'BackfillDeadLetterQueue']) {
-      template.hasResourceProperties('AWS::SQS::QueuePolicy', {
-        PolicyDocument: { Statement: denyInsecure },
-        Queues: [{ Ref: Match.stringLikeRegexp(`^${queue}[0-9A-F]{8}$`) }],
-      });
-    }
+    expectTlsOnly(template, 'Backfill');
   });
 
   it('maps the queue to the worker with partial batch responses and bounded concurrency', () => {
-    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
-      FunctionResponseTypes: ['ReportBatchItemFailures'],
-      ScalingConfig: { MaximumConcurrency: 4 },
-      BatchSize: 1,
-    });
+    expectEventSource(template, 'Backfill', { maxConcurrency: 4, batchSize: 1 });
   });
 
   it('runs the worker on Node.js 22, ARM64, traced, in the VPC', () => {
@@ -103,26 +65,7 @@ describe('BackfillPipeline', () => {
   });
 
   it('lets the worker read exactly its two secrets and consume only its queue', () => {
-    template.hasResourceProperties('AWS::IAM::Policy', {
-      PolicyDocument: {
-        Statement: Match.arrayWith([
-          {
-            Effect: 'Allow',
-            Action: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
-            Resource: V1_SECRET_ARN,
-          },
-          {
-            Effect: 'Allow',
-            Action: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
-            Resource: V2_SECRET_ARN,
-          },
-          Match.objectLike({
-            Action: Match.arrayWith(['sqs:ReceiveMessage', 'sqs:DeleteMessage']),
-            Resource: { 'Fn::GetAtt': [Match.stringLikeRegexp('^BackfillQueue'), 'Arn'] },
-          }),
-        ]),
-      },
-    });
+    expectWorkerPermissions(template, 'Backfill');
   });
 });
 
@@ -131,7 +74,7 @@ describe('BackfillPipeline synth-time checks', () => {
     expect(() =>
       pipeline({ workerTimeout: Duration.minutes(5), visibilityTimeout: Duration.minutes(10) }),
     ).toThrow(
-      /TestStack\/Backfill: visibilityTimeout \(600 s\) must be at least 6 × workerTimeout \(300 s\)/,
+      /TestStack\/Backfill: visibilityTimeout \(600 s\) must be at least 6 × workerTimeout \(300 s\) = 1800 s, so a message is not redelivered while a worker \(/,
     );
   });
 

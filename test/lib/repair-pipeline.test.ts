@@ -1,37 +1,28 @@
 import { Duration, Validations, type App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { RepairPipeline, type RepairPipelineProps } from '../../lib/constructs/repair-pipeline';
 import { MigrationStack, type MigrationStackProps } from '../../lib/migration-stack';
-import { LAMBDA_ENV } from '../../lib/runtime-contract';
 import { WORKER_ENTRY } from '../../lib/constructs/backfill-pipeline';
-import { appWithoutBundling, existingConfig, networkStack, V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
+import { appWithoutBundling, existingConfig } from './helpers';
+import {
+  expectEventSource,
+  expectRedrive,
+  expectTlsOnly,
+  expectWorkerPermissions,
+  queueArn,
+  queueWorkerStack,
+} from './queue-worker-assertions';
 
 function pipeline(overrides: Partial<RepairPipelineProps> = {}) {
-  const { stack, vpc, securityGroup, vpcSubnets } = networkStack();
-  const construct = new RepairPipeline(stack, 'Repair', {
-    vpc,
-    vpcSubnets,
-    securityGroups: [securityGroup],
-    databaseSecrets: [
-      secretsmanager.Secret.fromSecretCompleteArn(stack, 'V1', V1_SECRET_ARN),
-      secretsmanager.Secret.fromSecretCompleteArn(stack, 'V2', V2_SECRET_ARN),
-    ],
-    environment: {
-      [LAMBDA_ENV.v1Host]: 'v1.example.internal',
-      [LAMBDA_ENV.v1SecretArn]: V1_SECRET_ARN,
-      [LAMBDA_ENV.v2Host]: 'v2.example.internal',
-      [LAMBDA_ENV.v2SecretArn]: V2_SECRET_ARN,
-    },
-    ...overrides,
-  });
+  const { stack, props } = queueWorkerStack();
+  const construct = new RepairPipeline(stack, 'Repair', { ...props, ...overrides });
   return { stack, construct };
 }
 
-const repairQueueArn = { 'Fn::GetAtt': [Match.stringLikeRegexp('^RepairQueue[0-9A-F]{8}$'), 'Arn'] };
+const repairQueueArn = queueArn('Repair');
 
 describe('RepairPipeline', () => {
   let template: Template;
@@ -45,44 +36,15 @@ describe('RepairPipeline', () => {
   });
 
   it('redrives to the repair DLQ after maxReceiveCount and hides messages for 6× the worker timeout', () => {
-    template.hasResourceProperties('AWS::SQS::Queue', {
-      VisibilityTimeout: 360,
-      SqsManagedSseEnabled: true,
-      RedrivePolicy: Match.objectLike({
-        maxReceiveCount: 4,
-        deadLetterTargetArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^RepairDeadLetterQueue'), 'Arn'] },
-      }),
-    });
-    template.hasResourceProperties('AWS::SQS::Queue', {
-      MessageRetentionPeriod: 1_209_600,
-      SqsManagedSseEnabled: true,
-      RedrivePolicy: Match.absent(),
-    });
+    expectRedrive(template, 'Repair', { visibilityTimeout: 360, maxReceiveCount: 4 });
   });
 
   it('denies non-TLS access to the repair queue and its DLQ', () => {
-    const denyInsecure = Match.arrayWith([
-      Match.objectLike({
-        Effect: 'Deny',
-        Action: 'sqs:*',
-        Condition: { Bool: { 'aws:SecureTransport': 'false' } },
-      }),
-    ]);
-    for (const queue of ['RepairQueue', 'RepairDeadLetterQueue']) {
-      template.hasResourceProperties('AWS::SQS::QueuePolicy', {
-        PolicyDocument: { Statement: denyInsecure },
-        Queues: [{ Ref: Match.stringLikeRegexp(`^${queue}[0-9A-F]{8}$`) }],
-      });
-    }
+    expectTlsOnly(template, 'Repair');
   });
 
   it('maps the repair queue to the repair worker with partial batch responses and bounded concurrency', () => {
-    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
-      EventSourceArn: repairQueueArn,
-      FunctionResponseTypes: ['ReportBatchItemFailures'],
-      ScalingConfig: { MaximumConcurrency: 3 },
-      BatchSize: 10,
-    });
+    expectEventSource(template, 'Repair', { maxConcurrency: 3, batchSize: 10 });
   });
 
   it('runs the repair worker in the VPC, with a 1-minute timeout', () => {
@@ -96,27 +58,7 @@ describe('RepairPipeline', () => {
   });
 
   it('lets the repair worker read exactly the two database secrets and consume its queue', () => {
-    template.hasResourceProperties('AWS::IAM::Policy', {
-      Roles: [{ Ref: Match.stringLikeRegexp('^RepairWorkerFunction') }],
-      PolicyDocument: {
-        Statement: Match.arrayWith([
-          {
-            Effect: 'Allow',
-            Action: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
-            Resource: V1_SECRET_ARN,
-          },
-          {
-            Effect: 'Allow',
-            Action: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
-            Resource: V2_SECRET_ARN,
-          },
-          Match.objectLike({
-            Action: Match.arrayWith(['sqs:ReceiveMessage', 'sqs:DeleteMessage']),
-            Resource: repairQueueArn,
-          }),
-        ]),
-      },
-    });
+    expectWorkerPermissions(template, 'Repair');
   });
 
   it('grantSend gives the backend sqs:SendMessage on the repair queue only', () => {
@@ -133,7 +75,9 @@ describe('RepairPipeline synth-time checks', () => {
   it('refuses a visibility timeout shorter than 6× the worker timeout, naming field and path', () => {
     expect(() =>
       pipeline({ workerTimeout: Duration.minutes(1), visibilityTimeout: Duration.minutes(2) }),
-    ).toThrow(/TestStack\/Repair: visibilityTimeout \(120 s\) must be at least 6 × workerTimeout \(60 s\)/);
+    ).toThrow(
+      /TestStack\/Repair: visibilityTimeout \(120 s\) must be at least 6 × workerTimeout \(60 s\) = 360 s, so a message is not redelivered while a repair worker \(/,
+    );
   });
 
   it('accepts a visibility timeout of exactly 6× the worker timeout', () => {
