@@ -18,7 +18,7 @@ import {
   type V1Patch,
   type V1Rows,
 } from './v1-rows';
-import { clientSettings, V2RowSync, type ClientSettings, type ClientSettingsInput } from './v2-sync';
+import { clientSettings, V2RowSync, type ClientSettings, type ClientSettingsInput, runHook } from './v2-sync';
 
 /** Metric counting every V2 write that failed (the caller's V1 write still succeeded). */
 export const DUAL_WRITE_V2_FAILURE_METRIC = 'DualWriteV2Failure';
@@ -242,18 +242,6 @@ export class DualWriter {
   }
 
   private hook(callback: () => void): void {
-    try {
-      callback();
-    } catch (error) {
-      // A faulty reporting hook must not reach the caller; it still surfaces as a process warning.
-      try {
-        process.emitWarning(
-          error instanceof Error ? error.message : String(error),
-          'DualWriterCallbackWarning',
-        );
-      } catch {
-        // Nothing is left to report with; the caller's result stands.
-      }
-    }
+    runHook(callback, 'DualWriterCallbackWarning');
   }
 }

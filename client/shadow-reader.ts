@@ -5,7 +5,7 @@ import { ident } from '../lambdas/core/db';
 import { ConfigError, ShadowReadError } from '../lambdas/core/errors';
 import { MAPPINGS, mapRow, type V1Row, type V2Row } from '../lambdas/core/mapping';
 import { parseId, parseTable, type ClientTable, type RowId } from './v1-rows';
-import { clientSettings, type ClientSettings, type ClientSettingsInput } from './v2-sync';
+import { clientSettings, type ClientSettings, type ClientSettingsInput, runHook } from './v2-sync';
 
 /** Metric counting shadow reads whose V2 row differs from the mapped V1 row. */
 export const SHADOW_READ_MISMATCH_METRIC = 'ShadowReadMismatch';
@@ -243,18 +243,6 @@ export class ShadowReader {
   }
 
   private hook(callback: () => void): void {
-    try {
-      callback();
-    } catch (error) {
-      // A faulty reporting hook must not reach the caller; it still surfaces as a process warning.
-      try {
-        process.emitWarning(
-          error instanceof Error ? error.message : String(error),
-          'ShadowReaderCallbackWarning',
-        );
-      } catch {
-        // Nothing is left to report with; the caller's result stands.
-      }
-    }
+    runHook(callback, 'ShadowReaderCallbackWarning');
   }
 }

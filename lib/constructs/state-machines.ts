@@ -119,6 +119,21 @@ export class MigrationStateMachines extends Construct {
     return invoke;
   }
 
+  /** A task whose every failure goes to `failed` (the failure path) with the error at `$.error`. */
+  private guardedTask(failed: sfn.IChainable) {
+    return (
+      id: string,
+      stateName: string,
+      task: string,
+      resultPath: string | null,
+      extra: Record<string, unknown> = {},
+    ) =>
+      this.task(id, stateName, task, resultPath, extra).addCatch(failed, {
+        errors: ['States.ALL'],
+        resultPath: '$.error',
+      });
+  }
+
   /** The first state: validates the execution input, failing with its error and cause. */
   private validation(prefix: string, task: string): { validate: tasks.LambdaInvoke } {
     const validate = new tasks.LambdaInvoke(this, `${prefix}ValidateInput`, {
@@ -183,17 +198,7 @@ export class MigrationStateMachines extends Construct {
   private migrationDefinition(poll: Duration, archivePoll: Duration): sfn.IChainable {
     const { validate } = this.validation('Migration', 'validate-migration-input');
     const failed = this.failurePath('Migration');
-    const named = (
-      id: string,
-      stateName: string,
-      task: string,
-      resultPath: string | null,
-      extra: Record<string, unknown> = {},
-    ) =>
-      this.task(id, stateName, task, resultPath, extra).addCatch(failed, {
-        errors: ['States.ALL'],
-        resultPath: '$.error',
-      });
+    const named = this.guardedTask(failed);
 
     const status = named('GetStatus', 'Report status', 'status', '$.status');
     const acquire = named('AcquireLock', 'Take the migration lock', 'begin', '$.plan', {
@@ -330,17 +335,7 @@ export class MigrationStateMachines extends Construct {
   private cutoverDefinition(holdPoll: Duration): sfn.IChainable {
     const { validate } = this.validation('Cutover', 'validate-cutover-input');
     const failed = this.failurePath('Cutover');
-    const named = (
-      id: string,
-      stateName: string,
-      task: string,
-      resultPath: string | null,
-      extra: Record<string, unknown> = {},
-    ) =>
-      this.task(id, stateName, task, resultPath, extra).addCatch(failed, {
-        errors: ['States.ALL'],
-        resultPath: '$.error',
-      });
+    const named = this.guardedTask(failed);
 
     const hold = named('HoldCutover', 'Hold the cutover', 'hold', '$.result').next(
       new sfn.Succeed(this, 'Held', { stateName: 'Held' }),

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { runRehearsal, summaryLine, type RehearsalResult } from '../../bin/rehearsal/run';
-import { freshDatabases, type TestDatabases } from '../support/pg';
+import { dropDatabase, freshDatabases, type TestDatabases } from '../support/pg';
 
 const CHROMIUM = '/usr/bin/chromium';
 
@@ -36,14 +36,7 @@ describe('rehearsal, end to end on small data', () => {
       print: (line) => lines.push(line),
     });
   });
-  afterAll(async () => {
-    const { Client } = await import('pg');
-    const admin = new Client({ connectionString: dbs.v1Url.replace(/\/[^/]+$/, '/postgres') });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS "${dbs.v1Name}" WITH (FORCE)`);
-    await admin.query(`DROP DATABASE IF EXISTS "${dbs.v2Name}" WITH (FORCE)`);
-    await admin.end();
-  });
+  afterAll(() => Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]));
 
   it('runs every phase through the state machines and ends with equal tables and a clean verification', () => {
     const summary = summaryLine(result);
@@ -141,12 +134,7 @@ describe('rehearsal fault injection', () => {
       await v1.end();
       expect(tables.rows.map((r) => r.table_name)).toEqual(['alerts', 'device_data', 'devices', 'users']);
     } finally {
-      const { Client } = await import('pg');
-      const admin = new Client({ connectionString: dbs.v1Url.replace(/\/[^/]+$/, '/postgres') });
-      await admin.connect();
-      await admin.query(`DROP DATABASE IF EXISTS "${dbs.v1Name}" WITH (FORCE)`);
-      await admin.query(`DROP DATABASE IF EXISTS "${dbs.v2Name}" WITH (FORCE)`);
-      await admin.end();
+      await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
     }
   });
 
