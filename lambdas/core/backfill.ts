@@ -488,7 +488,7 @@ async function findUnmappableRow(
 export async function copyWindow(
   deps: BackfillDeps,
   windowId: number,
-  options: { receiveCount?: number; failAfterRows?: boolean } = {},
+  options: { receiveCount?: number } = {},
 ): Promise<CopyResult> {
   const { v1, v2, config } = deps;
   const ctl = control(config);
@@ -538,8 +538,6 @@ export async function copyWindow(
           throw error;
         }
       }
-      if (options.failAfterRows)
-        throw new TransientDatabaseError('worker killed in the middle of the window (fault injection)');
       await v2Client.query(
         `UPDATE ${ctl}.windows SET status = 'done', rows_copied = $2, rows_inserted = $3, finished_at = now(), last_error = NULL
           WHERE id = $1`,

@@ -142,10 +142,8 @@ export async function orchestrate(
   const ctx: MigrationContext & { queue: QueuePort } = { ...deps, actor: event.actor };
 
   switch (event.task) {
-    case 'status': {
-      const status = await migrationStatus(ctx);
-      return { ...status, backfillWindows: undefined };
-    }
+    case 'status':
+      return { ...(await migrationStatus(ctx)) };
     case 'begin': {
       await acquireLock(ctx);
       const target = event.request.through ?? (await nextPhase(ctx)) ?? 'CLEANUP';
