@@ -85,6 +85,13 @@ export async function cutoverGuards(ctx: MigrationContext): Promise<string[]> {
 export async function startCutover(ctx: MigrationContext): Promise<CutoverStatus> {
   const states = await phaseStates(ctx);
   const running = states.find((s) => s.phase === 'CUTOVER')?.status === 'running';
+  const current = await cutoverStatus(ctx);
+  if (running && (current.status === 'running' || current.status === 'held')) {
+    // A cutover in progress (stepped by ops, or held) carries on from its level; each of its
+    // gates re-verifies what changed, so the start guards are not asked again.
+    await auditEvent(ctx, 'cutover.continued', { level: current.level, percentage: current.percentage });
+    return current;
+  }
   if (!running) await assertCanStart(ctx, 'CUTOVER');
   const reasons = await cutoverGuards(ctx);
   if (reasons.length > 0) throw new GuardRefusedError('Cutover', reasons);

@@ -199,3 +199,60 @@ describe('the synthesized state machines, executed locally against real handlers
 });
 
 export type { TestDatabases };
+
+describe('ops driving the cutover one level at a time, holding and resuming', () => {
+  let env: Awaited<ReturnType<typeof environment>>;
+  beforeAll(async () => {
+    env = await environment('sfn_ops');
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    expect((await machines.run('migration', { action: 'advance', through: 'VERIFY' })).status).toBe(
+      'SUCCEEDED',
+    );
+  });
+  afterAll(() => env.close());
+
+  it('steps, holds, resumes and carries a run on from the level reached', async () => {
+    let resumed = false;
+    let heldPolls = 0;
+    const machines = new LocalStateMachines(definitions, env.deps, {
+      ...fastWaits,
+      wrapTask: async (event, run) => {
+        const result = await run();
+        // While the run waits on the hold, ops resume it (a separate execution on AWS).
+        if (event.task === 'cutover-next' && result.state === 'held' && ++heldPolls === 3) {
+          const resume = await new LocalStateMachines(definitions, env.deps, fastWaits).run('cutover', {
+            action: 'resume',
+          });
+          resumed = resume.status === 'SUCCEEDED';
+        }
+        return result;
+      },
+    });
+    expect((await machines.run('cutover', { action: 'step' })).output).toMatchObject({
+      percentage: 10,
+      stepped: true,
+    });
+    expect((await machines.run('cutover', { action: 'step' })).output).toMatchObject({
+      percentage: 25,
+      stepped: true,
+    });
+    expect(env.parameters.entries()[TRAFFIC]).toBe('25');
+    expect((await machines.run('cutover', { action: 'hold' })).status).toBe('SUCCEEDED');
+    const refused = await machines.run('cutover', { action: 'step' });
+    expect(refused).toMatchObject({ status: 'FAILED', error: 'GuardRefusedError' });
+    expect(refused.cause).toMatch(/the cutover is held/);
+
+    const run = await machines.run('cutover', { action: 'run' });
+    expect(run.status).toBe('SUCCEEDED');
+    expect(resumed).toBe(true);
+    expect(run.path).toContain('Held: wait');
+    expect(env.parameters.entries()[TRAFFIC]).toBe('100');
+    const levels = await env.dbs.v2.query(
+      `SELECT details->>'to' AS to FROM migration_control.audit_log
+        WHERE action = 'parameter.set' AND details->>'name' = $1 ORDER BY id`,
+      [TRAFFIC],
+    );
+    // Carried on from 25 %: no level was set twice.
+    expect(levels.rows.map((r) => r.to)).toEqual(['10', '25', '50', '100']);
+  });
+});
