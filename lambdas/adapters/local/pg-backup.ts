@@ -88,7 +88,13 @@ export class LocalBackup implements BackupPort {
       mkdirSync(this.options.directory, { recursive: true });
       const file = resolve(this.options.directory, `${safeLabel}_${stamp()}.dump`);
       try {
-        await run('pg_dump', ['--format=custom', `--file=${file}`, `--dbname=${this.options.v1Url}`]);
+        // The password goes through the environment, never the command line (visible in `ps`).
+        const url = new URL(this.options.v1Url);
+        const password = decodeURIComponent(url.password);
+        url.password = '';
+        await run('pg_dump', ['--format=custom', `--file=${file}`, `--dbname=${url.toString()}`], {
+          env: { ...process.env, PGPASSWORD: password },
+        });
       } catch (cause) {
         throw new BackupError(
           `pg_dump failed: ${(cause as { stderr?: string }).stderr ?? (cause as Error).message}`,
