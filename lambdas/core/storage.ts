@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from './config';
-import { ident } from './db';
+import { ident, withTransaction } from './db';
 import { StorageSetupError } from './errors';
 import { SQL_DIR } from './migrator';
 
@@ -80,28 +80,21 @@ export async function setupTelemetryStorage(
   }
   const probe = options.isTimescaleAvailable ?? timescaleAvailable;
   const decision = decideStorage(config.telemetryStorage, await probe(v2));
-  const client = await v2.connect();
   try {
-    await client.query('BEGIN');
-    await client.query(`SET LOCAL search_path TO ${ident(config.schemas.v2)}, public`);
-    await client.query(storageSql(decision.kind));
-    await client.query(`INSERT INTO ${control}.telemetry_storage (kind, reason) VALUES ($1, $2)`, [
-      decision.kind,
-      decision.reason,
-    ]);
-    await client.query('COMMIT');
+    await withTransaction(v2, async (client) => {
+      await client.query(`SET LOCAL search_path TO ${ident(config.schemas.v2)}, public`);
+      await client.query(storageSql(decision.kind));
+      await client.query(`INSERT INTO ${control}.telemetry_storage (kind, reason) VALUES ($1, $2)`, [
+        decision.kind,
+        decision.reason,
+      ]);
+    });
   } catch (cause) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    if (cause instanceof StorageSetupError) throw cause;
     throw new StorageSetupError(
       `setting up ${decision.kind} telemetry storage failed: ${(cause as Error).message}`,
-      {
-        kind: decision.kind,
-      },
+      { kind: decision.kind },
       { cause },
     );
-  } finally {
-    client.release();
   }
   const partitionsCreated =
     decision.kind === 'partitioned'
@@ -154,31 +147,32 @@ export async function ensureMonthlyPartitions(v2: Pool, schema: string, months: 
   const created: string[] = [];
   for (const [name, month] of wanted) {
     if (existing.has(name)) continue;
-    const client = await v2.connect();
     try {
-      await client.query('BEGIN');
-      await createPartition(client, schema, name, month, addMonths(month, 1));
-      await client.query('COMMIT');
-      created.push(name);
+      const made = await withTransaction(v2, (client) =>
+        createPartition(client, schema, name, month, addMonths(month, 1)),
+      );
+      if (made) created.push(name);
     } catch (cause) {
-      await client.query('ROLLBACK').catch(() => undefined);
       // Another worker created it first: that is the outcome we wanted.
       if ((cause as { code?: string }).code === '42P07') continue;
       throw new StorageSetupError(
         `creating telemetry partition ${name} failed: ${(cause as Error).message}`,
-        {
-          partition: name,
-        },
+        { partition: name },
         { cause },
       );
-    } finally {
-      client.release();
     }
   }
   return created;
 }
 
-async function createPartition(client: PoolClient, schema: string, name: string, from: Date, to: Date) {
+/** Creates one monthly partition; false when it already existed (another worker made it). */
+async function createPartition(
+  client: PoolClient,
+  schema: string,
+  name: string,
+  from: Date,
+  to: Date,
+): Promise<boolean> {
   const s = ident(schema);
   // Serialise partition changes on this table so two workers never race the default partition.
   await client.query(`LOCK TABLE ${s}.telemetry_default IN EXCLUSIVE MODE`);
@@ -188,12 +182,12 @@ async function createPartition(client: PoolClient, schema: string, name: string,
     bounds,
   );
   const exists = await client.query(`SELECT to_regclass($1) AS r`, [`${schema}.${name}`]);
-  if (exists.rows[0].r) return;
+  if (exists.rows[0].r) return false;
   if (inDefault.rows.length === 0) {
     await client.query(
       `CREATE TABLE ${s}.${ident(name)} PARTITION OF ${s}.telemetry FOR VALUES FROM ('${bounds[0]}') TO ('${bounds[1]}')`,
     );
-    return;
+    return true;
   }
   // Move the month's rows out of the default partition, then attach the new partition.
   await client.query(
@@ -207,4 +201,5 @@ async function createPartition(client: PoolClient, schema: string, name: string,
   await client.query(
     `ALTER TABLE ${s}.telemetry ATTACH PARTITION ${s}.${ident(name)} FOR VALUES FROM ('${bounds[0]}') TO ('${bounds[1]}')`,
   );
+  return true;
 }
