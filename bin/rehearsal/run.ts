@@ -19,6 +19,7 @@ import { InvalidInputError } from '../../lambdas/core/errors';
 import { phaseStates } from '../../lambdas/core/migration-state';
 import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
 import { countV1Rows } from '../../lambdas/core/v1-schema';
+import { runTotals } from '../../lambdas/core/verify';
 import type { BatchHandler } from '../../lambdas/ports/queue';
 import { parameterNames } from '../../lambdas/ports/parameters';
 import { synthesizeDefinitions } from '../../lib/local-definitions';
@@ -322,22 +323,11 @@ export async function runRehearsal(options: RehearsalOptions): Promise<Rehearsal
     if ((await backfillProgress(v2Pool, config)).complete) {
       const final = await runVerificationLocally({ v1: v1Pool, v2: v2Pool, config }, { repair: false });
       verification = { clean: final.clean, mismatchedWindows: final.mismatches.length, runId: final.runId };
-      const sums = await v2Pool.query<{ table_name: string; a: string; b: string }>(
-        `SELECT w.table_name, (sum(v.v1_checksum) % 18446744073709551616)::text AS a, (sum(v.v2_checksum) % 18446744073709551616)::text AS b
-           FROM ${ident(config.schemas.control)}.verification_windows v JOIN ${ident(config.schemas.control)}.windows w ON w.id = v.window_id
-          WHERE v.run_id = $1 GROUP BY 1`,
-        [final.runId],
-      );
-      const checksum = new Map(sums.rows.map((r) => [r.table_name, r]));
+      const totals = await runTotals(v2Pool, config, final.runId);
       tables = Object.fromEntries(
-        Object.entries(final.tables).map(([name, t]) => [
+        Object.entries(totals).map(([name, t]) => [
           name,
-          {
-            v1: t.v1Rows,
-            v2: t.v2Rows,
-            v1Checksum: checksum.get(name)?.a ?? '0',
-            v2Checksum: checksum.get(name)?.b ?? '0',
-          },
+          { v1: t.v1Rows, v2: t.v2Rows, v1Checksum: t.v1Checksum, v2Checksum: t.v2Checksum },
         ]),
       );
     }

@@ -1,3 +1,4 @@
+import { STORED_DIGEST } from './digest';
 import { ident, withTransaction } from './db';
 import { GuardRefusedError } from './errors';
 import {
@@ -134,6 +135,31 @@ export async function dropArchives(ctx: MigrationContext, options: { confirm: st
   });
   await ctx.v2.query(`UPDATE ${ctl(ctx)}.cleanup_state SET dropped_at = now() WHERE id = 1`);
   const dropped = V1_TABLE_NAMES.map(archivedName);
-  await auditEvent(ctx, 'cleanup.archives-dropped', { dropped });
-  return dropped;
+  // With V1 gone there is nothing left to verify against: the row digest V2 telemetry kept for
+  // verification goes too (a catalog change; the lock is waited for at most 5 s).
+  const digest = await dropStoredDigest(ctx);
+  await auditEvent(ctx, 'cleanup.archives-dropped', { dropped, ...digest });
+  return digest.digestDropped ? [...dropped, digest.digestDropped] : dropped;
+}
+
+/** Drops V2 telemetry's stored row digest, if it has one; a failure is reported, not thrown. */
+async function dropStoredDigest(
+  ctx: MigrationContext,
+): Promise<{ digestDropped?: string; digestKept?: string }> {
+  const table = `${ident(ctx.config.schemas.v2)}.${ident(STORED_DIGEST.table)}`;
+  const column = `${table}.${ident(STORED_DIGEST.column)}`;
+  try {
+    return await withTransaction(ctx.v2, async (client) => {
+      const found = await client.query(
+        `SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped`,
+        [table, STORED_DIGEST.column],
+      );
+      if (found.rows.length === 0) return {};
+      await client.query(`SET LOCAL lock_timeout = '5s'`);
+      await client.query(`ALTER TABLE ${table} DROP COLUMN ${ident(STORED_DIGEST.column)}`);
+      return { digestDropped: column };
+    });
+  } catch (error) {
+    return { digestKept: `${column} was not dropped: ${(error as Error).message}` };
+  }
 }

@@ -16,6 +16,14 @@ export function ident(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/**
+ * Quotes a string constant of the code for DDL, which takes no parameters (a comment, say);
+ * never used with input. Standard-conforming strings, so doubling quotes is enough.
+ */
+export function literal(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
 /** A URL or connection description with the password removed, safe to log. */
 export function describeDatabase(db: DatabaseConfig): string {
   if ('url' in db) {

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from './config';
-import { ident, withTransaction } from './db';
+import { ident, literal, withTransaction } from './db';
+import { STORED_DIGEST, storedDigestExpression } from './digest';
 import { StorageSetupError } from './errors';
 import { SQL_DIR } from './migrator';
 
@@ -45,9 +46,14 @@ export function decideStorage(
     : { kind: 'partitioned', reason: 'timescaledb extension not available: native monthly range partitions' };
 }
 
-/** The DDL a storage kind runs (sql/storage/<kind>.sql), applied with search_path at the V2 schema. */
+/**
+ * The DDL a storage kind runs (sql/storage/<kind>.sql), applied with search_path at the V2
+ * schema, with the stored row digest's expression and version filled in.
+ */
 export function storageSql(kind: TelemetryStorageKind, sqlDir = SQL_DIR): string {
-  return readFileSync(join(sqlDir, 'storage', `${kind}.sql`), 'utf8');
+  return readFileSync(join(sqlDir, 'storage', `${kind}.sql`), 'utf8')
+    .replaceAll('{{row_digest}}', storedDigestExpression())
+    .replaceAll('{{row_digest_version}}', literal(STORED_DIGEST.version));
 }
 
 export interface StorageResult extends StorageDecision {
@@ -191,11 +197,18 @@ async function createPartition(
   }
   // Move the month's rows out of the default partition, then attach the new partition.
   await client.query(
-    `CREATE TABLE ${s}.${ident(name)} (LIKE ${s}.telemetry INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
+    `CREATE TABLE ${s}.${ident(name)} (LIKE ${s}.telemetry INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)`,
   );
+  // Every stored column but the generated ones (the row digest), which PostgreSQL computes.
+  const written = await client.query<{ name: string }>(
+    `SELECT attname AS name FROM pg_catalog.pg_attribute
+      WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`,
+    [`${s}.telemetry`],
+  );
+  const columns = written.rows.map((r) => ident(r.name)).join(', ');
   await client.query(
     `WITH moved AS (DELETE FROM ${s}.telemetry_default WHERE "timestamp" >= $1 AND "timestamp" < $2 RETURNING *)
-     INSERT INTO ${s}.${ident(name)} SELECT * FROM moved`,
+     INSERT INTO ${s}.${ident(name)} (${columns}) SELECT ${columns} FROM moved`,
     bounds,
   );
   await client.query(

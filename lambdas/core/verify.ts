@@ -1,38 +1,29 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from './config';
-import { ident } from './db';
+import { ident, withTransaction } from './db';
 import { insertFromStaging, insertTemplatesFromStaging, stagingColumns, streamWindow } from './backfill';
 import { MigrationError, VerificationFailedError, WindowNotFoundError } from './errors';
-import { MAPPINGS, TABLE_ORDER, TENANT_SQL, type ColumnMapping, type MappedTable } from './mapping';
+import { STORED_DIGEST, rowDigest, typed, verifiedColumns } from './digest';
+import { MAPPINGS, TABLE_ORDER, type ColumnMapping, type MappedTable } from './mapping';
 import { bindWindow, qualified, type Bound, type WindowRow } from './windows';
 import type { QueuePort } from '../ports/queue';
 
 /**
  * Phase 3. Per table and window, a row count and an order-independent checksum of the mapped
- * columns, computed in SQL on both sides: V1 projected through the mapping, V2 as stored.
+ * columns, computed in SQL on both sides: V1 projected through the mapping, V2 as stored (the
+ * digest of each row is described in digest.ts).
  *
- * The digest. Each column is hashed with its type's hash function (jsonb hashes its canonical
- * binary form, so key order and whitespace do not matter). A row's digest chains its columns:
- * each column's hash is seeded with the hash of the columns before it, in a fixed order, so
- * the digest binds every value to its row and its column (values swapped between columns or
- * between rows show). A row with a NULL column (a strict hash gives NULL) takes instead the
- * XOR of its columns' hashes, each seeded by its position, with a fixed number per position
- * for a NULL. A window's checksum is the sum of its rows' digests (numeric, no overflow), so
- * equal multisets of rows give equal checksums and a missing, extra, duplicated or changed row
- * changes it.
+ * A slice (a run of consecutive windows, the unit of fan-out) is checked in one pass a side:
+ * first one count and checksum of the whole slice on each side. A slice's checksum is the sum
+ * of its windows' checksums, so when the two agree every window agrees (a difference in one
+ * window would have to be cancelled exactly by a 64-bit hash difference in another). Only a
+ * slice that differs is counted again window by window, to name its mismatched windows.
  *
- * Instants hash as the count of microseconds since 2000-01-01 UTC that both timestamp types
- * store, so no session time zone enters a digest: V1's `timestamp` columns hold UTC and are
- * hashed as stored; V2 hashes the interval since 2000-01-01 UTC, whose hash is that of the
- * same count (infinities, which an interval cannot hold on every version, through the
- * session's UTC). Columns that are one value for every V1 row (the tenant, a literal such as
- * quality) come first in the chain, so V1 hashes them once per query (an InitPlan), not per
- * row; every V2 row still hashes its stored values.
- *
- * Cost (1M telemetry rows, one backend per side): counting reads no column (0.04-0.08 s);
- * hashing every column of every row is 0.30 s (V1) and 0.45 s (V2) of CPU more, and putting
- * rows in windows 0.15 s more per side. Both sides run at once, one core each.
+ * Cost (1M telemetry rows, 2 cores): counting reads no column; V1 hashes every mapped column of
+ * every row (about 0.3 s of CPU, in parallel workers where the planner chooses them), while V2
+ * telemetry on native partitions sums the digest PostgreSQL stored with each row. Putting rows
+ * in windows costs about 0.15 s of CPU a side more, paid only by a slice that differs.
  */
 
 export interface VerifyDeps {
@@ -42,102 +33,6 @@ export interface VerifyDeps {
 }
 
 const control = (config: MigrationConfig) => ident(config.schemas.control);
-
-/** A column as the verifier compares it: the V1 expression and the V2 expression, same type. */
-interface VerifiedColumn {
-  name: string;
-  kind: ColumnMapping['kind'];
-  v1: string;
-  v2: string;
-}
-
-function verifiedColumns(table: MappedTable, config: MigrationConfig): VerifiedColumn[] {
-  const columns: VerifiedColumn[] = MAPPINGS[table].columns.map((c) => ({
-    name: c.v2,
-    kind: c.kind,
-    v1: c.sql,
-    v2: ident(c.v2),
-  }));
-  if (table === 'devices') {
-    // The template must be the tenant's template of the V1 device type.
-    columns.push({
-      name: 'template_id',
-      kind: 'text',
-      v1: `"type"`,
-      v2: `(SELECT t.device_type FROM ${qualified(config.schemas.v2, 'device_templates')} t
-             WHERE t.id = template_id AND t.tenant_id = ${qualified(config.schemas.v2, 'devices')}.tenant_id)`,
-    });
-  }
-  return columns;
-}
-
-const typed = (kind: ColumnMapping['kind'], expr: string) =>
-  kind === 'json'
-    ? `(${expr})::jsonb`
-    : kind === 'instant'
-      ? `(${expr})::timestamptz`
-      : kind === 'bigint'
-        ? `(${expr})::bigint`
-        : `(${expr})::text COLLATE "C"`;
-
-const HASH: Record<ColumnMapping['kind'], string> = {
-  json: 'jsonb_hash_extended',
-  instant: 'timestamp_hash_extended',
-  bigint: 'hashint8extended',
-  text: 'hashtextextended',
-};
-
-/** A V1 instant mapped as `("column" AT TIME ZONE 'UTC')`: the column holds the UTC wall time. */
-const UTC_COLUMN = /^\(("(?:[^"]|"")+") AT TIME ZONE 'UTC'\)$/;
-
-/** True for a V1 expression that is one value for every row (the tenant, a literal). */
-const isConstant = (expr: string) => expr === TENANT_SQL || /^'(?:[^']|'')*'$/.test(expr);
-
-/** A column's hash with the given seed (an SQL expression), NULL when the value is. */
-function hashColumn(column: VerifiedColumn, side: 'v1' | 'v2', seed: string): string {
-  const expr = side === 'v1' ? column.v1 : column.v2;
-  if (column.kind === 'instant' && side === 'v1') {
-    // `timestamp` as stored is the UTC wall time, whose value is the instant's.
-    const utc = UTC_COLUMN.exec(expr);
-    return `timestamp_hash_extended(${utc ? `${utc[1]}::timestamp` : `(${expr})::timestamptz::timestamp`}, ${seed})`;
-  }
-  if (column.kind === 'instant') {
-    // The interval since 2000-01-01 UTC hashes as that count of microseconds, as
-    // timestamp_hash_extended does, without a time zone conversion per row.
-    const value = typed('instant', expr);
-    return `CASE WHEN isfinite(${value})
-      THEN interval_hash_extended(${value} - '2000-01-01 00:00:00+00'::timestamptz, ${seed})
-      ELSE timestamp_hash_extended(${value}::timestamp, ${seed}) END`;
-  }
-  return `${HASH[column.kind]}(${typed(column.kind, expr)}, ${seed})`;
-}
-
-/** A row's digest (see the comment at the top). */
-function rowDigest(table: MappedTable, config: MigrationConfig, side: 'v1' | 'v2'): string {
-  const columns = verifiedColumns(table, config).map((c, i) => ({
-    c,
-    seed: i + 1,
-    constant: isConstant(c.v1),
-  }));
-  const xor: string[] = [];
-  const once: string[] = [];
-  for (const { c, seed, constant } of columns)
-    (side === 'v1' && constant ? once : xor).push(
-      `coalesce(${hashColumn(c, side, String(seed))}, ${seed * 7919 + 17})`,
-    );
-  if (once.length > 0) xor.push(`(SELECT ${once.join(' # ')})`);
-  const order = [
-    ...columns.filter((x) => x.constant),
-    ...columns.filter((x) => !x.constant && x.c.kind === 'instant'),
-    ...columns.filter((x) => !x.constant && x.c.kind !== 'instant'),
-  ];
-  let chain = '0';
-  order.forEach((x, i) => {
-    chain = hashColumn(x.c, side, chain);
-    if (side === 'v1' && x.constant && !order[i + 1]?.constant) chain = `(SELECT ${chain})`;
-  });
-  return `coalesce(${chain}, ${xor.join(' # ')})`;
-}
 
 /** The key the windows split on, on each side. */
 function keyExpressions(table: MappedTable, side: 'v1' | 'v2'): { ts?: string; id: string } {
@@ -152,28 +47,61 @@ const sourceTable = (table: MappedTable, config: MigrationConfig, side: 'v1' | '
     ? qualified(config.schemas.v1, MAPPINGS[table].v1Table)
     : qualified(config.schemas.v2, MAPPINGS[table].v2Table);
 
-interface WindowSums {
+export interface WindowSums {
   rows: number;
   checksum: string;
 }
 
-/** Transaction-local planner settings of the checksum queries (see sliceSums). */
-const PLANNER_SETTINGS = `SET LOCAL enable_sort = off`;
+/** One window's result; a window of a matching slice has no counts of its own (see the top). */
+export interface WindowResult {
+  window: WindowRow;
+  v1?: WindowSums;
+  v2?: WindowSums;
+  matched: boolean;
+}
+
+export interface SliceResult {
+  /** Both sides' counts and checksums of the whole slice. */
+  v1: WindowSums;
+  v2: WindowSums;
+  /** True when the totals agree: every window matched, none was counted on its own. */
+  matched: boolean;
+  windows: WindowResult[];
+}
+
+const sumsEqual = (a: WindowSums, b: WindowSums) => a.rows === b.rows && a.checksum === b.checksum;
 
 /**
- * One pass over a run of consecutive windows on one side: each row is put in its window with
- * width_bucket over the windows' lower bounds, then counted and summed per window, hashed into
- * a few groups. The planner cannot know there are only a few: it would sort every row by its
- * window (spilling to disk), so sorting is off for the query.
+ * The digest expression of a side's rows. V2 telemetry sums the digest stored with each row
+ * when the column is there and its comment names the current digest (else, or for a row
+ * whose stored digest is NULL, the row is hashed here).
  */
-async function sliceSums(
+async function sideDigest(
   client: PoolClient,
-  deps: VerifyDeps,
+  config: MigrationConfig,
+  table: MappedTable,
+  side: 'v1' | 'v2',
+): Promise<string> {
+  const computed = rowDigest(table, side, config);
+  if (side === 'v1' || table !== STORED_DIGEST.table) return computed;
+  const { rows } = await client.query<{ comment: string | null }>(
+    `SELECT col_description(a.attrelid, a.attnum) AS comment FROM pg_catalog.pg_attribute a
+      WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attgenerated = 's' AND NOT a.attisdropped`,
+    [sourceTable(table, config, side), STORED_DIGEST.column],
+  );
+  return rows[0]?.comment === STORED_DIGEST.version
+    ? `coalesce(${ident(STORED_DIGEST.column)}, ${computed})`
+    : computed;
+}
+
+/** A slice's rows on one side: the tenant setting and the slice's range bound, and their filter. */
+async function sliceScope(
+  client: PoolClient,
+  config: MigrationConfig,
   table: MappedTable,
   windows: WindowRow[],
   side: 'v1' | 'v2',
-): Promise<Map<number, WindowSums>> {
-  const { config } = deps;
+): Promise<{ from: string; digest: string }> {
   await client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
   const range = await bindWindow(
     client,
@@ -181,14 +109,49 @@ async function sliceSums(
     { lower_bound: windows[0].lower_bound, upper_bound: windows[windows.length - 1].upper_bound },
     side,
   );
-  await client.query(PLANNER_SETTINGS);
+  const nativeOnly = side === 'v2' && MAPPINGS[table].windowKey !== 'id' ? ' AND legacy_id IS NOT NULL' : '';
+  return {
+    from: `${sourceTable(table, config, side)} WHERE ${range}${nativeOnly}`,
+    digest: await sideDigest(client, config, table, side),
+  };
+}
+
+/** The count and checksum of a whole slice on one side: one aggregate, no grouping. */
+async function sliceTotal(
+  client: PoolClient,
+  config: MigrationConfig,
+  table: MappedTable,
+  windows: WindowRow[],
+  side: 'v1' | 'v2',
+): Promise<WindowSums> {
+  const { from, digest } = await sliceScope(client, config, table, windows, side);
+  const { rows } = await client.query<{ n: string; s: string }>(
+    `SELECT count(*) AS n, coalesce(sum(${digest}), 0)::text AS s FROM ${from}`,
+  );
+  return { rows: Number(rows[0].n), checksum: rows[0].s };
+}
+
+/**
+ * The count and checksum of each window of a slice on one side, in one pass: each row is put
+ * in its window with width_bucket over the windows' lower bounds, then counted and summed per
+ * window, hashed into a few groups. The planner cannot know there are only a few: it would
+ * sort every row by its window (spilling to disk), so sorting is off for the query.
+ */
+async function windowSums(
+  client: PoolClient,
+  config: MigrationConfig,
+  table: MappedTable,
+  windows: WindowRow[],
+  side: 'v1' | 'v2',
+): Promise<Map<number, WindowSums>> {
+  const { from, digest } = await sliceScope(client, config, table, windows, side);
+  await client.query(`SET LOCAL enable_sort = off`);
   const starts = windows.slice(1).map((w) => w.lower_bound as Bound);
-  const source = sourceTable(table, config, side);
   let sql: string;
   let params: unknown[];
   if (MAPPINGS[table].windowKey === 'id') {
     sql = `SELECT width_bucket(id COLLATE "C", $1::text[]) AS bucket, count(*) AS n, coalesce(sum(h), 0)::text AS s
-             FROM (SELECT id, ${rowDigest(table, config, side)} AS h FROM ${source} WHERE ${range}) x GROUP BY 1`;
+             FROM (SELECT id, ${digest} AS h FROM ${from}) x GROUP BY 1`;
     params = [starts.map((b) => b.id)];
   } else {
     // Windows split on (timestamp, id): width_bucket on the timestamp places every row but
@@ -201,12 +164,11 @@ async function sliceSums(
       : `(SELECT coalesce(array_agg(t AT TIME ZONE 'UTC' ORDER BY o), '{}') FROM unnest($1::timestamp[]) WITH ORDINALITY AS u(t, o))`;
     const rowBounds = `(SELECT array_agg(ROW(${v1 ? 't' : `t AT TIME ZONE 'UTC'`}, i) ORDER BY o)
                           FROM unnest($1::timestamp[], $2::bigint[]) WITH ORDINALITY AS u(t, i, o))`;
-    const id = v1 ? 'id' : 'legacy_id';
     sql = `SELECT CASE WHEN b > 0 AND ts = (${bounds})[b] THEN width_bucket(ROW(ts, k), ${rowBounds}) ELSE b END AS bucket,
                   count(*) AS n, coalesce(sum(h), 0)::text AS s
-             FROM (SELECT width_bucket("timestamp", ${bounds}) AS b, "timestamp" AS ts, ${id} AS k,
-                          ${rowDigest(table, config, side)} AS h
-                     FROM ${source} WHERE ${range}${v1 ? '' : ' AND legacy_id IS NOT NULL'} OFFSET 0) x
+             FROM (SELECT width_bucket("timestamp", ${bounds}) AS b, "timestamp" AS ts, ${v1 ? 'id' : 'legacy_id'} AS k,
+                          ${digest} AS h
+                     FROM ${from} OFFSET 0) x
             GROUP BY 1`;
     params = [starts.map((b) => b.ts), starts.map((b) => b.id)];
   }
@@ -217,22 +179,34 @@ async function sliceSums(
   return sums;
 }
 
-async function onClient<T>(pool: Pool, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+/** Opens a read-only REPEATABLE READ transaction that reads instants in UTC. */
+async function beginSnapshot(pool: Pool, clients: PoolClient[]): Promise<PoolClient> {
   const client = await pool.connect();
+  clients.push(client);
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  // Both sides read instants in UTC, so digests never depend on a session's time zone.
+  await client.query(`SET LOCAL TimeZone = 'UTC'`);
+  return client;
+}
+
+/** Runs `fn` in one snapshot transaction per pool given, held for the whole of `fn`. */
+async function inSnapshots<T>(pools: Pool[], fn: (clients: PoolClient[]) => Promise<T>): Promise<T> {
+  const clients: PoolClient[] = [];
   try {
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    // Both sides read instants in UTC, so digests never depend on a session's time zone.
-    await client.query(`SET LOCAL TimeZone = 'UTC'`);
-    const result = await fn(client);
-    await client.query('COMMIT');
+    for (const pool of pools) await beginSnapshot(pool, clients);
+    const result = await fn(clients);
+    for (const client of clients) await client.query('COMMIT');
     return result;
   } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    for (const client of clients) await client.query('ROLLBACK').catch(() => undefined);
     throw error;
   } finally {
-    client.release();
+    for (const client of clients) client.release();
   }
 }
+
+const onClient = <T>(pool: Pool, fn: (c: PoolClient) => Promise<T>): Promise<T> =>
+  inSnapshots([pool], ([client]) => fn(client));
 
 async function loadWindows(v2: Pool, config: MigrationConfig, ids: number[]): Promise<WindowRow[]> {
   const { rows } = await v2.query<WindowRow>(
@@ -244,24 +218,43 @@ async function loadWindows(v2: Pool, config: MigrationConfig, ids: number[]): Pr
     const found = new Set(rows.map((r) => r.id));
     throw new WindowNotFoundError(ids.find((id) => !found.has(id)) ?? ids[0]);
   }
+  const tables = new Set(rows.map((r) => r.table_name));
+  if (tables.size > 1)
+    throw new MigrationError(`A verification slice spans tables (${[...tables].join(', ')})`, { ids });
   return rows;
 }
 
-/** Counts and checksums a set of consecutive windows of one table on both sides, concurrently. */
-export async function checkWindows(
-  deps: VerifyDeps,
-  windowIds: number[],
-): Promise<{ window: WindowRow; v1: WindowSums; v2: WindowSums; matched: boolean }[]> {
+/**
+ * Checks a set of consecutive windows of one table on both sides, both sides at once in one
+ * snapshot each: the slice's totals first, then, only when they differ (or for a single
+ * window, whose totals are its own), each window's.
+ */
+export async function checkWindows(deps: VerifyDeps, windowIds: number[]): Promise<SliceResult> {
   const windows = await loadWindows(deps.v2, deps.config, windowIds);
   const table = windows[0].table_name;
-  const [v1, v2] = await Promise.all([
-    onClient(deps.v1, (c) => sliceSums(c, deps, table, windows, 'v1')),
-    onClient(deps.v2, (c) => sliceSums(c, deps, table, windows, 'v2')),
-  ]);
-  return windows.map((window) => {
-    const a = v1.get(window.id)!;
-    const b = v2.get(window.id)!;
-    return { window, v1: a, v2: b, matched: a.rows === b.rows && a.checksum === b.checksum };
+  const { config } = deps;
+  return inSnapshots([deps.v1, deps.v2], async ([c1, c2]) => {
+    const [v1, v2] = await Promise.all([
+      sliceTotal(c1, config, table, windows, 'v1'),
+      sliceTotal(c2, config, table, windows, 'v2'),
+    ]);
+    const matched = sumsEqual(v1, v2);
+    if (windows.length === 1) return { v1, v2, matched, windows: [{ window: windows[0], v1, v2, matched }] };
+    if (matched) return { v1, v2, matched, windows: windows.map((window) => ({ window, matched: true })) };
+    const [a, b] = await Promise.all([
+      windowSums(c1, config, table, windows, 'v1'),
+      windowSums(c2, config, table, windows, 'v2'),
+    ]);
+    return {
+      v1,
+      v2,
+      matched,
+      windows: windows.map((window) => {
+        const x = a.get(window.id)!;
+        const y = b.get(window.id)!;
+        return { window, v1: x, v2: y, matched: sumsEqual(x, y) };
+      }),
+    };
   });
 }
 
@@ -390,13 +383,20 @@ export async function verifySlice(
     throw new MigrationError(`Verification slice ${sliceId} does not exist`, { sliceId });
   const { run_id: runId, window_ids: windowIds } = slice.rows[0];
   try {
-    const results = await checkWindows(deps, windowIds.map(Number));
-    await recordResults(deps, Number(runId), results);
-    await deps.v2.query(
-      `UPDATE ${ctl}.verification_slices SET status = 'done', finished_at = now(), attempts = attempts + 1 WHERE id = $1`,
-      [sliceId],
-    );
-    return { windows: results.length, mismatched: results.filter((r) => !r.matched).length };
+    const result = await checkWindows(deps, windowIds.map(Number));
+    await withTransaction(deps.v2, async (client) => {
+      await recordResults(client, deps.config, Number(runId), result.windows);
+      await client.query(
+        `UPDATE ${ctl}.verification_slices SET status = 'done', finished_at = now(), attempts = attempts + 1,
+                v1_rows = $2, v2_rows = $3, v1_checksum = $4::numeric, v2_checksum = $5::numeric, matched = $6
+          WHERE id = $1`,
+        [sliceId, result.v1.rows, result.v2.rows, result.v1.checksum, result.v2.checksum, result.matched],
+      );
+    });
+    return {
+      windows: result.windows.length,
+      mismatched: result.windows.filter((r) => !r.matched).length,
+    };
   } catch (error) {
     await deps.v2
       .query(`UPDATE ${ctl}.verification_slices SET attempts = attempts + 1, last_error = $2 WHERE id = $1`, [
@@ -408,14 +408,16 @@ export async function verifySlice(
   }
 }
 
+/** Records window results of a run (a window of a matching slice without counts of its own). */
 async function recordResults(
-  deps: VerifyDeps,
+  db: Pool | PoolClient,
+  config: MigrationConfig,
   runId: number,
-  results: Awaited<ReturnType<typeof checkWindows>>,
+  results: WindowResult[],
   repairAttempts = 0,
 ): Promise<void> {
-  await deps.v2.query(
-    `INSERT INTO ${control(deps.config)}.verification_windows
+  await db.query(
+    `INSERT INTO ${control(config)}.verification_windows
        (run_id, window_id, v1_rows, v2_rows, v1_checksum, v2_checksum, matched, repair_attempts)
      SELECT $1, w, a, b, ca::numeric, cb::numeric, m, $8
        FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::boolean[]) AS u(w, a, b, ca, cb, m)
@@ -425,10 +427,10 @@ async function recordResults(
     [
       runId,
       results.map((r) => r.window.id),
-      results.map((r) => r.v1.rows),
-      results.map((r) => r.v2.rows),
-      results.map((r) => r.v1.checksum),
-      results.map((r) => r.v2.checksum),
+      results.map((r) => r.v1?.rows ?? null),
+      results.map((r) => r.v2?.rows ?? null),
+      results.map((r) => r.v1?.checksum ?? null),
+      results.map((r) => r.v2?.checksum ?? null),
       results.map((r) => r.matched),
       repairAttempts,
     ],
@@ -519,7 +521,7 @@ async function tableRows(
     }
     const fields =
       select === 'digest'
-        ? `(${rowDigest(table, deps.config, side)})::text AS digest`
+        ? `(${rowDigest(table, side, deps.config)})::text AS digest`
         : columns.map((c) => `${typed(c.kind, side === 'v1' ? c.v1 : c.v2)} AS ${ident(c.name)}`).join(', ');
     const { rows } = await client.query(
       `SELECT ${idColumn}::text AS k, ${fields} FROM ${sourceTable(table, deps.config, side)} WHERE ${where}`,
@@ -648,6 +650,62 @@ export interface VerificationReport {
   repaired: { windowId: number; table: string; attempts: number; clean: boolean; error?: string }[];
 }
 
+export interface TableTotals {
+  windows: number;
+  mismatched: number;
+  v1Rows: number;
+  v2Rows: number;
+  /** The sums of the digests on each side, modulo 2^64, as decimal text. */
+  v1Checksum: string;
+  v2Checksum: string;
+}
+
+/**
+ * Per table, a run's windows checked and mismatched and its rows and checksums on each side:
+ * the windows counted on their own, plus the totals of the slices that matched as a whole.
+ */
+export async function runTotals(
+  v2: Pool,
+  config: MigrationConfig,
+  runId: number,
+): Promise<Record<string, TableTotals>> {
+  const ctl = control(config);
+  const { rows } = await v2.query<{
+    table_name: string;
+    windows: number;
+    bad: number;
+    a: string | null;
+    b: string | null;
+    ca: string | null;
+    cb: string | null;
+  }>(
+    `SELECT table_name, sum(windows)::int AS windows, sum(bad)::int AS bad, sum(a) AS a, sum(b) AS b,
+            (sum(ca) % 18446744073709551616)::text AS ca, (sum(cb) % 18446744073709551616)::text AS cb
+       FROM (SELECT w.table_name, 1 AS windows, (NOT v.matched)::int AS bad, v.v1_rows AS a, v.v2_rows AS b,
+                    v.v1_checksum AS ca, v.v2_checksum AS cb
+               FROM ${ctl}.verification_windows v JOIN ${ctl}.windows w ON w.id = v.window_id
+              WHERE v.run_id = $1
+             UNION ALL
+             SELECT table_name, 0, 0, v1_rows, v2_rows, v1_checksum, v2_checksum
+               FROM ${ctl}.verification_slices WHERE run_id = $1 AND matched) t
+      GROUP BY table_name`,
+    [runId],
+  );
+  return Object.fromEntries(
+    rows.map((r) => [
+      r.table_name,
+      {
+        windows: r.windows,
+        mismatched: r.bad,
+        v1Rows: Number(r.a ?? 0),
+        v2Rows: Number(r.b ?? 0),
+        v1Checksum: r.ca ?? '0',
+        v2Checksum: r.cb ?? '0',
+      },
+    ]),
+  );
+}
+
 async function mismatchedWindows(deps: VerifyDeps, runId: number): Promise<WindowRow[]> {
   const { rows } = await deps.v2.query<WindowRow>(
     `SELECT w.id::int AS id, w.table_name, w.seq, w.lower_bound, w.upper_bound, w.expected_rows::int AS expected_rows, w.status, w.attempts
@@ -669,26 +727,9 @@ export async function buildReport(
     `SELECT scope FROM ${ctl}.verification_runs WHERE id = $1`,
     [runId],
   );
-  const totals = await deps.v2.query<{
-    table_name: string;
-    windows: string;
-    bad: string;
-    a: string;
-    b: string;
-  }>(
-    `SELECT w.table_name, count(*) AS windows, count(*) FILTER (WHERE NOT v.matched) AS bad, sum(v.v1_rows) AS a, sum(v.v2_rows) AS b
-       FROM ${ctl}.verification_windows v JOIN ${ctl}.windows w ON w.id = v.window_id WHERE v.run_id = $1 GROUP BY 1`,
-    [runId],
-  );
   const tables: VerificationReport['tables'] = {};
-  for (const r of totals.rows) {
-    tables[r.table_name] = {
-      windows: Number(r.windows),
-      mismatched: Number(r.bad),
-      v1Rows: Number(r.a),
-      v2Rows: Number(r.b),
-    };
-  }
+  for (const [name, t] of Object.entries(await runTotals(deps.v2, deps.config, runId)))
+    tables[name] = { windows: t.windows, mismatched: t.mismatched, v1Rows: t.v1Rows, v2Rows: t.v2Rows };
   const mismatches: WindowMismatch[] = [];
   for (const window of await mismatchedWindows(deps, runId))
     mismatches.push(await explainWindow(deps, window));
@@ -783,9 +824,9 @@ export async function repairRun(
         // A repair that cannot write leaves the window mismatched; it is named below.
         lastError = `${(error as Error).name}: ${(error as Error).message}`;
       }
-      const [result] = await checkWindows(deps, [window.id]);
-      await recordResults(deps, runId, [result], attempts);
-      clean = result.matched;
+      const { windows: results } = await checkWindows(deps, [window.id]);
+      await recordResults(deps.v2, deps.config, runId, results, attempts);
+      clean = results[0].matched;
     }
     repaired.push({
       windowId: window.id,
@@ -811,7 +852,8 @@ export async function verifyTouchedWindows(deps: VerifyDeps, since: Date): Promi
     [since],
   );
   const runId = Number(run.rows[0].id);
-  for (const windowId of touched) await recordResults(deps, runId, await checkWindows(deps, [windowId]));
+  for (const windowId of touched)
+    await recordResults(deps.v2, deps.config, runId, (await checkWindows(deps, [windowId])).windows);
   const report = await buildReport(deps, runId);
   await finishVerification(deps, report);
   return report;

@@ -62,7 +62,13 @@ export async function runVerificationLocally(
           [],
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 50));
+      // Progress every pollMs, and at once when the last slice is done.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        queue.whenIdle().catch(() => undefined),
+        new Promise((resolve) => (timer = setTimeout(resolve, options.pollMs ?? 50))),
+      ]);
+      clearTimeout(timer);
     }
   } finally {
     await stop();

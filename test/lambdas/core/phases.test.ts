@@ -160,8 +160,23 @@ describe('the five phases', () => {
     expect(Object.keys(tables)).toHaveLength(4);
     const retention0 = { ...s.ctx, config: { ...s.ctx.config, cleanup: { retentionDays: 0 } } };
     await expect(dropArchives(retention0, { confirm: 'yes' })).rejects.toThrow(/confirmation/);
-    expect(await dropArchives(retention0, { confirm: DROP_CONFIRMATION })).toHaveLength(4);
+    const rowDigest = async () =>
+      (
+        await s.dbs.v2.query(
+          `SELECT count(*)::int AS n FROM information_schema.columns WHERE table_name = 'telemetry' AND column_name = 'row_digest'`,
+        )
+      ).rows[0].n;
+    expect(await rowDigest()).toBe(1);
+    expect(await dropArchives(retention0, { confirm: DROP_CONFIRMATION })).toEqual([
+      'users_v1_archived',
+      'devices_v1_archived',
+      'device_data_v1_archived',
+      'alerts_v1_archived',
+      '"public"."telemetry"."row_digest"',
+    ]);
     expect(await rowCounts(s.dbs.v1, 'public')).toEqual({});
+    // With V1 gone, V2 telemetry no longer carries the digest kept for verification.
+    expect(await rowDigest()).toBe(0);
   });
 });
 
