@@ -61,6 +61,20 @@ describe('verification', () => {
       [report.runId],
     );
     expect(run.rows[0].status).toBe('passed');
+    // The six telemetry windows form one slice, whose totals matched: they are recorded on the
+    // slice, and its windows as matched without counts of their own.
+    const slices = await ctx.dbs.v2.query(
+      `SELECT cardinality(window_ids) AS windows, v1_rows::int, v2_rows::int, v1_checksum = v2_checksum AS same, matched
+         FROM migration_control.verification_slices WHERE run_id = $1 AND table_name = 'telemetry'`,
+      [report.runId],
+    );
+    expect(slices.rows).toEqual([{ windows: 6, v1_rows: 6000, v2_rows: 6000, same: true, matched: true }]);
+    const windows = await ctx.dbs.v2.query(
+      `SELECT v.matched, v.v1_rows FROM migration_control.verification_windows v
+         JOIN migration_control.windows w ON w.id = v.window_id WHERE v.run_id = $1 AND w.table_name = 'telemetry'`,
+      [report.runId],
+    );
+    expect(windows.rows).toEqual(Array(6).fill({ matched: true, v1_rows: null }));
   });
 
   it('names every kind of discrepancy exactly, and repair fixes them all', async () => {
@@ -153,6 +167,15 @@ describe('verification', () => {
     expect(findings(report)).toEqual(expected.sort());
     for (const m of report.mismatches)
       expect(m.v1Rows === m.v2Rows || m.differences.some((d) => d.kind !== 'changed')).toBe(true);
+    // Slices that differ are counted window by window: every window has its own counts then.
+    const counted = await v2.query(
+      `SELECT count(*)::int AS n, count(v1_rows)::int AS counted, sum(v1_rows)::int AS v1, sum(v2_rows)::int AS v2
+         FROM migration_control.verification_windows v JOIN migration_control.windows w ON w.id = v.window_id
+        WHERE v.run_id = $1 AND w.table_name = 'telemetry'`,
+      [report.runId],
+    );
+    expect(counted.rows[0]).toEqual({ n: 6, counted: 6, v1: 6000, v2: 6000 });
+    expect(report.tables.telemetry).toMatchObject({ v1Rows: 6000, v2Rows: 6000 });
 
     const repaired = await runVerificationLocally(ctx.deps);
     expect(repaired.repaired.length).toBeGreaterThan(0);
