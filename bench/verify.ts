@@ -4,9 +4,10 @@
  * Generates V1, backfills V2, then times in one run, on the telemetry table:
  *  - countSeconds: `SELECT count(*)` of the table on both sides, run concurrently (as the
  *    verifier runs its two sides);
- *  - verifySeconds: Phase 3 verification of every telemetry window (per-window counts and
- *    column checksums on both sides, fanned out through the local queue at the default
- *    concurrency, plus the report with its sampled deep compare).
+ *  - verifySeconds: Phase 3 verification of every telemetry window, as `npm run rehearse` runs
+ *    it: slices fanned out through the local queue at the default concurrency, each one's count
+ *    and checksum of every mapped column on both sides (window by window where they differ),
+ *    then the report with its sampled deep compare.
  * The last line is one JSON object.
  */
 import { z } from 'zod';
