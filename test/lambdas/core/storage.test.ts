@@ -1,3 +1,4 @@
+import { STORED_DIGEST, rowDigest } from '../../../lambdas/core/digest';
 import { StorageSetupError } from '../../../lambdas/core/errors';
 import { migrate, projectMigrationSets } from '../../../lambdas/core/migrator';
 import {
@@ -86,6 +87,13 @@ describe('telemetry storage', () => {
   });
 
   it('creates partitions on demand, moving rows already in the default partition', async () => {
+    const digests = async () =>
+      (
+        await dbs.v2.query(
+          `SELECT legacy_id, row_digest::text AS stored, (${rowDigest('telemetry', 'v2')})::text AS computed FROM telemetry ORDER BY legacy_id`,
+        )
+      ).rows;
+    const before = await digests();
     const created = await ensureMonthlyPartitions(dbs.v2, 'public', [
       new Date('1970-01-20T00:00:00Z'),
       new Date('2099-12-01T00:00:00Z'),
@@ -96,6 +104,16 @@ describe('telemetry storage', () => {
     expect(await partitionOf(2)).toBe('telemetry_p209912');
     expect(await partitionOf(4)).toBe('telemetry_default');
     expect((await dbs.v2.query('SELECT count(*)::int AS n FROM telemetry')).rows[0].n).toBe(4);
+    // Moved rows keep their stored digest, which is still the one computed from the row.
+    expect(await digests()).toEqual(before);
+    expect(before.every((r) => r.stored !== null && r.stored === r.computed)).toBe(true);
+    expect(
+      (
+        await dbs.v2.query(
+          `SELECT col_description('telemetry'::regclass, attnum) AS c FROM pg_attribute WHERE attrelid = 'telemetry'::regclass AND attname = 'row_digest'`,
+        )
+      ).rows,
+    ).toEqual([{ c: STORED_DIGEST.version }]);
     // Idempotent, and the new partitions take later rows of their month.
     expect(await ensureMonthlyPartitions(dbs.v2, 'public', [new Date('1970-01-01T00:00:00Z')])).toEqual([]);
     await insert('1970-01-31T23:00:00Z', 5);
