@@ -604,14 +604,16 @@ export async function sampleCompare(
   let checked = 0;
   for (const table of tables) {
     const source = sourceTable(table, deps.config, 'v1');
-    // A Bernoulli sample of about twice the size wanted, so a small table still yields enough.
+    // Twice as many random pages as rows wanted (all of a small table), then rows picked at
+    // random among theirs: spread over the table, without reading every page as a per-row
+    // (Bernoulli) sample would.
     const keys = (
       await deps.v1.query<{ k: string }>(
         `SELECT id::text AS k FROM ${source}
-           TABLESAMPLE BERNOULLI (least(100, greatest(0.001, $1::float8 * 100 /
-             greatest(1, (SELECT reltuples FROM pg_class WHERE oid = $2::regclass)))))
-          LIMIT $3`,
-        [sampleSize * 2, `${deps.config.schemas.v1}.${MAPPINGS[table].v1Table}`, sampleSize],
+           TABLESAMPLE SYSTEM (least(100, $1::float8 * 100 /
+             greatest(1, pg_relation_size($2::regclass) / current_setting('block_size')::float8)))
+          ORDER BY random() LIMIT $3`,
+        [sampleSize * 2, source, sampleSize],
       )
     ).rows.map((r) => r.k);
     if (keys.length === 0) continue;
