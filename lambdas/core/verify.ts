@@ -73,8 +73,10 @@ const sumsEqual = (a: WindowSums, b: WindowSums) => a.rows === b.rows && a.check
 
 /**
  * The digest expression of a side's rows. V2 telemetry sums the digest stored with each row
- * when the column is there and its comment names the current digest (else, or for a row
- * whose stored digest is NULL, the row is hashed here).
+ * when the column is there and its comment names the current digest, else hashes the rows
+ * here. The stored column is read alone: an expression that named the other columns too would
+ * make every row's text and jsonb columns be unpacked, even if never hashed. (A stored digest
+ * is never NULL; if one were, the sum would miss it and the slice would show as mismatched.)
  */
 async function sideDigest(
   client: PoolClient,
@@ -89,9 +91,7 @@ async function sideDigest(
       WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attgenerated = 's' AND NOT a.attisdropped`,
     [sourceTable(table, config, side), STORED_DIGEST.column],
   );
-  return rows[0]?.comment === STORED_DIGEST.version
-    ? `coalesce(${ident(STORED_DIGEST.column)}, ${computed})`
-    : computed;
+  return rows[0]?.comment === STORED_DIGEST.version ? ident(STORED_DIGEST.column) : computed;
 }
 
 /** A slice's rows on one side: the tenant setting and the slice's range bound, and their filter. */
