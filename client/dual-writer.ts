@@ -1,15 +1,18 @@
+import { isDeepStrictEqual } from 'node:util';
 import type { Pool } from 'pg';
 import { z } from 'zod';
 import { describeIssues } from '../lambdas/core/config';
 import { ident } from '../lambdas/core/db';
 import { ConfigError, DualWriteV2Error } from '../lambdas/core/errors';
+import { mapRow, type V1Row } from '../lambdas/core/mapping';
 import type { QueuePort } from '../lambdas/ports/queue';
-import { repairMessage } from './repair-worker';
+import { repairMessage, repairRow } from './repair-worker';
 import {
   parseId,
   parseInsert,
   parsePatch,
   parseTable,
+  readV1Row,
   V1_QUERY_TYPES,
   v1Table,
   type ClientTable,
@@ -76,7 +79,8 @@ class V2Timeout extends Error {
  * V1 row (`RETURNING *`) is what the caller gets, and V1's errors are the caller's errors. Then,
  * if dual-write is on, the same row goes to V2 under the one mapping (`mapRow`) with the tenant,
  * as an upsert that always stores the newest V1 state (the backfill never overwrites a row, so
- * a write racing it is safe either way). A V2 failure never fails the caller: it is counted,
+ * a write racing it is safe either way); V1 is then read again, and a row that another write
+ * changed meanwhile is re-synced from V1 (`confirm`). A V2 failure never fails the caller: it is counted,
  * reported and recorded for repair (a `repair-row` message naming the row).
  *
  * V1 rows use Prisma's column names; timestamps are Dates (or ISO strings with a zone) and are
@@ -109,8 +113,12 @@ export class DualWriter {
       types: V1_QUERY_TYPES,
     });
     const stored = rows[0] as V1Rows[T];
-    await this.toV2(t, stored.id, 'insert', () =>
-      this.sync.upsert(t, stored as unknown as Record<string, unknown>, { replaceStale: false }),
+    await this.toV2(
+      t,
+      stored.id,
+      'insert',
+      () => this.sync.upsert(t, stored as unknown as Record<string, unknown>, { replaceStale: false }),
+      stored,
     );
     return stored;
   }
@@ -128,8 +136,12 @@ export class DualWriter {
     });
     if (rows.length === 0) return null;
     const stored = rows[0] as V1Rows[T];
-    await this.toV2(t, key, 'update', () =>
-      this.sync.upsert(t, stored as unknown as Record<string, unknown>, { replaceStale: true }),
+    await this.toV2(
+      t,
+      key,
+      'update',
+      () => this.sync.upsert(t, stored as unknown as Record<string, unknown>, { replaceStale: true }),
+      stored,
     );
     return stored;
   }
@@ -146,7 +158,7 @@ export class DualWriter {
       values: [key],
       types: V1_QUERY_TYPES,
     });
-    await this.toV2(t, key, 'delete', () => this.sync.remove(t, key));
+    await this.toV2(t, key, 'delete', () => this.sync.remove(t, key), null);
     return (rows[0] as V1Rows[T] | undefined) ?? null;
   }
 
@@ -155,29 +167,43 @@ export class DualWriter {
    * V1 column names). Never throws; a failure is reported and queued for repair like any other.
    */
   async mirror<T extends ClientTable>(table: T, v1Row: V1Rows[T]): Promise<void> {
-    await this.toV2(table, (v1Row as { id?: unknown } | null)?.id, 'update', (t) =>
-      this.sync.upsert(t, v1Row as unknown as Record<string, unknown>, { replaceStale: true }),
+    await this.toV2(
+      table,
+      (v1Row as { id?: unknown } | null)?.id,
+      'update',
+      (t) => this.sync.upsert(t, v1Row as unknown as Record<string, unknown>, { replaceStale: true }),
+      v1Row,
     );
   }
 
   /** Writes the V2 half of a V1 delete the backend has just done itself. Never throws. */
   async mirrorDelete(table: ClientTable, id: RowId): Promise<void> {
-    await this.toV2(table, id, 'delete', (t, key) => this.sync.remove(t, key));
+    await this.toV2(table, id, 'delete', (t, key) => this.sync.remove(t, key), null);
   }
 
-  /** The V2 half: skipped when dual-write is off; never throws into the caller. */
+  /**
+   * The V2 half: skipped when dual-write is off; never throws into the caller. `written` is the
+   * V1 state it writes (null for a delete), checked against V1 afterwards (see `confirm`).
+   */
   private async toV2(
     table: unknown,
     id: unknown,
     operation: DualWriteOperation,
     write: (table: ClientTable, id: string) => Promise<unknown>,
+    written: unknown,
   ): Promise<void> {
     let row: { table: ClientTable; id: string } | undefined;
     try {
       if (!this.options.router.dualWriteEnabled()) return;
       const t = parseTable(table);
-      row = { table: t, id: parseId(t, id) };
-      await this.withTimeout(write(row.table, row.id));
+      const target = { table: t, id: parseId(t, id) };
+      row = target;
+      await this.withTimeout(
+        (async () => {
+          await write(target.table, target.id);
+          await this.confirm(target.table, target.id, written);
+        })(),
+      );
     } catch (cause) {
       await this.recordFailure(
         row ?? { table: String(table), id: String(id) },
@@ -186,6 +212,18 @@ export class DualWriter {
         row !== undefined,
       );
     }
+  }
+
+  /**
+   * Reads the V1 row again after its V2 write. Two writes of one row can reach V2 in the
+   * opposite order to V1 (A writes V1, B writes V1, B writes V2, A writes V2): then V1 no
+   * longer holds what this write gave V2, and the row is re-synced from V1 as the repair worker
+   * does. Whichever write finishes last sees V1's latest state, so V2 ends as V1 ends.
+   */
+  private async confirm(table: ClientTable, id: string, written: unknown): Promise<void> {
+    const current = await readV1Row(this.options.v1, this.settings.v1Schema, table, id);
+    if (sameMapped(table, written, current, this.settings.tenantId)) return;
+    await repairRow(this.options, table, id);
   }
 
   private withTimeout<T>(work: Promise<T>): Promise<T> {
@@ -244,4 +282,11 @@ export class DualWriter {
   private hook(callback: () => void): void {
     runHook(callback, 'DualWriterCallbackWarning');
   }
+}
+
+/** Whether two V1 states of a row (null: no row) give the same V2 row (JSON key order aside). */
+function sameMapped(table: ClientTable, a: unknown, b: unknown, tenantId: string): boolean {
+  if (a === null || a === undefined || b === null || b === undefined) return (a ?? null) === (b ?? null);
+  const v2 = (row: unknown) => mapRow(table, row as V1Row, { tenantId });
+  return isDeepStrictEqual(v2(a), v2(b));
 }

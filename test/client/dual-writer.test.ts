@@ -308,3 +308,69 @@ describe('DualWriter racing the backfill', () => {
     expect(ctx.failures).toEqual([]);
   });
 });
+
+describe('DualWriter with two writes of one row racing', () => {
+  let ctx: Awaited<ReturnType<typeof setup>>;
+  beforeAll(async () => {
+    ctx = await setup('dwrace', { devices: 3, telemetry: 20 });
+    await runBackfillLocally({ v1: ctx.dbs.v1, v2: ctx.dbs.v2, config: ctx.config });
+  });
+  afterAll(() => ctx.dbs.drop());
+
+  /**
+   * A writer whose V2 upserts carrying `held` wait until released: its V2 half lands after a
+   * later write's, as a slow connection would make it.
+   */
+  function slowWriter(held: string) {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let holding!: () => void;
+    const isHolding = new Promise<void>((resolve) => (holding = resolve));
+    const v2 = {
+      async query(config: unknown, values?: unknown[]) {
+        if (Array.isArray(values) && values.includes(held)) {
+          holding();
+          await released;
+        }
+        return ctx.dbs.v2.query(config as string, values);
+      },
+      on: () => v2,
+    } as unknown as TestDatabases['v2'];
+    const writer = new DualWriter({
+      v1: ctx.dbs.v1,
+      v2,
+      router: dualWriteSwitch(true),
+      repairQueue: ctx.queue,
+      tenantId: ctx.config.tenant.id,
+      onV2Failure: (f) => void ctx.failures.push(f),
+    });
+    return { writer, isHolding, release };
+  }
+
+  it('leaves V2 as V1 ends when the earlier write reaches V2 last', async () => {
+    const id = (await ctx.dbs.v1.query('SELECT id FROM users ORDER BY id LIMIT 1')).rows[0].id as string;
+    const slow = slowWriter('name from A');
+    // A writes V1, then its V2 half stalls; B writes V1 and V2; then A's V2 half lands.
+    const a = slow.writer.update('users', id, { name: 'name from A' });
+    await slow.isHolding;
+    await ctx.writer.update('users', id, { name: 'name from B' });
+    slow.release();
+    await a;
+    const v2 = await v2RowsOf(ctx.dbs, 'users', id);
+    expect(v2.map((r) => r.name)).toEqual(['name from B']);
+    await expectRowInSync(ctx.dbs, ctx.config, 'users', id);
+    expect(ctx.failures).toEqual([]);
+  });
+
+  it('does not bring back a row deleted while an earlier write of it was on its way to V2', async () => {
+    const id = (await ctx.dbs.v1.query('SELECT id FROM alerts ORDER BY id LIMIT 1')).rows[0].id as string;
+    const slow = slowWriter('message from A');
+    const a = slow.writer.update('alerts', id, { message: 'message from A' });
+    await slow.isHolding;
+    await ctx.writer.delete('alerts', id);
+    slow.release();
+    await a;
+    expect(await v2RowsOf(ctx.dbs, 'alerts', id)).toEqual([]);
+    expect(ctx.failures).toEqual([]);
+  });
+});
