@@ -32,9 +32,9 @@ export const STATE_MACHINES = {
 } as const;
 export type StateMachineKey = keyof typeof STATE_MACHINES;
 
-/** `arn:<partition>:states:<region>:<account>:stateMachine:<name>`. */
+/** `arn:<partition>:states:<region>:<account>:stateMachine:<name>`, in a partition with a console (aws, aws-cn, aws-us-gov). */
 export const STATE_MACHINE_ARN =
-  /^arn:aws[a-z-]*:states:([a-z]{2}(?:-[a-z]+)+-\d+):\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$/;
+  /^arn:aws(?:-cn|-us-gov)?:states:([a-z]{2}(?:-[a-z]+)+-\d+):\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$/;
 
 /** Step Functions execution names: 1–80 characters; these use letters, digits, `-` and `_`. */
 export const MAX_EXECUTION_NAME_LENGTH = 80;
@@ -56,10 +56,10 @@ flags of every command:
   --rollback-arn ARN   (or ROLLBACK_STATE_MACHINE_ARN)
   --json               print one JSON object as the last line`;
 
-const arnFlag = z
-  .string()
-  .regex(STATE_MACHINE_ARN, 'must be a Step Functions state machine ARN (arn:aws:states:…:stateMachine:…)')
-  .optional();
+const NOT_A_STATE_MACHINE_ARN =
+  'must be a Step Functions state machine ARN (arn:aws:states:…:stateMachine:…, partition aws, aws-cn or aws-us-gov)';
+
+const arnFlag = z.string().regex(STATE_MACHINE_ARN, NOT_A_STATE_MACHINE_ARN).optional();
 
 const common = {
   migrationArn: arnFlag,
@@ -249,7 +249,7 @@ export function resolveStateMachineArn(
     throw new InvalidInputError('environment', [
       {
         field: sm.env,
-        problem: 'must be a Step Functions state machine ARN (arn:aws:states:…:stateMachine:…)',
+        problem: NOT_A_STATE_MACHINE_ARN,
       },
     ]);
   }
@@ -278,10 +278,26 @@ function nameLabel(command: OpsCommand): string {
   return command.command;
 }
 
-/** The Step Functions console page of an execution. */
+/** The console's domain in each partition that has a public console. */
+const CONSOLE_DOMAINS: Record<string, string> = {
+  aws: 'console.aws.amazon.com',
+  'aws-cn': 'console.amazonaws.cn',
+  'aws-us-gov': 'console.amazonaws-us-gov.com',
+};
+
+/** The Step Functions console page of an execution, in its partition and region. */
 export function consoleLink(executionArn: string): string {
   const region = regionOf(executionArn);
-  return `https://${region}.console.aws.amazon.com/states/home?region=${region}#/v2/executions/details/${executionArn}`;
+  const partition = executionArn.split(':')[1];
+  const domain = CONSOLE_DOMAINS[partition];
+  if (!domain)
+    throw new InvalidInputError('ARN', [
+      {
+        field: executionArn,
+        problem: `is in partition "${partition}", which has no console this tool knows`,
+      },
+    ]);
+  return `https://${region}.${domain}/states/home?region=${region}#/v2/executions/details/${executionArn}`;
 }
 
 const HINTS: Record<string, (ctx: { flag: string; env: string }) => string> = {

@@ -171,6 +171,18 @@ describe('execution names and console links', () => {
     expect(consoleLink(arn)).toBe(
       `https://ap-southeast-2.console.aws.amazon.com/states/home?region=ap-southeast-2#/v2/executions/details/${arn}`,
     );
+    // China and GovCloud have consoles of their own.
+    const cn = 'arn:aws-cn:states:cn-north-1:123456789012:execution:Migration:status-1';
+    expect(consoleLink(cn)).toBe(
+      `https://cn-north-1.console.amazonaws.cn/states/home?region=cn-north-1#/v2/executions/details/${cn}`,
+    );
+    const gov = 'arn:aws-us-gov:states:us-gov-west-1:123456789012:execution:Migration:status-1';
+    expect(consoleLink(gov)).toBe(
+      `https://us-gov-west-1.console.amazonaws-us-gov.com/states/home?region=us-gov-west-1#/v2/executions/details/${gov}`,
+    );
+    expect(() => consoleLink('arn:aws-iso:states:us-iso-east-1:123456789012:execution:M:x')).toThrow(
+      /partition "aws-iso"/,
+    );
   });
 });
 
@@ -205,6 +217,18 @@ describe('missing or invalid state machine ARNs', () => {
 
     expect(code).toBe(2);
     expect(err[0]).toMatch(/--migration-arn: must be a Step Functions state machine ARN/);
+  });
+
+  it('refuses a state machine in a partition without a console, before starting anything', async () => {
+    const { code, err } = await run([
+      'status',
+      '--migration-arn',
+      'arn:aws-iso:states:us-iso-east-1:123456789012:stateMachine:Migration',
+    ]);
+
+    expect(code).toBe(2);
+    expect(err[0]).toMatch(/--migration-arn: must be a Step Functions state machine ARN/);
+    expect(started()).toHaveLength(0);
   });
 });
 
