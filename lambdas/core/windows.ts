@@ -33,20 +33,23 @@ export async function bindWindow(
   const m = MAPPINGS[table];
   const settings: [string, string][] = [];
   const parts: string[] = [];
+  // Each bound is a scalar subquery, so it is read and converted once per query (an InitPlan),
+  // not once per row: current_setting is only stable, and parsing a timestamp costs more than
+  // the comparison it feeds.
   const bound = (name: string, b: Bound, op: '>=' | '<') => {
     if (m.windowKey === 'id') {
       settings.push([`migration.${name}_id`, b.id]);
-      parts.push(`id COLLATE "C" ${op} current_setting('migration.${name}_id') COLLATE "C"`);
+      parts.push(`id COLLATE "C" ${op} (SELECT current_setting('migration.${name}_id') COLLATE "C")`);
     } else {
       settings.push([`migration.${name}_ts`, b.ts ?? ''], [`migration.${name}_id`, b.id]);
       const ts =
         side === 'v1'
-          ? `current_setting('migration.${name}_ts')::timestamp`
-          : `(current_setting('migration.${name}_ts')::timestamp AT TIME ZONE 'UTC')`;
+          ? `(SELECT current_setting('migration.${name}_ts')::timestamp)`
+          : `(SELECT current_setting('migration.${name}_ts')::timestamp AT TIME ZONE 'UTC')`;
       const key = side === 'v1' ? `("timestamp", id)` : `("timestamp", legacy_id)`;
       // The plain timestamp conjunct lets the planner use time-led indexes for the range.
       parts.push(`"timestamp" ${op === '>=' ? '>=' : '<='} ${ts}`);
-      parts.push(`${key} ${op} (${ts}, current_setting('migration.${name}_id')::bigint)`);
+      parts.push(`${key} ${op} (${ts}, (SELECT current_setting('migration.${name}_id')::bigint))`);
     }
   };
   if (window.lower_bound) bound('lo', window.lower_bound, '>=');
