@@ -49,6 +49,8 @@ export async function runVerificationLocally(
       { ...deps, queue },
       { since: options.since, tables: options.tables },
     ));
+    // Every slice is queued: once the queue is idle, each one has finished or been dead-lettered.
+    const idle = queue.whenIdle().catch(() => undefined);
     for (;;) {
       // Queue state first: when it was idle, every slice had finished before progress is read.
       const stats = queue.stats();
@@ -65,7 +67,7 @@ export async function runVerificationLocally(
       // Progress every pollMs, and at once when the last slice is done.
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        queue.whenIdle().catch(() => undefined),
+        idle,
         new Promise((resolve) => (timer = setTimeout(resolve, options.pollMs ?? 50))),
       ]);
       clearTimeout(timer);
