@@ -14,7 +14,7 @@ import { applyV1Schema, generateV1 } from '../../lambdas/adapters/local/v1-gener
 import { backfillProgress } from '../../lambdas/core/backfill';
 import { migrationStatus } from '../../lambdas/core/checklist';
 import { parseConfig, type MigrationConfig } from '../../lambdas/core/config';
-import { APPLICATION_NAME, ident, openPool } from '../../lambdas/core/db';
+import { APPLICATION_NAME, controlSchema, openPool } from '../../lambdas/core/db';
 import { InvalidInputError } from '../../lambdas/core/errors';
 import { phaseStates } from '../../lambdas/core/migration-state';
 import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
@@ -356,7 +356,7 @@ export async function runRehearsal(options: RehearsalOptions): Promise<Rehearsal
         p.startedAt && p.finishedAt ? (Date.parse(p.finishedAt) - Date.parse(p.startedAt)) / 1000 : null,
     }));
     const rollbackAudit = await v2Pool.query<{ actor: string; details: { reason: string } }>(
-      `SELECT actor, details FROM ${ident(config.schemas.control)}.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
+      `SELECT actor, details FROM ${controlSchema(config)}.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
     );
     const backfillRun = phases.find((p) => p.phase === 'BACKFILL');
     const v1After = outcome === 'ROLLED_BACK' ? await countV1Rows(v1Pool, 'public') : undefined;

@@ -3,7 +3,7 @@ import type { Pool, PoolClient } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { z } from 'zod';
 import type { MigrationConfig } from './config';
-import { ident, isTransient } from './db';
+import { controlSchema, ident, isTransient } from './db';
 import {
   InvalidMessageError,
   MigrationError,
@@ -31,8 +31,6 @@ export interface BackfillDeps {
   v2: Pool;
   config: MigrationConfig;
 }
-
-const control = (config: MigrationConfig) => ident(config.schemas.control);
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -110,7 +108,7 @@ async function boundaries(
  */
 export async function planBackfill(deps: BackfillDeps): Promise<PlanResult> {
   const { v1, v2, config } = deps;
-  const ctl = control(config);
+  const ctl = controlSchema(config);
   const result: PlanResult = { tables: {} as PlanResult['tables'], partitionsCreated: [] };
   const planned = new Map(
     (
@@ -230,7 +228,7 @@ export interface BackfillProgress {
 
 /** Windows total / done / failed, rows copied, rows per second and ETA, from the control schema. */
 export async function backfillProgress(v2: Pool, config: MigrationConfig): Promise<BackfillProgress> {
-  const ctl = control(config);
+  const ctl = controlSchema(config);
   const { rows } = await v2.query<{
     table_name: string;
     windows: string;
@@ -301,7 +299,7 @@ export async function backfillProgress(v2: Pool, config: MigrationConfig): Promi
 export async function pumpBackfill(
   deps: BackfillDeps & { queue: QueuePort },
 ): Promise<{ enqueued: number; progress: BackfillProgress }> {
-  const ctl = control(deps.config);
+  const ctl = controlSchema(deps.config);
   let progress = await backfillProgress(deps.v2, deps.config);
   let enqueued = 0;
   for (const stage of STAGES) {
@@ -343,7 +341,7 @@ export interface CopyResult {
 async function loadWindow(v2: Pool, config: MigrationConfig, windowId: number): Promise<WindowRow> {
   const { rows } = await v2.query<WindowRow>(
     `SELECT id::int AS id, table_name, seq, lower_bound, upper_bound, expected_rows::int AS expected_rows, status, attempts
-       FROM ${control(config)}.windows WHERE id = $1`,
+       FROM ${controlSchema(config)}.windows WHERE id = $1`,
     [windowId],
   );
   if (rows.length === 0) throw new WindowNotFoundError(windowId);
@@ -491,7 +489,7 @@ export async function copyWindow(
   options: { receiveCount?: number } = {},
 ): Promise<CopyResult> {
   const { v1, v2, config } = deps;
-  const ctl = control(config);
+  const ctl = controlSchema(config);
   const window = await loadWindow(v2, config, windowId);
   const table = window.table_name;
   if (window.status === 'done') return { windowId, table, rowsCopied: 0, rowsInserted: 0, path: 'skipped' };

@@ -1,4 +1,4 @@
-import { ident } from './db';
+import { controlSchema } from './db';
 import { backfillProgress } from './backfill';
 import { cutoverStatus } from './cutover';
 import { phaseStates, readParameter, type MigrationContext, type PhaseState } from './migration-state';
@@ -23,7 +23,7 @@ const iso = (d: Date | null | undefined) => (d ? d.toISOString() : undefined);
 
 /** The status the CLI, the Migration state machine's `status` action and the rehearsal report. */
 export async function migrationStatus(ctx: MigrationContext): Promise<MigrationStatus> {
-  const c = ident(ctx.config.schemas.control);
+  const c = controlSchema(ctx.config);
   const one = async <T extends Record<string, unknown>>(sql: string, params: unknown[] = []) =>
     (await ctx.v2.query<T>(sql, params)).rows[0] as T | undefined;
   const exists = await one<{ t: string | null }>(`SELECT to_regclass($1) AS t`, [

@@ -1,5 +1,5 @@
 import { STORED_DIGEST } from './digest';
-import { ident, withTransaction } from './db';
+import { controlSchema, ident, withTransaction } from './db';
 import { GuardRefusedError } from './errors';
 import {
   auditEvent,
@@ -20,8 +20,6 @@ import type { BackupRef } from '../ports/backup';
  * to `<name>_v1_archived` in one transaction; dropping them is a separate, confirmed act that
  * only the end of the retention period allows.
  */
-
-const ctl = (ctx: MigrationContext) => ident(ctx.config.schemas.control);
 
 /** The words an operator must pass to drop the archived V1 tables. */
 export const DROP_CONFIRMATION = 'DROP V1 ARCHIVES';
@@ -56,13 +54,14 @@ export async function startCleanup(ctx: MigrationContext): Promise<BackupRef> {
   await beginPhase(ctx, 'CLEANUP');
   await setParameter(ctx, 'dualWrite', 'off', 'Phase 5: V2 is the only store');
   await ctx.v2.query(
-    `INSERT INTO ${ctl(ctx)}.cleanup_state (id, dual_write_stopped_at) VALUES (1, now())
+    `INSERT INTO ${controlSchema(ctx.config)}.cleanup_state (id, dual_write_stopped_at) VALUES (1, now())
      ON CONFLICT (id) DO UPDATE SET dual_write_stopped_at = coalesce(cleanup_state.dual_write_stopped_at, now())`,
   );
   const ref = await ctx.backup.start('v1_archive');
-  await ctx.v2.query(`UPDATE ${ctl(ctx)}.cleanup_state SET archive_backup = $1 WHERE id = 1`, [
-    JSON.stringify(ref),
-  ]);
+  await ctx.v2.query(
+    `UPDATE ${controlSchema(ctx.config)}.cleanup_state SET archive_backup = $1 WHERE id = 1`,
+    [JSON.stringify(ref)],
+  );
   await auditEvent(ctx, 'cleanup.archive-started', { ...ref });
   return ref;
 }
@@ -76,7 +75,7 @@ export async function finishCleanup(
   const counts = await countV1Rows(ctx.v1, ctx.config.schemas.v1);
   await ctx.backup.verify(ref, counts);
   await ctx.v2.query(
-    `INSERT INTO ${ctl(ctx)}.backups (id, kind, location, verified_at, row_counts) VALUES ($1, $2, $3, now(), $4) ON CONFLICT (id) DO NOTHING`,
+    `INSERT INTO ${controlSchema(ctx.config)}.backups (id, kind, location, verified_at, row_counts) VALUES ($1, $2, $3, now(), $4) ON CONFLICT (id) DO NOTHING`,
     [ref.id, ref.kind, ref.location, JSON.stringify(counts)],
   );
   const schema = ident(ctx.config.schemas.v1);
@@ -86,7 +85,7 @@ export async function finishCleanup(
     }
   });
   await ctx.v2.query(
-    `UPDATE ${ctl(ctx)}.cleanup_state SET renamed_at = now(), archived_counts = $1 WHERE id = 1`,
+    `UPDATE ${controlSchema(ctx.config)}.cleanup_state SET renamed_at = now(), archived_counts = $1 WHERE id = 1`,
     [JSON.stringify(counts)],
   );
   const renamed = V1_TABLE_NAMES.map(archivedName);
@@ -111,7 +110,7 @@ export async function dropArchives(ctx: MigrationContext, options: { confirm: st
   if (options.confirm !== DROP_CONFIRMATION)
     reasons.push(`the confirmation must be exactly "${DROP_CONFIRMATION}"`);
   const state = await ctx.v2.query<{ renamed_at: Date | null; dropped_at: Date | null }>(
-    `SELECT renamed_at, dropped_at FROM ${ctl(ctx)}.cleanup_state WHERE id = 1`,
+    `SELECT renamed_at, dropped_at FROM ${controlSchema(ctx.config)}.cleanup_state WHERE id = 1`,
   );
   const renamedAt = state.rows[0]?.renamed_at;
   const retentionMs = ctx.config.cleanup.retentionDays * 86_400_000;
@@ -133,7 +132,7 @@ export async function dropArchives(ctx: MigrationContext, options: { confirm: st
       await client.query(`DROP TABLE ${schema}.${ident(archivedName(table))}`);
     }
   });
-  await ctx.v2.query(`UPDATE ${ctl(ctx)}.cleanup_state SET dropped_at = now() WHERE id = 1`);
+  await ctx.v2.query(`UPDATE ${controlSchema(ctx.config)}.cleanup_state SET dropped_at = now() WHERE id = 1`);
   const dropped = V1_TABLE_NAMES.map(archivedName);
   // With V1 gone there is nothing left to verify against: the row digest V2 telemetry kept for
   // verification goes too (a catalog change; the lock is waited for at most 5 s).

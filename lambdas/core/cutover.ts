@@ -1,5 +1,5 @@
 import type { CutoverLevel } from './config';
-import { ident } from './db';
+import { controlSchema } from './db';
 import { GuardRefusedError, RollbackRefusedError } from './errors';
 import {
   assertCanStart,
@@ -20,8 +20,6 @@ import { verifyTouchedWindows } from './verify';
  * touched since the last check; an unhealthy gate rolls back.
  */
 
-const ctl = (ctx: MigrationContext) => ident(ctx.config.schemas.control);
-
 export interface CutoverStatus {
   status: 'idle' | 'running' | 'held' | 'rolled-back' | 'complete';
   level: number;
@@ -38,7 +36,7 @@ export async function cutoverStatus(ctx: MigrationContext): Promise<CutoverStatu
     schedule: CutoverLevel[];
     reached_full_at: Date | null;
   }>(
-    `SELECT status, level, percentage, schedule, reached_full_at FROM ${ctl(ctx)}.cutover_state WHERE id = 1`,
+    `SELECT status, level, percentage, schedule, reached_full_at FROM ${controlSchema(ctx.config)}.cutover_state WHERE id = 1`,
   );
   const r = rows[0];
   if (!r)
@@ -66,7 +64,7 @@ export async function cutoverGuards(ctx: MigrationContext): Promise<string[]> {
   const reasons: string[] = [];
   if ((await readParameter(ctx, 'dualWrite')) !== 'on') reasons.push('dual-write is not on');
   const latest = await ctx.v2.query<{ id: string; status: string; finished_at: Date }>(
-    `SELECT id, status, finished_at FROM ${ctl(ctx)}.verification_runs
+    `SELECT id, status, finished_at FROM ${controlSchema(ctx.config)}.verification_runs
       WHERE status <> 'running' AND scope = 'full' ORDER BY finished_at DESC LIMIT 1`,
   );
   const run = latest.rows[0];
@@ -98,7 +96,7 @@ export async function startCutover(ctx: MigrationContext): Promise<CutoverStatus
   if (!running) await beginPhase(ctx, 'CUTOVER');
   const schedule = ctx.config.cutover.schedule;
   await ctx.v2.query(
-    `INSERT INTO ${ctl(ctx)}.cutover_state (id, schedule, level, percentage, status, last_gate_at)
+    `INSERT INTO ${controlSchema(ctx.config)}.cutover_state (id, schedule, level, percentage, status, last_gate_at)
      VALUES (1, $1, -1, 0, 'running', now())
      ON CONFLICT (id) DO UPDATE SET schedule = EXCLUDED.schedule, status = 'running', level = -1, last_gate_at = now(), updated_at = now()`,
     [JSON.stringify(schedule)],
@@ -124,7 +122,7 @@ export async function applyLevel(
     `cutover level ${level + 1} of ${status.schedule.length}`,
   );
   await ctx.v2.query(
-    `UPDATE ${ctl(ctx)}.cutover_state SET level = $1, percentage = $2, updated_at = now(),
+    `UPDATE ${controlSchema(ctx.config)}.cutover_state SET level = $1, percentage = $2, updated_at = now(),
             reached_full_at = CASE WHEN $2 = 100 THEN coalesce(reached_full_at, now()) ELSE reached_full_at END WHERE id = 1`,
     [level, target.percentage],
   );
@@ -146,11 +144,13 @@ export interface GateResult {
 export async function healthGate(ctx: MigrationContext): Promise<GateResult> {
   const firing = ctx.alarms ? await ctx.alarms.firing() : [];
   const last = await ctx.v2.query<{ last_gate_at: Date }>(
-    `SELECT last_gate_at FROM ${ctl(ctx)}.cutover_state WHERE id = 1`,
+    `SELECT last_gate_at FROM ${controlSchema(ctx.config)}.cutover_state WHERE id = 1`,
   );
   const since = last.rows[0]?.last_gate_at ?? new Date(Date.now() - 3_600_000);
   const drift = await verifyTouchedWindows(ctx, since);
-  await ctx.v2.query(`UPDATE ${ctl(ctx)}.cutover_state SET last_gate_at = now() WHERE id = 1`);
+  await ctx.v2.query(
+    `UPDATE ${controlSchema(ctx.config)}.cutover_state SET last_gate_at = now() WHERE id = 1`,
+  );
   const alarms = firing.map((a) => ({ name: a.name, reason: a.reason }));
   const driftWindows = drift.mismatches.map((m) => ({ table: m.table, windowId: m.windowId }));
   const reason =
@@ -170,7 +170,7 @@ export async function completeCutover(ctx: MigrationContext): Promise<CutoverSta
   if (status.percentage !== 100)
     throw new GuardRefusedError('Completing the cutover', [`traffic is at ${status.percentage} %`]);
   await ctx.v2.query(
-    `UPDATE ${ctl(ctx)}.cutover_state SET status = 'complete', updated_at = now() WHERE id = 1`,
+    `UPDATE ${controlSchema(ctx.config)}.cutover_state SET status = 'complete', updated_at = now() WHERE id = 1`,
   );
   await endPhase(ctx, 'CUTOVER', { percentage: 100, reachedFullAt: status.reachedFullAt });
   return cutoverStatus(ctx);
@@ -182,9 +182,10 @@ export async function setCutoverHeld(ctx: MigrationContext, held: boolean): Prom
   const from = held ? 'running' : 'held';
   if (status.status !== from)
     throw new GuardRefusedError(held ? 'Hold' : 'Resume', [`the cutover is ${status.status}`]);
-  await ctx.v2.query(`UPDATE ${ctl(ctx)}.cutover_state SET status = $1, updated_at = now() WHERE id = 1`, [
-    held ? 'held' : 'running',
-  ]);
+  await ctx.v2.query(
+    `UPDATE ${controlSchema(ctx.config)}.cutover_state SET status = $1, updated_at = now() WHERE id = 1`,
+    [held ? 'held' : 'running'],
+  );
   await auditEvent(ctx, held ? 'cutover.held' : 'cutover.resumed', {
     level: status.level,
     percentage: status.percentage,
@@ -209,7 +210,7 @@ export async function rollback(
   options: { reason: string; force?: boolean },
 ): Promise<RollbackResult> {
   const cleanup = await ctx.v2.query<{ dual_write_stopped_at: Date | null }>(
-    `SELECT dual_write_stopped_at FROM ${ctl(ctx)}.cleanup_state WHERE id = 1`,
+    `SELECT dual_write_stopped_at FROM ${controlSchema(ctx.config)}.cleanup_state WHERE id = 1`,
   );
   const stoppedAt = cleanup.rows[0]?.dual_write_stopped_at;
   if (stoppedAt && !options.force) {
@@ -240,7 +241,7 @@ export async function rollback(
   if (!stoppedAt)
     await setParameter(ctx, 'dualWrite', 'on', `rollback: ${options.reason} (V1 stays the source of truth)`);
   await ctx.v2.query(
-    `UPDATE ${ctl(ctx)}.cutover_state SET status = 'rolled-back', percentage = 0, level = -1, updated_at = now() WHERE id = 1`,
+    `UPDATE ${controlSchema(ctx.config)}.cutover_state SET status = 'rolled-back', percentage = 0, level = -1, updated_at = now() WHERE id = 1`,
   );
   // A cutover in progress ends here; a later run of the Cutover state machine starts it anew.
   if ((await phaseStates(ctx)).find((s) => s.phase === 'CUTOVER')?.status === 'running') {

@@ -1,5 +1,5 @@
 import { Pool, type PoolClient, type PoolConfig } from 'pg';
-import type { DatabaseConfig } from './config';
+import type { DatabaseConfig, MigrationConfig } from './config';
 import { DatabaseConnectionError, TransientDatabaseError } from './errors';
 
 /** Credentials resolved from Secrets Manager for a `secretArn` database (see adapters/aws/secrets). */
@@ -22,6 +22,11 @@ export function ident(name: string): string {
  */
 export function literal(value: string): string {
   return `'${value.replace(/'/g, "''")}'`;
+}
+
+/** The control schema (migration state, windows, verification results), quoted. */
+export function controlSchema(config: Pick<MigrationConfig, 'schemas'>): string {
+  return ident(config.schemas.control);
 }
 
 /** A URL or connection description with the password removed, safe to log. */

@@ -1,6 +1,6 @@
 import type { Pool } from 'pg';
 import type { MigrationConfig } from './config';
-import { ident } from './db';
+import { controlSchema } from './db';
 import { MigrationLockedError, PhaseOrderError } from './errors';
 import { migrate, projectMigrationSets } from './migrator';
 import { parameterNames, type ParameterPort } from '../ports/parameters';
@@ -23,19 +23,16 @@ export interface MigrationContext {
   actor: string;
 }
 
-const ctl = (ctx: Pick<MigrationContext, 'config'>) => ident(ctx.config.schemas.control);
-
 /** Records one change in the audit log, with who or what triggered it. */
 export async function auditEvent(
   ctx: Pick<MigrationContext, 'v2' | 'config' | 'actor'>,
   action: string,
   details: Record<string, unknown> = {},
 ): Promise<void> {
-  await ctx.v2.query(`INSERT INTO ${ctl(ctx)}.audit_log (actor, action, details) VALUES ($1, $2, $3)`, [
-    ctx.actor,
-    action,
-    JSON.stringify(details),
-  ]);
+  await ctx.v2.query(
+    `INSERT INTO ${controlSchema(ctx.config)}.audit_log (actor, action, details) VALUES ($1, $2, $3)`,
+    [ctx.actor, action, JSON.stringify(details)],
+  );
 }
 
 /** Sets a runtime parameter and audits the change (from, to, why). No-op when unchanged. */
@@ -68,7 +65,7 @@ export async function readParameter(
 export async function acquireLock(ctx: MigrationContext): Promise<void> {
   await ensureControlSchema(ctx);
   const { rows } = await ctx.v2.query(
-    `UPDATE ${ctl(ctx)}.migration_lock
+    `UPDATE ${controlSchema(ctx.config)}.migration_lock
         SET holder = $1, acquired_at = CASE WHEN holder = $1 THEN acquired_at ELSE now() END,
             expires_at = now() + make_interval(mins => $2)
       WHERE id = 1 AND (holder IS NULL OR holder = $1 OR expires_at < now())
@@ -77,7 +74,7 @@ export async function acquireLock(ctx: MigrationContext): Promise<void> {
   );
   if (rows.length === 0) {
     const held = await ctx.v2.query<{ holder: string; acquired_at: Date }>(
-      `SELECT holder, acquired_at FROM ${ctl(ctx)}.migration_lock WHERE id = 1`,
+      `SELECT holder, acquired_at FROM ${controlSchema(ctx.config)}.migration_lock WHERE id = 1`,
     );
     throw new MigrationLockedError(held.rows[0].holder, held.rows[0].acquired_at, ctx.actor);
   }
@@ -85,7 +82,7 @@ export async function acquireLock(ctx: MigrationContext): Promise<void> {
 
 export async function releaseLock(ctx: MigrationContext): Promise<void> {
   await ctx.v2.query(
-    `UPDATE ${ctl(ctx)}.migration_lock SET holder = NULL, acquired_at = NULL, expires_at = NULL WHERE id = 1 AND holder = $1`,
+    `UPDATE ${controlSchema(ctx.config)}.migration_lock SET holder = NULL, acquired_at = NULL, expires_at = NULL WHERE id = 1 AND holder = $1`,
     [ctx.actor],
   );
 }
@@ -131,7 +128,7 @@ export async function phaseStates(ctx: MigrationContext): Promise<PhaseState[]> 
     error: string | null;
   }>(
     `SELECT DISTINCT ON (phase) phase, status, started_at, finished_at, error
-       FROM ${ctl(ctx)}.phase_runs ORDER BY phase, started_at DESC, id DESC`,
+       FROM ${controlSchema(ctx.config)}.phase_runs ORDER BY phase, started_at DESC, id DESC`,
   );
   const latest = new Map(rows.map((r) => [r.phase, r]));
   return PHASES.map((phase) => {
@@ -173,12 +170,12 @@ export async function nextPhase(ctx: MigrationContext): Promise<Phase | null> {
 export async function beginPhase(ctx: MigrationContext, phase: Phase): Promise<void> {
   await assertCanStart(ctx, phase);
   await ensureControlSchema(ctx);
-  await ctx.v2.query(`INSERT INTO ${ctl(ctx)}.phase_runs (phase, status, actor) VALUES ($1, 'running', $2)`, [
-    phase,
-    ctx.actor,
-  ]);
   await ctx.v2.query(
-    `UPDATE ${ctl(ctx)}.migration_state SET phase = $1, status = 'running', updated_at = now() WHERE id = 1`,
+    `INSERT INTO ${controlSchema(ctx.config)}.phase_runs (phase, status, actor) VALUES ($1, 'running', $2)`,
+    [phase, ctx.actor],
+  );
+  await ctx.v2.query(
+    `UPDATE ${controlSchema(ctx.config)}.migration_state SET phase = $1, status = 'running', updated_at = now() WHERE id = 1`,
     [phase],
   );
   await auditEvent(ctx, 'phase.started', { phase });
@@ -192,13 +189,14 @@ async function closePhase(
   error?: string,
 ) {
   await ctx.v2.query(
-    `UPDATE ${ctl(ctx)}.phase_runs SET status = $2, finished_at = now(), result = $3, error = $4
-      WHERE id = (SELECT id FROM ${ctl(ctx)}.phase_runs WHERE phase = $1 ORDER BY started_at DESC, id DESC LIMIT 1)`,
+    `UPDATE ${controlSchema(ctx.config)}.phase_runs SET status = $2, finished_at = now(), result = $3, error = $4
+      WHERE id = (SELECT id FROM ${controlSchema(ctx.config)}.phase_runs WHERE phase = $1 ORDER BY started_at DESC, id DESC LIMIT 1)`,
     [phase, status, JSON.stringify(result ?? null), error ?? null],
   );
-  await ctx.v2.query(`UPDATE ${ctl(ctx)}.migration_state SET status = $1, updated_at = now() WHERE id = 1`, [
-    status,
-  ]);
+  await ctx.v2.query(
+    `UPDATE ${controlSchema(ctx.config)}.migration_state SET status = $1, updated_at = now() WHERE id = 1`,
+    [status],
+  );
   await auditEvent(ctx, `phase.${status}`, { phase, ...(error ? { error } : {}) });
 }
 

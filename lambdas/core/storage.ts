@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from './config';
-import { ident, literal, withTransaction } from './db';
+import { controlSchema, ident, literal, withTransaction } from './db';
 import { STORED_DIGEST, storedDigestExpression } from './digest';
 import { StorageSetupError } from './errors';
 import { SQL_DIR } from './migrator';
@@ -70,7 +70,7 @@ export async function setupTelemetryStorage(
   config: Pick<MigrationConfig, 'telemetryStorage' | 'schemas'>,
   options: { isTimescaleAvailable?: (v2: Pool) => Promise<boolean>; now?: Date } = {},
 ): Promise<StorageResult> {
-  const control = ident(config.schemas.control);
+  const control = controlSchema(config);
   const recorded = await v2.query<{ kind: TelemetryStorageKind; reason: string }>(
     `SELECT kind, reason FROM ${control}.telemetry_storage WHERE id = 1`,
   );

@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from './config';
-import { ident, withTransaction } from './db';
+import { controlSchema, ident, withTransaction } from './db';
 import { insertFromStaging, insertTemplatesFromStaging, stagingColumns, streamWindow } from './backfill';
 import { MigrationError, VerificationFailedError, WindowNotFoundError } from './errors';
 import { STORED_DIGEST, rowDigest, typed, verifiedColumns } from './digest';
@@ -31,8 +31,6 @@ export interface VerifyDeps {
   v2: Pool;
   config: MigrationConfig;
 }
-
-const control = (config: MigrationConfig) => ident(config.schemas.control);
 
 /** The key the windows split on, on each side. */
 function keyExpressions(table: MappedTable, side: 'v1' | 'v2'): { ts?: string; id: string } {
@@ -211,7 +209,7 @@ const onClient = <T>(pool: Pool, fn: (c: PoolClient) => Promise<T>): Promise<T> 
 async function loadWindows(v2: Pool, config: MigrationConfig, ids: number[]): Promise<WindowRow[]> {
   const { rows } = await v2.query<WindowRow>(
     `SELECT id::int AS id, table_name, seq, lower_bound, upper_bound, expected_rows::int AS expected_rows, status, attempts
-       FROM ${control(config)}.windows WHERE id = ANY($1::bigint[]) ORDER BY seq`,
+       FROM ${controlSchema(config)}.windows WHERE id = ANY($1::bigint[]) ORDER BY seq`,
     [ids],
   );
   if (rows.length !== ids.length) {
@@ -276,7 +274,7 @@ export interface StartOptions {
 /** Windows changed since `since`: their V1 rows were created or updated after it, or they are open-ended. */
 async function touchedWindows(deps: VerifyDeps, since: Date): Promise<Set<number>> {
   const { v1, v2, config } = deps;
-  const ctl = control(config);
+  const ctl = controlSchema(config);
   const touched = new Set<number>();
   const windows = (
     await v2.query<WindowRow>(
@@ -331,7 +329,7 @@ export async function startVerification(
   options: StartOptions = {},
 ): Promise<{ runId: number; slices: number; windows: number }> {
   const { v2, config } = deps;
-  const ctl = control(config);
+  const ctl = controlSchema(config);
   const all = (
     await v2.query<{ id: string; table_name: MappedTable }>(
       `SELECT id, table_name FROM ${ctl}.windows ORDER BY table_name, seq`,
@@ -374,7 +372,7 @@ export async function verifySlice(
   deps: VerifyDeps,
   sliceId: number,
 ): Promise<{ windows: number; mismatched: number }> {
-  const ctl = control(deps.config);
+  const ctl = controlSchema(deps.config);
   const slice = await deps.v2.query<{ run_id: string; window_ids: string[]; status: string }>(
     `SELECT run_id, window_ids, status FROM ${ctl}.verification_slices WHERE id = $1`,
     [sliceId],
@@ -417,7 +415,7 @@ async function recordResults(
   repairAttempts = 0,
 ): Promise<void> {
   await db.query(
-    `INSERT INTO ${control(config)}.verification_windows
+    `INSERT INTO ${controlSchema(config)}.verification_windows
        (run_id, window_id, v1_rows, v2_rows, v1_checksum, v2_checksum, matched, repair_attempts)
      SELECT $1, w, a, b, ca::numeric, cb::numeric, m, $8
        FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::boolean[]) AS u(w, a, b, ca, cb, m)
@@ -451,7 +449,7 @@ export async function verificationProgress(
   config: MigrationConfig,
   runId: number,
 ): Promise<VerificationProgress> {
-  const ctl = control(config);
+  const ctl = controlSchema(config);
   const s = await v2.query<{ n: string; done: string }>(
     `SELECT count(*) AS n, count(*) FILTER (WHERE status = 'done') AS done FROM ${ctl}.verification_slices WHERE run_id = $1`,
     [runId],
@@ -671,7 +669,7 @@ export async function runTotals(
   config: MigrationConfig,
   runId: number,
 ): Promise<Record<string, TableTotals>> {
-  const ctl = control(config);
+  const ctl = controlSchema(config);
   const { rows } = await v2.query<{
     table_name: string;
     windows: number;
@@ -711,7 +709,7 @@ export async function runTotals(
 async function mismatchedWindows(deps: VerifyDeps, runId: number): Promise<WindowRow[]> {
   const { rows } = await deps.v2.query<WindowRow>(
     `SELECT w.id::int AS id, w.table_name, w.seq, w.lower_bound, w.upper_bound, w.expected_rows::int AS expected_rows, w.status, w.attempts
-       FROM ${control(deps.config)}.verification_windows v JOIN ${control(deps.config)}.windows w ON w.id = v.window_id
+       FROM ${controlSchema(deps.config)}.verification_windows v JOIN ${controlSchema(deps.config)}.windows w ON w.id = v.window_id
       WHERE v.run_id = $1 AND NOT v.matched ORDER BY w.table_name, w.seq`,
     [runId],
   );
@@ -724,7 +722,7 @@ export async function buildReport(
   runId: number,
   options: { sampleSize?: number } = {},
 ): Promise<VerificationReport> {
-  const ctl = control(deps.config);
+  const ctl = controlSchema(deps.config);
   const run = await deps.v2.query<{ scope: 'full' | 'incremental' }>(
     `SELECT scope FROM ${ctl}.verification_runs WHERE id = $1`,
     [runId],
@@ -753,7 +751,7 @@ export async function buildReport(
 /** Records a run's outcome and report. */
 export async function finishVerification(deps: VerifyDeps, report: VerificationReport): Promise<void> {
   await deps.v2.query(
-    `UPDATE ${control(deps.config)}.verification_runs SET status = $2, finished_at = now(), report = $3 WHERE id = $1`,
+    `UPDATE ${controlSchema(deps.config)}.verification_runs SET status = $2, finished_at = now(), report = $3 WHERE id = $1`,
     [report.runId, report.clean ? 'passed' : 'failed', JSON.stringify(report)],
   );
 }
@@ -847,7 +845,7 @@ export async function repairRun(
  * window, as an incremental run recorded like any other. No repair: drift fails the gate.
  */
 export async function verifyTouchedWindows(deps: VerifyDeps, since: Date): Promise<VerificationReport> {
-  const ctl = control(deps.config);
+  const ctl = controlSchema(deps.config);
   const touched = [...(await touchedWindows(deps, since))];
   const run = await deps.v2.query<{ id: string }>(
     `INSERT INTO ${ctl}.verification_runs (scope, since) VALUES ('incremental', $1) RETURNING id`,

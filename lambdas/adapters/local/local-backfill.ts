@@ -1,4 +1,4 @@
-import { ident } from '../../core/db';
+import { controlSchema } from '../../core/db';
 import { BackfillFailedError } from '../../core/errors';
 import {
   backfillProgress,
@@ -29,7 +29,7 @@ export interface LocalBackfillOptions {
 /** Puts windows marked queued or running, but with no message left, back to pending. */
 async function requeueOrphans(deps: BackfillDeps): Promise<number> {
   const { rowCount } = await deps.v2.query(
-    `UPDATE ${ident(deps.config.schemas.control)}.windows SET status = 'pending' WHERE status IN ('queued', 'running')`,
+    `UPDATE ${controlSchema(deps.config)}.windows SET status = 'pending' WHERE status IN ('queued', 'running')`,
   );
   return rowCount ?? 0;
 }
