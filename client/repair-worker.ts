@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import { z } from 'zod';
-import { InvalidMessageError, MigrationError, RepairRowError } from '../lambdas/core/errors';
+import { parseMessageBody } from '../lambdas/core/config';
+import { MigrationError, RepairRowError } from '../lambdas/core/errors';
 import type { BatchHandler, QueueRecord } from '../lambdas/ports/queue';
 import { CLIENT_TABLES, parseId, readV1Row, type ClientTable } from './v1-rows';
 import {
@@ -37,20 +38,7 @@ export function repairMessage(table: ClientTable, id: string): string {
 
 /** Parses a queue body; a malformed one gets InvalidMessageError (it fails only its own record). */
 export function parseRepairMessage(body: string): RepairMessage {
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch {
-    throw new InvalidMessageError('body is not JSON', body);
-  }
-  const result = repairMessageSchema.safeParse(json);
-  if (!result.success) {
-    throw new InvalidMessageError(
-      result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '),
-      body,
-    );
-  }
-  return result.data;
+  return parseMessageBody(repairMessageSchema, body);
 }
 
 /** What the repair needs: both databases, and where the rows live. */

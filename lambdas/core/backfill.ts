@@ -2,10 +2,9 @@ import { pipeline } from 'node:stream/promises';
 import type { Pool, PoolClient } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { z } from 'zod';
-import type { MigrationConfig } from './config';
+import { parseMessageBody, type MigrationConfig } from './config';
 import { controlSchema, ident, isTransient } from './db';
 import {
-  InvalidMessageError,
   MigrationError,
   ParentRowsMissingError,
   TransientDatabaseError,
@@ -50,20 +49,7 @@ export type WorkMessage = z.infer<typeof workMessageSchema>;
 
 /** Parses a queue body; a malformed one gets InvalidMessageError (it will end in the DLQ). */
 export function parseWorkMessage(body: string): WorkMessage {
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch {
-    throw new InvalidMessageError('body is not JSON', body);
-  }
-  const result = workMessageSchema.safeParse(json);
-  if (!result.success) {
-    throw new InvalidMessageError(
-      result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '),
-      body,
-    );
-  }
-  return result.data;
+  return parseMessageBody(workMessageSchema, body);
 }
 
 // ---------------------------------------------------------------------------------------------

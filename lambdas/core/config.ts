@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ConfigError } from './errors';
+import { ConfigError, InvalidMessageError } from './errors';
 
 /** A PostgreSQL identifier we are willing to quote into SQL (schema names from config). */
 const identifier = z
@@ -208,6 +208,27 @@ export function describeIssues(error: z.ZodError): { field: string; problem: str
     field: issue.path.map(String).join('.'),
     problem: issue.message,
   }));
+}
+
+/**
+ * Parses a queue message body as JSON of `schema`'s shape; a malformed one gets
+ * InvalidMessageError naming each bad field (it fails only its own record).
+ */
+export function parseMessageBody<S extends z.ZodType>(schema: S, body: string): z.infer<S> {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    throw new InvalidMessageError('body is not JSON', body);
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) {
+    throw new InvalidMessageError(
+      result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '),
+      body,
+    );
+  }
+  return result.data;
 }
 
 /** Validates a configuration object; throws ConfigError naming every bad field. */
