@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import { z } from 'zod';
 import { parseMessageBody } from '../lambdas/core/config';
 import { MigrationError, RepairRowError } from '../lambdas/core/errors';
-import type { BatchHandler, QueueRecord } from '../lambdas/ports/queue';
+import { recordByRecord, type BatchHandler, type QueueRecord } from '../lambdas/ports/queue';
 import { CLIENT_TABLES, parseId, readV1Row, type ClientTable } from './v1-rows';
 import {
   clientSettings,
@@ -116,18 +116,11 @@ export interface RepairHooks {
  */
 export function repairBatchHandler(deps: RepairDeps, hooks: RepairHooks = {}): BatchHandler {
   resolve(deps);
-  return async (records) => {
-    const batchItemFailures: { itemIdentifier: string }[] = [];
-    for (const record of records) {
-      try {
-        const message = parseRepairMessage(record.body);
-        const result = await repairRow(deps, message.table, message.id);
-        hooks.onRepaired?.(record, result);
-      } catch (error) {
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-        hooks.onError?.(record, error as Error);
-      }
-    }
-    return { batchItemFailures };
-  };
+  return recordByRecord(
+    async (record) => {
+      const message = parseRepairMessage(record.body);
+      return repairRow(deps, message.table, message.id);
+    },
+    { onDone: hooks.onRepaired, onError: hooks.onError },
+  );
 }

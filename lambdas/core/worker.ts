@@ -1,4 +1,4 @@
-import type { BatchHandler, QueueRecord } from '../ports/queue';
+import { recordByRecord, type BatchHandler, type QueueRecord } from '../ports/queue';
 import { copyWindow, parseWorkMessage, type BackfillDeps, type CopyResult } from './backfill';
 import { verifySlice } from './verify';
 
@@ -27,24 +27,7 @@ export async function handleWorkMessage(
   return { type: 'verify-slice', sliceId: message.sliceId, ...(await verifySlice(deps, message.sliceId)) };
 }
 
-/**
- * The worker as a batch handler with SQS partial batch responses: each record is handled on
- * its own, and only the failed ones are reported back for redelivery, so a bad message never
- * disturbs the others of its batch.
- */
+/** The worker as a batch handler with SQS partial batch responses (see recordByRecord). */
 export function workerBatchHandler(deps: BackfillDeps, hooks: WorkerHooks = {}): BatchHandler {
-  return async (records) => {
-    const batchItemFailures: { itemIdentifier: string }[] = [];
-    for (const record of records) {
-      try {
-        // Not `onDone?.(record, await …)`: an absent hook would skip evaluating the work itself.
-        const result = await handleWorkMessage(deps, record.body, record.receiveCount);
-        hooks.onDone?.(record, result);
-      } catch (error) {
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-        hooks.onError?.(record, error as Error);
-      }
-    }
-    return { batchItemFailures };
-  };
+  return recordByRecord((record) => handleWorkMessage(deps, record.body, record.receiveCount), hooks);
 }

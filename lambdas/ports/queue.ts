@@ -28,3 +28,31 @@ export interface BatchResult {
 
 /** What a worker is: the same function the SQS-triggered Lambda calls. */
 export type BatchHandler = (records: QueueRecord[]) => Promise<BatchResult>;
+
+/**
+ * A batch handler with SQS partial batch responses: each record is handled on its own, and
+ * only the records whose `handle` (or `onDone`) threw are reported back for redelivery, so a
+ * bad message never disturbs the others of its batch.
+ */
+export function recordByRecord<T>(
+  handle: (record: QueueRecord) => Promise<T>,
+  hooks: {
+    onDone?: (record: QueueRecord, result: T) => void;
+    onError?: (record: QueueRecord, error: Error) => void;
+  } = {},
+): BatchHandler {
+  return async (records) => {
+    const batchItemFailures: { itemIdentifier: string }[] = [];
+    for (const record of records) {
+      try {
+        // Not `onDone?.(record, await …)`: an absent hook would skip evaluating the work itself.
+        const result = await handle(record);
+        hooks.onDone?.(record, result);
+      } catch (error) {
+        batchItemFailures.push({ itemIdentifier: record.messageId });
+        hooks.onError?.(record, error as Error);
+      }
+    }
+    return { batchItemFailures };
+  };
+}
