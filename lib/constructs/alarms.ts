@@ -110,28 +110,19 @@ export class MigrationAlarms extends Construct {
     if (props.email) this.topic.addSubscription(new subs.EmailSubscription(props.email));
 
     this.alarms.push(
-      props.deadLetterQueue
-        .metricApproximateNumberOfMessagesVisible({ period: ALARM_PERIOD, statistic: 'Maximum' })
-        .createAlarm(this, 'DeadLetterQueueDepth', {
-          alarmDescription: 'Backfill windows failed for good and are in the DLQ',
-          threshold: 0,
-          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-          evaluationPeriods: 1,
-          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-        }),
+      this.queueNotEmpty(
+        props.deadLetterQueue,
+        'DeadLetterQueueDepth',
+        'Backfill windows failed for good and are in the DLQ',
+      ),
     );
     if (props.repairDeadLetterQueue) {
       this.alarms.push(
-        props.repairDeadLetterQueue
-          .metricApproximateNumberOfMessagesVisible({ period: ALARM_PERIOD, statistic: 'Maximum' })
-          .createAlarm(this, 'RepairDeadLetterQueueDepth', {
-            alarmDescription:
-              'Rows whose V2 dual write failed could not be repaired and are in the repair DLQ',
-            threshold: 0,
-            comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluationPeriods: 1,
-            treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-          }),
+        this.queueNotEmpty(
+          props.repairDeadLetterQueue,
+          'RepairDeadLetterQueueDepth',
+          'Rows whose V2 dual write failed could not be repaired and are in the repair DLQ',
+        ),
       );
     }
     this.alarms.push(
@@ -219,17 +210,26 @@ export class MigrationAlarms extends Construct {
         maxEventAge: Duration.hours(24),
       }),
     );
-    const failedStartsAlarm = failedStarts
+    const failedStartsAlarm = this.queueNotEmpty(
+      failedStarts,
+      'RollbackStartFailed',
+      'The automatic rollback could not be started: roll back from the console NOW',
+    );
+    failedStartsAlarm.addAlarmAction(new cwActions.SnsAction(this.topic));
+    return this.rollbackRule;
+  }
+
+  /** An alarm that fires as soon as `queue` holds a message (a dead-letter queue). */
+  private queueNotEmpty(queue: sqs.IQueue, id: string, description: string): cloudwatch.Alarm {
+    return queue
       .metricApproximateNumberOfMessagesVisible({ period: ALARM_PERIOD, statistic: 'Maximum' })
-      .createAlarm(this, 'RollbackStartFailed', {
-        alarmDescription: 'The automatic rollback could not be started: roll back from the console NOW',
+      .createAlarm(this, id, {
+        alarmDescription: description,
         threshold: 0,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         evaluationPeriods: 1,
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
-    failedStartsAlarm.addAlarmAction(new cwActions.SnsAction(this.topic));
-    return this.rollbackRule;
   }
 
   private createTopic(): sns.Topic {

@@ -37,6 +37,37 @@ const custom = (metricName: string, service: string, statistic: string, label: s
     label,
   });
 
+/** A queue's depth (and messages in flight, when labelled) on the left, its DLQ's on the right. */
+const queueDepth = (
+  title: string,
+  queue: sqs.IQueue,
+  deadLetterQueue: sqs.IQueue,
+  width: number,
+  labels: { queued: string; inFlight?: string; deadLetters: string },
+) =>
+  new cloudwatch.GraphWidget({
+    title,
+    left: [
+      queue.metricApproximateNumberOfMessagesVisible({ period: DASHBOARD_PERIOD, label: labels.queued }),
+      ...(labels.inFlight
+        ? [
+            queue.metricApproximateNumberOfMessagesNotVisible({
+              period: DASHBOARD_PERIOD,
+              label: labels.inFlight,
+            }),
+          ]
+        : []),
+    ],
+    right: [
+      deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+        period: DASHBOARD_PERIOD,
+        statistic: 'Maximum',
+        label: labels.deadLetters,
+      }),
+    ],
+    width,
+  });
+
 /**
  * One page for the migration: backfill progress (windows done and failed, rows copied,
  * throughput), queue and DLQ depth, V2 read-traffic percentage, verification mismatches,
@@ -83,23 +114,10 @@ export class MigrationDashboard extends Construct {
         right: [throughput],
         width: 8,
       }),
-      new cloudwatch.GraphWidget({
-        title: 'Worker queue and DLQ depth',
-        left: [
-          props.queue.metricApproximateNumberOfMessagesVisible({ period: DASHBOARD_PERIOD, label: 'Queued' }),
-          props.queue.metricApproximateNumberOfMessagesNotVisible({
-            period: DASHBOARD_PERIOD,
-            label: 'In flight',
-          }),
-        ],
-        right: [
-          props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
-            period: DASHBOARD_PERIOD,
-            statistic: 'Maximum',
-            label: 'DLQ (failed windows)',
-          }),
-        ],
-        width: 8,
+      queueDepth('Worker queue and DLQ depth', props.queue, props.deadLetterQueue, 8, {
+        queued: 'Queued',
+        inFlight: 'In flight',
+        deadLetters: 'DLQ (failed windows)',
       }),
     );
     this.dashboard.addWidgets(
@@ -132,22 +150,9 @@ export class MigrationDashboard extends Construct {
           ],
           width: 12,
         }),
-        new cloudwatch.GraphWidget({
-          title: 'Repair queue and DLQ depth',
-          left: [
-            props.repair.queue.metricApproximateNumberOfMessagesVisible({
-              period: DASHBOARD_PERIOD,
-              label: 'Queued repairs',
-            }),
-          ],
-          right: [
-            props.repair.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
-              period: DASHBOARD_PERIOD,
-              statistic: 'Maximum',
-              label: 'Repair DLQ (failed repairs)',
-            }),
-          ],
-          width: 12,
+        queueDepth('Repair queue and DLQ depth', props.repair.queue, props.repair.deadLetterQueue, 12, {
+          queued: 'Queued repairs',
+          deadLetters: 'Repair DLQ (failed repairs)',
         }),
       );
     }
