@@ -92,14 +92,26 @@ async function sideDigest(
   return rows[0]?.comment === STORED_DIGEST.version ? ident(STORED_DIGEST.column) : computed;
 }
 
-/** A slice's rows on one side: the tenant setting and the slice's range bound, and their filter. */
+/** A slice's rows on one side, in that side's snapshot transaction. */
+interface SliceScope {
+  client: PoolClient;
+  table: MappedTable;
+  windows: WindowRow[];
+  side: 'v1' | 'v2';
+  /** The table and the filter of the slice's rows. */
+  from: string;
+  /** The digest expression of a row. */
+  digest: string;
+}
+
+/** Sets the tenant and binds the slice's range on the side's transaction; the slice's scope. */
 async function sliceScope(
   client: PoolClient,
   config: MigrationConfig,
   table: MappedTable,
   windows: WindowRow[],
   side: 'v1' | 'v2',
-): Promise<{ from: string; digest: string }> {
+): Promise<SliceScope> {
   await client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
   const range = await bindWindow(
     client,
@@ -109,20 +121,17 @@ async function sliceScope(
   );
   const nativeOnly = side === 'v2' && MAPPINGS[table].windowKey !== 'id' ? ' AND legacy_id IS NOT NULL' : '';
   return {
+    client,
+    table,
+    windows,
+    side,
     from: `${sourceTable(table, config, side)} WHERE ${range}${nativeOnly}`,
     digest: await sideDigest(client, config, table, side),
   };
 }
 
 /** The count and checksum of a whole slice on one side: one aggregate, no grouping. */
-async function sliceTotal(
-  client: PoolClient,
-  config: MigrationConfig,
-  table: MappedTable,
-  windows: WindowRow[],
-  side: 'v1' | 'v2',
-): Promise<WindowSums> {
-  const { from, digest } = await sliceScope(client, config, table, windows, side);
+async function sliceTotal({ client, from, digest }: SliceScope): Promise<WindowSums> {
   const { rows } = await client.query<{ n: string; s: string }>(
     `SELECT count(*) AS n, coalesce(sum(${digest}), 0)::text AS s FROM ${from}`,
   );
@@ -135,14 +144,14 @@ async function sliceTotal(
  * window, hashed into a few groups. The planner cannot know there are only a few: it would
  * sort every row by its window (spilling to disk), so sorting is off for the query.
  */
-async function windowSums(
-  client: PoolClient,
-  config: MigrationConfig,
-  table: MappedTable,
-  windows: WindowRow[],
-  side: 'v1' | 'v2',
-): Promise<Map<number, WindowSums>> {
-  const { from, digest } = await sliceScope(client, config, table, windows, side);
+async function windowSums({
+  client,
+  table,
+  windows,
+  side,
+  from,
+  digest,
+}: SliceScope): Promise<Map<number, WindowSums>> {
   await client.query(`SET LOCAL enable_sort = off`);
   const starts = windows.slice(1).map((w) => w.lower_bound as Bound);
   let sql: string;
@@ -232,17 +241,16 @@ export async function checkWindows(deps: VerifyDeps, windowIds: number[]): Promi
   const table = windows[0].table_name;
   const { config } = deps;
   return inSnapshots([deps.v1, deps.v2], async ([c1, c2]) => {
-    const [v1, v2] = await Promise.all([
-      sliceTotal(c1, config, table, windows, 'v1'),
-      sliceTotal(c2, config, table, windows, 'v2'),
+    // Each side's settings, range and digest, once for both passes.
+    const scopes = await Promise.all([
+      sliceScope(c1, config, table, windows, 'v1'),
+      sliceScope(c2, config, table, windows, 'v2'),
     ]);
+    const [v1, v2] = await Promise.all(scopes.map(sliceTotal));
     const matched = sumsEqual(v1, v2);
     if (windows.length === 1) return { v1, v2, matched, windows: [{ window: windows[0], v1, v2, matched }] };
     if (matched) return { v1, v2, matched, windows: windows.map((window) => ({ window, matched: true })) };
-    const [a, b] = await Promise.all([
-      windowSums(c1, config, table, windows, 'v1'),
-      windowSums(c2, config, table, windows, 'v2'),
-    ]);
+    const [a, b] = await Promise.all(scopes.map(windowSums));
     return {
       v1,
       v2,
