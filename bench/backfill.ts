@@ -19,12 +19,11 @@ import { z } from 'zod';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
 import { v1Projection, v2Columns } from '../lambdas/core/mapping';
 import { exitOnError, parseArgs } from '../bin/cli-args';
-import { benchEnv, log, seconds } from './support';
+import { benchEnv, log, seconds, sizeFlags } from './support';
 
 const flags = z
   .object({
-    rows: z.coerce.number().int().min(1000).default(1_000_000),
-    devices: z.coerce.number().int().min(1).default(1000),
+    ...sizeFlags,
     guideSeconds: z.coerce.number().min(1).default(60),
   })
   .strict();

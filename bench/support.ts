@@ -1,10 +1,17 @@
 import { Pool } from 'pg';
+import { z } from 'zod';
 import { startLocalPostgres, type LocalPostgres } from '../lambdas/adapters/local/embedded-pg';
 import { LocalBackup } from '../lambdas/adapters/local/pg-backup';
 import { applyV1Schema, generateV1 } from '../lambdas/adapters/local/v1-generator';
 import { parseConfig, type MigrationConfig, type MigrationConfigInput } from '../lambdas/core/config';
 import { APPLICATION_NAME } from '../lambdas/core/db';
 import { runPrepare } from '../lambdas/core/prepare';
+
+/** The flags every benchmark's V1 takes: its telemetry rows and devices. */
+export const sizeFlags = {
+  rows: z.coerce.number().int().min(1000).default(1_000_000),
+  devices: z.coerce.number().int().min(1).default(1000),
+};
 
 export interface BenchEnv {
   pg: LocalPostgres;

@@ -14,12 +14,11 @@ import { z } from 'zod';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
 import { runVerificationLocally } from '../lambdas/adapters/local/local-verify';
 import { exitOnError, parseArgs } from '../bin/cli-args';
-import { benchEnv, log, seconds } from './support';
+import { benchEnv, log, seconds, sizeFlags } from './support';
 
 const flags = z
   .object({
-    rows: z.coerce.number().int().min(1000).default(1_000_000),
-    devices: z.coerce.number().int().min(1).default(1000),
+    ...sizeFlags,
     repeat: z.coerce.number().int().min(1).max(10).default(3),
   })
   .strict();
