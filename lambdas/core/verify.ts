@@ -670,7 +670,7 @@ export interface TableTotals {
 
 /**
  * Per table, a run's windows checked and mismatched and its rows and checksums on each side:
- * the windows counted on their own, plus the totals of the slices that matched as a whole.
+ * the windows counted on their own, plus the totals of the slices whose windows were not.
  */
 export async function runTotals(
   v2: Pool,
@@ -694,8 +694,14 @@ export async function runTotals(
                FROM ${ctl}.verification_windows v JOIN ${ctl}.windows w ON w.id = v.window_id
               WHERE v.run_id = $1
              UNION ALL
-             SELECT table_name, 0, 0, v1_rows, v2_rows, v1_checksum, v2_checksum
-               FROM ${ctl}.verification_slices WHERE run_id = $1 AND matched) t
+             SELECT s.table_name, 0, 0, s.v1_rows, s.v2_rows, s.v1_checksum, s.v2_checksum
+               FROM ${ctl}.verification_slices s
+              WHERE s.run_id = $1 AND s.matched
+                -- Only slices whose windows have no counts of their own (a one-window slice's
+                -- window has its counts, which are the slice's).
+                AND NOT EXISTS (SELECT 1 FROM ${ctl}.verification_windows v
+                                 WHERE v.run_id = s.run_id AND v.window_id = ANY (s.window_ids)
+                                   AND v.v1_rows IS NOT NULL)) t
       GROUP BY table_name`,
     [runId],
   );

@@ -3,7 +3,7 @@ import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfi
 import { runVerificationLocally } from '../../../lambdas/adapters/local/local-verify';
 import { STORED_DIGEST, rowDigest } from '../../../lambdas/core/digest';
 import { freshDatabases } from '../../support/pg';
-import { seedV1, testConfig } from '../../support/fixtures';
+import { rowCounts, seedV1, testConfig } from '../../support/fixtures';
 import { prepared } from '../../support/migration';
 
 const batch = { telemetryWindowRows: 500, entityWindowRows: 50, concurrency: 2, maxReceiveCount: 3 };
@@ -40,7 +40,10 @@ describe('the row digest stored with V2 telemetry', () => {
   const v1Digests = () =>
     digests(
       ctx.dbs.v1,
-      [`SET TimeZone = 'Asia/Kolkata'`, `SELECT set_config('migration.tenant_id', 'default_tenant_id', false)`],
+      [
+        `SET TimeZone = 'Asia/Kolkata'`,
+        `SELECT set_config('migration.tenant_id', 'default_tenant_id', false)`,
+      ],
       `SELECT id::text AS k, (${rowDigest('telemetry', 'v1')})::text AS d FROM device_data`,
     );
   const v2Stored = () =>
@@ -83,6 +86,27 @@ describe('the row digest stored with V2 telemetry', () => {
     await ctx.dbs.v2.query('DELETE FROM telemetry WHERE legacy_id > 900000');
   });
 
+  it('leaves report totals counting every row once, whether a slice holds one window or many', async () => {
+    const report = await runVerificationLocally(ctx.deps, { repair: false, sampleSize: 0 });
+    expect(report.clean).toBe(true);
+    // With 50-row entity windows the devices fit in one window: a one-window slice.
+    const single = await ctx.dbs.v2.query(
+      `SELECT DISTINCT table_name FROM migration_control.verification_slices WHERE run_id = $1 AND cardinality(window_ids) = 1`,
+      [report.runId],
+    );
+    expect(single.rows.map((r) => r.table_name)).toContain('devices');
+    const v1 = await rowCounts(ctx.dbs.v1, 'public');
+    const counted = Object.fromEntries(
+      Object.entries(report.tables).map(([table, t]) => [table, [t.v1Rows, t.v2Rows]]),
+    );
+    expect(counted).toEqual({
+      users: [v1.users, v1.users],
+      devices: [v1.devices, v1.devices],
+      telemetry: [v1.device_data, v1.device_data],
+      alerts: [v1.alerts, v1.alerts],
+    });
+  });
+
   it('follows every update of a V2 row', async () => {
     const before = await v2Stored();
     await ctx.dbs.v2.query(`UPDATE telemetry SET metrics = metrics || '{"x": 1}' WHERE legacy_id = 17`);
@@ -97,7 +121,11 @@ describe('the row digest stored with V2 telemetry', () => {
 
   it('is summed only when its comment names the current digest, else the rows are hashed', async () => {
     const verify = async () => {
-      const report = await runVerificationLocally(ctx.deps, { repair: false, sampleSize: 0, tables: ['telemetry'] });
+      const report = await runVerificationLocally(ctx.deps, {
+        repair: false,
+        sampleSize: 0,
+        tables: ['telemetry'],
+      });
       return { clean: report.clean, windows: report.tables.telemetry.mismatched };
     };
     expect(await verify()).toEqual({ clean: true, windows: 0 });
