@@ -54,7 +54,7 @@ export async function benchEnv(
     v2,
     config,
     actor: 'bench',
-    backup: new LocalBackup({ v1Url: pg.url('v1'), v1Schema: 'public', mode: 'template', directory: '/tmp' }),
+    backup: new LocalBackup({ v1Url: pg.url('v1'), v1Schema: 'public', mode: 'auto', directory: '/tmp' }),
   });
   await v1.query('VACUUM ANALYZE');
   return {

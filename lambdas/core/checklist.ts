@@ -44,6 +44,10 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
   const backup = await one<{ id: string; kind: string; location: string; verified_at: Date }>(
     `SELECT id, kind, location, verified_at FROM ${c}.backups WHERE verified_at IS NOT NULL ORDER BY verified_at LIMIT 1`,
   );
+  // The check of the backup (restored and compared, locally) as Phase 1 recorded it.
+  const backupCheck = await one<{ details: { restoreCheck?: unknown; snapshotAt?: string } }>(
+    `SELECT details FROM ${c}.audit_log WHERE action = 'backup.created' ORDER BY at LIMIT 1`,
+  );
   const schema = await one<{ n: string; last: Date }>(
     `SELECT count(*) AS n, max(applied_at) AS last FROM ${c}.schema_migrations`,
   );
@@ -89,7 +93,14 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
       item: 'backup created',
       done: Boolean(backup),
       at: iso(backup?.verified_at),
-      evidence: backup ? { kind: backup.kind, location: backup.location } : {},
+      evidence: backup
+        ? {
+            kind: backup.kind,
+            location: backup.location,
+            ...(backupCheck?.details.snapshotAt ? { snapshotAt: backupCheck.details.snapshotAt } : {}),
+            ...(backupCheck?.details.restoreCheck ? { restoreCheck: backupCheck.details.restoreCheck } : {}),
+          }
+        : {},
     },
     {
       item: 'V2 schema deployed',

@@ -38,7 +38,7 @@ export const databaseSchema = z.union([
 export type DatabaseConfig = z.infer<typeof databaseSchema>;
 
 export const TELEMETRY_STORAGE_MODES = ['auto', 'timescaledb', 'partitioned'] as const;
-export const BACKUP_MODES = ['auto', 'pg_dump', 'template', 'rds-snapshot', 'aurora-snapshot'] as const;
+export const BACKUP_MODES = ['auto', 'pg_dump', 'export', 'rds-snapshot', 'aurora-snapshot'] as const;
 
 export const DEFAULT_TENANT = {
   id: 'default_tenant_id',
@@ -131,7 +131,7 @@ export const configSchema = z
     backup: z
       .object({
         mode: z.enum(BACKUP_MODES).default('auto'),
-        /** Where pg_dump files go (local mode). */
+        /** Where local backups go (pg_dump archives or exports, a folder each). */
         directory: z.string().min(1).default('.rehearsal/backups'),
         rdsInstanceId: z.string().min(1).optional(),
         auroraClusterId: z.string().min(1).optional(),

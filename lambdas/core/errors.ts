@@ -476,3 +476,13 @@ export class RollbackRefusedError extends MigrationError {
     );
   }
 }
+
+/**
+ * A throw-away local PostgreSQL (embedded, or the TimescaleDB test server) cannot be started:
+ * the message says why and what to do.
+ */
+export class LocalPostgresError extends MigrationError {
+  constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, details, options);
+  }
+}

@@ -69,7 +69,7 @@ const actor = z.string().min(1).max(2048);
 const archive = z
   .object({
     id: z.string(),
-    kind: z.enum(['rds-snapshot', 'aurora-snapshot', 'pg_dump', 'template']),
+    kind: z.enum(['rds-snapshot', 'aurora-snapshot', 'pg_dump', 'export']),
     location: z.string(),
   })
   .strict();

@@ -1,14 +1,15 @@
 /**
  * The backup port: Phase 1 backs V1 up before anything else, and cleanup archives it. On AWS
  * an RDS instance or Aurora cluster snapshot (lambdas/adapters/aws/rds-backup.ts); locally a
- * `pg_dump` file or a `CREATE DATABASE … TEMPLATE` copy (lambdas/adapters/local/pg-backup.ts).
+ * `pg_dump` archive or a built-in export, both of one snapshot of a live V1
+ * (lambdas/adapters/local/pg-backup.ts).
  * Creating is split from waiting so a state machine can poll with a Wait state.
  */
 export interface BackupRef {
-  /** Snapshot identifier, dump file name or database name. */
+  /** Snapshot identifier or backup folder name. */
   id: string;
-  kind: 'rds-snapshot' | 'aurora-snapshot' | 'pg_dump' | 'template';
-  /** Where it is: ARN, file path or database name. */
+  kind: 'rds-snapshot' | 'aurora-snapshot' | 'pg_dump' | 'export';
+  /** Where it is: ARN or backup folder. */
   location: string;
 }
 

@@ -2,7 +2,7 @@ import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
 import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-workers';
 import { LocalStateMachines } from '../../lambdas/adapters/local/local-state-machines';
 import { MemoryParameters } from '../../lambdas/adapters/local/memory-parameters';
-import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
+import { testBackup } from '../support/migration';
 import { TransientDatabaseError } from '../../lambdas/core/errors';
 import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
 import { synthesizeDefinitions, type StateMachineDefinitions } from '../../lib/local-definitions';
@@ -41,7 +41,7 @@ async function environment(prefix: string) {
     parameters,
     alarms,
     queue: workers.queue,
-    backup: new LocalBackup({ v1Url: dbs.v1Url, v1Schema: 'public', mode: 'template', directory: '/tmp' }),
+    backup: testBackup(dbs),
   };
   const close = async () => {
     await workers.stop();

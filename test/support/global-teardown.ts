@@ -1,4 +1,9 @@
-/** Stops the run's PostgreSQL server, whether the tests passed or not. */
+import { rmSync } from 'node:fs';
+import { ENV } from './servers';
+
+/** Stops the run's servers and removes its backups, whether the tests passed or not. */
 export default async function globalTeardown(): Promise<void> {
-  await globalThis.__LOCAL_PG__?.stop();
+  await Promise.all((globalThis.__TEST_SERVERS__ ?? []).map((s) => s.stop()));
+  const backups = process.env[ENV.backupDir];
+  if (backups) rmSync(backups, { recursive: true, force: true });
 }

@@ -2,21 +2,28 @@ import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
 import type { MigrationConfig } from '../../lambdas/core/config';
 import { runPrepare } from '../../lambdas/core/prepare';
 import type { TestDatabases } from './pg';
+import { ENV } from './servers';
 
-/** Runs Phase 1 against a test database pair (template backup, partitioned telemetry). */
-export async function prepared(dbs: TestDatabases, config: MigrationConfig): Promise<void> {
-  await runPrepare({
-    v1: dbs.v1,
-    v2: dbs.v2,
-    config,
-    actor: 'test',
-    backup: new LocalBackup({
-      v1Url: dbs.v1Url,
-      v1Schema: config.schemas.v1,
-      mode: 'template',
-      directory: '/tmp',
-    }),
+/** The folder of this jest run's backups (made by global setup, removed by teardown). */
+export function testBackupDir(): string {
+  const dir = process.env[ENV.backupDir];
+  if (!dir) throw new Error(`${ENV.backupDir} is not set: run the tests through jest`);
+  return dir;
+}
+
+/** The local backup of a test V1, as the rehearsal makes it (pg_dump where it matches, else the export). */
+export function testBackup(dbs: Pick<TestDatabases, 'v1Url'>, config?: MigrationConfig): LocalBackup {
+  return new LocalBackup({
+    v1Url: dbs.v1Url,
+    v1Schema: config?.schemas.v1 ?? 'public',
+    mode: 'auto',
+    directory: testBackupDir(),
   });
+}
+
+/** Runs Phase 1 against a test database pair. */
+export async function prepared(dbs: TestDatabases, config: MigrationConfig) {
+  return runPrepare({ v1: dbs.v1, v2: dbs.v2, config, actor: 'test', backup: testBackup(dbs, config) });
 }
 
 /** A stable fingerprint of a V2 table's content (ids of telemetry excluded: they are surrogate). */

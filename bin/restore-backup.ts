@@ -1,0 +1,33 @@
+#!/usr/bin/env -S npx tsx
+/**
+ * `npm run backup:restore -- --backup <folder> --target-url postgres://…/<empty database>`
+ * Restores a local V1 backup (Phase 1's, or cleanup's archive; a folder under
+ * `.rehearsal/backups/` by default) into an existing, empty database: a pg_dump archive with
+ * pg_restore of its major version, a built-in export with nothing installed. Then prints every
+ * table's rows and whether they equal the backup's snapshot of V1.
+ */
+import { z } from 'zod';
+import { restoreAndCheck } from '../lambdas/adapters/local/pg-backup';
+import { exitOnError, parseArgs } from './cli-args';
+
+export const restoreFlags = z
+  .object({
+    backup: z.string().min(1, 'name the backup folder'),
+    targetUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
+  })
+  .strict();
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2), restoreFlags);
+  const result = await restoreAndCheck(args.backup, args.targetUrl);
+  for (const [table, f] of Object.entries(result.tables)) console.log(`${table.padEnd(24)} ${f.rows} rows`);
+  console.log(
+    result.differing.length === 0
+      ? `restored: every table equals V1 as of ${result.snapshotAt}`
+      : `restored, but it differs from the backup's snapshot: ${result.differing.join('; ')}`,
+  );
+  console.log(JSON.stringify({ ok: result.differing.length === 0, ...result }));
+  if (result.differing.length > 0) process.exit(1);
+}
+
+if (require.main === module) main().catch(exitOnError);
