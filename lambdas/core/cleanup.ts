@@ -11,6 +11,7 @@ import {
   type MigrationContext,
 } from './migration-state';
 import { waitForBackup } from './prepare';
+import { addCompressionPolicy } from './storage';
 import { cutoverStatus } from './cutover';
 import { countV1Rows, V1_TABLE_NAMES } from './v1-schema';
 import type { BackupRef } from '../ports/backup';
@@ -66,11 +67,15 @@ export async function startCleanup(ctx: MigrationContext): Promise<BackupRef> {
   return ref;
 }
 
-/** Checks the archive and renames the V1 tables in one transaction, recording their row counts. */
+/**
+ * Checks the archive and renames the V1 tables in one transaction, recording their row counts.
+ * Then, on TimescaleDB, adds the telemetry compression policy: nothing of the migration rewrites
+ * history any more (see addCompressionPolicy).
+ */
 export async function finishCleanup(
   ctx: MigrationContext,
   ref: BackupRef,
-): Promise<{ renamed: string[]; counts: Record<string, number> }> {
+): Promise<{ renamed: string[]; counts: Record<string, number>; compression: string }> {
   if (!ctx.backup) throw new GuardRefusedError('Cleanup', ['no backup port to archive V1 with']);
   const counts = await countV1Rows(ctx.v1, ctx.config.schemas.v1);
   await ctx.backup.verify(ref, counts);
@@ -90,8 +95,10 @@ export async function finishCleanup(
   );
   const renamed = V1_TABLE_NAMES.map(archivedName);
   await auditEvent(ctx, 'cleanup.renamed', { renamed, counts });
-  await endPhase(ctx, 'CLEANUP', { renamed, counts, archive: ref.location });
-  return { renamed, counts };
+  const compression = await addCompressionPolicy(ctx.v2, ctx.config);
+  if (compression.policy === 'added') await auditEvent(ctx, 'storage.compression-policy-added', compression);
+  await endPhase(ctx, 'CLEANUP', { renamed, counts, archive: ref.location, compression: compression.policy });
+  return { renamed, counts, compression: compression.policy };
 }
 
 /** Cleanup in-process: start, wait for the archive, finish. */

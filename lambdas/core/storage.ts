@@ -56,6 +56,58 @@ export function storageSql(kind: TelemetryStorageKind, sqlDir = SQL_DIR): string
     .replaceAll('{{row_digest_version}}', literal(STORED_DIGEST.version));
 }
 
+/** The age at which the compression policy compresses a telemetry chunk. */
+export const COMPRESS_AFTER = '90 days';
+
+/**
+ * When TimescaleDB compression may run during a migration: only once cleanup has archived V1.
+ *
+ * Until then, the migration rewrites history: window repair deletes and re-inserts a window's
+ * rows (bounded by the window's time range, which on compressed chunks still decompresses
+ * every batch of every device overlapping that range: far more than the window's rows, and
+ * beyond TimescaleDB's default limit of 100,000 decompressed rows per statement at a million
+ * rows), verification reruns after a rollback, and the dual writer updates and deletes single
+ * rows. Storage setup therefore configures compression (segment by tenant and device, ordered
+ * by time) but adds no policy; `addCompressionPolicy` adds it when cleanup finishes. The cost:
+ * during the migration (and the cutover's soak time) V2 telemetry stays uncompressed, taking
+ * about the disk space V1's table takes, and the policy's first run compresses the whole
+ * history older than {@link COMPRESS_AFTER} at once, after cleanup.
+ */
+export async function addCompressionPolicy(
+  v2: Pool,
+  config: Pick<MigrationConfig, 'schemas'>,
+): Promise<{ policy: 'added' | 'already there' | 'not a hypertable'; jobId?: number }> {
+  const control = controlSchema(config);
+  const storage = await v2.query<{ kind: TelemetryStorageKind }>(`SELECT kind FROM ${control}.telemetry_storage WHERE id = 1`);
+  if (storage.rows[0]?.kind !== 'timescaledb') return { policy: 'not a hypertable' };
+  const job = async () =>
+    (
+      await v2.query<{ job_id: number }>(
+        `SELECT job_id FROM timescaledb_information.jobs
+          WHERE proc_name = 'policy_compression' AND hypertable_schema = $1 AND hypertable_name = 'telemetry'`,
+        [config.schemas.v2],
+      )
+    ).rows[0]?.job_id;
+  if ((await job()) !== undefined) return { policy: 'already there', jobId: await job() };
+  const sql = readFileSync(join(SQL_DIR, 'storage', 'timescaledb-compression-policy.sql'), 'utf8').replaceAll(
+    '{{compress_after}}',
+    literal(COMPRESS_AFTER),
+  );
+  try {
+    await withTransaction(v2, async (client) => {
+      await client.query(`SET LOCAL search_path TO ${ident(config.schemas.v2)}, public`);
+      await client.query(sql);
+    });
+  } catch (cause) {
+    throw new StorageSetupError(
+      `adding the telemetry compression policy failed: ${(cause as Error).message}`,
+      { compressAfter: COMPRESS_AFTER },
+      { cause },
+    );
+  }
+  return { policy: 'added', jobId: await job() };
+}
+
 export interface StorageResult extends StorageDecision {
   created: boolean;
   partitionsCreated: string[];

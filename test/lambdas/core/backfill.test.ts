@@ -21,13 +21,14 @@ import { workerBatchHandler } from '../../../lambdas/core/worker';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { prepared, v2Fingerprint } from '../../support/migration';
+import { describeEachStorage, PARTITIONS, type StorageCase } from '../../support/servers';
 
 const small = {
   batch: { telemetryWindowRows: 2000, entityWindowRows: 7, concurrency: 2, maxReceiveCount: 3 },
 };
 
-async function setup(prefix: string, seed = 5, telemetry = 12_000) {
-  const dbs = await freshDatabases(prefix);
+async function setup(prefix: string, seed = 5, telemetry = 12_000, storage: StorageCase = PARTITIONS) {
+  const dbs = await freshDatabases(prefix, storage.server);
   await seedV1(dbs.v1, { devices: 30, telemetry, seed });
   const config = testConfig(dbs, small);
   await prepared(dbs, config);
@@ -64,10 +65,10 @@ async function expectExactCopy(dbs: TestDatabases, config: MigrationConfig) {
   }
 }
 
-describe('backfill', () => {
+describeEachStorage('backfill', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    ctx = await setup('backfill');
+    ctx = await setup('backfill', 5, 12_000, storage);
   });
   afterAll(() => ctx.dbs.drop());
 
@@ -147,6 +148,21 @@ describe('backfill', () => {
       copyWindow(ctx.deps, id).catch((e: Error) => e),
     ]);
     expect(results.some((r) => !(r instanceof Error) && r.rowsInserted === 2000)).toBe(true);
+    await expectExactCopy(ctx.dbs, ctx.config);
+  });
+
+  it('takes the staging path with ON CONFLICT DO NOTHING when a window is partly in V2, inserting only what is missing', async () => {
+    const w = await ctx.dbs.v2.query(
+      "SELECT id FROM migration_control.windows WHERE table_name = 'telemetry' ORDER BY seq OFFSET 2 LIMIT 1",
+    );
+    const id = Number(w.rows[0].id);
+    const gone = await ctx.dbs.v2.query(
+      `DELETE FROM telemetry WHERE legacy_id IN (SELECT legacy_id FROM telemetry ORDER BY "timestamp", legacy_id OFFSET 4100 LIMIT 7) RETURNING legacy_id`,
+    );
+    expect(gone.rowCount).toBe(7);
+    await ctx.dbs.v2.query("UPDATE migration_control.windows SET status = 'queued' WHERE id = $1", [id]);
+    const result = await copyWindow(ctx.deps, id);
+    expect(result).toMatchObject({ path: 'staging', rowsCopied: 2000, rowsInserted: 7 });
     await expectExactCopy(ctx.dbs, ctx.config);
   });
 });
