@@ -7,6 +7,7 @@ import { DualWriter, type DualWriteFailure } from '../../client';
 import { seedV1, testConfig } from '../support/fixtures';
 import { prepared } from '../support/migration';
 import { freshDatabases, type TestDatabases } from '../support/pg';
+import { describeEachStorage, PARTITIONS, type StorageCase } from '../support/servers';
 import {
   dualWriteSwitch,
   expectAllInSync,
@@ -16,8 +17,12 @@ import {
   v2RowsOf,
 } from './helpers';
 
-async function setup(prefix: string, options: { devices: number; telemetry: number }) {
-  const dbs = await freshDatabases(prefix);
+async function setup(
+  prefix: string,
+  options: { devices: number; telemetry: number },
+  storage: StorageCase = PARTITIONS,
+) {
+  const dbs = await freshDatabases(prefix, storage.server);
   await seedV1(dbs.v1, { ...options, seed: 3 });
   const config = testConfig(dbs, {
     batch: { telemetryWindowRows: 100, entityWindowRows: 4, concurrency: 2, maxReceiveCount: 3 },
@@ -41,12 +46,12 @@ async function setup(prefix: string, options: { devices: number; telemetry: numb
 
 const at = (iso: string) => new Date(iso);
 
-describe('DualWriter on real PostgreSQL', () => {
+describeEachStorage('DualWriter', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   let dbs: TestDatabases;
   let config: MigrationConfig;
   beforeAll(async () => {
-    ctx = await setup('dualw', { devices: 4, telemetry: 50 });
+    ctx = await setup('dualw', { devices: 4, telemetry: 50 }, storage);
     ({ dbs, config } = ctx);
   });
   afterAll(() => ctx.dbs.drop());

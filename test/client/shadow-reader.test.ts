@@ -15,6 +15,7 @@ import {
 import { seedV1, testConfig } from '../support/fixtures';
 import { prepared } from '../support/migration';
 import { freshDatabases } from '../support/pg';
+import { describeEachStorage } from '../support/servers';
 import { recorder } from './helpers';
 
 const tenantId = 'default_tenant_id';
@@ -120,10 +121,10 @@ describe('ShadowReader without a database', () => {
   });
 });
 
-describe('ShadowReader on real PostgreSQL', () => {
+describeEachStorage('ShadowReader', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   async function setup() {
-    const dbs = await freshDatabases('shadow');
+    const dbs = await freshDatabases('shadow', storage.server);
     await seedV1(dbs.v1, { devices: 4, telemetry: 60, seed: 2 });
     const config = testConfig(dbs);
     await prepared(dbs, config);

@@ -4,11 +4,12 @@ import type { VerificationReport } from '../../../lambdas/core/verify';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { prepared } from '../../support/migration';
+import { describeEachStorage, PARTITIONS, type StorageCase } from '../../support/servers';
 
 const batch = { telemetryWindowRows: 1000, entityWindowRows: 9, concurrency: 2, maxReceiveCount: 3 };
 
-async function migrated(prefix: string) {
-  const dbs = await freshDatabases(prefix);
+async function migrated(prefix: string, storage: StorageCase = PARTITIONS) {
+  const dbs = await freshDatabases(prefix, storage.server);
   await seedV1(dbs.v1, { devices: 30, telemetry: 6000, seed: 21 });
   const config = testConfig(dbs, { batch });
   await prepared(dbs, config);
@@ -34,10 +35,13 @@ const nth = async (dbs: TestDatabases, table: string, key: string, n: number) =>
     (await dbs.v2.query(`SELECT ${key} AS k FROM ${table} ORDER BY ${key} OFFSET $1 LIMIT 1`, [n])).rows[0].k,
   );
 
-describe('verification', () => {
+describeEachStorage('verification', (storage) => {
   let ctx: Awaited<ReturnType<typeof migrated>>;
   beforeAll(async () => {
-    ctx = await migrated('verify');
+    ctx = await migrated('verify', storage);
+    expect((await ctx.dbs.v2.query('SELECT kind FROM migration_control.telemetry_storage')).rows[0].kind).toBe(
+      storage.storage,
+    );
   });
   afterAll(() => ctx.dbs.drop());
 
