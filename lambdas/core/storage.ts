@@ -78,7 +78,9 @@ export async function addCompressionPolicy(
   config: Pick<MigrationConfig, 'schemas'>,
 ): Promise<{ policy: 'added' | 'already there' | 'not a hypertable'; jobId?: number }> {
   const control = controlSchema(config);
-  const storage = await v2.query<{ kind: TelemetryStorageKind }>(`SELECT kind FROM ${control}.telemetry_storage WHERE id = 1`);
+  const storage = await v2.query<{ kind: TelemetryStorageKind }>(
+    `SELECT kind FROM ${control}.telemetry_storage WHERE id = 1`,
+  );
   if (storage.rows[0]?.kind !== 'timescaledb') return { policy: 'not a hypertable' };
   const job = async () =>
     (

@@ -4,7 +4,11 @@ import { APPLICATION_NAME } from '../../lambdas/core/db';
 import { ENV, timescaleMissing, type TestServerKind } from './servers';
 
 /** A server started by global setup: embedded PostgreSQL, or the TimescaleDB one. */
-export function testServer(kind: TestServerKind = 'embedded'): { port: number; user: string; password: string } {
+export function testServer(kind: TestServerKind = 'embedded'): {
+  port: number;
+  user: string;
+  password: string;
+} {
   const port = Number(process.env[ENV.port[kind]]);
   if (!port) {
     throw new Error(
@@ -48,7 +52,10 @@ export interface TestDatabases {
 }
 
 /** Creates a fresh, empty V1 and V2 database pair for one suite, on the given test server. */
-export async function freshDatabases(prefix = 't', server: TestServerKind = 'embedded'): Promise<TestDatabases> {
+export async function freshDatabases(
+  prefix = 't',
+  server: TestServerKind = 'embedded',
+): Promise<TestDatabases> {
   const id = randomBytes(4).toString('hex');
   const v1Name = `${prefix}_${id}_v1`;
   const v2Name = `${prefix}_${id}_v2`;

@@ -25,7 +25,10 @@ export const timescaleRequired = () => process.env[ENV.requireTimescale] === '1'
 /** Why TimescaleDB tests cannot run in this jest run, or undefined when they can. */
 export function timescaleMissing(): string | undefined {
   if (process.env[ENV.port.timescaledb]) return undefined;
-  return process.env[ENV.timescaleMissing] ?? 'the TimescaleDB test server was not started (run the tests through jest)';
+  return (
+    process.env[ENV.timescaleMissing] ??
+    'the TimescaleDB test server was not started (run the tests through jest)'
+  );
 }
 
 /** A telemetry storage the migration chooses, and the test server that offers it. */

@@ -41,7 +41,9 @@ async function embeddedPackage(): Promise<{ binDir: string; version: string }> {
     );
   }
   const binDir = dirname(postgres);
-  const pkg = JSON.parse(readFileSync(join(binDir, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(binDir, '..', '..', 'package.json'), 'utf8')) as {
+    version: string;
+  };
   return { binDir, version: pkg.version };
 }
 

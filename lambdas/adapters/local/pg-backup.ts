@@ -107,10 +107,17 @@ function runTool(binary: string, args: string[], env: NodeJS.ProcessEnv, what: s
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString('utf8');
     });
-    child.on('error', (cause) => reject(new BackupError(`${what}: cannot run ${binary}: ${cause.message}`, {}, { cause })));
+    child.on('error', (cause) =>
+      reject(new BackupError(`${what}: cannot run ${binary}: ${cause.message}`, {}, { cause })),
+    );
     child.on('close', (code) => {
       if (code === 0) resolvePromise();
-      else reject(new BackupError(`${what} failed (${binary} exited with ${code}): ${stderr.trim().slice(-2000)}`, { binary }));
+      else
+        reject(
+          new BackupError(`${what} failed (${binary} exited with ${code}): ${stderr.trim().slice(-2000)}`, {
+            binary,
+          }),
+        );
     });
   });
 }
@@ -171,7 +178,8 @@ export class LocalBackup implements BackupPort {
       // One snapshot for the figures and the copy: nothing written to V1 meanwhile enters either.
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       for (const statement of STABLE_TEXT_SETTINGS) await client.query(statement);
-      const snapshot = (await client.query<{ s: string }>('SELECT pg_catalog.pg_export_snapshot() AS s')).rows[0].s;
+      const snapshot = (await client.query<{ s: string }>('SELECT pg_catalog.pg_export_snapshot() AS s'))
+        .rows[0].s;
       const meta = (
         await client.query<{ at: Date; version: string }>(
           `SELECT now() AS at, current_setting('server_version') AS version`,
@@ -211,7 +219,11 @@ export class LocalBackup implements BackupPort {
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
       if (error instanceof BackupError) throw error;
-      throw new BackupError(`backing up V1 failed: ${(error as Error).message}`, { folder }, { cause: error });
+      throw new BackupError(
+        `backing up V1 failed: ${(error as Error).message}`,
+        { folder },
+        { cause: error },
+      );
     } finally {
       await client.end().catch(() => undefined);
     }
@@ -220,7 +232,8 @@ export class LocalBackup implements BackupPort {
   async status(ref: BackupRef): Promise<BackupStatus> {
     try {
       const manifest = readBackupFolder(ref.location);
-      if (manifest.archive) return statSync(join(ref.location, manifest.archive)).size > 0 ? 'available' : 'failed';
+      if (manifest.archive)
+        return statSync(join(ref.location, manifest.archive)).size > 0 ? 'available' : 'failed';
       readManifest(ref.location);
       return 'available';
     } catch {
@@ -266,10 +279,13 @@ export class LocalBackup implements BackupPort {
           },
         );
         if (differing.length > 0) {
-          throw new BackupError(`backup ${ref.location} does not restore V1 as of its snapshot: ${differing.join('; ')}`, {
-            backup: ref.id,
-            differing,
-          });
+          throw new BackupError(
+            `backup ${ref.location} does not restore V1 as of its snapshot: ${differing.join('; ')}`,
+            {
+              backup: ref.id,
+              differing,
+            },
+          );
         }
       } finally {
         await admin.query(`DROP DATABASE IF EXISTS ${ident(scratch)} WITH (FORCE)`).catch(() => undefined);
@@ -296,7 +312,6 @@ export class LocalBackup implements BackupPort {
       },
     };
   }
-
 }
 
 /** Tables whose rows or checksum differ, in words. */
@@ -330,9 +345,17 @@ export async function restoreAndCheck(
   try {
     await restored.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     for (const statement of STABLE_TEXT_SETTINGS) await restored.query(statement);
-    const tables = await fingerprintTables(restored, manifest.schema, await schemaTables(restored, manifest.schema));
+    const tables = await fingerprintTables(
+      restored,
+      manifest.schema,
+      await schemaTables(restored, manifest.schema),
+    );
     await restored.query('COMMIT');
-    return { snapshotAt: manifest.snapshotAt, tables, differing: compareFingerprints(manifest.fingerprints, tables) };
+    return {
+      snapshotAt: manifest.snapshotAt,
+      tables,
+      differing: compareFingerprints(manifest.fingerprints, tables),
+    };
   } finally {
     await restored.end().catch(() => undefined);
   }
@@ -343,7 +366,11 @@ function readBackupFolder(folder: string): BackupManifest {
   try {
     return JSON.parse(readFileSync(join(folder, MANIFEST), 'utf8')) as BackupManifest;
   } catch (cause) {
-    throw new BackupError(`${folder} is missing or holds no finished backup (no ${MANIFEST})`, { folder }, { cause });
+    throw new BackupError(
+      `${folder} is missing or holds no finished backup (no ${MANIFEST})`,
+      { folder },
+      { cause },
+    );
   }
 }
 
@@ -351,7 +378,11 @@ function readBackupFolder(folder: string): BackupManifest {
  * Restores a backup folder (either method) into an existing, empty database. pg_dump archives
  * go through pg_restore of the archive's major version; exports need nothing installed.
  */
-export async function restoreBackup(folder: string, targetUrl: string, pgBinDirs: string[] = []): Promise<void> {
+export async function restoreBackup(
+  folder: string,
+  targetUrl: string,
+  pgBinDirs: string[] = [],
+): Promise<void> {
   const manifest = readBackupFolder(folder);
   if (manifest.method === 'export') {
     const client = await connect(targetUrl);
@@ -363,7 +394,13 @@ export async function restoreBackup(folder: string, targetUrl: string, pgBinDirs
     return;
   }
   const major = Number(/^(\d+)/.exec(manifest.serverVersion)?.[1]);
-  const tools = await new LocalBackup({ v1Url: targetUrl, v1Schema: manifest.schema, mode: 'pg_dump', directory: folder, pgBinDirs }).findPgDump(major);
+  const tools = await new LocalBackup({
+    v1Url: targetUrl,
+    v1Schema: manifest.schema,
+    mode: 'pg_dump',
+    directory: folder,
+    pgBinDirs,
+  }).findPgDump(major);
   if (!tools) throw new BackupError(`restoring ${folder} needs pg_restore ${major}`, { folder, major });
   const { url, env } = splitPassword(targetUrl);
   const client = await connect(targetUrl);
@@ -374,21 +411,38 @@ export async function restoreBackup(folder: string, targetUrl: string, pgBinDirs
       [manifest.schema],
     );
     if (existing.rows.length > 0)
-      throw new BackupError(`the target database already has relations in schema ${manifest.schema}; restore into an empty database`);
+      throw new BackupError(
+        `the target database already has relations in schema ${manifest.schema}; restore into an empty database`,
+      );
     schemaExists =
-      (await client.query(`SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1`, [manifest.schema])).rows.length > 0;
+      (await client.query(`SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1`, [manifest.schema])).rows
+        .length > 0;
   } finally {
     await client.end().catch(() => undefined);
   }
   const archive = join(folder, manifest.archive!);
-  const args = ['--no-owner', '--no-privileges', '--exit-on-error', '--single-transaction', `--dbname=${url}`];
+  const args = [
+    '--no-owner',
+    '--no-privileges',
+    '--exit-on-error',
+    '--single-transaction',
+    `--dbname=${url}`,
+  ];
   if (schemaExists) {
     // The archive creates its schema (`public` too, when dumped alone); an empty one that is
     // already there (every new database's `public`) is kept: its entries are left out.
     const { stdout } = await run(tools.pgRestore, ['--list', archive], { maxBuffer: 256 * 1024 * 1024 });
-    const own = new RegExp(`^\\d+; \\d+ \\d+ (SCHEMA|COMMENT) - (SCHEMA )?${manifest.schema.replace(/[^A-Za-z0-9_]/g, '.')} `);
+    const own = new RegExp(
+      `^\\d+; \\d+ \\d+ (SCHEMA|COMMENT) - (SCHEMA )?${manifest.schema.replace(/[^A-Za-z0-9_]/g, '.')} `,
+    );
     const list = join(folder, '.restore-list');
-    writeFileSync(list, stdout.split('\n').filter((line) => !own.test(line)).join('\n'));
+    writeFileSync(
+      list,
+      stdout
+        .split('\n')
+        .filter((line) => !own.test(line))
+        .join('\n'),
+    );
     args.push(`--use-list=${list}`);
   }
   await runTool(tools.pgRestore, [...args, archive], env, `restoring ${folder}`);

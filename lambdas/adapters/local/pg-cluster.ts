@@ -65,7 +65,9 @@ export function serverAccount(): Account | undefined {
   if (found) return found;
   try {
     spawnSync('groupadd', ['--system', 'postgres'], { stdio: 'pipe' });
-    execFileSync('useradd', ['--system', '-g', 'postgres', '-M', '-s', '/bin/sh', 'postgres'], { stdio: 'pipe' });
+    execFileSync('useradd', ['--system', '-g', 'postgres', '-M', '-s', '/bin/sh', 'postgres'], {
+      stdio: 'pipe',
+    });
   } catch (cause) {
     throw new LocalPostgresError(
       'PostgreSQL refuses to run as root, and no `postgres` account exists or could be created; create one (useradd --system postgres) or run as another user',
@@ -237,7 +239,13 @@ async function launch(
         ),
       );
     child.once('error', (error) =>
-      reject(new LocalPostgresError(`${options.label}: cannot run ${postgres}: ${error.message}`, {}, { cause: error })),
+      reject(
+        new LocalPostgresError(
+          `${options.label}: cannot run ${postgres}: ${error.message}`,
+          {},
+          { cause: error },
+        ),
+      ),
     );
     child.once('exit', onExit);
     child.stderr?.on('data', (chunk: Buffer) => {
@@ -286,7 +294,8 @@ function handle(
     password: s.password,
     dataDir: s.dataDir,
     label: s.label,
-    url: (database) => `postgres://${s.user}:${s.password}@127.0.0.1:${s.port}/${encodeURIComponent(database)}`,
+    url: (database) =>
+      `postgres://${s.user}:${s.password}@127.0.0.1:${s.port}/${encodeURIComponent(database)}`,
     createDatabase: (name) =>
       admin(async (c) => {
         await c.query(`CREATE DATABASE ${q(name)}`);

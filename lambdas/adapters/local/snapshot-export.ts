@@ -156,7 +156,8 @@ async function schemaDdl(client: ClientBase, schema: string): Promise<{ pre: str
     [schema],
   );
   const byTable = new Map<string, string[]>();
-  for (const r of columns.rows) byTable.set(r.table_name, [...(byTable.get(r.table_name) ?? []), r.column_ddl]);
+  for (const r of columns.rows)
+    byTable.set(r.table_name, [...(byTable.get(r.table_name) ?? []), r.column_ddl]);
   for (const [table, cols] of byTable) {
     pre.push(`CREATE TABLE ${ident(schema)}.${ident(table)} (\n  ${cols.join(',\n  ')}\n)`);
   }
@@ -268,7 +269,9 @@ export async function exportSchema(
     const columns = rows.map((r) => r.name);
     const file = join('data', `${String(i + 1).padStart(3, '0')}.copy`);
     const source = client.query(
-      copyTo(`COPY (SELECT ${columns.map(ident).join(', ')} FROM ONLY ${ident(schema)}.${ident(name)}) TO STDOUT`),
+      copyTo(
+        `COPY (SELECT ${columns.map(ident).join(', ')} FROM ONLY ${ident(schema)}.${ident(name)}) TO STDOUT`,
+      ),
     );
     await pipeline(source, createWriteStream(join(folder, file)));
     tables.push({ name, file, columns });
@@ -293,7 +296,11 @@ export function readManifest(folder: string): ExportManifest {
   try {
     manifest = JSON.parse(readFileSync(join(folder, 'manifest.json'), 'utf8')) as ExportManifest;
   } catch (cause) {
-    throw new BackupError(`${folder} holds no finished export (manifest.json is missing or unreadable)`, { folder }, { cause });
+    throw new BackupError(
+      `${folder} holds no finished export (manifest.json is missing or unreadable)`,
+      { folder },
+      { cause },
+    );
   }
   if (manifest.format !== 'iot-v2-migration-export/1' || !manifest.complete) {
     throw new BackupError(`${folder} holds no finished export of a known format`, { folder });

@@ -22,12 +22,17 @@ export function timescaleInstallation(
     return { missing: `no PostgreSQL server at ${binDir} (${hint})` };
   let libDir: string;
   try {
-    libDir = execFileSync(join(binDir, 'pg_config'), ['--pkglibdir'], { encoding: 'utf8', stdio: 'pipe' }).trim();
+    libDir = execFileSync(join(binDir, 'pg_config'), ['--pkglibdir'], {
+      encoding: 'utf8',
+      stdio: 'pipe',
+    }).trim();
   } catch {
     libDir = join(binDir, '..', 'lib');
   }
   if (!existsSync(join(libDir, 'timescaledb.so')))
-    return { missing: `PostgreSQL at ${binDir} has no TimescaleDB (${join(libDir, 'timescaledb.so')} is missing; ${hint})` };
+    return {
+      missing: `PostgreSQL at ${binDir} has no TimescaleDB (${join(libDir, 'timescaledb.so')} is missing; ${hint})`,
+    };
   return { binDir, libDir };
 }
 
@@ -61,7 +66,8 @@ export async function startTimescalePostgres(
     const { rows } = await client.query<{ v: string }>(
       `SELECT default_version AS v FROM pg_available_extensions WHERE name = 'timescaledb'`,
     );
-    if (rows.length === 0) throw new LocalPostgresError('TimescaleDB test server: the timescaledb extension is not available');
+    if (rows.length === 0)
+      throw new LocalPostgresError('TimescaleDB test server: the timescaledb extension is not available');
     return { ...pg, label: `TimescaleDB ${rows[0].v} on PostgreSQL ${await serverVersion(client)}` };
   } catch (error) {
     await client.end().catch(() => undefined);
@@ -73,5 +79,7 @@ export async function startTimescalePostgres(
 }
 
 async function serverVersion(client: Client): Promise<string> {
-  return (await client.query<{ server_version: string }>('SHOW server_version')).rows[0].server_version.split(' ')[0];
+  return (await client.query<{ server_version: string }>('SHOW server_version')).rows[0].server_version.split(
+    ' ',
+  )[0];
 }

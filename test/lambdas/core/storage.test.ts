@@ -148,7 +148,11 @@ describeOnTimescale('telemetry storage on a real TimescaleDB', () => {
     expect(await timescaleAvailable(dbs.v2)).toBe(true);
     // The real probe, not a stub: `auto` chooses TimescaleDB because this server offers it.
     const result = await setupTelemetryStorage(dbs.v2, testConfig(dbs));
-    expect(result).toMatchObject({ kind: 'timescaledb', reason: 'timescaledb extension available', created: true });
+    expect(result).toMatchObject({
+      kind: 'timescaledb',
+      reason: 'timescaledb extension available',
+      created: true,
+    });
     expect((await dbs.v2.query('SELECT kind FROM migration_control.telemetry_storage')).rows).toEqual([
       { kind: 'timescaledb' },
     ]);
@@ -197,6 +201,9 @@ describeOnTimescale('telemetry storage on a real TimescaleDB', () => {
         WHERE proc_name = 'policy_compression' AND hypertable_name = 'telemetry'`,
     );
     expect(job.rows).toEqual([{ after: '90 days' }]);
-    expect(await addCompressionPolicy(dbs.v2, testConfig(dbs))).toEqual({ policy: 'already there', jobId: added.jobId });
+    expect(await addCompressionPolicy(dbs.v2, testConfig(dbs))).toEqual({
+      policy: 'already there',
+      jobId: added.jobId,
+    });
   });
 });

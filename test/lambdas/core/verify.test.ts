@@ -39,9 +39,9 @@ describeEachStorage('verification', (storage) => {
   let ctx: Awaited<ReturnType<typeof migrated>>;
   beforeAll(async () => {
     ctx = await migrated('verify', storage);
-    expect((await ctx.dbs.v2.query('SELECT kind FROM migration_control.telemetry_storage')).rows[0].kind).toBe(
-      storage.storage,
-    );
+    expect(
+      (await ctx.dbs.v2.query('SELECT kind FROM migration_control.telemetry_storage')).rows[0].kind,
+    ).toBe(storage.storage);
   });
   afterAll(() => ctx.dbs.drop());
 

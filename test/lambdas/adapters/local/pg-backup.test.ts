@@ -7,7 +7,13 @@ import { restoreFlags } from '../../../../bin/restore-backup';
 import { parseArgs } from '../../../../bin/cli-args';
 import { rowCounts, seedV1 } from '../../../support/fixtures';
 import { testBackupDir } from '../../../support/migration';
-import { createDatabase, dropDatabase, freshDatabases, testUrl, type TestDatabases } from '../../../support/pg';
+import {
+  createDatabase,
+  dropDatabase,
+  freshDatabases,
+  testUrl,
+  type TestDatabases,
+} from '../../../support/pg';
 import { describeOnTimescale, type TestServerKind } from '../../../support/servers';
 
 describe('backup names', () => {
@@ -15,7 +21,9 @@ describe('backup names', () => {
     const now = new Date('2026-11-26T10:00:11.123Z');
     const names = new Set(Array.from({ length: 2000 }, () => backupName('v1_before_migration', now)));
     expect(names.size).toBe(2000);
-    expect(backupName('V1 before-migration!', now, 'abc123')).toBe('v1_before_migration__20261126t100011123_abc123');
+    expect(backupName('V1 before-migration!', now, 'abc123')).toBe(
+      'v1_before_migration__20261126t100011123_abc123',
+    );
   });
 });
 
@@ -41,7 +49,10 @@ async function liveV1(dbs: TestDatabases) {
         `INSERT INTO device_data ("deviceId", "timestamp", data, protocol) VALUES ($1, now(), '{"live": true}', 'MQTT')`,
         [device],
       );
-      await writer.query(`UPDATE device_data SET data = jsonb_build_object('n', $1::int) WHERE id = (SELECT min(id) FROM device_data)`, [writes]);
+      await writer.query(
+        `UPDATE device_data SET data = jsonb_build_object('n', $1::int) WHERE id = (SELECT min(id) FROM device_data)`,
+        [writes],
+      );
       // An alert replaced by a new one: the count stays, the rows change.
       await writer.query(`DELETE FROM alerts WHERE id = (SELECT min(id) FROM alerts)`);
       await writer.query(
@@ -76,7 +87,12 @@ function backupScenario(server: TestServerKind, method: 'pg_dump' | 'export') {
   afterAll(() => dbs.drop());
 
   it(`backs up a V1 that has an open session and concurrent writes (${method}), and the check restores it equal to its snapshot`, async () => {
-    const backup = new LocalBackup({ v1Url: dbs.v1Url, v1Schema: 'public', mode: 'auto', directory: testBackupDir() });
+    const backup = new LocalBackup({
+      v1Url: dbs.v1Url,
+      v1Schema: 'public',
+      mode: 'auto',
+      directory: testBackupDir(),
+    });
     const before = await rowCounts(dbs.v1, 'public');
     const live = await liveV1(dbs);
     let ref;
@@ -120,11 +136,15 @@ function backupScenario(server: TestServerKind, method: 'pg_dump' | 'export') {
         );
         expect(Number(inserted.rows[0].id)).toBeGreaterThan(evidence.tables.device_data);
         await expect(
-          client.query(`INSERT INTO device_data ("deviceId", "timestamp", data, protocol) VALUES ('no such device', now(), '{}', 'x')`),
+          client.query(
+            `INSERT INTO device_data ("deviceId", "timestamp", data, protocol) VALUES ('no such device', now(), '{}', 'x')`,
+          ),
         ).rejects.toThrow(/foreign key/);
-        await expect(client.query(`INSERT INTO users (id, email, "passwordHash", role, "updatedAt") VALUES ('u', 'e', 'h', 'NOPE', now())`)).rejects.toThrow(
-          /enum/,
-        );
+        await expect(
+          client.query(
+            `INSERT INTO users (id, email, "passwordHash", role, "updatedAt") VALUES ('u', 'e', 'h', 'NOPE', now())`,
+          ),
+        ).rejects.toThrow(/enum/);
       } finally {
         await client.end();
       }
@@ -134,7 +154,12 @@ function backupScenario(server: TestServerKind, method: 'pg_dump' | 'export') {
   });
 
   it(`fails the check, naming the table, when the backup (${method}) lost rows`, async () => {
-    const backup = new LocalBackup({ v1Url: dbs.v1Url, v1Schema: 'public', mode: 'auto', directory: testBackupDir() });
+    const backup = new LocalBackup({
+      v1Url: dbs.v1Url,
+      v1Schema: 'public',
+      mode: 'auto',
+      directory: testBackupDir(),
+    });
     const ref = await backup.start('tampered');
     if (ref.kind === 'export') {
       // The alerts file loses its rows.
@@ -163,7 +188,12 @@ describe('local backup on embedded PostgreSQL (no pg_dump of its major version: 
     try {
       await seedV1(dbs.v1, { devices: 2, telemetry: 10 });
       const dir = join(testBackupDir(), 'nodump');
-      const backup = new LocalBackup({ v1Url: dbs.v1Url, v1Schema: 'public', mode: 'pg_dump', directory: dir });
+      const backup = new LocalBackup({
+        v1Url: dbs.v1Url,
+        v1Schema: 'public',
+        mode: 'pg_dump',
+        directory: dir,
+      });
       await expect(backup.start('x')).rejects.toThrow(/backup mode pg_dump needs pg_dump 17/);
       expect(() => readdirSync(dir)).toThrow();
     } finally {
@@ -172,16 +202,25 @@ describe('local backup on embedded PostgreSQL (no pg_dump of its major version: 
   });
 
   it('says which backup is missing or unfinished', async () => {
-    const backup = new LocalBackup({ v1Url: testUrl('postgres'), v1Schema: 'public', mode: 'auto', directory: testBackupDir() });
-    await expect(backup.verify({ id: 'gone', kind: 'export', location: '/nonexistent/gone' }, {})).rejects.toThrow(
-      /\/nonexistent\/gone is missing or holds no finished backup/,
-    );
+    const backup = new LocalBackup({
+      v1Url: testUrl('postgres'),
+      v1Schema: 'public',
+      mode: 'auto',
+      directory: testBackupDir(),
+    });
+    await expect(
+      backup.verify({ id: 'gone', kind: 'export', location: '/nonexistent/gone' }, {}),
+    ).rejects.toThrow(/\/nonexistent\/gone is missing or holds no finished backup/);
     expect(await backup.status({ id: 'gone', kind: 'export', location: '/nonexistent/gone' })).toBe('failed');
   });
 
   it('restore command: names a bad flag', () => {
-    expect(() => parseArgs(['--backup', 'x', '--target-url', 'mysql://x'], restoreFlags)).toThrow(InvalidInputError);
-    expect(() => parseArgs(['--backup', 'x', '--target-url', 'mysql://x'], restoreFlags)).toThrow(/--target-url/);
+    expect(() => parseArgs(['--backup', 'x', '--target-url', 'mysql://x'], restoreFlags)).toThrow(
+      InvalidInputError,
+    );
+    expect(() => parseArgs(['--backup', 'x', '--target-url', 'mysql://x'], restoreFlags)).toThrow(
+      /--target-url/,
+    );
   });
 });
 
