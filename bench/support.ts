@@ -1,7 +1,11 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Pool } from 'pg';
 import { z } from 'zod';
 import { startLocalPostgres, type LocalPostgres } from '../lambdas/adapters/local/embedded-pg';
 import { LocalBackup } from '../lambdas/adapters/local/pg-backup';
+import { startTimescalePostgres } from '../lambdas/adapters/local/timescale-pg';
 import { applyV1Schema, generateV1 } from '../lambdas/adapters/local/v1-generator';
 import { parseConfig, type MigrationConfig, type MigrationConfigInput } from '../lambdas/core/config';
 import { APPLICATION_NAME } from '../lambdas/core/db';
@@ -25,14 +29,21 @@ export const seconds = (start: bigint) => Number(process.hrtime.bigint() - start
 export const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
 
 /**
- * A throw-away embedded PostgreSQL with a generated V1 of `rows` telemetry rows and a prepared
- * V2 (Phase 1 done), as every benchmark starts from.
+ * A throw-away PostgreSQL with a generated V1 of `rows` telemetry rows and a prepared V2
+ * (Phase 1 done), as every benchmark starts from: embedded PostgreSQL (V2 telemetry on native
+ * partitions), or PostgreSQL 15 with TimescaleDB (a hypertable; V1 on the same server).
  */
 export async function benchEnv(
   rows: number,
-  options: { devices?: number; seed?: number; config?: Partial<MigrationConfigInput> } = {},
+  options: {
+    devices?: number;
+    seed?: number;
+    config?: Partial<MigrationConfigInput>;
+    storage?: 'partitioned' | 'timescaledb';
+  } = {},
 ): Promise<BenchEnv> {
-  const pg = await startLocalPostgres();
+  const pg = options.storage === 'timescaledb' ? await startTimescalePostgres() : await startLocalPostgres();
+  log(`server: ${pg.label}`);
   await pg.createDatabase('v1');
   await pg.createDatabase('v2');
   const v1 = new Pool({ connectionString: pg.url('v1'), max: 8, application_name: APPLICATION_NAME });
@@ -48,13 +59,19 @@ export async function benchEnv(
   log(
     `V1 generated: ${rows.toLocaleString('en-US')} telemetry rows at ${generated.telemetryRowsPerSec.toLocaleString('en-US')} rows/s`,
   );
-  const config = parseConfig({ v1: { url: pg.url('v1') }, v2: { url: pg.url('v2') }, ...options.config });
+  const config = parseConfig({
+    v1: { url: pg.url('v1') },
+    v2: { url: pg.url('v2') },
+    telemetryStorage: options.storage ?? 'partitioned',
+    ...options.config,
+  });
+  const backups = mkdtempSync(join(tmpdir(), 'bench-backups-'));
   await runPrepare({
     v1,
     v2,
     config,
     actor: 'bench',
-    backup: new LocalBackup({ v1Url: pg.url('v1'), v1Schema: 'public', mode: 'auto', directory: '/tmp' }),
+    backup: new LocalBackup({ v1Url: pg.url('v1'), v1Schema: 'public', mode: 'auto', directory: backups }),
   });
   await v1.query('VACUUM ANALYZE');
   return {
@@ -65,6 +82,7 @@ export async function benchEnv(
     close: async () => {
       await Promise.all([v1.end(), v2.end()]);
       await pg.stop();
+      rmSync(backups, { recursive: true, force: true });
     },
   };
 }

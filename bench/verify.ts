@@ -1,5 +1,5 @@
 /**
- * `npm run bench:verify -- [--rows 1000000]`
+ * `npm run bench:verify -- [--rows 1000000] [--storage partitioned|timescaledb] [--compressed]`
  *
  * Generates V1, backfills V2, then times in one run, on the telemetry table:
  *  - countSeconds: `SELECT count(*)` of the table on both sides, run concurrently (as the
@@ -8,6 +8,8 @@
  *    it: slices fanned out through the local queue at the default concurrency, each one's count
  *    and checksum of every mapped column on both sides (window by window where they differ),
  *    then the report with its sampled deep compare.
+ * With `--storage timescaledb` (PostgreSQL 15 with TimescaleDB installed) V2 telemetry is a
+ * hypertable, V1 on the same server; `--compressed` compresses every chunk before timing.
  * The last line is one JSON object.
  */
 import { z } from 'zod';
@@ -20,16 +22,27 @@ const flags = z
   .object({
     ...sizeFlags,
     repeat: z.coerce.number().int().min(1).max(10).default(3),
+    storage: z.enum(['partitioned', 'timescaledb']).default('partitioned'),
+    compressed: z.boolean().default(false),
   })
-  .strict();
+  .strict()
+  .refine((f) => !f.compressed || f.storage === 'timescaledb', {
+    message: '--compressed needs --storage timescaledb',
+    path: ['compressed'],
+  });
 
 async function main() {
-  const args = parseArgs(process.argv.slice(2), flags);
-  const env = await benchEnv(args.rows, { devices: args.devices });
+  const args = parseArgs(process.argv.slice(2), flags, ['compressed']);
+  const env = await benchEnv(args.rows, { devices: args.devices, storage: args.storage });
   const { v1, v2, config } = env;
   try {
     log('backfilling V2');
     await runBackfillLocally({ v1, v2, config });
+    if (args.compressed) {
+      const t = process.hrtime.bigint();
+      const { rows } = await v2.query(`SELECT count(compress_chunk(c)) AS n FROM show_chunks('telemetry') c`);
+      log(`compressed ${rows[0].n} chunks in ${seconds(t).toFixed(1)} s`);
+    }
     await v2.query('VACUUM ANALYZE');
     // Best of `repeat` runs of each, so a passing hiccup of the machine does not decide.
     let countSeconds = Infinity;

@@ -24,7 +24,7 @@ import { qualified } from './windows';
  * tenant, a literal such as quality) come first in the chain, so V1 hashes them once per
  * query (an InitPlan), not per row.
  *
- * V2 telemetry on native partitions stores each row's digest in a generated column
+ * V2 telemetry (native partitions or hypertable) stores each row's digest in a generated column
  * ({@link STORED_DIGEST}), computed by PostgreSQL from the row's stored values whenever the
  * row is written or updated, so verification sums it instead of hashing a million rows again.
  */

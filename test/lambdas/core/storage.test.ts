@@ -177,6 +177,14 @@ describeOnTimescale('telemetry storage on a real TimescaleDB', () => {
       `SELECT 1 FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'`,
     );
     expect(policies.rows).toEqual([]);
+    // The stored row digest, as on native partitions, under the current version.
+    expect(
+      (
+        await dbs.v2.query(
+          `SELECT col_description('telemetry'::regclass, attnum) AS c FROM pg_attribute WHERE attrelid = 'telemetry'::regclass AND attname = 'row_digest' AND attgenerated = 's'`,
+        )
+      ).rows,
+    ).toEqual([{ c: STORED_DIGEST.version }]);
   });
 
   it('stores rows of any time in chunks, and a second setup changes nothing', async () => {

@@ -4,7 +4,13 @@ import type { VerificationReport } from '../../../lambdas/core/verify';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { prepared } from '../../support/migration';
-import { describeEachStorage, PARTITIONS, type StorageCase } from '../../support/servers';
+import {
+  describeEachStorage,
+  describeOnTimescale,
+  HYPERTABLE,
+  PARTITIONS,
+  type StorageCase,
+} from '../../support/servers';
 
 const batch = { telemetryWindowRows: 1000, entityWindowRows: 9, concurrency: 2, maxReceiveCount: 3 };
 
@@ -220,5 +226,54 @@ describeEachStorage('verification', (storage) => {
     const checked = Object.values(report.tables).reduce((a, t) => a + t.windows, 0);
     expect(checked).toBeLessThanOrEqual(5);
     expect(findings(report)).toEqual([`users ${user} changed name,updated_at`]);
+  });
+});
+
+describeOnTimescale('verification of compressed chunks', () => {
+  let ctx: Awaited<ReturnType<typeof migrated>>;
+  beforeAll(async () => {
+    ctx = await migrated('verify_compressed', HYPERTABLE);
+    const compressed = await ctx.dbs.v2.query(
+      `SELECT count(compress_chunk(c))::int AS n FROM show_chunks('telemetry') c`,
+    );
+    expect(compressed.rows[0].n).toBeGreaterThan(1);
+  });
+  afterAll(() => ctx.dbs.drop());
+
+  const at = async (legacyId: string) =>
+    (await ctx.dbs.v2.query('SELECT "timestamp" FROM telemetry WHERE legacy_id = $1', [legacyId])).rows[0]
+      .timestamp as Date;
+
+  it('sums the digest stored in compressed chunks, finds rows changed in them, and repair fixes them', async () => {
+    const stored = await ctx.dbs.v2.query(
+      `SELECT count(*)::int AS n, count(row_digest)::int AS digests FROM telemetry`,
+    );
+    expect(stored.rows).toEqual([{ n: 6000, digests: 6000 }]);
+    expect((await runVerificationLocally(ctx.deps, { repair: false, sampleSize: 200 })).clean).toBe(true);
+
+    const [changed, gone] = [
+      await nth(ctx.dbs, 'telemetry', 'legacy_id', 10),
+      await nth(ctx.dbs, 'telemetry', 'legacy_id', 3000),
+    ];
+    await ctx.dbs.v2.query(
+      `UPDATE telemetry SET metrics = '{"changed": true}' WHERE legacy_id = $1 AND "timestamp" = $2`,
+      [changed, await at(changed)],
+    );
+    await ctx.dbs.v2.query('DELETE FROM telemetry WHERE legacy_id = $1 AND "timestamp" = $2', [
+      gone,
+      await at(gone),
+    ]);
+    const report = await runVerificationLocally(ctx.deps, { repair: false });
+    expect(findings(report)).toEqual(
+      [`telemetry ${changed} changed metrics`, `telemetry ${gone} missing`].sort(),
+    );
+    const repaired = await runVerificationLocally(ctx.deps);
+    expect(repaired.clean).toBe(true);
+    expect(repaired.repaired.length).toBeGreaterThan(0);
+    expect(repaired.repaired.every((r) => r.clean)).toBe(true);
+    const chunks = await ctx.dbs.v2.query(
+      `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'telemetry' AND is_compressed`,
+    );
+    expect(chunks.rows[0].n).toBeGreaterThan(0);
   });
 });
