@@ -6,22 +6,26 @@ import { ident } from '../lambdas/core/db';
 import { ConfigError, DualWriteV2Error } from '../lambdas/core/errors';
 import { mapRow, type V1Row } from '../lambdas/core/mapping';
 import type { QueuePort } from '../lambdas/ports/queue';
-import { repairMessage, repairRow } from './repair-worker';
+import { repairMessage, repairRow } from '../lambdas/core/sync/repair';
+import {
+  clientSettings,
+  V2RowSync,
+  type ClientSettings,
+  type ClientSettingsInput,
+} from '../lambdas/core/sync/row-sync';
+import { readV1Row, V1_QUERY_TYPES, v1Table } from '../lambdas/core/sync/v1-read';
+import { runHook } from './hooks';
 import {
   parseId,
   parseInsert,
   parsePatch,
   parseTable,
-  readV1Row,
-  V1_QUERY_TYPES,
-  v1Table,
   type ClientTable,
   type RowId,
   type V1Insert,
   type V1Patch,
   type V1Rows,
 } from './v1-rows';
-import { clientSettings, V2RowSync, type ClientSettings, type ClientSettingsInput, runHook } from './v2-sync';
 
 /** Metric counting every V2 write that failed (the caller's V1 write still succeeded). */
 export const DUAL_WRITE_V2_FAILURE_METRIC = 'DualWriteV2Failure';

@@ -1,11 +1,23 @@
 export * from './traffic-router';
 export * from './dual-writer';
-export * from './repair-worker';
+export {
+  parseRepairMessage,
+  repairBatchHandler,
+  repairMessage,
+  repairMessageSchema,
+  repairRow,
+  REPAIR_MAX_ROUNDS,
+  REPAIR_MESSAGE_TYPE,
+  type RepairDeps,
+  type RepairHooks,
+  type RepairMessage,
+  type RepairResult,
+} from '../lambdas/core/sync/repair';
+export { readV1Row, V1_QUERY_TYPES } from '../lambdas/core/sync/v1-read';
+export { type ClientSettingsInput } from '../lambdas/core/sync/row-sync';
 export * from './shadow-reader';
 export {
   CLIENT_TABLES,
-  V1_QUERY_TYPES,
-  readV1Row,
   type ClientTable,
   type RowId,
   type TimestampInput,
@@ -17,4 +29,3 @@ export {
   type V1Rows,
   type V1User,
 } from './v1-rows';
-export { type ClientSettingsInput } from './v2-sync';

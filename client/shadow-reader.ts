@@ -5,7 +5,8 @@ import { ident } from '../lambdas/core/db';
 import { ConfigError, ShadowReadError } from '../lambdas/core/errors';
 import { MAPPINGS, mapRow, type V1Row, type V2Row } from '../lambdas/core/mapping';
 import { parseId, parseTable, type ClientTable, type RowId } from './v1-rows';
-import { clientSettings, type ClientSettings, type ClientSettingsInput, runHook } from './v2-sync';
+import { clientSettings, type ClientSettings, type ClientSettingsInput } from '../lambdas/core/sync/row-sync';
+import { runHook } from './hooks';
 
 /** Metric counting shadow reads whose V2 row differs from the mapped V1 row. */
 export const SHADOW_READ_MISMATCH_METRIC = 'ShadowReadMismatch';

@@ -1,9 +1,10 @@
-import { types, type CustomTypesConfig, type Pool } from 'pg';
 import { z } from 'zod';
 import { describeIssues } from '../lambdas/core/config';
-import { ident } from '../lambdas/core/db';
 import { InvalidInputError } from '../lambdas/core/errors';
-import { MAPPINGS, type MappedTable } from '../lambdas/core/mapping';
+import type { MappedTable } from '../lambdas/core/mapping';
+import { bigintId, parseId } from '../lambdas/core/sync/v1-read';
+
+export { parseId };
 
 /** The tables the backend writes, named as in V2 (`telemetry` is V1's `device_data`). */
 export type ClientTable = MappedTable;
@@ -107,9 +108,6 @@ const timestamp = z
   // ignored by PostgreSQL for that type, so the stored wall time is the UTC one.
   .transform((d) => d.toISOString());
 const json = z.json().transform((v) => JSON.stringify(v));
-const bigintId = z
-  .union([z.string().regex(/^[0-9]{1,19}$/), z.number().int().nonnegative(), z.bigint().nonnegative()])
-  .transform(String);
 
 type ColumnSchemas = Record<string, { schema: z.ZodType<unknown>; required: boolean }>;
 const col = (schema: z.ZodType<unknown>, required = false) => ({ schema, required });
@@ -192,14 +190,6 @@ export function parseTable(table: unknown): ClientTable {
   return parsed.data;
 }
 
-/** Checks a row id for a table (telemetry ids are digits); returns it as text. */
-export function parseId(table: ClientTable, id: unknown): string {
-  const schema = table === 'telemetry' ? bigintId : z.string().min(1);
-  const parsed = schema.safeParse(id);
-  if (!parsed.success) throw new InvalidInputError(`${table} id`, describeIssues(parsed.error));
-  return parsed.data;
-}
-
 function parseWith(
   schema: z.ZodType<Record<string, unknown>>,
   what: string,
@@ -218,45 +208,4 @@ export function parseInsert(table: ClientTable, row: unknown): [string, unknown]
 /** Validates an update's columns; returns (column, SQL parameter value) pairs. */
 export function parsePatch(table: ClientTable, patch: unknown): [string, unknown][] {
   return parseWith(patchSchemas[table], `${table} patch`, patch);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading V1
-
-const parseTimestamptz = types.getTypeParser(types.builtins.TIMESTAMPTZ) as (value: string) => unknown;
-
-/**
- * Query types that read V1's `timestamp without time zone` as UTC (Prisma's convention)
- * whatever the process's time zone; node-postgres alone would read it as local time.
- */
-export const V1_QUERY_TYPES: CustomTypesConfig = {
-  getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
-    if (oid === types.builtins.TIMESTAMP && format !== 'binary') {
-      return (value: string) =>
-        /^-?infinity$/.test(value)
-          ? parseTimestamptz(value)
-          : parseTimestamptz(value.replace(/( BC)?$/, '+00$1'));
-    }
-    return format === 'binary' ? types.getTypeParser(oid, 'binary') : types.getTypeParser(oid);
-  }) as CustomTypesConfig['getTypeParser'],
-};
-
-/** The qualified V1 table of a client table. */
-export function v1Table(schema: string, table: ClientTable): string {
-  return `${ident(schema)}.${ident(MAPPINGS[table].v1Table)}`;
-}
-
-/** Reads one V1 row by id (timestamps as UTC), or null when V1 has none. */
-export async function readV1Row(
-  v1: Pick<Pool, 'query'>,
-  schema: string,
-  table: ClientTable,
-  id: string,
-): Promise<Record<string, unknown> | null> {
-  const { rows } = await v1.query({
-    text: `SELECT * FROM ${v1Table(schema, table)} WHERE id = $1`,
-    values: [id],
-    types: V1_QUERY_TYPES,
-  });
-  return rows[0] ?? null;
 }

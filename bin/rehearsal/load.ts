@@ -1,6 +1,6 @@
 import type { Pool } from 'pg';
 import { DualWriter } from '../../client/dual-writer';
-import { repairBatchHandler } from '../../client/repair-worker';
+import { repairBatchHandler } from '../../lambdas/core/sync/repair';
 import { TrafficRouter } from '../../client/traffic-router';
 import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
 import type { ParameterPort } from '../../lambdas/ports/parameters';

@@ -87,16 +87,6 @@ export async function releaseLock(ctx: MigrationContext): Promise<void> {
   );
 }
 
-/** Runs `fn` holding the lock, and releases it afterwards whatever happens. */
-export async function withLock<T>(ctx: MigrationContext, fn: () => Promise<T>): Promise<T> {
-  await acquireLock(ctx);
-  try {
-    return await fn();
-  } finally {
-    await releaseLock(ctx);
-  }
-}
-
 export interface PhaseState {
   phase: Phase;
   status: 'pending' | 'running' | 'done' | 'failed';
@@ -204,16 +194,3 @@ export const endPhase = (ctx: MigrationContext, phase: Phase, result?: unknown) 
   closePhase(ctx, phase, 'done', result);
 export const failPhase = (ctx: MigrationContext, phase: Phase, error: string) =>
   closePhase(ctx, phase, 'failed', null, error);
-
-/** Runs a phase's work between begin and end, recording a failure with its error's name. */
-export async function runPhase<T>(ctx: MigrationContext, phase: Phase, work: () => Promise<T>): Promise<T> {
-  await beginPhase(ctx, phase);
-  try {
-    const result = await work();
-    await endPhase(ctx, phase, result);
-    return result;
-  } catch (error) {
-    await failPhase(ctx, phase, `${(error as Error).name}: ${(error as Error).message}`);
-    throw error;
-  }
-}

@@ -115,8 +115,6 @@ export const taskEventSchema = z.discriminatedUnion('task', [
       .passthrough(),
   }),
 ]);
-export type TaskEvent = z.infer<typeof taskEventSchema>;
-
 /** Lambda reports a thrown error's Cause as JSON {errorType, errorMessage}; locally it is the message. */
 function causeMessage(cause: string | undefined): string {
   if (!cause) return '';

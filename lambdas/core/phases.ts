@@ -1,5 +1,5 @@
 import { BackfillFailedError, BackupError, VerificationFailedError } from './errors';
-import { backfillProgress, planBackfill, pumpBackfill, type BackfillProgress } from './backfill';
+import { planBackfill, pumpBackfill, type BackfillProgress } from './backfill';
 import {
   auditEvent,
   beginPhase,
@@ -94,10 +94,6 @@ export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort })
     throw error;
   }
   return progress;
-}
-
-export async function backfillStatus(ctx: MigrationContext): Promise<BackfillProgress> {
-  return backfillProgress(ctx.v2, ctx.config);
 }
 
 /** Begins Phase 3: a full verification run, its slices fanned out through the queue. */

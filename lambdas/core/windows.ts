@@ -1,5 +1,7 @@
-import type { PoolClient } from 'pg';
-import { ident } from './db';
+import type { Pool, PoolClient } from 'pg';
+import type { MigrationConfig } from './config';
+import { controlSchema, ident } from './db';
+import { MigrationError, WindowNotFoundError } from './errors';
 import { MAPPINGS, type MappedTable } from './mapping';
 
 /** A window's bound: a text id, or a V1 ("timestamp", id) pair (timestamp as V1 text). */
@@ -66,4 +68,27 @@ export async function bindWindow(
 /** The qualified V1 or V2 table of a mapping. */
 export function qualified(schema: string, table: string): string {
   return `${ident(schema)}.${ident(table)}`;
+}
+
+const WINDOW_COLUMNS = `id::int AS id, table_name, seq, lower_bound, upper_bound, expected_rows::int AS expected_rows, status, attempts`;
+
+/** Loads windows by id, in key order; all of one table (a slice), else MigrationError. */
+export async function loadWindows(v2: Pool, config: MigrationConfig, ids: number[]): Promise<WindowRow[]> {
+  const { rows } = await v2.query<WindowRow>(
+    `SELECT ${WINDOW_COLUMNS} FROM ${controlSchema(config)}.windows WHERE id = ANY($1::bigint[]) ORDER BY seq`,
+    [ids],
+  );
+  if (rows.length !== ids.length) {
+    const found = new Set(rows.map((r) => r.id));
+    throw new WindowNotFoundError(ids.find((id) => !found.has(id)) ?? ids[0]);
+  }
+  const tables = new Set(rows.map((r) => r.table_name));
+  if (tables.size > 1)
+    throw new MigrationError(`A verification slice spans tables (${[...tables].join(', ')})`, { ids });
+  return rows;
+}
+
+/** Loads one window by id (WindowNotFoundError when there is none). */
+export async function loadWindow(v2: Pool, config: MigrationConfig, windowId: number): Promise<WindowRow> {
+  return (await loadWindows(v2, config, [windowId]))[0];
 }

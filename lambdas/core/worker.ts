@@ -1,5 +1,6 @@
 import { recordByRecord, type BatchHandler, type QueueRecord } from '../ports/queue';
-import { copyWindow, parseWorkMessage, type BackfillDeps, type CopyResult } from './backfill';
+import { copyWindow, type BackfillDeps, type CopyResult } from './backfill';
+import { parseWorkMessage } from './work-messages';
 import { verifySlice } from './verify';
 
 export type WorkResult =

@@ -1,6 +1,6 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import { repairBatchHandler, type RepairDeps } from '../../client/repair-worker';
+import { repairBatchHandler, type RepairDeps } from '../core/sync/repair';
 import { sqsEventToRecords } from '../adapters/aws/sqs-queue';
 import type { BatchResult } from '../ports/queue';
 import { METRIC_NAMES, METRICS_NAMESPACE, SERVICE_NAMES } from '../../lib/runtime-contract';

@@ -4,12 +4,12 @@ import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfi
 import {
   backfillProgress,
   copyWindow,
-  parseWorkMessage,
   planBackfill,
   pumpBackfill,
   type BackfillDeps,
 } from '../../../lambdas/core/backfill';
 import type { MigrationConfig } from '../../../lambdas/core/config';
+import { parseWorkMessage } from '../../../lambdas/core/work-messages';
 import {
   BackfillFailedError,
   InvalidMessageError,

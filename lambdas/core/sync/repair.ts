@@ -1,16 +1,17 @@
 import type { Pool } from 'pg';
 import { z } from 'zod';
-import { parseMessageBody } from '../lambdas/core/config';
-import { MigrationError, RepairRowError } from '../lambdas/core/errors';
-import { recordByRecord, type BatchHandler, type QueueRecord } from '../lambdas/ports/queue';
-import { CLIENT_TABLES, parseId, readV1Row, type ClientTable } from './v1-rows';
+import { parseMessageBody } from '../config';
+import { MigrationError, RepairRowError } from '../errors';
+import type { MappedTable } from '../mapping';
+import { recordByRecord, type BatchHandler, type QueueRecord } from '../../ports/queue';
 import {
   clientSettings,
   isRetryableRowError,
   V2RowSync,
   type ClientSettings,
   type ClientSettingsInput,
-} from './v2-sync';
+} from './row-sync';
+import { parseId, readV1Row, SYNC_TABLES } from './v1-read';
 
 /** The type of a repair message. */
 export const REPAIR_MESSAGE_TYPE = 'repair-row';
@@ -21,7 +22,7 @@ export const REPAIR_MAX_ROUNDS = 5;
 export const repairMessageSchema = z
   .object({
     type: z.literal(REPAIR_MESSAGE_TYPE),
-    table: z.enum(CLIENT_TABLES),
+    table: z.enum(SYNC_TABLES),
     id: z.string().min(1).max(1000),
   })
   .strict()
@@ -32,7 +33,7 @@ export const repairMessageSchema = z
 export type RepairMessage = z.infer<typeof repairMessageSchema>;
 
 /** The body of the repair message of one row. */
-export function repairMessage(table: ClientTable, id: string): string {
+export function repairMessage(table: MappedTable, id: string): string {
   return JSON.stringify({ type: REPAIR_MESSAGE_TYPE, table, id } satisfies RepairMessage);
 }
 
@@ -48,7 +49,7 @@ export interface RepairDeps extends ClientSettingsInput {
 }
 
 export interface RepairResult {
-  table: ClientTable;
+  table: MappedTable;
   id: string;
   /** `upserted`: V2 now holds V1's row; `deleted`: V1 has no such row, so V2 has none either. */
   action: 'upserted' | 'deleted';
@@ -78,7 +79,7 @@ function resolve(deps: RepairDeps): Resolved {
  * meanwhile the round is repeated, so a repair never leaves V2 older than a write whose own
  * dual write it raced. Failures are RepairRowError, retryable when another try may succeed.
  */
-export async function repairRow(deps: RepairDeps, table: ClientTable, id: string): Promise<RepairResult> {
+export async function repairRow(deps: RepairDeps, table: MappedTable, id: string): Promise<RepairResult> {
   const { settings, sync } = resolve(deps);
   const key = parseId(table, id);
   try {

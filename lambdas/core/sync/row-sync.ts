@@ -1,10 +1,9 @@
 import type { Pool } from 'pg';
 import { z } from 'zod';
-import { configSchema, DEFAULT_TENANT, describeIssues } from '../lambdas/core/config';
-import { ident, isTransient } from '../lambdas/core/db';
-import { ConfigError, V2TenantMismatchError } from '../lambdas/core/errors';
-import { MAPPINGS, mapRow, templateIdFor, type V1Row } from '../lambdas/core/mapping';
-import type { ClientTable } from './v1-rows';
+import { configSchema, DEFAULT_TENANT, describeIssues } from '../config';
+import { ident, isTransient } from '../db';
+import { ConfigError, V2TenantMismatchError } from '../errors';
+import { MAPPINGS, mapRow, templateIdFor, type MappedTable, type V1Row } from '../mapping';
 
 /** The description of default templates, as the backfill writes it. */
 const TEMPLATE_DESCRIPTION = 'Default template created by the V1 migration';
@@ -34,7 +33,7 @@ export class V2RowSync {
    * `legacy_id` under another timestamp (the V1 row's timestamp was changed) is deleted in
    * the same statement.
    */
-  async upsert(table: ClientTable, row: V1Row, options: { replaceStale: boolean }): Promise<void> {
+  async upsert(table: MappedTable, row: V1Row, options: { replaceStale: boolean }): Promise<void> {
     const m = MAPPINGS[table];
     const mapped = mapRow(table, row, { tenantId: this.tenantId });
     const columns = m.columns.map((c) => c.v2);
@@ -61,7 +60,7 @@ export class V2RowSync {
   }
 
   /** Deletes the V2 row of a V1 id (telemetry: every row of that `legacy_id`); returns how many. */
-  async remove(table: ClientTable, id: string): Promise<number> {
+  async remove(table: MappedTable, id: string): Promise<number> {
     const m = MAPPINGS[table];
     const { rowCount } = await this.v2.query(
       `DELETE FROM ${this.qualified(m.v2Table)} WHERE ${ident(m.v2Key)} = $1 AND tenant_id = $2`,
@@ -89,7 +88,7 @@ export class V2RowSync {
     return rows[0].id;
   }
 
-  private upsertSql(table: ClientTable, columns: string[], replaceStale: boolean): string {
+  private upsertSql(table: MappedTable, columns: string[], replaceStale: boolean): string {
     const key = `${table}:${replaceStale}`;
     const cached = this.statements.get(key);
     if (cached !== undefined) return cached;
@@ -117,7 +116,7 @@ export class V2RowSync {
   }
 }
 
-/** Where the client reads and writes: schema names and the tenant that V1's rows belong to. */
+/** Where single rows are read and written: schema names and the tenant that V1's rows belong to. */
 export interface ClientSettingsInput {
   /**
    * Schema names of V1 and V2.
@@ -163,20 +162,4 @@ export function isRetryableRowError(error: unknown): boolean {
   return /Connection terminated|ECONNRESET|ECONNREFUSED|timeout|Cannot use a pool after calling end/i.test(
     e.message ?? '',
   );
-}
-
-/**
- * Runs a caller's reporting hook (metric, failure or mismatch callback). A faulty hook must never
- * reach the caller of a write or read: its error surfaces as a process warning instead.
- */
-export function runHook(callback: () => void, warningName: string): void {
-  try {
-    callback();
-  } catch (error) {
-    try {
-      process.emitWarning(error instanceof Error ? error.message : String(error), warningName);
-    } catch {
-      // Nothing is left to report with; the caller's result stands.
-    }
-  }
 }

@@ -1,0 +1,137 @@
+import type { PoolClient } from 'pg';
+import type { MigrationConfig } from '../config';
+import { controlSchema } from '../db';
+import { MAPPINGS, TABLE_ORDER, type MappedTable } from '../mapping';
+import { ensureMonthlyPartitions } from '../storage';
+import { qualified, type Bound } from '../windows';
+import type { BackfillDeps } from './copy';
+
+export interface PlanResult {
+  tables: Record<MappedTable, { windows: number; expectedRows: number; planned: 'now' | 'before' }>;
+  partitionsCreated: string[];
+}
+
+/** Window boundaries of a V1 table: every N-th key in key order starts a new window. */
+async function boundaries(
+  client: PoolClient,
+  config: MigrationConfig,
+  table: MappedTable,
+): Promise<{ starts: Bound[]; total: number }> {
+  const m = MAPPINGS[table];
+  const source = qualified(config.schemas.v1, m.v1Table);
+  const size = table === 'telemetry' ? config.batch.telemetryWindowRows : config.batch.entityWindowRows;
+  const total = Number((await client.query(`SELECT count(*) AS n FROM ${source}`)).rows[0].n);
+  if (m.windowKey === 'id') {
+    const { rows } = await client.query<{ id: string }>(
+      `SELECT id FROM (SELECT id COLLATE "C" AS id, row_number() OVER (ORDER BY id COLLATE "C") AS rn FROM ${source}) s
+        WHERE rn % $1 = 1 AND rn > 1 ORDER BY id`,
+      [size],
+    );
+    return { starts: rows.map((r) => ({ id: r.id })), total };
+  }
+  const { rows } = await client.query<{ ts: string; id: string }>(
+    `SELECT ts::text AS ts, id::text AS id FROM (
+       SELECT "timestamp" AS ts, id, row_number() OVER (ORDER BY "timestamp", id) AS rn FROM ${source}) s
+      WHERE rn % $1 = 1 AND rn > 1 ORDER BY s.ts, s.id`,
+    [size],
+  );
+  return { starts: rows.map((r) => ({ ts: r.ts, id: r.id })), total };
+}
+
+/**
+ * Splits each V1 table into windows of about the target row count and records them in the
+ * control schema. Planning again finds the recorded plan and adds nothing. For partitioned
+ * telemetry, the monthly partitions of every month that holds data are created first.
+ */
+export async function planBackfill(deps: BackfillDeps): Promise<PlanResult> {
+  const { v1, v2, config } = deps;
+  const ctl = controlSchema(config);
+  const result: PlanResult = { tables: {} as PlanResult['tables'], partitionsCreated: [] };
+  const planned = new Map(
+    (
+      await v2.query<{ table_name: MappedTable; windows: number; expected_rows: string }>(
+        `SELECT * FROM ${ctl}.backfill_plans`,
+      )
+    ).rows.map((r) => [r.table_name, r]),
+  );
+  for (const table of TABLE_ORDER) {
+    const before = planned.get(table);
+    if (before) {
+      result.tables[table] = {
+        windows: before.windows,
+        expectedRows: Number(before.expected_rows),
+        planned: 'before',
+      };
+      continue;
+    }
+    const reader = await v1.connect();
+    let plan: { starts: Bound[]; total: number };
+    try {
+      await reader.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
+      await reader.query(`SET LOCAL DateStyle = 'ISO, YMD'`);
+      plan = await boundaries(reader, config, table);
+      if (table === 'telemetry') {
+        const storage = await v2.query(`SELECT kind FROM ${ctl}.telemetry_storage`);
+        if (storage.rows[0]?.kind === 'partitioned') {
+          const months = await reader.query<{ m: Date }>(
+            `SELECT DISTINCT date_trunc('month', "timestamp") AT TIME ZONE 'UTC' AS m
+               FROM ${qualified(config.schemas.v1, 'device_data')}
+              WHERE "timestamp" > '-infinity' AND "timestamp" < 'infinity'
+              ORDER BY 1 DESC LIMIT 1200`,
+          );
+          result.partitionsCreated = await ensureMonthlyPartitions(
+            v2,
+            config.schemas.v2,
+            months.rows.map((r) => r.m),
+          );
+        }
+      }
+      await reader.query('COMMIT');
+    } finally {
+      reader.release();
+    }
+    const size = table === 'telemetry' ? config.batch.telemetryWindowRows : config.batch.entityWindowRows;
+    const count = plan.starts.length + 1;
+    const client = await v2.connect();
+    try {
+      await client.query('BEGIN');
+      // Two planners at once: the second waits here, then finds the plan and adds nothing.
+      await client.query(`LOCK TABLE ${ctl}.backfill_plans IN EXCLUSIVE MODE`);
+      const again = await client.query(`SELECT windows FROM ${ctl}.backfill_plans WHERE table_name = $1`, [
+        table,
+      ]);
+      if (again.rows.length > 0) {
+        await client.query('ROLLBACK');
+        result.tables[table] = {
+          windows: again.rows[0].windows,
+          expectedRows: plan.total,
+          planned: 'before',
+        };
+        continue;
+      }
+      const lowers: (string | null)[] = [null, ...plan.starts.map((b) => JSON.stringify(b))];
+      const uppers: (string | null)[] = [...plan.starts.map((b) => JSON.stringify(b)), null];
+      const expected = lowers.map((_, i) =>
+        i < count - 1 ? size : Math.max(0, plan.total - size * (count - 1)),
+      );
+      await client.query(
+        `INSERT INTO ${ctl}.windows (table_name, seq, lower_bound, upper_bound, expected_rows)
+         SELECT $1, s.seq, s.lo::jsonb, s.hi::jsonb, s.n
+           FROM unnest($2::int[], $3::text[], $4::text[], $5::bigint[]) AS s(seq, lo, hi, n)`,
+        [table, lowers.map((_, i) => i + 1), lowers, uppers, expected],
+      );
+      await client.query(
+        `INSERT INTO ${ctl}.backfill_plans (table_name, windows, expected_rows) VALUES ($1, $2, $3)`,
+        [table, count, plan.total],
+      );
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+    result.tables[table] = { windows: count, expectedRows: plan.total, planned: 'now' };
+  }
+  return result;
+}

@@ -1,0 +1,26 @@
+/** Phase 3: verification and repair (see checksums.ts for how windows are compared). */
+export {
+  checkWindows,
+  type SliceResult,
+  type VerifyDeps,
+  type WindowResult,
+  type WindowSums,
+} from './checksums';
+export {
+  MIN_WINDOWS_PER_SLICE,
+  startVerification,
+  verificationProgress,
+  verifySlice,
+  verifyTouchedWindows,
+  type StartOptions,
+  type VerificationProgress,
+} from './runs';
+export { explainWindow, sampleCompare, type RowDifference, type WindowMismatch } from './row-diff';
+export {
+  buildReport,
+  finishVerification,
+  runTotals,
+  type TableTotals,
+  type VerificationReport,
+} from './report';
+export { repairRun, repairWindow } from './repair';

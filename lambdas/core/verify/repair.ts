@@ -1,0 +1,96 @@
+import { ident } from '../db';
+import { MAPPINGS } from '../mapping';
+import {
+  insertFromStaging,
+  insertTemplatesFromStaging,
+  stagingColumns,
+  streamWindow,
+} from '../sync/window-copy';
+import { bindWindow, loadWindows, qualified } from '../windows';
+import { checkWindows, type VerifyDeps } from './checksums';
+import { buildReport, mismatchedWindows, type VerificationReport } from './report';
+import { recordResults } from './runs';
+
+/**
+ * Re-copies one window from V1: V2 rows of the window that V1 no longer has are removed, the
+ * rest are written from V1 (overwriting V2), in one transaction.
+ */
+export async function repairWindow(
+  deps: VerifyDeps,
+  windowId: number,
+): Promise<{ deleted: number; written: number }> {
+  const [window] = await loadWindows(deps.v2, deps.config, [windowId]);
+  const { v1, v2, config } = deps;
+  const table = window.table_name;
+  const m = MAPPINGS[table];
+  const v1Client = await v1.connect();
+  const v2Client = await v2.connect();
+  try {
+    await v1Client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await v2Client.query('BEGIN');
+    await v2Client.query(`CREATE TEMP TABLE stage (${stagingColumns(table)}) ON COMMIT DROP`);
+    await streamWindow(v1Client, v2Client, config, window, 'pg_temp.stage');
+    await v1Client.query('COMMIT');
+    await v2Client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
+    const where = await bindWindow(v2Client, table, window, 'v2');
+    const t = ident(m.v2Table);
+    const keyMatch =
+      table === 'telemetry'
+        ? `s.legacy_id = ${t}.legacy_id AND s."timestamp" = ${t}."timestamp"`
+        : `s.id = ${t}.id`;
+    const deleted = await v2Client.query(
+      `DELETE FROM ${qualified(config.schemas.v2, m.v2Table)} WHERE ${where}
+          ${table === 'telemetry' ? 'AND legacy_id IS NOT NULL' : ''}
+          AND NOT EXISTS (SELECT 1 FROM pg_temp.stage s WHERE ${keyMatch})`,
+    );
+    if (table === 'devices') await v2Client.query(insertTemplatesFromStaging(config));
+    const written = await v2Client.query(insertFromStaging(config, table, '', 'update'));
+    await v2Client.query('COMMIT');
+    return { deleted: deleted.rowCount ?? 0, written: written.rowCount ?? 0 };
+  } catch (error) {
+    await v1Client.query('ROLLBACK').catch(() => undefined);
+    await v2Client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    v1Client.release();
+    v2Client.release();
+  }
+}
+
+/**
+ * Repairs every mismatched window of a run and re-verifies it, up to `maxAttempts` times.
+ * Returns the report with the repairs; windows still mismatched fail it.
+ */
+export async function repairRun(
+  deps: VerifyDeps,
+  runId: number,
+  options: { maxAttempts?: number; sampleSize?: number } = {},
+): Promise<VerificationReport> {
+  const repaired: VerificationReport['repaired'] = [];
+  for (const window of await mismatchedWindows(deps, runId)) {
+    let clean = false;
+    let attempts = 0;
+    let lastError: string | undefined;
+    while (!clean && attempts < (options.maxAttempts ?? 3)) {
+      attempts++;
+      try {
+        await repairWindow(deps, window.id);
+      } catch (error) {
+        // A repair that cannot write leaves the window mismatched; it is named below.
+        lastError = `${(error as Error).name}: ${(error as Error).message}`;
+      }
+      const { windows: results } = await checkWindows(deps, [window.id]);
+      await recordResults(deps.v2, deps.config, runId, results, attempts);
+      clean = results[0].matched;
+    }
+    repaired.push({
+      windowId: window.id,
+      table: window.table_name,
+      attempts,
+      clean,
+      ...(lastError && !clean ? { error: lastError } : {}),
+    });
+  }
+  const report = await buildReport(deps, runId, { sampleSize: options.sampleSize });
+  return { ...report, repaired };
+}
