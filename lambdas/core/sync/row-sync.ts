@@ -5,6 +5,19 @@ import { ident, isTransient } from '../db';
 import { ConfigError, V2TenantMismatchError } from '../errors';
 import { MAPPINGS, mapRow, templateIdFor, type MappedTable, type V1Row } from '../mapping';
 
+/** The device and time of V2 telemetry rows, as parallel arrays (times as text). */
+interface TelemetryKeys {
+  devices: string[];
+  timestamps: string[];
+}
+
+/**
+ * The predicate of V2 telemetry rows by their whole key: `legacy_id` ($1), tenant ($2), and the
+ * devices ($3) and times ($4) found for them, so that TimescaleDB decompresses only their
+ * batches (see `telemetryKeys`).
+ */
+const TELEMETRY_KEY_MATCH = `legacy_id = $1 AND tenant_id = $2 AND device_id = ANY($3::text[]) AND "timestamp" = ANY($4::timestamptz[])`;
+
 /** The description of default templates, as the backfill writes it. */
 const TEMPLATE_DESCRIPTION = 'Default template created by the V1 migration';
 
@@ -37,7 +50,7 @@ export class V2RowSync {
     const m = MAPPINGS[table];
     const mapped = mapRow(table, row, { tenantId: this.tenantId });
     const columns = m.columns.map((c) => c.v2);
-    const values = m.columns.map((c) => {
+    const values: unknown[] = m.columns.map((c) => {
       const value = mapped[c.v2];
       if (value === undefined || value === null) return null;
       return c.kind === 'json' ? JSON.stringify(value) : value;
@@ -46,9 +59,14 @@ export class V2RowSync {
       columns.push('template_id');
       values.push(await this.templateFor(String(row.type)));
     }
-    const replaceStale = options.replaceStale && table === 'telemetry';
+    let stale: TelemetryKeys | undefined;
+    if (options.replaceStale && table === 'telemetry') {
+      stale = await this.telemetryKeys(String(row.id), values[columns.indexOf('timestamp')]);
+      if (stale.devices.length === 0) stale = undefined;
+      else values.push(stale.devices, stale.timestamps);
+    }
     try {
-      const { rowCount } = await this.v2.query(this.upsertSql(table, columns, replaceStale), values);
+      const { rowCount } = await this.v2.query(this.upsertSql(table, columns, stale !== undefined), values);
       if (rowCount !== 1) {
         throw new V2TenantMismatchError(m.v2Table, String(row.id), this.tenantId);
       }
@@ -62,11 +80,37 @@ export class V2RowSync {
   /** Deletes the V2 row of a V1 id (telemetry: every row of that `legacy_id`); returns how many. */
   async remove(table: MappedTable, id: string): Promise<number> {
     const m = MAPPINGS[table];
+    if (table === 'telemetry') {
+      const keys = await this.telemetryKeys(id);
+      if (keys.devices.length === 0) return 0;
+      const { rowCount } = await this.v2.query(
+        `DELETE FROM ${this.qualified(m.v2Table)} WHERE ${TELEMETRY_KEY_MATCH}`,
+        [id, this.tenantId, keys.devices, keys.timestamps],
+      );
+      return rowCount ?? 0;
+    }
     const { rowCount } = await this.v2.query(
       `DELETE FROM ${this.qualified(m.v2Table)} WHERE ${ident(m.v2Key)} = $1 AND tenant_id = $2`,
       [id, this.tenantId],
     );
     return rowCount ?? 0;
+  }
+
+  /**
+   * The device and time of every V2 telemetry row of a `legacy_id` (but the one at `except`):
+   * what a statement that changes them must name. On TimescaleDB a compressed chunk is
+   * decompressed for a change only where the predicate names its segment (tenant, device) and
+   * time; a predicate on `legacy_id` alone may decompress every batch of the tenant, beyond
+   * `timescaledb.max_tuples_decompressed_per_dml_transaction`. Finding the keys is a read, which
+   * that limit does not bound. Times go as text, so no precision is lost on the way.
+   */
+  private async telemetryKeys(legacyId: string, except?: unknown): Promise<TelemetryKeys> {
+    const { rows } = await this.v2.query<{ device_id: string; ts: string }>(
+      `SELECT device_id, "timestamp"::text AS ts FROM ${this.qualified('telemetry')}
+        WHERE legacy_id = $1 AND tenant_id = $2${except === undefined ? '' : ` AND "timestamp" <> $3`}`,
+      except === undefined ? [legacyId, this.tenantId] : [legacyId, this.tenantId, except],
+    );
+    return { devices: rows.map((r) => r.device_id), timestamps: rows.map((r) => r.ts) };
   }
 
   /** The template of (tenant, device type): the default one is created first if missing. Cached. */
@@ -88,6 +132,7 @@ export class V2RowSync {
     return rows[0].id;
   }
 
+  /** With `replaceStale`, the stale rows' devices and times are the last two parameters. */
   private upsertSql(table: MappedTable, columns: string[], replaceStale: boolean): string {
     const key = `${table}:${replaceStale}`;
     const cached = this.statements.get(key);
@@ -104,6 +149,7 @@ export class V2RowSync {
     const param = (column: string) => `$${columns.indexOf(column) + 1}`;
     const stale = replaceStale
       ? `WITH stale AS (DELETE FROM ${target} WHERE legacy_id = ${param('legacy_id')} AND tenant_id = ${param('tenant_id')}
+           AND device_id = ANY($${columns.length + 1}::text[]) AND "timestamp" = ANY($${columns.length + 2}::timestamptz[])
            AND "timestamp" <> ${param('timestamp')}) `
       : '';
     // The WHERE keeps a row of another tenant untouched (rowCount 0 then tells the caller).

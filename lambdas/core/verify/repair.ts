@@ -6,14 +6,18 @@ import {
   stagingColumns,
   streamWindow,
 } from '../sync/window-copy';
-import { bindWindow, loadWindows, qualified } from '../windows';
+import { bindWindow, loadWindows, qualified, type WindowRow } from '../windows';
 import { checkWindows, type VerifyDeps } from './checksums';
 import { buildReport, mismatchedWindows, type VerificationReport } from './report';
 import { recordResults } from './runs';
 
+/** Telemetry rows rewritten per transaction by a window repair (see repairTelemetryWindow). */
+export const REPAIR_ROWS_PER_TRANSACTION = 50;
+
 /**
  * Re-copies one window from V1: V2 rows of the window that V1 no longer has are removed, the
- * rest are written from V1 (overwriting V2), in one transaction.
+ * rest are written from V1 (overwriting V2), in one transaction (telemetry: only the rows that
+ * differ, see repairTelemetryWindow).
  */
 export async function repairWindow(
   deps: VerifyDeps,
@@ -22,6 +26,7 @@ export async function repairWindow(
   const [window] = await loadWindows(deps.v2, deps.config, [windowId]);
   const { v1, v2, config } = deps;
   const table = window.table_name;
+  if (table === 'telemetry') return repairTelemetryWindow(deps, window);
   const m = MAPPINGS[table];
   const v1Client = await v1.connect();
   const v2Client = await v2.connect();
@@ -34,14 +39,9 @@ export async function repairWindow(
     await v2Client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
     const where = await bindWindow(v2Client, table, window, 'v2');
     const t = ident(m.v2Table);
-    const keyMatch =
-      table === 'telemetry'
-        ? `s.legacy_id = ${t}.legacy_id AND s."timestamp" = ${t}."timestamp"`
-        : `s.id = ${t}.id`;
     const deleted = await v2Client.query(
       `DELETE FROM ${qualified(config.schemas.v2, m.v2Table)} WHERE ${where}
-          ${table === 'telemetry' ? 'AND legacy_id IS NOT NULL' : ''}
-          AND NOT EXISTS (SELECT 1 FROM pg_temp.stage s WHERE ${keyMatch})`,
+          AND NOT EXISTS (SELECT 1 FROM pg_temp.stage s WHERE s.id = ${t}.id)`,
     );
     if (table === 'devices') await v2Client.query(insertTemplatesFromStaging(config));
     const written = await v2Client.query(insertFromStaging(config, table, '', 'update'));
@@ -54,6 +54,103 @@ export async function repairWindow(
   } finally {
     v1Client.release();
     v2Client.release();
+  }
+}
+
+/**
+ * Telemetry's window repair touches only the rows that differ, each by its whole key (tenant,
+ * device, time, legacy_id), at most REPAIR_ROWS_PER_TRANSACTION rows a transaction. On
+ * TimescaleDB a change to a compressed chunk decompresses the batches its predicate cannot rule
+ * out, and a transaction may decompress at most `timescaledb.max_tuples_decompressed_per_dml_transaction`
+ * rows (100,000 by default): a window's time range alone spans a batch of every device, far
+ * more than the window's rows. Finding the rows that differ is a read, which that limit does
+ * not bound. The V1 rows are staged once, from one snapshot; each transaction is idempotent, so
+ * a repair cut short is finished by the next one (the window is checked again either way).
+ */
+async function repairTelemetryWindow(
+  deps: VerifyDeps,
+  window: WindowRow,
+): Promise<{ deleted: number; written: number }> {
+  const { v1, v2, config } = deps;
+  const target = qualified(config.schemas.v2, MAPPINGS.telemetry.v2Table);
+  const columns = MAPPINGS.telemetry.columns.map((c) => ident(c.v2));
+  const v1Client = await v1.connect();
+  const v2Client = await v2.connect();
+  let broken = false;
+  try {
+    await v2Client.query(`CREATE TEMP TABLE stage (${stagingColumns('telemetry')})`);
+    await v1Client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await streamWindow(v1Client, v2Client, config, window, 'pg_temp.stage');
+    await v1Client.query('COMMIT');
+    await v2Client.query('ANALYZE pg_temp.stage');
+
+    await v2Client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const where = await bindWindow(v2Client, 'telemetry', window, 'v2');
+    const inV2 = `(SELECT ${columns.join(', ')} FROM ${target} WHERE ${where} AND legacy_id IS NOT NULL)`;
+    // V2 rows of the window that V1 does not have as they are: under another key, or not at all.
+    const extra = await v2Client.query<{ tenant: string; device: string; ts: string; legacy: string }>(
+      `SELECT t.tenant_id AS tenant, t.device_id AS device, t."timestamp"::text AS ts, t.legacy_id::text AS legacy
+         FROM ${inV2} t LEFT JOIN pg_temp.stage s ON s.legacy_id = t.legacy_id AND s."timestamp" = t."timestamp"
+        WHERE s.legacy_id IS NULL`,
+    );
+    // V1 rows V2 lacks or holds with other values.
+    const differing = await v2Client.query<{ ts: string; legacy: string }>(
+      `SELECT s."timestamp"::text AS ts, s.legacy_id::text AS legacy
+         FROM pg_temp.stage s LEFT JOIN ${inV2} t ON t.legacy_id = s.legacy_id AND t."timestamp" = s."timestamp"
+        WHERE t.legacy_id IS NULL
+           OR (${columns.map((c) => `s.${c}`).join(', ')}) IS DISTINCT FROM (${columns.map((c) => `t.${c}`).join(', ')})`,
+    );
+    await v2Client.query('COMMIT');
+
+    let deleted = 0;
+    let written = 0;
+    const n = REPAIR_ROWS_PER_TRANSACTION;
+    for (let i = 0; i < Math.max(extra.rows.length, differing.rows.length); i += n) {
+      const gone = extra.rows.slice(i, i + n);
+      const write = differing.rows.slice(i, i + n);
+      await v2Client.query('BEGIN');
+      if (gone.length > 0) {
+        const result = await v2Client.query(
+          `DELETE FROM ${target}
+            WHERE tenant_id = ANY($1::text[]) AND device_id = ANY($2::text[]) AND "timestamp" = ANY($3::timestamptz[])
+              AND legacy_id = ANY($4::bigint[])
+              AND (legacy_id, "timestamp") IN (SELECT * FROM unnest($4::bigint[], $3::timestamptz[]))`,
+          [
+            gone.map((r) => r.tenant),
+            gone.map((r) => r.device),
+            gone.map((r) => r.ts),
+            gone.map((r) => r.legacy),
+          ],
+        );
+        deleted += result.rowCount ?? 0;
+      }
+      if (write.length > 0) {
+        const result = await v2Client.query(
+          insertFromStaging(
+            config,
+            'telemetry',
+            `(s.legacy_id, s."timestamp") IN (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]))`,
+            'update',
+          ),
+          [write.map((r) => r.legacy), write.map((r) => r.ts)],
+        );
+        written += result.rowCount ?? 0;
+      }
+      await v2Client.query('COMMIT');
+    }
+    return { deleted, written };
+  } catch (error) {
+    await v1Client.query('ROLLBACK').catch(() => undefined);
+    await v2Client.query('ROLLBACK').catch(() => {
+      broken = true;
+    });
+    throw error;
+  } finally {
+    await v2Client.query('DROP TABLE IF EXISTS pg_temp.stage').catch(() => {
+      broken = true;
+    });
+    v1Client.release();
+    v2Client.release(broken);
   }
 }
 

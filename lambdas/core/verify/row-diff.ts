@@ -27,15 +27,17 @@ export interface WindowMismatch {
 
 /**
  * Rows of one table on one side, keyed by V1 id (telemetry: legacy_id, so a changed
- * timestamp is a changed column, not a missing row plus an extra one): either a window's
- * rows, or the rows of the given keys (looked up through the key's index).
+ * timestamp is a changed column, not a missing row plus an extra one): a window's rows, or
+ * the rows of the given keys (looked up through the key's index), within a window or at the
+ * given times when known. Telemetry rows are looked up with their time: on TimescaleDB's
+ * compressed chunks a lookup by `legacy_id` alone reads every batch.
  */
 async function tableRows(
   deps: VerifyDeps,
   table: MappedTable,
   side: 'v1' | 'v2',
   select: 'digest' | 'values',
-  scope: { window: WindowRow } | { keys: string[] },
+  scope: { window: WindowRow; keys?: string[] } | { keys: string[]; times?: Date[] },
 ): Promise<Map<string, Record<string, unknown>>> {
   const columns = verifiedColumns(table, deps.config);
   const key = keyExpressions(table, side);
@@ -44,12 +46,21 @@ async function tableRows(
     const idColumn = key.id.replace(' COLLATE "C"', '');
     let where: string;
     let params: unknown[] = [];
+    const byKeys = `${idColumn} = ANY($1::${key.ts ? 'bigint' : 'text'}[])`;
     if ('window' in scope) {
       where = await bindWindow(client, table, scope.window, side);
       if (side === 'v2' && table === 'telemetry') where += ' AND legacy_id IS NOT NULL';
+      if (scope.keys) {
+        where += ` AND ${byKeys}`;
+        params = [scope.keys];
+      }
     } else {
-      where = `${idColumn} = ANY($1::${key.ts ? 'bigint' : 'text'}[])`;
+      where = byKeys;
       params = [scope.keys];
+      if (scope.times && key.ts) {
+        where += ` AND "timestamp" = ANY($2::timestamptz[])`;
+        params.push(scope.times);
+      }
     }
     const fields =
       select === 'digest'
@@ -101,9 +112,10 @@ export async function explainWindow(
   }
   if (changedKeys.length > 0) {
     const columns = verifiedColumns(window.table_name, deps.config);
+    // Both sides have these rows in the window: looked up within it.
     const [va, vb] = await Promise.all([
-      tableRows(deps, window.table_name, 'v1', 'values', { keys: changedKeys }),
-      tableRows(deps, window.table_name, 'v2', 'values', { keys: changedKeys }),
+      tableRows(deps, window.table_name, 'v1', 'values', { window, keys: changedKeys }),
+      tableRows(deps, window.table_name, 'v2', 'values', { window, keys: changedKeys }),
     ]);
     for (const k of changedKeys) {
       const x = va.get(k);
@@ -150,10 +162,15 @@ export async function sampleCompare(
     ).rows.map((r) => r.k);
     if (keys.length === 0) continue;
     const columns = verifiedColumns(table, deps.config);
-    const [va, vb] = await Promise.all([
-      tableRows(deps, table, 'v1', 'values', { keys }),
-      tableRows(deps, table, 'v2', 'values', { keys }),
-    ]);
+    const va = await tableRows(deps, table, 'v1', 'values', { keys });
+    // Telemetry is looked up at V1's times first; a row V2 holds at another time (a changed
+    // timestamp) is found by its key alone then.
+    const times = table === 'telemetry' ? [...va.values()].map((r) => r.timestamp as Date) : undefined;
+    const vb = await tableRows(deps, table, 'v2', 'values', { keys, times });
+    const elsewhere = times ? keys.filter((k) => va.has(k) && !vb.has(k)) : [];
+    if (elsewhere.length > 0)
+      for (const [k, row] of await tableRows(deps, table, 'v2', 'values', { keys: elsewhere }))
+        vb.set(k, row);
     for (const [k, x] of va) {
       checked++;
       const y = vb.get(k);
