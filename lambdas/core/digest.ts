@@ -96,6 +96,19 @@ function hashColumn(column: VerifiedColumn, side: 'v1' | 'v2', seed: string): st
   return `${HASH[column.kind]}(${typed(column.kind, side === 'v1' ? column.v1 : column.v2)}, ${seed})`;
 }
 
+/** One column's own hash (seed 0), as the verifier compares a column of two rows. */
+export const columnHash = (column: VerifiedColumn, side: 'v1' | 'v2'): string =>
+  hashColumn(column, side, '0');
+
+/**
+ * One column's value as text for a report: instants in ISO 8601 (UTC in the verifier's
+ * sessions, `BC` and ±infinity included), JSON as canonical jsonb text, every digit kept.
+ */
+export function columnText(column: VerifiedColumn, side: 'v1' | 'v2'): string {
+  const value = typed(column.kind, side === 'v1' ? column.v1 : column.v2);
+  return column.kind === 'instant' ? `(to_json(${value}) #>> '{}')` : `(${value})::text`;
+}
+
 /** A row's digest as an SQL expression over the side's table (see the comment at the top). */
 export function rowDigest(
   table: MappedTable,

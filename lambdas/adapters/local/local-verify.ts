@@ -1,7 +1,5 @@
 import {
-  buildReport,
-  finishVerification,
-  repairRun,
+  concludeRun,
   startVerification,
   verificationProgress,
   type VerificationReport,
@@ -22,6 +20,8 @@ export interface LocalVerifyOptions {
   /** Re-copy mismatched windows and check them again (default true). */
   repair?: boolean;
   maxRepairAttempts?: number;
+  /** How long a mismatch may be a write in flight (see DEFAULT_RECHECK_DELAY_MS). */
+  recheckDelayMs?: number;
   pollMs?: number;
   hooks?: WorkerHooks;
   wrapHandler?: (handler: BatchHandler) => BatchHandler;
@@ -75,11 +75,10 @@ export async function runVerificationLocally(
   } finally {
     await stop();
   }
-  const sampleSize = options.sampleSize ?? 100;
-  let report = await buildReport(deps, runId, { sampleSize });
-  if (!report.clean && options.repair !== false) {
-    report = await repairRun(deps, runId, { maxAttempts: options.maxRepairAttempts, sampleSize });
-  }
-  await finishVerification(deps, report);
-  return report;
+  return concludeRun(deps, runId, {
+    sampleSize: options.sampleSize ?? 100,
+    repair: options.repair,
+    maxRepairAttempts: options.maxRepairAttempts,
+    recheckDelayMs: options.recheckDelayMs,
+  });
 }

@@ -21,6 +21,12 @@ export async function streamWindow(
   target: string,
 ): Promise<number> {
   const m = MAPPINGS[window.table_name];
+  // COPY's text form of an instant follows the session's DateStyle and TimeZone: both sides use
+  // the same ones whatever their servers' defaults, so every value reads back as it was written.
+  for (const client of [v1Client, v2Client])
+    await client.query(
+      `SELECT set_config('DateStyle', 'ISO, YMD', true), set_config('TimeZone', 'UTC', true)`,
+    );
   await v1Client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
   const where = await bindWindow(v1Client, window.table_name, window, 'v1');
   // For telemetry, reading each device's slice through the ("deviceId", "timestamp") index

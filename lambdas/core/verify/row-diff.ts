@@ -1,7 +1,5 @@
-import { isDeepStrictEqual } from 'node:util';
-import { ident } from '../db';
-import { rowDigest, typed, verifiedColumns } from '../digest';
-import { TABLE_ORDER, type ColumnMapping, type MappedTable } from '../mapping';
+import { columnHash, columnText, rowDigest, verifiedColumns } from '../digest';
+import { TABLE_ORDER, type MappedTable } from '../mapping';
 import { bindWindow, type WindowRow } from '../windows';
 import { keyExpressions, onClient, sourceTable, type VerifyDeps } from './checksums';
 
@@ -28,15 +26,16 @@ export interface WindowMismatch {
 /**
  * Rows of one table on one side, keyed by V1 id (telemetry: legacy_id, so a changed
  * timestamp is a changed column, not a missing row plus an extra one): either a window's
- * rows, or the rows of the given keys (looked up through the key's index).
+ * rows, or the rows of the given keys (looked up through the key's index). `digest` reads each
+ * row's digest; `columns` each column's own hash (`h0`, `h1`, …) and its value as text (`v0`, …).
  */
 async function tableRows(
   deps: VerifyDeps,
   table: MappedTable,
   side: 'v1' | 'v2',
-  select: 'digest' | 'values',
+  select: 'digest' | 'columns',
   scope: { window: WindowRow } | { keys: string[] },
-): Promise<Map<string, Record<string, unknown>>> {
+): Promise<Map<string, Record<string, string | null>>> {
   const columns = verifiedColumns(table, deps.config);
   const key = keyExpressions(table, side);
   return onClient(side === 'v1' ? deps.v1 : deps.v2, async (client) => {
@@ -54,7 +53,9 @@ async function tableRows(
     const fields =
       select === 'digest'
         ? `(${rowDigest(table, side, deps.config)})::text AS digest`
-        : columns.map((c) => `${typed(c.kind, side === 'v1' ? c.v1 : c.v2)} AS ${ident(c.name)}`).join(', ');
+        : columns
+            .map((c, i) => `(${columnHash(c, side)})::text AS h${i}, ${columnText(c, side)} AS v${i}`)
+            .join(', ');
     const { rows } = await client.query(
       `SELECT ${idColumn}::text AS k, ${fields} FROM ${sourceTable(table, deps.config, side)} WHERE ${where}`,
       params,
@@ -63,11 +64,38 @@ async function tableRows(
   });
 }
 
-function sameValue(kind: ColumnMapping['kind'], a: unknown, b: unknown): boolean {
-  if (a === null || b === null) return a === b;
-  if (kind === 'instant') return (a as Date).getTime() === (b as Date).getTime();
-  if (kind === 'json') return isDeepStrictEqual(a, b);
-  return String(a) === String(b);
+/**
+ * Compares the rows of the given keys on both sides, each column by its own hash (the
+ * verifier's, so a difference here is a difference of the digest): rows missing from V2,
+ * extra in V2, or changed, naming each differing column with both values as text.
+ */
+export async function compareKeys(
+  deps: VerifyDeps,
+  table: MappedTable,
+  keys: string[],
+): Promise<RowDifference[]> {
+  if (keys.length === 0) return [];
+  const columns = verifiedColumns(table, deps.config);
+  const [va, vb] = await Promise.all([
+    tableRows(deps, table, 'v1', 'columns', { keys }),
+    tableRows(deps, table, 'v2', 'columns', { keys }),
+  ]);
+  const differences: RowDifference[] = [];
+  for (const k of keys) {
+    const x = va.get(k);
+    const y = vb.get(k);
+    if (!x && !y) continue;
+    if (!y) differences.push({ key: k, kind: 'missing' });
+    else if (!x) differences.push({ key: k, kind: 'extra' });
+    else {
+      const diff = columns
+        .map((c, i) => ({ c, i }))
+        .filter(({ i }) => x[`h${i}`] !== y[`h${i}`])
+        .map(({ c, i }) => ({ column: c.name, v1: x[`v${i}`], v2: y[`v${i}`] }));
+      if (diff.length > 0) differences.push({ key: k, kind: 'changed', columns: diff });
+    }
+  }
+  return differences;
 }
 
 /** Finds the rows of a mismatched window that are missing, extra or changed, naming columns. */
@@ -99,22 +127,8 @@ export async function explainWindow(
       if (differences.length < limit) differences.push({ key: k, kind: 'extra' });
     }
   }
-  if (changedKeys.length > 0) {
-    const columns = verifiedColumns(window.table_name, deps.config);
-    const [va, vb] = await Promise.all([
-      tableRows(deps, window.table_name, 'v1', 'values', { keys: changedKeys }),
-      tableRows(deps, window.table_name, 'v2', 'values', { keys: changedKeys }),
-    ]);
-    for (const k of changedKeys) {
-      const x = va.get(k);
-      const y = vb.get(k);
-      if (!x || !y) continue;
-      const diff = columns
-        .filter((c) => !sameValue(c.kind, x[c.name], y[c.name]))
-        .map((c) => ({ column: c.name, v1: x[c.name], v2: y[c.name] }));
-      differences.push({ key: k, kind: 'changed', columns: diff });
-    }
-  }
+  for (const d of await compareKeys(deps, window.table_name, changedKeys))
+    if (d.kind === 'changed') differences.push(d);
   return {
     table: window.table_name,
     windowId: window.id,
@@ -126,13 +140,16 @@ export async function explainWindow(
   };
 }
 
+/** A row difference found by the deep compare of a sample, with its table. */
+export type SampleDifference = RowDifference & { table: MappedTable };
+
 /** A deep compare of a random sample of each table's rows, naming each differing column. */
 export async function sampleCompare(
   deps: VerifyDeps,
   sampleSize: number,
   tables: MappedTable[] = TABLE_ORDER,
-): Promise<{ checked: number; differences: (RowDifference & { table: MappedTable })[] }> {
-  const differences: (RowDifference & { table: MappedTable })[] = [];
+): Promise<{ checked: number; differences: SampleDifference[] }> {
+  const differences: SampleDifference[] = [];
   let checked = 0;
   for (const table of tables) {
     const source = sourceTable(table, deps.config, 'v1');
@@ -148,24 +165,21 @@ export async function sampleCompare(
         [sampleSize * 2, source, sampleSize],
       )
     ).rows.map((r) => r.k);
-    if (keys.length === 0) continue;
-    const columns = verifiedColumns(table, deps.config);
-    const [va, vb] = await Promise.all([
-      tableRows(deps, table, 'v1', 'values', { keys }),
-      tableRows(deps, table, 'v2', 'values', { keys }),
-    ]);
-    for (const [k, x] of va) {
-      checked++;
-      const y = vb.get(k);
-      if (!y) {
-        differences.push({ table, key: k, kind: 'missing' });
-        continue;
-      }
-      const diff = columns
-        .filter((c) => !sameValue(c.kind, x[c.name], y[c.name]))
-        .map((c) => ({ column: c.name, v1: x[c.name], v2: y[c.name] }));
-      if (diff.length > 0) differences.push({ table, key: k, kind: 'changed', columns: diff });
-    }
+    checked += keys.length;
+    for (const d of await compareKeys(deps, table, keys)) differences.push({ table, ...d });
   }
   return { checked, differences };
+}
+
+/** The sampled differences that are still there when compared again. */
+export async function compareAgain(
+  deps: VerifyDeps,
+  differences: SampleDifference[],
+): Promise<SampleDifference[]> {
+  const byTable = new Map<MappedTable, string[]>();
+  for (const d of differences) byTable.set(d.table, [...(byTable.get(d.table) ?? []), d.key]);
+  const out: SampleDifference[] = [];
+  for (const [table, keys] of byTable)
+    for (const d of await compareKeys(deps, table, keys)) out.push({ table, ...d });
+  return out;
 }

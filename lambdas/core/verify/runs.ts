@@ -6,7 +6,6 @@ import { TABLE_ORDER, type MappedTable } from '../mapping';
 import { type Bound, type WindowRow } from '../windows';
 import type { QueuePort } from '../../ports/queue';
 import { checkWindows, keyExpressions, sourceTable, type VerifyDeps, type WindowResult } from './checksums';
-import { buildReport, finishVerification, type VerificationReport } from './report';
 
 /** Verification runs: their slices fanned out to the workers, each slice's results, progress. */
 
@@ -23,7 +22,7 @@ export interface StartOptions {
 }
 
 /** Windows changed since `since`: their V1 rows were created or updated after it, or they are open-ended. */
-async function touchedWindows(deps: VerifyDeps, since: Date): Promise<Set<number>> {
+export async function touchedWindows(deps: VerifyDeps, since: Date): Promise<Set<number>> {
   const { v1, v2, config } = deps;
   const ctl = controlSchema(config);
   const touched = new Set<number>();
@@ -219,23 +218,4 @@ export async function verificationProgress(
     windowsChecked: Number(w.rows[0].n),
     windowsMismatched: Number(w.rows[0].bad),
   };
-}
-
-/**
- * The cutover's drift check: re-verifies only the windows touched since `since`, window by
- * window, as an incremental run recorded like any other. No repair: drift fails the gate.
- */
-export async function verifyTouchedWindows(deps: VerifyDeps, since: Date): Promise<VerificationReport> {
-  const ctl = controlSchema(deps.config);
-  const touched = [...(await touchedWindows(deps, since))];
-  const run = await deps.v2.query<{ id: string }>(
-    `INSERT INTO ${ctl}.verification_runs (scope, since) VALUES ('incremental', $1) RETURNING id`,
-    [since],
-  );
-  const runId = Number(run.rows[0].id);
-  for (const windowId of touched)
-    await recordResults(deps.v2, deps.config, runId, (await checkWindows(deps, [windowId])).windows);
-  const report = await buildReport(deps, runId);
-  await finishVerification(deps, report);
-  return report;
 }
