@@ -70,6 +70,9 @@ const optionsSchema = z.object({
   v2TimeoutMs: z.number().int().positive().max(600_000).default(DEFAULT_V2_TIMEOUT_MS),
 });
 
+/** What `toV2` is given by a write that reads V1 again itself (no `confirm` needed). */
+const SELF_CONFIRMED = Symbol('self-confirmed');
+
 class V2Timeout extends Error {
   override readonly name = 'V2Timeout';
 }
@@ -182,6 +185,16 @@ export class DualWriter {
   }
 
   /**
+   * Writes the V2 half of a row the backend has just written itself, knowing only its id (e.g.
+   * a row written in a transaction, once it has committed): V1's committed row is read and
+   * upserted to V2, or V2's row deleted when V1 has none, until V1 holds still (as the repair
+   * worker does). Never throws; a failure is reported and queued for repair like any other.
+   */
+  async mirrorById(table: ClientTable, id: RowId): Promise<void> {
+    await this.toV2(table, id, 'update', (t, key) => repairRow(this.options, t, key), SELF_CONFIRMED);
+  }
+
+  /**
    * The V2 half: skipped when dual-write is off; never throws into the caller. `written` is the
    * V1 state it writes (null for a delete), checked against V1 afterwards (see `confirm`).
    */
@@ -201,7 +214,7 @@ export class DualWriter {
       await this.withTimeout(
         (async () => {
           await write(target.table, target.id);
-          await this.confirm(target.table, target.id, written);
+          if (written !== SELF_CONFIRMED) await this.confirm(target.table, target.id, written);
         })(),
       );
     } catch (cause) {

@@ -18,3 +18,4 @@ export {
   type V1User,
 } from './v1-rows';
 export { type ClientSettingsInput } from './v2-sync';
+export * from './prisma';
