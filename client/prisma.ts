@@ -507,9 +507,11 @@ export function withMigration<C extends PrismaClientLike>(
     const args = (isObject(params.args) ? params.args : {}) as Row;
     const store = als.getStore();
     if (store?.raw) return query(args);
-    // A query of the outer client made inside a transaction's callback is not part of it.
-    const txKind = params.__internalParams?.transaction?.kind;
-    const scope = store && (txKind === undefined || txKind === store.kind) ? store : undefined;
+    // A query of the outer client made inside a transaction's callback is not part of it:
+    // Prisma tells which transaction a query runs in (when it does not, the context decides).
+    const internal = params.__internalParams;
+    const txKind = internal ? internal.transaction?.kind : store?.kind;
+    const scope = store && txKind === store.kind ? store : undefined;
     const db = scope?.kind === 'itx' && scope.tx ? scope.tx : self;
     const table = info.table;
     const changes = noChanges();

@@ -424,6 +424,20 @@ describe('withMigration: every write of the V1 models through a generated Prisma
     await expectVerified(dbs, config);
   });
 
+  it('a write of the outer client inside a transaction callback is not part of it, and reaches V2 even when it rolls back', async () => {
+    await expect(
+      m.db.$transaction(async (tx) => {
+        await tx.user.create({ data: { id: 'px_inner', email: 'inner@example.com', passwordHash: 'h' } });
+        await m.db.user.create({ data: { id: 'px_outer', email: 'outer@example.com', passwordHash: 'h' } });
+        expect(await v2RowsOf(dbs, 'users', 'px_outer')).toHaveLength(1);
+        throw new Error('roll back');
+      }),
+    ).rejects.toThrow('roll back');
+    expect(await v2RowsOf(dbs, 'users', 'px_inner')).toEqual([]);
+    expect(await v2RowsOf(dbs, 'users', 'px_outer')).toHaveLength(1);
+    await expectVerified(dbs, config, ['users']);
+  });
+
   it('a batch transaction: single-row writes are mirrored after it; writes whose rows it cannot know are refused', async () => {
     const [user, device] = await m.db.$transaction([
       m.db.user.create({ data: { id: 'px_batch', email: 'batch@example.com', passwordHash: 'h' } }),
