@@ -432,6 +432,14 @@ export function withMigration<C extends PrismaClientLike>(
   if (!parsed.success) throw new ConfigError(describeIssues(parsed.error), 'withMigration options');
   const concurrency = parsed.data.mirrorConcurrency;
   const { router } = options;
+  for (const method of ['dualWriteEnabled', 'route'] as const) {
+    if (typeof router?.[method] !== 'function') {
+      throw new ConfigError(
+        [{ field: 'router', problem: `must have a ${method}() method (a TrafficRouter)` }],
+        'withMigration options',
+      );
+    }
+  }
   const writer = new DualWriter(options);
   const shadow =
     options.shadowReads === false

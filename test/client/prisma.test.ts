@@ -649,3 +649,31 @@ describe('withMigration under a mixed concurrent workload', () => {
     await expectVerified(dbs, config);
   });
 });
+
+describe('withMigration options', () => {
+  const client = {
+    $extends: () => {
+      throw new Error('must not be extended');
+    },
+    $transaction: async () => undefined,
+  };
+  const base = { v1: new Pool(), v2: new Pool(), repairQueue: recordingQueue() };
+  afterAll(() => Promise.all([base.v1.end(), base.v2.end()]));
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    [
+      'a router without route()',
+      { router: { dualWriteEnabled: () => true } },
+      /router: must have a route\(\)/,
+    ],
+    ['a mirror concurrency of 0', { router: migrationRouter(), mirrorConcurrency: 0 }, /mirrorConcurrency/],
+    ['a bad tenant id', { router: migrationRouter(), tenantId: '' }, /tenantId/],
+  ];
+
+  it.each(cases)('refuses %s with ConfigError before extending anything', (_what, options, message) => {
+    const call = () =>
+      withMigration(client, { ...base, ...options } as unknown as Parameters<typeof withMigration>[1]);
+    expect(call).toThrow(
+      expect.objectContaining({ name: 'ConfigError', message: expect.stringMatching(message) }),
+    );
+  });
+});
