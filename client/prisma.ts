@@ -109,6 +109,11 @@ export interface WithMigrationOptions extends Omit<DualWriterOptions, 'router'> 
 }
 
 export const DEFAULT_MIRROR_CONCURRENCY = 4;
+/**
+ * Metric counting nested writes whose related rows could not be read after the write (V1 failed
+ * right after it): their own row is mirrored, the related ones wait for Phase 3's repair.
+ */
+export const PRISMA_SNAPSHOT_ERROR_METRIC = 'DualWriteRelatedRowsUnknown';
 
 /** What `withMigration` adds to the client, as `$migration`. */
 export interface MigrationHandle {
@@ -552,9 +557,13 @@ export function withMigration<C extends PrismaClientLike>(
       const run = withId(args);
       const result = await query(run.args);
       const id = isObject(result) ? result.id : undefined;
-      const after = operation === 'delete' ? [] : await snapshot(db, info, { id }, touches);
+      // V1's write is done and is the caller's: a failed read of the related ids must not undo
+      // that. The rows it knows are mirrored; the others are left to Phase 3's window repair.
+      const after = await snapshot(db, info, { id }, touches).catch(() => {
+        options.onMetric?.(PRISMA_SNAPSHOT_ERROR_METRIC, 1);
+        return [[table, String(id)]] as [ClientTable, string][];
+      });
       changes.ids.push(...before, ...after);
-      if (operation === 'delete') changes.deleted.push([table, String(id)]);
       await record(scope, changes);
       return stripId(result, run.strip);
     }

@@ -1,6 +1,7 @@
 import '../../lambdas/core/polyfills';
 import { Pool } from 'pg';
 import { runBackfillLocally } from '../../lambdas/adapters/local/local-backfill';
+import { runVerificationLocally } from '../../lambdas/adapters/local/local-verify';
 import type { MigrationConfig } from '../../lambdas/core/config';
 import {
   DUAL_WRITE_V2_FAILURE_METRIC,
@@ -646,6 +647,32 @@ describe('withMigration under a mixed concurrent workload', () => {
     );
     expect(n).toBe(160);
     expect(m.failures.map((f) => f.error.message)).toEqual([]);
+    await expectVerified(dbs, config);
+  });
+
+  it('deleteMany of more rows than one statement takes deletes them in one transaction and mirrors every delete', async () => {
+    const { dbs, config } = ctx;
+    const m = migrated(ctx);
+    const device = (await m.db.device.findFirstOrThrow()).id;
+    // 5,100 readings written around the extension, then copied to V2 by the verifier's repair.
+    await dbs.v1.query(
+      `INSERT INTO device_data ("deviceId", "timestamp", data, protocol)
+       SELECT $1, timestamp '2026-08-01' + g * interval '1 second', jsonb_build_object('bulk', g), 'BULK'
+         FROM generate_series(1, 5100) g`,
+      [device],
+    );
+    expect((await runVerificationLocally({ v1: dbs.v1, v2: dbs.v2, config }, { sampleSize: 0 })).clean).toBe(
+      true,
+    );
+    expect(
+      (await dbs.v2.query(`SELECT count(*)::int AS n FROM telemetry WHERE protocol = 'BULK'`)).rows[0].n,
+    ).toBe(5100);
+
+    expect(await m.db.deviceData.deleteMany({ where: { protocol: 'BULK' } })).toEqual({ count: 5100 });
+    expect(
+      (await dbs.v2.query(`SELECT count(*)::int AS n FROM telemetry WHERE protocol = 'BULK'`)).rows[0].n,
+    ).toBe(0);
+    expect(m.failures).toEqual([]);
     await expectVerified(dbs, config);
   });
 });
