@@ -179,6 +179,16 @@ export class DualWriter {
   }
 
   /**
+   * Writes the V2 half of a row the backend has just written itself, knowing only its id (e.g.
+   * a row written in a transaction, once it has committed): V1's committed row is synced to V2,
+   * or V2's row deleted when V1 has none, until V1 holds still (`syncRow`). Never throws; a
+   * failure is reported and queued for repair like any other.
+   */
+  async mirrorById(table: ClientTable, id: RowId): Promise<void> {
+    await this.toV2(table, id, 'update', {});
+  }
+
+  /**
    * The V2 half: skipped when dual-write is off; never throws into the caller. `sync` says what
    * is known of the row's V1 state; V1 is read again afterwards (see `syncRow`).
    */
