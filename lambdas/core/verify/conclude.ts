@@ -2,7 +2,7 @@ import { VerificationFailedError } from '../errors';
 import { checkWindows, type VerifyDeps } from './checksums';
 import { repairRun } from './repair';
 import { buildReport, finishVerification, type VerificationReport } from './report';
-import { compareAgain } from './row-diff';
+import { compareAgain, compareKeys, explainWindow, type WindowMismatch } from './row-diff';
 import { recordResults } from './runs';
 
 /**
@@ -24,10 +24,71 @@ export interface ConcludeOptions {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** How many times a mismatched window is checked again before its mismatch counts. */
+export const MAX_RECHECK_ROUNDS = 5;
+
+/** Runs `fn` over `items`, `limit` at a time. */
+async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]);
+    }),
+  );
+}
+
 /**
- * Gives in-flight writes their time: after `delayMs`, each mismatched window is checked again
- * (recorded as matched when it now agrees) and each differing sampled row compared again.
- * The report says how many windows and rows needed this, and how many settled.
+ * Re-checks mismatched windows in rounds, `delayMs` apart, until each agrees or a row of it
+ * differs in two rounds in a row (then the difference is real). Under live writes a window may
+ * never be caught with no write in flight: its mismatch counts as in flight as long as every
+ * row found different in one round agrees in the next, and after MAX_RECHECK_ROUNDS such rounds
+ * it is recorded as matched. Returns the ids of the windows that settled.
+ */
+async function recheckWindows(
+  deps: VerifyDeps,
+  runId: number,
+  mismatches: WindowMismatch[],
+  delayMs: number,
+): Promise<Set<number>> {
+  const settled = new Set<number>();
+  // Per window still open: the keys that differed last round (null: too many to list).
+  let open = new Map(
+    mismatches.map((m) => [
+      m.windowId,
+      { m, differing: m.truncated ? null : m.differences.map((d) => d.key) },
+    ]),
+  );
+  for (let round = 1; round <= MAX_RECHECK_ROUNDS && open.size > 0; round++) {
+    await sleep(delayMs);
+    const next: typeof open = new Map();
+    await eachLimited([...open.values()], deps.config.batch.concurrency, async ({ m, differing }) => {
+      const { windows } = await checkWindows(deps, [m.windowId]);
+      if (windows[0].matched) {
+        await recordResults(deps.v2, deps.config, runId, windows);
+        settled.add(m.windowId);
+        return;
+      }
+      // A row that differed last round and still differs is a real difference.
+      if (differing === null || (await compareKeys(deps, m.table, differing)).length > 0) return;
+      const now = await explainWindow(deps, windows[0].window);
+      if (now.truncated) return;
+      if (round === MAX_RECHECK_ROUNDS) {
+        // Every difference went away within a delay: writes kept landing, none stayed wrong.
+        await recordResults(deps.v2, deps.config, runId, [{ ...windows[0], matched: true }]);
+        settled.add(m.windowId);
+        return;
+      }
+      next.set(m.windowId, { m, differing: now.differences.map((d) => d.key) });
+    });
+    open = next;
+  }
+  return settled;
+}
+
+/**
+ * Gives in-flight writes their time: mismatched windows are checked again (recheckWindows) and
+ * each differing sampled row compared again after `delayMs`. The report says how many windows
+ * and rows needed this, and how many settled.
  */
 export async function recheckInFlight(
   deps: VerifyDeps,
@@ -35,18 +96,12 @@ export async function recheckInFlight(
   delayMs = DEFAULT_RECHECK_DELAY_MS,
 ): Promise<VerificationReport> {
   if (report.clean) return report;
-  await sleep(delayMs);
-  let windowsSettled = 0;
-  let rowsSettled = 0;
-  for (const mismatch of report.mismatches) {
-    const { windows } = await checkWindows(deps, [mismatch.windowId]);
-    if (!windows[0].matched) continue;
-    await recordResults(deps.v2, deps.config, report.runId, windows);
-    windowsSettled++;
-    rowsSettled += mismatch.differences.length;
-  }
-  const remaining = await compareAgain(deps, report.sample.differences);
-  rowsSettled += report.sample.differences.length - remaining.length;
+  const [settled, remaining] = await Promise.all([
+    recheckWindows(deps, report.runId, report.mismatches, delayMs),
+    sleep(delayMs).then(() => compareAgain(deps, report.sample.differences)),
+  ]);
+  let rowsSettled = report.sample.differences.length - remaining.length;
+  for (const m of report.mismatches) if (settled.has(m.windowId)) rowsSettled += m.differences.length;
   const rebuilt = await buildReport(deps, report.runId);
   const rows =
     report.mismatches.reduce((n, m) => n + m.differences.length, 0) + report.sample.differences.length;
@@ -55,7 +110,7 @@ export async function recheckInFlight(
     clean: rebuilt.mismatches.length === 0 && remaining.length === 0,
     sample: { checked: report.sample.checked, differences: remaining },
     repaired: report.repaired,
-    recheck: { delayMs, windows: report.mismatches.length, windowsSettled, rows, rowsSettled },
+    recheck: { delayMs, windows: report.mismatches.length, windowsSettled: settled.size, rows, rowsSettled },
   };
 }
 
