@@ -1,19 +1,12 @@
-import { isDeepStrictEqual } from 'node:util';
 import type { Pool } from 'pg';
 import { z } from 'zod';
 import { describeIssues } from '../lambdas/core/config';
 import { ident } from '../lambdas/core/db';
 import { ConfigError, DualWriteV2Error } from '../lambdas/core/errors';
-import { mapRow, type V1Row } from '../lambdas/core/mapping';
 import type { QueuePort } from '../lambdas/ports/queue';
-import { repairMessage, repairRow } from '../lambdas/core/sync/repair';
-import {
-  clientSettings,
-  V2RowSync,
-  type ClientSettings,
-  type ClientSettingsInput,
-} from '../lambdas/core/sync/row-sync';
-import { readV1Row, V1_QUERY_TYPES, v1Table } from '../lambdas/core/sync/v1-read';
+import { repairMessage, syncRow, type SyncOptions } from '../lambdas/core/sync/repair';
+import { clientSettings, type ClientSettings, type ClientSettingsInput } from '../lambdas/core/sync/row-sync';
+import { V1_QUERY_TYPES, v1SourceSql, v1Table, type V1Source } from '../lambdas/core/sync/v1-read';
 import { runHook } from './hooks';
 import {
   parseId,
@@ -78,14 +71,19 @@ class V2Timeout extends Error {
   override readonly name = 'V2Timeout';
 }
 
+/** The RETURNING column that carries the written row's source text to the V2 half. */
+const SOURCE = '__iot_v2_migration_source';
+
 /**
  * What the IoT backend calls for writes during the migration. Each write goes to V1 first; the
  * V1 row (`RETURNING *`) is what the caller gets, and V1's errors are the caller's errors. Then,
- * if dual-write is on, the same row goes to V2 under the one mapping (`mapRow`) with the tenant,
- * as an upsert that always stores the newest V1 state (the backfill never overwrites a row, so
- * a write racing it is safe either way); V1 is then read again, and a row that another write
- * changed meanwhile is re-synced from V1 (`confirm`). A V2 failure never fails the caller: it is counted,
- * reported and recorded for repair (a `repair-row` message naming the row).
+ * if dual-write is on, the same row goes to V2 through the migration's one mapping, the
+ * backfill's SQL projection (`syncRow`: the row travels as PostgreSQL text, never as JavaScript
+ * values), as an upsert that always stores the newest V1 state (the backfill never overwrites
+ * a row, so a write racing it is safe either way); V1 is then read again, and a row that
+ * another write changed meanwhile is synced again, so V2 ends as V1 ends. A V2 failure never
+ * fails the caller: it is counted, reported and recorded for repair (a `repair-row` message
+ * naming the row).
  *
  * V1 rows use Prisma's column names; timestamps are Dates (or ISO strings with a zone) and are
  * stored as UTC, as Prisma does. Backends that write V1 themselves (e.g. with Prisma in a
@@ -93,7 +91,6 @@ class V2Timeout extends Error {
  */
 export class DualWriter {
   private readonly settings: ClientSettings;
-  private readonly sync: V2RowSync;
   private readonly v2TimeoutMs: number;
 
   constructor(private readonly options: DualWriterOptions) {
@@ -101,7 +98,6 @@ export class DualWriter {
     const parsed = optionsSchema.safeParse({ v2TimeoutMs: options.v2TimeoutMs });
     if (!parsed.success) throw new ConfigError(describeIssues(parsed.error), 'DualWriter options');
     this.v2TimeoutMs = parsed.data.v2TimeoutMs;
-    this.sync = new V2RowSync(options.v2, this.settings.v2Schema, this.settings.tenantId);
     // An idle V2 connection that is lost emits 'error' on the pool: unheard, it would crash the backend.
     options.v2.on('error', () => this.metric(DUAL_WRITE_V2_CONNECTION_ERROR_METRIC));
   }
@@ -110,21 +106,14 @@ export class DualWriter {
   async insert<T extends ClientTable>(table: T, row: V1Insert<T>): Promise<V1Rows[T]> {
     const t = parseTable(table);
     const entries = parseInsert(t, row);
-    const { rows } = await this.options.v1.query({
-      text: `INSERT INTO ${v1Table(this.settings.v1Schema, t)} (${entries.map(([c]) => ident(c)).join(', ')})
-             VALUES (${entries.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING *`,
-      values: entries.map(([, v]) => v),
-      types: V1_QUERY_TYPES,
-    });
-    const stored = rows[0] as V1Rows[T];
-    await this.toV2(
+    const stored = await this.writeV1<T>(
       t,
-      stored.id,
-      'insert',
-      () => this.sync.upsert(t, stored as unknown as Record<string, unknown>, { replaceStale: false }),
-      stored,
+      `INSERT INTO ${v1Table(this.settings.v1Schema, t)} (${entries.map(([c]) => ident(c)).join(', ')})
+       VALUES (${entries.map((_, i) => `$${i + 1}`).join(', ')})`,
+      entries.map(([, v]) => v),
     );
-    return stored;
+    await this.toV2(t, stored!.row.id, 'insert', { known: stored!.source, inserted: true });
+    return stored!.row;
   }
 
   /** Updates the given columns of a V1 row (then V2); returns the V1 row as stored, or null if there is none. */
@@ -132,22 +121,15 @@ export class DualWriter {
     const t = parseTable(table);
     const key = parseId(t, id);
     const entries = parsePatch(t, patch);
-    const { rows } = await this.options.v1.query({
-      text: `UPDATE ${v1Table(this.settings.v1Schema, t)} SET ${entries.map(([c], i) => `${ident(c)} = $${i + 2}`).join(', ')}
-              WHERE id = $1 RETURNING *`,
-      values: [key, ...entries.map(([, v]) => v)],
-      types: V1_QUERY_TYPES,
-    });
-    if (rows.length === 0) return null;
-    const stored = rows[0] as V1Rows[T];
-    await this.toV2(
+    const stored = await this.writeV1<T>(
       t,
-      key,
-      'update',
-      () => this.sync.upsert(t, stored as unknown as Record<string, unknown>, { replaceStale: true }),
-      stored,
+      `UPDATE ${v1Table(this.settings.v1Schema, t)} SET ${entries.map(([c], i) => `${ident(c)} = $${i + 2}`).join(', ')}
+        WHERE id = $1`,
+      [key, ...entries.map(([, v]) => v)],
     );
-    return stored;
+    if (!stored) return null;
+    await this.toV2(t, key, 'update', { known: stored.source });
+    return stored.row;
   }
 
   /**
@@ -157,44 +139,64 @@ export class DualWriter {
   async delete<T extends ClientTable>(table: T, id: RowId): Promise<V1Rows[T] | null> {
     const t = parseTable(table);
     const key = parseId(t, id);
-    const { rows } = await this.options.v1.query({
-      text: `DELETE FROM ${v1Table(this.settings.v1Schema, t)} WHERE id = $1 RETURNING *`,
-      values: [key],
-      types: V1_QUERY_TYPES,
-    });
-    await this.toV2(t, key, 'delete', () => this.sync.remove(t, key), null);
-    return (rows[0] as V1Rows[T] | undefined) ?? null;
+    const stored = await this.writeV1<T>(
+      t,
+      `DELETE FROM ${v1Table(this.settings.v1Schema, t)} WHERE id = $1`,
+      [key],
+    );
+    await this.toV2(t, key, 'delete', { known: null });
+    return stored?.row ?? null;
   }
 
   /**
    * Writes the V2 half for a V1 row the backend has just written itself (read back with its
-   * V1 column names). Never throws; a failure is reported and queued for repair like any other.
+   * V1 column names); V1's current state of the row is what V2 gets. Never throws; a failure
+   * is reported and queued for repair like any other.
    */
   async mirror<T extends ClientTable>(table: T, v1Row: V1Rows[T]): Promise<void> {
-    await this.toV2(
-      table,
-      (v1Row as { id?: unknown } | null)?.id,
-      'update',
-      (t) => this.sync.upsert(t, v1Row as unknown as Record<string, unknown>, { replaceStale: true }),
-      v1Row,
-    );
+    await this.toV2(table, (v1Row as { id?: unknown } | null)?.id, 'update', {});
   }
 
   /** Writes the V2 half of a V1 delete the backend has just done itself. Never throws. */
   async mirrorDelete(table: ClientTable, id: RowId): Promise<void> {
-    await this.toV2(table, id, 'delete', (t, key) => this.sync.remove(t, key), null);
+    await this.toV2(table, id, 'delete', { known: null });
+  }
+
+  /** One V1 write statement with `RETURNING *` and the row's source text, split apart. */
+  private async writeV1<T extends ClientTable>(
+    table: ClientTable,
+    statement: string,
+    values: unknown[],
+  ): Promise<{ row: V1Rows[T]; source: V1Source } | null> {
+    const { rows } = await this.options.v1.query({
+      text: `${statement} RETURNING *, ${v1SourceSql(table)} AS ${SOURCE}`,
+      values,
+      types: V1_QUERY_TYPES,
+    });
+    if (rows.length === 0) return null;
+    const { [SOURCE]: source, ...row } = rows[0] as Record<string, unknown>;
+    return { row: row as unknown as V1Rows[T], source: source as V1Source };
   }
 
   /**
-   * The V2 half: skipped when dual-write is off; never throws into the caller. `written` is the
-   * V1 state it writes (null for a delete), checked against V1 afterwards (see `confirm`).
+   * Writes the V2 half of a row the backend has just written itself, knowing only its id (e.g.
+   * a row written in a transaction, once it has committed): V1's committed row is synced to V2,
+   * or V2's row deleted when V1 has none, until V1 holds still (`syncRow`). Never throws; a
+   * failure is reported and queued for repair like any other.
+   */
+  async mirrorById(table: ClientTable, id: RowId): Promise<void> {
+    await this.toV2(table, id, 'update', {});
+  }
+
+  /**
+   * The V2 half: skipped when dual-write is off; never throws into the caller. `sync` says what
+   * is known of the row's V1 state; V1 is read again afterwards (see `syncRow`).
    */
   private async toV2(
     table: unknown,
     id: unknown,
     operation: DualWriteOperation,
-    write: (table: ClientTable, id: string) => Promise<unknown>,
-    written: unknown,
+    sync: SyncOptions,
   ): Promise<void> {
     let row: { table: ClientTable; id: string } | undefined;
     try {
@@ -202,12 +204,7 @@ export class DualWriter {
       const t = parseTable(table);
       const target = { table: t, id: parseId(t, id) };
       row = target;
-      await this.withTimeout(
-        (async () => {
-          await write(target.table, target.id);
-          await this.confirm(target.table, target.id, written);
-        })(),
-      );
+      await this.withTimeout(syncRow(this.options, target.table, target.id, sync));
     } catch (cause) {
       await this.recordFailure(
         row ?? { table: String(table), id: String(id) },
@@ -216,18 +213,6 @@ export class DualWriter {
         row !== undefined,
       );
     }
-  }
-
-  /**
-   * Reads the V1 row again after its V2 write. Two writes of one row can reach V2 in the
-   * opposite order to V1 (A writes V1, B writes V1, B writes V2, A writes V2): then V1 no
-   * longer holds what this write gave V2, and the row is re-synced from V1 as the repair worker
-   * does. Whichever write finishes last sees V1's latest state, so V2 ends as V1 ends.
-   */
-  private async confirm(table: ClientTable, id: string, written: unknown): Promise<void> {
-    const current = await readV1Row(this.options.v1, this.settings.v1Schema, table, id);
-    if (sameMapped(table, written, current, this.settings.tenantId)) return;
-    await repairRow(this.options, table, id);
   }
 
   private withTimeout<T>(work: Promise<T>): Promise<T> {
@@ -286,11 +271,4 @@ export class DualWriter {
   private hook(callback: () => void): void {
     runHook(callback, 'DualWriterCallbackWarning');
   }
-}
-
-/** Whether two V1 states of a row (null: no row) give the same V2 row (JSON key order aside). */
-function sameMapped(table: ClientTable, a: unknown, b: unknown, tenantId: string): boolean {
-  if (a === null || a === undefined || b === null || b === undefined) return (a ?? null) === (b ?? null);
-  const v2 = (row: unknown) => mapRow(table, row as V1Row, { tenantId });
-  return isDeepStrictEqual(v2(a), v2(b));
 }

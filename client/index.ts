@@ -29,3 +29,4 @@ export {
   type V1Rows,
   type V1User,
 } from './v1-rows';
+export * from './prisma';

@@ -59,8 +59,19 @@ const optionsSchema = z.object({
 });
 
 const isDate = (v: unknown): v is Date => Object.prototype.toString.call(v) === '[object Date]';
+/**
+ * A timestamp as node-postgres gives it, as a number: ±Infinity for ±infinity, NaN for an
+ * instant beyond what a JavaScript Date holds (the backend reads such a value as an Invalid Date
+ * from either side, so two of them compare equal).
+ */
 const asInstant = (v: unknown): number | null =>
-  v === null || v === undefined ? null : isDate(v) ? v.getTime() : new Date(String(v)).getTime();
+  v === null || v === undefined
+    ? null
+    : typeof v === 'number'
+      ? v
+      : isDate(v)
+        ? v.getTime()
+        : new Date(String(v)).getTime();
 
 /** JSON values compared structurally: object keys in any order, arrays in order. */
 function sameJson(a: unknown, b: unknown): boolean {
@@ -94,25 +105,29 @@ function copyMapped(value: unknown): unknown {
  * The V2 columns whose values differ between the mapped V1 row and a V2 row: JSON compared
  * structurally, timestamps as instants, bigints as numbers, text exactly. For devices, the
  * template is compared by its device type (`templateType`, the V2 template's `device_type`).
+ * Columns in `nullAlso` also match a V2 null (see `readsNullAmbiguously` in the mapping).
  */
 export function differingColumns(
   table: ClientTable,
   mappedV1: V2Row,
   v2: V2Row,
   templateType?: { v1: unknown; v2: unknown },
+  nullAlso: ReadonlySet<string> = new Set(),
 ): string[] {
   const out: string[] = [];
   for (const c of MAPPINGS[table].columns) {
     const a = mappedV1[c.v2] ?? null;
     const b = v2[c.v2] ?? null;
+    const alsoNull = b === null && nullAlso.has(c.v2);
     const same =
-      c.kind === 'instant'
-        ? asInstant(a) === asInstant(b)
+      alsoNull ||
+      (c.kind === 'instant'
+        ? Object.is(asInstant(a), asInstant(b))
         : c.kind === 'json'
           ? sameJson(a, b)
           : c.kind === 'bigint'
             ? (a === null ? null : String(a)) === (b === null ? null : String(b))
-            : a === b;
+            : a === b);
     if (!same) out.push(c.v2);
   }
   if (templateType && templateType.v1 !== templateType.v2) out.push('template_id');
@@ -182,9 +197,14 @@ export class ShadowReader {
       const expected =
         v1Row === null ? null : (copyMapped(mapRow(t, v1Row as V1Row, this.settings)) as V2Row);
       const type = v1Row === null ? undefined : (v1Row as { type?: unknown }).type;
+      const nullAlso = new Set(
+        v1Row === null
+          ? []
+          : MAPPINGS[t].columns.filter((c) => c.readsNullAmbiguously?.(v1Row as V1Row)).map((c) => c.v2),
+      );
       // setImmediate: the V2 query starts only after the caller's continuation has run.
       const run = new Promise<void>((resolve) => setImmediate(resolve))
-        .then(() => this.compare(t, key, expected, type))
+        .then(() => this.compare(t, key, expected, type, nullAlso))
         .catch((error: unknown) => this.fail(t, key, error))
         .finally(() => this.inFlight.delete(run));
       this.inFlight.add(run);
@@ -198,6 +218,7 @@ export class ShadowReader {
     id: string,
     expected: V2Row | null,
     type: unknown,
+    nullAlso: ReadonlySet<string>,
   ): Promise<void> {
     const m = MAPPINGS[table];
     const schema = ident(this.settings.v2Schema);
@@ -223,6 +244,7 @@ export class ShadowReader {
         expected,
         rows[0],
         table === 'devices' ? { v1: type, v2: rows[0].template_device_type } : undefined,
+        nullAlso,
       );
       if (columns.length > 0) mismatch = { table, id, kind: 'different', columns };
     }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { describeIssues } from '../lambdas/core/config';
 import { InvalidInputError } from '../lambdas/core/errors';
-import type { MappedTable } from '../lambdas/core/mapping';
+import { V1_COLUMNS, type MappedTable, type V1Column, type V1ColumnType } from '../lambdas/core/mapping';
 import { bigintId, parseId } from '../lambdas/core/sync/v1-read';
 
 export { parseId };
@@ -110,47 +110,33 @@ const timestamp = z
 const json = z.json().transform((v) => JSON.stringify(v));
 
 type ColumnSchemas = Record<string, { schema: z.ZodType<unknown>; required: boolean }>;
-const col = (schema: z.ZodType<unknown>, required = false) => ({ schema, required });
 
-const COLUMNS: Record<ClientTable, ColumnSchemas> = {
-  users: {
-    id: col(text, true),
-    email: col(text, true),
-    name: col(text.nullable()),
-    passwordHash: col(text, true),
-    role: col(z.enum(['ADMIN', 'OPERATOR', 'VIEWER'])),
-    createdAt: col(timestamp),
-    updatedAt: col(timestamp, true),
-  },
-  devices: {
-    id: col(text, true),
-    name: col(text, true),
-    type: col(text, true),
-    status: col(text),
-    config: col(json.nullable()),
-    ownerId: col(text.nullable()),
-    lastSeenAt: col(timestamp.nullable()),
-    createdAt: col(timestamp),
-    updatedAt: col(timestamp, true),
-  },
-  telemetry: {
-    id: col(bigintId),
-    deviceId: col(text, true),
-    timestamp: col(timestamp, true),
-    data: col(json, true),
-    protocol: col(text, true),
-    source: col(text.nullable()),
-  },
-  alerts: {
-    id: col(text, true),
-    deviceId: col(text, true),
-    severity: col(text, true),
-    message: col(text, true),
-    status: col(text),
-    createdAt: col(timestamp),
-    resolvedAt: col(timestamp.nullable()),
-  },
+const BY_TYPE: Record<V1ColumnType, (column: V1Column) => z.ZodType<unknown>> = {
+  text: () => text,
+  enum: (column) => z.enum(column.values as [string, ...string[]]),
+  jsonb: () => json,
+  timestamp: () => timestamp,
+  bigint: () => bigintId,
 };
+
+/**
+ * Each table's columns as the V1 contract in mapping.ts has them: the type's schema, nullable
+ * where V1 allows NULL, required in an insert unless V1 has a default (or allows NULL).
+ */
+const COLUMNS = Object.fromEntries(
+  CLIENT_TABLES.map((t) => [
+    t,
+    Object.fromEntries(
+      V1_COLUMNS[t].map((c) => {
+        const schema = BY_TYPE[c.type](c);
+        return [
+          c.name,
+          { schema: c.nullable ? schema.nullable() : schema, required: !c.nullable && !c.hasDefault },
+        ];
+      }),
+    ),
+  ]),
+) as Record<ClientTable, ColumnSchemas>;
 
 const insertSchemas = Object.fromEntries(
   CLIENT_TABLES.map((t) => [

@@ -1,14 +1,18 @@
+import { PrismaPg } from '@prisma/adapter-pg';
 import type { Pool } from 'pg';
-import { DualWriter } from '../../client/dual-writer';
+import { withMigration } from '../../client/prisma';
 import { repairBatchHandler } from '../../lambdas/core/sync/repair';
 import { TrafficRouter } from '../../client/traffic-router';
 import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
 import type { ParameterPort } from '../../lambdas/ports/parameters';
+import { PrismaClient } from '../../prisma/v1/generated/client';
 
 export interface LoadStats {
   operations: number;
   reads: number;
   writes: number;
+  /** Writes by Prisma operation (`device.update`, `deviceData.createMany`, `$transaction`, …). */
+  writesByOperation: Record<string, number>;
   readsFromV2: number;
   /** Errors the backend's callers saw (a V2 failure is not one: it goes to repair). */
   errors: number;
@@ -19,15 +23,17 @@ export interface LoadStats {
 
 /**
  * A synthetic IoT backend for the rehearsal: at about `perSecond` operations a second it reads
- * devices through the TrafficRouter (V1 or V2 by key) and writes through the DualWriter
- * (telemetry inserts, device updates), with a repair worker behind it, exactly as a real
- * backend wired like client/README.md would.
+ * devices through the TrafficRouter (V1 or V2 by key) and writes with Prisma through
+ * `withMigration` (telemetry inserts one by one and in batches, device updates, alerts created,
+ * acknowledged and deleted, nested writes, interactive transactions), with a repair worker
+ * behind it, exactly as a real Prisma backend wired like client/README.md would.
  */
 export class SyntheticBackend {
   readonly stats: LoadStats = {
     operations: 0,
     reads: 0,
     writes: 0,
+    writesByOperation: {},
     readsFromV2: 0,
     errors: 0,
     v2Failures: 0,
@@ -35,7 +41,8 @@ export class SyntheticBackend {
     firstErrors: [],
   };
   private readonly router: TrafficRouter;
-  private readonly writer: DualWriter;
+  private readonly prisma: PrismaClient;
+  private readonly db: ReturnType<typeof withMigration<PrismaClient>>;
   private readonly repairs: LocalQueue;
   private timer?: NodeJS.Timeout;
   private inFlight = new Set<Promise<void>>();
@@ -65,12 +72,14 @@ export class SyntheticBackend {
     this.repairs.start(
       repairBatchHandler({ v1, v2, ...settings }, { onRepaired: () => this.stats.repaired++ }),
     );
-    this.writer = new DualWriter({
+    this.prisma = new PrismaClient({ adapter: new PrismaPg(v1, { schema: options.v1Schema }) });
+    this.db = withMigration(this.prisma, {
       v1,
       v2,
       router: this.router,
       repairQueue: this.repairs,
       ...settings,
+      shadowReads: false,
       onMetric: (name, value) => {
         if (name === 'DualWriteV2Failure') this.stats.v2Failures += value;
       },
@@ -99,21 +108,8 @@ export class SyntheticBackend {
     try {
       if (n % 3 === 0) {
         this.stats.writes++;
-        if (n % 9 === 0) {
-          await this.writer.update('devices', device, {
-            lastSeenAt: new Date(),
-            status: 'ONLINE',
-            updatedAt: new Date(),
-          });
-        } else {
-          await this.writer.insert('telemetry', {
-            deviceId: device,
-            timestamp: new Date(),
-            data: { load: n },
-            protocol: 'MQTT',
-            source: 'rehearsal',
-          });
-        }
+        const operation = await this.write(n, device);
+        this.stats.writesByOperation[operation] = (this.stats.writesByOperation[operation] ?? 0) + 1;
       } else {
         this.stats.reads++;
         if (this.router.route(device) === 'v2') {
@@ -123,12 +119,77 @@ export class SyntheticBackend {
             [device, this.options.tenantId],
           );
         } else {
-          await this.v1.query(`SELECT * FROM "${this.options.v1Schema}".devices WHERE id = $1`, [device]);
+          await this.db.device.findUnique({ where: { id: device } });
         }
       }
     } catch (error) {
       this.stats.errors++;
       if (this.stats.firstErrors.length < 5) this.stats.firstErrors.push((error as Error).message);
+    }
+  }
+
+  /** One write of the mix, through the extended Prisma client; returns its name. */
+  private async write(n: number, device: string): Promise<string> {
+    const db = this.db;
+    const now = new Date();
+    switch ((n / 3) % 12) {
+      case 0:
+        await db.device.update({ where: { id: device }, data: { lastSeenAt: now, status: 'ONLINE' } });
+        return 'device.update';
+      case 3:
+        await db.deviceData.createMany({
+          data: [0, 1, 2].map((i) => ({
+            deviceId: device,
+            timestamp: new Date(now.getTime() + i),
+            data: { load: n, i },
+            protocol: 'MQTT',
+            source: 'rehearsal',
+          })),
+        });
+        return 'deviceData.createMany';
+      case 5:
+        await db.alert.create({
+          data: { id: `rehearsal_alert_${n}`, deviceId: device, severity: 'LOW', message: `load ${n}` },
+        });
+        return 'alert.create';
+      case 7:
+        await db.alert.updateMany({
+          where: { deviceId: device, status: 'OPEN', id: { startsWith: 'rehearsal_alert_' } },
+          data: { status: 'ACKNOWLEDGED' },
+        });
+        return 'alert.updateMany';
+      case 9:
+        // A device's heartbeat and its reading, atomically: reaches V2 after the commit.
+        await db.$transaction(async (tx) => {
+          await tx.device.update({ where: { id: device }, data: { lastSeenAt: now } });
+          await tx.deviceData.create({
+            data: { deviceId: device, timestamp: now, data: { load: n }, protocol: 'HTTP' },
+          });
+        });
+        return '$transaction';
+      case 10:
+        await db.device.update({
+          where: { id: device },
+          data: {
+            status: 'ALERTING',
+            alerts: { create: { id: `rehearsal_nested_${n}`, severity: 'HIGH', message: 'nested' } },
+          },
+        });
+        return 'device.update (nested create)';
+      case 11:
+        await db.alert.deleteMany({ where: { deviceId: device, status: 'ACKNOWLEDGED' } });
+        return 'alert.deleteMany';
+      default:
+        await db.deviceData.create({
+          data: {
+            deviceId: device,
+            timestamp: now,
+            data: { load: n },
+            protocol: 'MQTT',
+            source: 'rehearsal',
+          },
+        });
+        return 'deviceData.create';
     }
   }
 
@@ -139,6 +200,7 @@ export class SyntheticBackend {
     await this.repairs.whenIdle();
     await this.repairs.stop();
     this.router.stop();
+    await this.prisma.$disconnect();
     return this.stats;
   }
 }

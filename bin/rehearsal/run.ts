@@ -67,6 +67,7 @@ export function summaryLine(result: RehearsalResult): Record<string, unknown> {
     trafficPercentage: r.trafficPercentage,
     verification: { clean: r.verification.clean, mismatchedWindows: r.verification.mismatchedWindows },
     tables: Object.fromEntries(Object.entries(r.tables).map(([name, t]) => [name, { v1: t.v1, v2: t.v2 }])),
+    ...(r.load ? { load: r.load } : {}),
     report: result.paths,
   };
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { MigrationConfig } from './config';
 import { ident } from './db';
 import { MAPPINGS, TENANT_SQL, type ColumnMapping, type MappedTable } from './mapping';
@@ -96,6 +97,19 @@ function hashColumn(column: VerifiedColumn, side: 'v1' | 'v2', seed: string): st
   return `${HASH[column.kind]}(${typed(column.kind, side === 'v1' ? column.v1 : column.v2)}, ${seed})`;
 }
 
+/** One column's own hash (seed 0), as the verifier compares a column of two rows. */
+export const columnHash = (column: VerifiedColumn, side: 'v1' | 'v2'): string =>
+  hashColumn(column, side, '0');
+
+/**
+ * One column's value as text for a report: instants in ISO 8601 (UTC in the verifier's
+ * sessions, `BC` and ±infinity included), JSON as canonical jsonb text, every digit kept.
+ */
+export function columnText(column: VerifiedColumn, side: 'v1' | 'v2'): string {
+  const value = typed(column.kind, side === 'v1' ? column.v1 : column.v2);
+  return column.kind === 'instant' ? `(to_json(${value}) #>> '{}')` : `(${value})::text`;
+}
+
 /** A row's digest as an SQL expression over the side's table (see the comment at the top). */
 export function rowDigest(
   table: MappedTable,
@@ -128,16 +142,24 @@ export function rowDigest(
 }
 
 /**
+ * The version of a digest expression: a hash of its SQL text, so that any change to the
+ * expression (a mapping change, a hash change) gives stored digests another version, which
+ * the verifier then does not trust.
+ */
+export const digestVersion = (expression: string): string =>
+  `iot-v2-migration row digest ${createHash('sha256').update(expression).digest('hex').slice(0, 16)}`;
+
+/** The generated column's expression: every function in it is immutable. */
+export const storedDigestExpression = () => rowDigest('telemetry', 'v2');
+
+/**
  * The stored digest of V2 telemetry: a generated column whose expression is
- * `rowDigest('telemetry', 'v2')`. Its comment carries {@link STORED_DIGEST.version}; the
- * verifier sums the column only when the comment names the current version (an older
- * expression would not match V1's digests), else it hashes the rows itself.
+ * `rowDigest('telemetry', 'v2')`. Its comment carries {@link STORED_DIGEST.version}, derived
+ * from that expression; the verifier sums the column only when the comment names the current
+ * version (an older expression would not match V1's digests), else it hashes the rows itself.
  */
 export const STORED_DIGEST = {
   table: 'telemetry' as const,
   column: 'row_digest',
-  version: 'iot-v2-migration row digest v1',
+  version: digestVersion(storedDigestExpression()),
 };
-
-/** The generated column's expression: every function in it is immutable. */
-export const storedDigestExpression = () => rowDigest(STORED_DIGEST.table, 'v2');

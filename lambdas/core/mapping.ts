@@ -27,6 +27,12 @@ export interface ColumnMapping {
   fromV1: (row: V1Row, ctx: MappingContext) => unknown;
   /** How the verifier compares it. */
   kind: 'text' | 'json' | 'instant' | 'bigint';
+  /**
+   * True for a V1 row whose value node-postgres reads as null while V1 may hold either SQL NULL
+   * (mapped to a default) or a JSON `null` (kept): `fromV1` can only give the default, and a V2
+   * JSON `null` matches as well (used by shadow reads, which see rows as a backend does).
+   */
+  readsNullAmbiguously?: (row: V1Row) => boolean;
 }
 
 export type MappedTable = 'users' | 'devices' | 'telemetry' | 'alerts';
@@ -47,8 +53,13 @@ export const TENANT_SQL = `current_setting('migration.tenant_id')`;
 
 /** V1 timestamps are `timestamp without time zone` holding UTC. */
 const instant = (column: string) => `(${column} AT TIME ZONE 'UTC')`;
-const asDate = (value: unknown): Date | null =>
-  value === null || value === undefined ? null : value instanceof Date ? value : new Date(String(value));
+/** A V1 instant as node-postgres reads it: a Date, or ±Infinity for ±infinity, kept as is. */
+const asDate = (value: unknown): Date | number | null =>
+  value === null || value === undefined
+    ? null
+    : value instanceof Date || typeof value === 'number'
+      ? value
+      : new Date(String(value));
 
 const same = (v1: string, v2: string, kind: ColumnMapping['kind'] = 'text'): ColumnMapping => ({
   v2,
@@ -102,6 +113,7 @@ export const MAPPINGS: Record<MappedTable, TableMapping> = {
         v2: 'attributes',
         sql: `COALESCE("config", '{}'::jsonb)`,
         fromV1: (row) => row.config ?? {},
+        readsNullAmbiguously: (row) => row.config === null,
         kind: 'json',
       },
       {
@@ -162,6 +174,92 @@ export const MAPPINGS: Record<MappedTable, TableMapping> = {
   },
 };
 
+/** A V1 column's type, as the V1 contract (DESIGN.md, sql/v1/schema.sql) declares it. */
+export type V1ColumnType = 'text' | 'enum' | 'jsonb' | 'timestamp' | 'bigint';
+
+export interface V1Column {
+  name: string;
+  type: V1ColumnType;
+  /** The SQL type a V1 value is read back into (on V2 too, where the enum is text). */
+  sqlType: string;
+  nullable: boolean;
+  /** Whether V1 fills it when an insert leaves it out (a default or a sequence). */
+  hasDefault: boolean;
+  /** The values of an enum column. */
+  values?: readonly string[];
+}
+
+/** The values of V1's `"UserRole"` enum. */
+export const USER_ROLES = ['ADMIN', 'OPERATOR', 'VIEWER'] as const;
+
+const v1 = (
+  name: string,
+  type: V1ColumnType,
+  options: { nullable?: boolean; hasDefault?: boolean; values?: readonly string[] } = {},
+): V1Column => ({
+  name,
+  type,
+  sqlType: { text: 'text', enum: 'text', jsonb: 'jsonb', timestamp: 'timestamp(3)', bigint: 'bigint' }[type],
+  nullable: options.nullable ?? false,
+  hasDefault: options.hasDefault ?? false,
+  ...(options.values ? { values: options.values } : {}),
+});
+
+/**
+ * Every column of the V1 tables the migration reads, in table order (the V1 contract). The
+ * schema check of Phase 1, the client's validation of V1 writes and the single-row sync all
+ * derive from this list.
+ */
+export const V1_COLUMNS: Record<MappedTable, readonly V1Column[]> = {
+  users: [
+    v1('id', 'text'),
+    v1('email', 'text'),
+    v1('name', 'text', { nullable: true }),
+    v1('passwordHash', 'text'),
+    v1('role', 'enum', { hasDefault: true, values: USER_ROLES }),
+    v1('createdAt', 'timestamp', { hasDefault: true }),
+    v1('updatedAt', 'timestamp'),
+  ],
+  devices: [
+    v1('id', 'text'),
+    v1('name', 'text'),
+    v1('type', 'text'),
+    v1('status', 'text', { hasDefault: true }),
+    v1('config', 'jsonb', { nullable: true }),
+    v1('ownerId', 'text', { nullable: true }),
+    v1('lastSeenAt', 'timestamp', { nullable: true }),
+    v1('createdAt', 'timestamp', { hasDefault: true }),
+    v1('updatedAt', 'timestamp'),
+  ],
+  telemetry: [
+    v1('id', 'bigint', { hasDefault: true }),
+    v1('deviceId', 'text'),
+    v1('timestamp', 'timestamp'),
+    v1('data', 'jsonb'),
+    v1('protocol', 'text'),
+    v1('source', 'text', { nullable: true }),
+  ],
+  alerts: [
+    v1('id', 'text'),
+    v1('deviceId', 'text'),
+    v1('severity', 'text'),
+    v1('message', 'text'),
+    v1('status', 'text', { hasDefault: true }),
+    v1('createdAt', 'timestamp', { hasDefault: true }),
+    v1('resolvedAt', 'timestamp', { nullable: true }),
+  ],
+};
+
+/**
+ * A V1 column as text that reads back into the same value on any server and session:
+ * timestamps through their JSON form (ISO 8601 whatever the DateStyle, `BC` and ±infinity
+ * included), JSON as canonical jsonb text (every digit of every number kept).
+ */
+export function v1ColumnAsText(column: V1Column): string {
+  const q = `"${column.name}"`;
+  return column.type === 'timestamp' ? `(to_json(${q}) #>> '{}')` : column.type === 'text' ? q : `${q}::text`;
+}
+
 /** Copy and foreign-key order: parents before children. */
 export const TABLE_ORDER: MappedTable[] = ['users', 'devices', 'telemetry', 'alerts'];
 /** Stages of the backfill: a stage starts once the one before it is complete. */
@@ -190,10 +288,22 @@ export function mapRow(table: MappedTable, row: V1Row, ctx: MappingContext): V2R
   return out;
 }
 
+/**
+ * The expressions that project a V1 row into V2 columns (plus the extra columns), in
+ * `v2Columns` order. The tenant is `migration.tenant_id` unless another SQL expression (a bound
+ * parameter) is given.
+ */
+export function v1ProjectionList(table: MappedTable, tenantSql = TENANT_SQL): string[] {
+  const m = MAPPINGS[table];
+  return [
+    ...m.columns.map((c) => (c.sql === TENANT_SQL ? tenantSql : c.sql)),
+    ...(EXTRA_V1_COLUMNS[table] ?? []).map((c) => c.sql),
+  ];
+}
+
 /** The SELECT list that projects V1 rows into V2 columns (plus the extra columns). */
 export function v1Projection(table: MappedTable): string {
-  const m = MAPPINGS[table];
-  return [...m.columns.map((c) => c.sql), ...(EXTRA_V1_COLUMNS[table] ?? []).map((c) => c.sql)].join(', ');
+  return v1ProjectionList(table).join(', ');
 }
 
 /** The V2 column names, in projection order (plus the extra columns). */

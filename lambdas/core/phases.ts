@@ -1,4 +1,4 @@
-import { BackfillFailedError, BackupError, VerificationFailedError } from './errors';
+import { BackfillFailedError, BackupError } from './errors';
 import { planBackfill, pumpBackfill, type BackfillProgress } from './backfill';
 import {
   auditEvent,
@@ -11,10 +11,9 @@ import {
 import { runPrepare, type PrepareReport } from './prepare';
 import { checkV1Schema } from './v1-schema';
 import {
-  buildReport,
-  finishVerification,
-  repairRun,
+  concludeRun,
   startVerification,
+  verificationFailure,
   verificationProgress,
   type VerificationProgress,
   type VerificationReport,
@@ -121,27 +120,25 @@ export type VerifyPoll =
 export async function pollVerify(
   ctx: MigrationContext,
   runId: number,
-  options: { sampleSize?: number } = {},
+  options: { sampleSize?: number; recheckDelayMs?: number } = {},
 ): Promise<VerifyPoll> {
   const progress = await verificationProgress(ctx.v2, ctx.config, runId);
   if (!progress.complete) return { ...progress, complete: false };
-  const sampleSize = options.sampleSize ?? DEFAULT_SAMPLE_SIZE;
-  let report = await buildReport(ctx, runId, { sampleSize });
-  if (!report.clean) report = await repairRun(ctx, runId, { sampleSize });
-  await finishVerification(ctx, report);
+  const report = await concludeRun(ctx, runId, {
+    sampleSize: options.sampleSize ?? DEFAULT_SAMPLE_SIZE,
+    recheckDelayMs: options.recheckDelayMs,
+  });
   if (!report.clean) {
-    const error = new VerificationFailedError(
-      `${report.mismatches.length} window(s) still differ after repair`,
-      report.mismatches.map((m) => ({
-        table: m.table,
-        windowId: m.windowId,
-        v1Rows: m.v1Rows,
-        v2Rows: m.v2Rows,
-      })),
-    );
+    const error = verificationFailure(report);
     await failPhase(ctx, 'VERIFY', `${error.name}: ${error.message}`);
     throw error;
   }
-  await endPhase(ctx, 'VERIFY', { runId, tables: report.tables, repaired: report.repaired.length });
+  await endPhase(ctx, 'VERIFY', {
+    runId,
+    tables: report.tables,
+    repaired: report.repaired.length,
+    repairedRows: report.repairedRows?.length ?? 0,
+    recheck: report.recheck ?? null,
+  });
   return { complete: true, runId, clean: true, report };
 }

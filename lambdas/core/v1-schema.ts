@@ -1,16 +1,14 @@
 import type { Pool } from 'pg';
 import { ident } from './db';
 import { V1SchemaMismatchError } from './errors';
+import { MAPPINGS, TABLE_ORDER, V1_COLUMNS, type TableMapping } from './mapping';
 
-/** The V1 tables the migration reads, in foreign-key order, with the columns it reads. */
-export const V1_TABLES = {
-  users: ['id', 'email', 'name', 'passwordHash', 'role', 'createdAt', 'updatedAt'],
-  devices: ['id', 'name', 'type', 'status', 'config', 'ownerId', 'lastSeenAt', 'createdAt', 'updatedAt'],
-  device_data: ['id', 'deviceId', 'timestamp', 'data', 'protocol', 'source'],
-  alerts: ['id', 'deviceId', 'severity', 'message', 'status', 'createdAt', 'resolvedAt'],
-} as const;
+/** The V1 tables the migration reads, in foreign-key order, with the columns it reads (from mapping.ts). */
+export const V1_TABLES = Object.fromEntries(
+  TABLE_ORDER.map((t) => [MAPPINGS[t].v1Table, V1_COLUMNS[t].map((c) => c.name)]),
+) as Record<TableMapping['v1Table'], string[]>;
 
-export type V1Table = keyof typeof V1_TABLES;
+export type V1Table = TableMapping['v1Table'];
 export const V1_TABLE_NAMES = Object.keys(V1_TABLES) as V1Table[];
 
 /**

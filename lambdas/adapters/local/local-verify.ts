@@ -1,7 +1,5 @@
 import {
-  buildReport,
-  finishVerification,
-  repairRun,
+  concludeRun,
   startVerification,
   verificationProgress,
   type VerificationReport,
@@ -22,6 +20,8 @@ export interface LocalVerifyOptions {
   /** Re-copy mismatched windows and check them again (default true). */
   repair?: boolean;
   maxRepairAttempts?: number;
+  /** How long a mismatch may be a write in flight (see DEFAULT_RECHECK_DELAY_MS). */
+  recheckDelayMs?: number;
   pollMs?: number;
   hooks?: WorkerHooks;
   wrapHandler?: (handler: BatchHandler) => BatchHandler;
@@ -30,8 +30,15 @@ export interface LocalVerifyOptions {
     slices: number;
     windowsChecked: number;
     windowsMismatched: number;
-  }) => void;
+  }) => void | Promise<void>;
 }
+
+const describeFailure = (error: unknown) =>
+  error instanceof Error
+    ? `${error.name}: ${error.message}`
+    : error === undefined
+      ? 'no error recorded'
+      : String(error);
 
 /**
  * Phase 3 in-process: slices fanned out through a LocalQueue to the real worker at the
@@ -42,7 +49,7 @@ export async function runVerificationLocally(
   deps: VerifyDeps,
   options: LocalVerifyOptions = {},
 ): Promise<VerificationReport> {
-  const { queue, stop } = startLocalWorkers(deps, options);
+  const { queue, lastErrors, stop } = startLocalWorkers(deps, options);
   let runId: number;
   try {
     ({ runId } = await startVerification(
@@ -55,12 +62,13 @@ export async function runVerificationLocally(
       // Queue state first: when it was idle, every slice had finished before progress is read.
       const stats = queue.stats();
       const progress = await verificationProgress(deps.v2, deps.config, runId);
-      options.onProgress?.(progress);
+      // An async hook is awaited: what it does happens before the run goes on.
+      await options.onProgress?.(progress);
       if (progress.complete) break;
       if (stats.queued === 0 && stats.inFlight === 0 && stats.invocations === 0) {
         const failed = queue.dlq();
         throw new VerificationFailedError(
-          `${failed.length} verification slice(s) could not be checked: ${failed.map((f) => String(f.lastError)).join('; ')}`,
+          `${failed.length} verification slice(s) could not be checked: ${failed.map((f) => describeFailure(f.lastError ?? lastErrors.get(f.messageId))).join('; ')}`,
           [],
         );
       }
@@ -75,11 +83,10 @@ export async function runVerificationLocally(
   } finally {
     await stop();
   }
-  const sampleSize = options.sampleSize ?? 100;
-  let report = await buildReport(deps, runId, { sampleSize });
-  if (!report.clean && options.repair !== false) {
-    report = await repairRun(deps, runId, { maxAttempts: options.maxRepairAttempts, sampleSize });
-  }
-  await finishVerification(deps, report);
-  return report;
+  return concludeRun(deps, runId, {
+    sampleSize: options.sampleSize ?? 100,
+    repair: options.repair,
+    maxRepairAttempts: options.maxRepairAttempts,
+    recheckDelayMs: options.recheckDelayMs,
+  });
 }

@@ -8,6 +8,8 @@ export const DEFAULT_LOCAL_VISIBILITY_MS = 300_000;
 
 export interface LocalWorkers {
   queue: LocalQueue;
+  /** The last error of each message whose handling failed, by message id (for reports). */
+  lastErrors: Map<string, Error>;
   stop(): Promise<void>;
 }
 
@@ -27,7 +29,14 @@ export function startLocalWorkers(
     retryDelayMs: 200,
     batchSize: 1,
   });
-  const handler = workerBatchHandler(ctx, options.hooks);
+  const lastErrors = new Map<string, Error>();
+  const handler = workerBatchHandler(ctx, {
+    ...options.hooks,
+    onError: (record, error) => {
+      lastErrors.set(record.messageId, error);
+      options.hooks?.onError?.(record, error);
+    },
+  });
   queue.start(options.wrapHandler ? options.wrapHandler(handler) : handler);
-  return { queue, stop: () => queue.stop() };
+  return { queue, lastErrors, stop: () => queue.stop() };
 }

@@ -105,6 +105,34 @@ async function copyRows(
 const iso = (ms: number) => new Date(ms).toISOString();
 
 /**
+ * The ends of the timestamp type that a real V1 may hold: ±infinity, dates before the common
+ * era, and instants beyond what a JavaScript Date holds (year 275760).
+ */
+const EDGE_TIMES = {
+  infinity: 'infinity',
+  minusInfinity: '-infinity',
+  bc: '0044-03-15 10:00:00.123 BC',
+  beyondJs: '275760-09-13 00:00:00.001',
+};
+
+/**
+ * JSON documents at the edges of the type: a top-level `null` (not SQL NULL), scalars, empty
+ * containers, nested nulls, numbers JavaScript cannot hold exactly (beyond 2^53, 1e300, 1e-300,
+ * -0, long fractions), and unicode escapes.
+ */
+const EDGE_JSON = [
+  'null',
+  esc(
+    '{"big": 123456789012345678901234567890, "huge": 1e300, "tiny": 1E-300, "neg0": -0, "prec": 0.1000000000000000055511151231257827, "int53": 9007199254740993}',
+  ),
+  '[]',
+  esc('{"s": "\\u00e9\\ud83d\\ude00\\u0001 \\"q\\" \\\\", "empty": ""}'),
+  '{"a": null, "b": {"c": [null, {}, []]}}',
+  'true',
+  '""',
+];
+
+/**
  * Drops a table's secondary indexes and foreign keys (not its primary key) and returns the DDL
  * that recreates them exactly, names included.
  */
@@ -134,7 +162,9 @@ async function dropSecondaryStructures(client: PoolClient, schema: string, table
  * telemetry (`device_data`) and alerts, including the odd-but-valid rows a real V1 holds:
  * NULLs wherever allowed, empty and large JSON, unicode, duplicate timestamps, devices without
  * telemetry, telemetry far older than any device and in the far future, JSON with varied key
- * order and whitespace-significant strings.
+ * order and whitespace-significant strings, and the edges of every column's type: JSON `null`
+ * beside SQL NULL, numbers JavaScript cannot hold, unicode escapes, empty strings, ±infinity,
+ * dates before the common era and beyond JavaScript's (see EDGE_TIMES and EDGE_JSON).
  */
 export async function generateV1(v1: Pool, options: GenerateOptions): Promise<GenerateResult> {
   const started = process.hrtime.bigint();
@@ -163,13 +193,21 @@ export async function generateV1(v1: Pool, options: GenerateOptions): Promise<Ge
       async (push) => {
         for (let i = 0; i < userCount; i++) {
           const created = now - Math.floor(random() * 400) * day;
-          const name = i % 7 === 3 ? NULL : esc(`${pick(NAMES)} ${i}`);
+          const name = i % 7 === 3 ? NULL : i % 50 === 1 ? '' : esc(`${pick(NAMES)} ${i}`);
           const email = i % 11 === 2 ? `ünïcode.${i}@exämple.com` : `user${i}@example.com`;
           const role = i === 0 ? 'ADMIN' : pick(['ADMIN', 'OPERATOR', 'VIEWER', 'VIEWER']);
           {
-            const p = push(
-              `${userIds[i]}\t${email}\t${name}\t$2b$10$${i.toString(36).padStart(53, 'x')}\t${role}\t${iso(created)}\t${iso(created + Math.floor(random() * 30) * day)}\n`,
-            );
+            const updated = iso(created + Math.floor(random() * 30) * day);
+            // Every 50th user from the second on holds the ends of time, and an empty hash.
+            const edge = i % 50 === 1 ? 1 : i % 50 === 2 ? 2 : 0;
+            const hash = edge === 2 ? '' : `$2b$10$${i.toString(36).padStart(53, 'x')}`;
+            const times =
+              edge === 1
+                ? `${EDGE_TIMES.infinity}\t${EDGE_TIMES.minusInfinity}`
+                : edge === 2
+                  ? `${EDGE_TIMES.bc}\t${EDGE_TIMES.beyondJs}`
+                  : `${iso(created)}\t${updated}`;
+            const p = push(`${userIds[i]}\t${email}\t${name}\t${hash}\t${role}\t${times}\n`);
             if (p) await p;
           }
         }
@@ -210,11 +248,25 @@ export async function generateV1(v1: Pool, options: GenerateOptions): Promise<Ge
               config = esc(JSON.stringify({ interval: 30 + (i % 5) * 15, unit: 'celsius' }));
           }
           const owner = i % 6 === 0 ? NULL : pick(userIds);
-          const lastSeen = i % 5 === 0 ? NULL : iso(now - Math.floor(random() * 30 * day));
-          const name = i % 13 === 7 ? esc(`Gerät ${i} — 温度`) : `device-${i}`;
+          let lastSeen = i % 5 === 0 ? NULL : iso(now - Math.floor(random() * 30 * day));
+          let name = i % 13 === 7 ? esc(`Gerät ${i} — 温度`) : `device-${i}`;
+          let type = pick(DEVICE_TYPES);
+          let status = pick(STATUSES);
+          let createdAt = iso(created);
+          let updatedAt = iso(created + day);
+          // Devices 10-19 of every 20: JSON at its edges, empty strings, the ends of time.
+          const edge = i % 20;
+          if (edge >= 10 && edge - 10 < EDGE_JSON.length) config = EDGE_JSON[edge - 10];
+          if (edge === 11) lastSeen = EDGE_TIMES.infinity;
+          if (edge === 12) createdAt = EDGE_TIMES.bc;
+          if (edge === 13) updatedAt = EDGE_TIMES.beyondJs;
+          if (edge === 14) createdAt = EDGE_TIMES.minusInfinity;
+          if (edge === 17) type = '';
+          if (edge === 18) status = '';
+          if (edge === 19) name = '';
           {
             const p = push(
-              `${deviceIds[i]}\t${name}\t${pick(DEVICE_TYPES)}\t${pick(STATUSES)}\t${config}\t${owner}\t${lastSeen}\t${iso(created)}\t${iso(created + day)}\n`,
+              `${deviceIds[i]}\t${name}\t${type}\t${status}\t${config}\t${owner}\t${lastSeen}\t${createdAt}\t${updatedAt}\n`,
             );
             if (p) await p;
           }
@@ -261,6 +313,9 @@ export async function generateV1(v1: Pool, options: GenerateOptions): Promise<Ge
               ts = Date.UTC(2099, 11, 31, 23, 59, 59, 999); // far future
             else if (i % 50_000 === 41) ts = Date.UTC(2000, 1, 29, 12, 0, 0, 0); // leap day, far past
           }
+          // Before the common era, and beyond a JavaScript Date: times both V2 storages hold.
+          const at =
+            i % 50_000 === 53 ? EDGE_TIMES.bc : i % 50_000 === 59 && i > from ? EDGE_TIMES.beyondJs : iso(ts);
           let data: string;
           const k = i % 1000;
           if (k === 0) data = '{}';
@@ -272,6 +327,7 @@ export async function generateV1(v1: Pool, options: GenerateOptions): Promise<Ge
             data = esc(JSON.stringify({ msg: 'ünïcødé ✓ 漢字 \u0001 "q" \\', nested: { b: 2, a: 1 } }));
           else if (k === 3) data = '[1, 2, 3]';
           else if (k === 4) data = esc('{"b": 1,   "a": {"d": [true, null], "c": 1.50}}');
+          else if (k >= 5 && k - 5 < EDGE_JSON.length) data = EDGE_JSON[k - 5];
           else {
             const t = (20 + rnd() * 15).toFixed(2);
             const h = Math.floor(30 + rnd() * 60);
@@ -280,9 +336,10 @@ export async function generateV1(v1: Pool, options: GenerateOptions): Promise<Ge
                 ? `{"temperature": ${t}, "humidity": ${h}}`
                 : `{"humidity": ${h}, "temperature": ${t}, "battery": ${Math.floor(rnd() * 100)}}`;
           }
-          const source = i % 3 === 0 ? NULL : SOURCES[i % SOURCES.length];
+          const source = k === 20 ? '' : i % 3 === 0 ? NULL : SOURCES[i % SOURCES.length];
+          const protocol = k === 21 ? '' : PROTOCOLS[i % PROTOCOLS.length];
           {
-            const p = push(`${device}\t${iso(ts)}\t${data}\t${PROTOCOLS[i % PROTOCOLS.length]}\t${source}\n`);
+            const p = push(`${device}\t${at}\t${data}\t${protocol}\t${source}\n`);
             if (p) await p;
           }
           prevDevice = device;
@@ -332,11 +389,18 @@ export async function generateV1(v1: Pool, options: GenerateOptions): Promise<Ge
         for (let i = 0; i < alertCount; i++) {
           const created = now - Math.floor(random() * 60 * day);
           const open = i % 3 === 0;
+          const edge = i % 20;
           const message =
-            i % 10 === 4 ? esc(`Température élevée: ${i} °C\nsee "runbook"`) : `threshold exceeded #${i}`;
+            edge === 7
+              ? ''
+              : i % 10 === 4
+                ? esc(`Température élevée: ${i} °C\nsee "runbook"`)
+                : `threshold exceeded #${i}`;
+          const status = edge === 7 ? '' : open ? 'OPEN' : pick(['ACKNOWLEDGED', 'RESOLVED']);
+          const resolved = open ? NULL : iso(created + Math.floor(random() * day));
           {
             const p = push(
-              `${id('ca', i)}\t${pick(deviceIds)}\t${pick(['LOW', 'MEDIUM', 'HIGH', 'CRITICAL'])}\t${message}\t${open ? 'OPEN' : pick(['ACKNOWLEDGED', 'RESOLVED'])}\t${iso(created)}\t${open ? NULL : iso(created + Math.floor(random() * day))}\n`,
+              `${id('ca', i)}\t${pick(deviceIds)}\t${pick(['LOW', 'MEDIUM', 'HIGH', 'CRITICAL'])}\t${message}\t${status}\t${edge === 9 ? EDGE_TIMES.bc : iso(created)}\t${edge === 8 && !open ? EDGE_TIMES.infinity : resolved}\n`,
             );
             if (p) await p;
           }

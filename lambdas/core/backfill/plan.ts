@@ -73,10 +73,12 @@ export async function planBackfill(deps: BackfillDeps): Promise<PlanResult> {
       if (table === 'telemetry') {
         const storage = await v2.query(`SELECT kind FROM ${ctl}.telemetry_storage`);
         if (storage.rows[0]?.kind === 'partitioned') {
+          // Monthly partitions for years 1-9999 (what a partition name and a JavaScript Date
+          // hold); rows at the ends of time stay in the default partition.
           const months = await reader.query<{ m: Date }>(
             `SELECT DISTINCT date_trunc('month', "timestamp") AT TIME ZONE 'UTC' AS m
                FROM ${qualified(config.schemas.v1, 'device_data')}
-              WHERE "timestamp" > '-infinity' AND "timestamp" < 'infinity'
+              WHERE "timestamp" >= '0001-01-01' AND "timestamp" < '10000-01-01'
               ORDER BY 1 DESC LIMIT 1200`,
           );
           result.partitionsCreated = await ensureMonthlyPartitions(

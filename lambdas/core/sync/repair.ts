@@ -11,7 +11,7 @@ import {
   type ClientSettings,
   type ClientSettingsInput,
 } from './row-sync';
-import { parseId, readV1Row, SYNC_TABLES } from './v1-read';
+import { parseId, readV1Source, sameSource, SYNC_TABLES, type V1Source } from './v1-read';
 
 /** The type of a repair message. */
 export const REPAIR_MESSAGE_TYPE = 'repair-row';
@@ -72,27 +72,55 @@ function resolve(deps: RepairDeps): Resolved {
   return r;
 }
 
+/** What a sync of one row may know already, to save a read of V1. */
+export interface SyncOptions {
+  /**
+   * The row's V1 state just written (its source text, e.g. from the write's RETURNING), or null
+   * after a delete; V1 is read when absent.
+   */
+  known?: V1Source | null;
+  /** True for a row just inserted: no stale V2 copy under another timestamp can exist yet. */
+  inserted?: boolean;
+}
+
 /**
- * Re-syncs one row from V1 to V2: reads V1 by id; if the row exists its newest state is upserted
- * into V2 under the mapping (for telemetry, a V2 copy under an older timestamp is removed), and
- * if not, V2's row is deleted. Idempotent. V1 is read again afterwards: if the row changed
- * meanwhile the round is repeated, so a repair never leaves V2 older than a write whose own
- * dual write it raced. Failures are RepairRowError, retryable when another try may succeed.
+ * Syncs one row from V1 to V2: if V1 holds the row its state is upserted into V2 through the
+ * mapping (for telemetry, a V2 copy under an older timestamp is removed), and if not, V2's row
+ * is deleted. Idempotent. V1 is read again afterwards: if the row changed meanwhile the round
+ * is repeated, so V2 never ends older than V1 after two writes of a row that raced each other.
+ * Throws the underlying error; RepairRowError after REPAIR_MAX_ROUNDS changing rounds.
  */
-export async function repairRow(deps: RepairDeps, table: MappedTable, id: string): Promise<RepairResult> {
+export async function syncRow(
+  deps: RepairDeps,
+  table: MappedTable,
+  id: string,
+  options: SyncOptions = {},
+): Promise<RepairResult> {
   const { settings, sync } = resolve(deps);
   const key = parseId(table, id);
+  let row =
+    options.known !== undefined ? options.known : await readV1Source(deps.v1, settings.v1Schema, table, key);
+  for (let round = 1; round <= REPAIR_MAX_ROUNDS; round++) {
+    if (row) await sync.upsert(table, row, { replaceStale: !(options.inserted && round === 1) });
+    else await sync.remove(table, key);
+    const again = await readV1Source(deps.v1, settings.v1Schema, table, key);
+    if (sameSource(again, row)) return { table, id: key, action: row ? 'upserted' : 'deleted' };
+    row = again;
+  }
+  throw new RepairRowError(table, key, `the V1 row changed during ${REPAIR_MAX_ROUNDS} rounds`, {
+    retryable: true,
+  });
+}
+
+/**
+ * Re-syncs one row from V1 to V2 (`syncRow`), for the repair worker. Failures are
+ * RepairRowError, retryable when another try may succeed.
+ */
+export async function repairRow(deps: RepairDeps, table: MappedTable, id: string): Promise<RepairResult> {
+  resolve(deps);
+  const key = parseId(table, id);
   try {
-    let row = await readV1Row(deps.v1, settings.v1Schema, table, key);
-    for (let round = 1; round <= REPAIR_MAX_ROUNDS; round++) {
-      if (row) await sync.upsert(table, row, { replaceStale: true });
-      else await sync.remove(table, key);
-      const again = await readV1Row(deps.v1, settings.v1Schema, table, key);
-      if (JSON.stringify(again) === JSON.stringify(row)) {
-        return { table, id: key, action: row ? 'upserted' : 'deleted' };
-      }
-      row = again;
-    }
+    return await syncRow(deps, table, key);
   } catch (error) {
     if (error instanceof RepairRowError) throw error;
     const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
@@ -101,9 +129,6 @@ export async function repairRow(deps: RepairDeps, table: MappedTable, id: string
       retryable: !(error instanceof MigrationError) && isRetryableRowError(error),
     });
   }
-  throw new RepairRowError(table, key, `the V1 row changed during ${REPAIR_MAX_ROUNDS} rounds`, {
-    retryable: true,
-  });
 }
 
 export interface RepairHooks {

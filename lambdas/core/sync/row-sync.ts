@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { configSchema, DEFAULT_TENANT, describeIssues } from '../config';
 import { ident, isTransient } from '../db';
 import { ConfigError, V2TenantMismatchError } from '../errors';
-import { MAPPINGS, mapRow, templateIdFor, type MappedTable, type V1Row } from '../mapping';
+import { MAPPINGS, templateIdFor, V1_COLUMNS, v1ProjectionList, type MappedTable } from '../mapping';
+import type { V1Source } from './v1-read';
 
 /** The device and time of V2 telemetry rows, as parallel arrays (times as text). */
 interface TelemetryKeys {
@@ -22,10 +23,12 @@ const TELEMETRY_KEY_MATCH = `legacy_id = $1 AND tenant_id = $2 AND device_id = A
 const TEMPLATE_DESCRIPTION = 'Default template created by the V1 migration';
 
 /**
- * Writes single V1 rows to V2 under the one mapping (`mapRow`): upserts that always store the
- * given (newest) V1 state, and deletes by key. Shared by the dual writer and the repair worker.
- * Every identifier comes from MAPPINGS or the configured schema, quoted; every value is a
- * parameter.
+ * Writes single V1 rows to V2 under the one mapping, the backfill's SQL projection itself
+ * (`v1Projection`): the V1 row arrives as its source text (`readV1Source`), is read back into
+ * V1's column types on V2 and projected there, so a row written here is the row a backfill of
+ * it would write. Upserts always store the given (newest) V1 state; deletes go by key. Shared
+ * by the dual writer and the repair worker. Every identifier comes from the mapping or the
+ * configured schema, quoted; every value is a parameter.
  */
 export class V2RowSync {
   private readonly templates = new Map<string, string>();
@@ -42,37 +45,33 @@ export class V2RowSync {
   }
 
   /**
-   * Upserts the mapped V1 row. With `replaceStale` (telemetry only), a V2 row of the same
-   * `legacy_id` under another timestamp (the V1 row's timestamp was changed) is deleted in
-   * the same statement.
+   * Upserts the V1 row given as its source text. With `replaceStale` (telemetry only), a V2
+   * row of the same `legacy_id` under another timestamp (the V1 row's timestamp was changed)
+   * is deleted in the same statement.
    */
-  async upsert(table: MappedTable, row: V1Row, options: { replaceStale: boolean }): Promise<void> {
+  async upsert(table: MappedTable, source: V1Source, options: { replaceStale: boolean }): Promise<void> {
     const m = MAPPINGS[table];
-    const mapped = mapRow(table, row, { tenantId: this.tenantId });
-    const columns = m.columns.map((c) => c.v2);
-    const values: unknown[] = m.columns.map((c) => {
-      const value = mapped[c.v2];
-      if (value === undefined || value === null) return null;
-      return c.kind === 'json' ? JSON.stringify(value) : value;
-    });
-    if (table === 'devices') {
-      columns.push('template_id');
-      values.push(await this.templateFor(String(row.type)));
-    }
-    let stale: TelemetryKeys | undefined;
+    const columns = V1_COLUMNS[table];
+    if (source.length !== columns.length)
+      throw new Error(`A ${table} source row has ${source.length} values, not ${columns.length}`);
+    const id = source[columns.findIndex((c) => c.name === 'id')];
+    const type = table === 'devices' ? source[columns.findIndex((c) => c.name === 'type')] : null;
+    const values: unknown[] = [...source, this.tenantId];
+    if (table === 'devices') values.push(await this.templateFor(String(type)));
+    let replaceStale = false;
     if (options.replaceStale && table === 'telemetry') {
-      stale = await this.telemetryKeys(String(row.id), values[columns.indexOf('timestamp')]);
-      if (stale.devices.length === 0) stale = undefined;
-      else values.push(stale.devices, stale.timestamps);
+      // The rows of this legacy_id V2 holds now, by whole key: the statement deletes those at
+      // another time than the new row's.
+      const held = await this.telemetryKeys(String(id));
+      replaceStale = held.devices.length > 0;
+      if (replaceStale) values.push(held.devices, held.timestamps);
     }
     try {
-      const { rowCount } = await this.v2.query(this.upsertSql(table, columns, stale !== undefined), values);
-      if (rowCount !== 1) {
-        throw new V2TenantMismatchError(m.v2Table, String(row.id), this.tenantId);
-      }
+      const { rowCount } = await this.v2.query(this.upsertSql(table, replaceStale), values);
+      if (rowCount !== 1) throw new V2TenantMismatchError(m.v2Table, String(id), this.tenantId);
     } catch (error) {
       // A template deleted or replaced behind the cache must be resolved again next time.
-      if (table === 'devices') this.templates.delete(String(row.type));
+      if (table === 'devices') this.templates.delete(String(type));
       throw error;
     }
   }
@@ -97,18 +96,17 @@ export class V2RowSync {
   }
 
   /**
-   * The device and time of every V2 telemetry row of a `legacy_id` (but the one at `except`):
-   * what a statement that changes them must name. On TimescaleDB a compressed chunk is
-   * decompressed for a change only where the predicate names its segment (tenant, device) and
-   * time; a predicate on `legacy_id` alone may decompress every batch of the tenant, beyond
+   * The device and time of every V2 telemetry row of a `legacy_id`: what a statement that
+   * changes them must name. On TimescaleDB a compressed chunk is decompressed for a change only
+   * where the predicate names its segment (tenant, device) and time; a predicate on `legacy_id`
+   * alone may decompress every batch of the tenant, beyond
    * `timescaledb.max_tuples_decompressed_per_dml_transaction`. Finding the keys is a read, which
    * that limit does not bound. Times go as text, so no precision is lost on the way.
    */
-  private async telemetryKeys(legacyId: string, except?: unknown): Promise<TelemetryKeys> {
+  private async telemetryKeys(legacyId: string): Promise<TelemetryKeys> {
     const { rows } = await this.v2.query<{ device_id: string; ts: string }>(
-      `SELECT device_id, "timestamp"::text AS ts FROM ${this.qualified('telemetry')}
-        WHERE legacy_id = $1 AND tenant_id = $2${except === undefined ? '' : ` AND "timestamp" <> $3`}`,
-      except === undefined ? [legacyId, this.tenantId] : [legacyId, this.tenantId, except],
+      `SELECT device_id, "timestamp"::text AS ts FROM ${this.qualified('telemetry')} WHERE legacy_id = $1 AND tenant_id = $2`,
+      [legacyId, this.tenantId],
     );
     return { devices: rows.map((r) => r.device_id), timestamps: rows.map((r) => r.ts) };
   }
@@ -132,29 +130,41 @@ export class V2RowSync {
     return rows[0].id;
   }
 
-  /** With `replaceStale`, the stale rows' devices and times are the last two parameters. */
-  private upsertSql(table: MappedTable, columns: string[], replaceStale: boolean): string {
+  /**
+   * `WITH v1 AS (SELECT $1::text AS "id", …)` reads the source back into V1's types, `row`
+   * projects it with the backfill's projection (the tenant bound as a parameter), and the
+   * insert upserts it; the parameters are the source values, then the tenant, then (devices)
+   * the template, or (telemetry with `replaceStale`) the devices and times of the rows V2 holds
+   * of that legacy_id, which the stale rows' delete names so as to touch only their batches.
+   */
+  private upsertSql(table: MappedTable, replaceStale: boolean): string {
     const key = `${table}:${replaceStale}`;
     const cached = this.statements.get(key);
     if (cached !== undefined) return cached;
     const m = MAPPINGS[table];
     const target = this.qualified(m.v2Table);
-    const conflictColumns = m.conflict
-      .replace(/[()"]/g, '')
-      .split(',')
-      .map((c) => c.trim());
-    const updates = columns
+    const v1Columns = V1_COLUMNS[table];
+    const tenant = `$${v1Columns.length + 1}::text`;
+    const projected = [...m.columns.map((c) => c.v2), ...(table === 'devices' ? ['template_id'] : [])];
+    const projection = v1ProjectionList(table, tenant)
+      .slice(0, m.columns.length)
+      .map((expr, i) => `${expr} AS ${ident(m.columns[i].v2)}`);
+    if (table === 'devices') projection.push(`$${v1Columns.length + 2}::text AS template_id`);
+    const conflictColumns = m.conflict.replace(/[()"\s]/g, '').split(',');
+    const updates = projected
       .filter((c) => !conflictColumns.includes(c))
       .map((c) => `${ident(c)} = EXCLUDED.${ident(c)}`);
-    const param = (column: string) => `$${columns.indexOf(column) + 1}`;
     const stale = replaceStale
-      ? `WITH stale AS (DELETE FROM ${target} WHERE legacy_id = ${param('legacy_id')} AND tenant_id = ${param('tenant_id')}
-           AND device_id = ANY($${columns.length + 1}::text[]) AND "timestamp" = ANY($${columns.length + 2}::timestamptz[])
-           AND "timestamp" <> ${param('timestamp')}) `
+      ? `, stale AS (DELETE FROM ${target} t USING row
+           WHERE t.legacy_id = row.legacy_id AND t.tenant_id = row.tenant_id AND t."timestamp" <> row."timestamp"
+             AND t.device_id = ANY($${v1Columns.length + 2}::text[])
+             AND t."timestamp" = ANY($${v1Columns.length + 3}::timestamptz[]))`
       : '';
     // The WHERE keeps a row of another tenant untouched (rowCount 0 then tells the caller).
-    const sql = `${stale}INSERT INTO ${target} AS target (${columns.map(ident).join(', ')})
-      VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')})
+    const sql = `WITH v1 AS (SELECT ${v1Columns.map((c, i) => `$${i + 1}::${c.sqlType} AS ${ident(c.name)}`).join(', ')}),
+      row AS (SELECT ${projection.join(', ')} FROM v1)${stale}
+      INSERT INTO ${target} AS target (${projected.map(ident).join(', ')})
+      SELECT ${projected.map(ident).join(', ')} FROM row
       ON CONFLICT ${m.conflict} DO UPDATE SET ${updates.join(', ')}
       WHERE target.tenant_id = EXCLUDED.tenant_id`;
     this.statements.set(key, sql);

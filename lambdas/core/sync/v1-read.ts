@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { describeIssues } from '../config';
 import { ident } from '../db';
 import { InvalidInputError } from '../errors';
-import { MAPPINGS, TABLE_ORDER, type MappedTable } from '../mapping';
+import { MAPPINGS, TABLE_ORDER, V1_COLUMNS, v1ColumnAsText, type MappedTable } from '../mapping';
 
 /** The tables whose single rows are re-synced, named as in V2 (`telemetry` is V1's `device_data`). */
 export const SYNC_TABLES = TABLE_ORDER;
@@ -60,4 +60,37 @@ export async function readV1Row(
     types: V1_QUERY_TYPES,
   });
   return rows[0] ?? null;
+}
+
+/**
+ * A V1 row as the single-row sync carries it: every column of V1_COLUMNS as PostgreSQL text
+ * (`v1ColumnAsText`), in that order; null for SQL NULL. Nothing passes through a JavaScript
+ * value, so a JSON `null`, a number beyond 2^53 or a timestamp beyond year 275760 arrives on
+ * V2 exactly as V1 holds it.
+ */
+export type V1Source = (string | null)[];
+
+/** The SQL expression (in a SELECT or RETURNING list) of a V1 row's source text. */
+export function v1SourceSql(table: MappedTable): string {
+  return `ARRAY[${V1_COLUMNS[table].map(v1ColumnAsText).join(', ')}]::text[]`;
+}
+
+/** Reads one V1 row by id as its source text, or null when V1 has none. */
+export async function readV1Source(
+  v1: Pick<Pool, 'query'>,
+  schema: string,
+  table: MappedTable,
+  id: string,
+): Promise<V1Source | null> {
+  const { rows } = await v1.query<{ source: V1Source }>(
+    `SELECT ${v1SourceSql(table)} AS source FROM ${v1Table(schema, table)} WHERE id = $1`,
+    [id],
+  );
+  return rows[0]?.source ?? null;
+}
+
+/** Whether two reads of a V1 row hold the same values (null: no row). */
+export function sameSource(a: V1Source | null, b: V1Source | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.length === b.length && a.every((v, i) => v === b[i]);
 }

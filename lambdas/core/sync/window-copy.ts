@@ -3,7 +3,15 @@ import type { PoolClient } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { MigrationConfig } from '../config';
 import { ident } from '../db';
-import { MAPPINGS, TEMPLATE_ID_SQL, v1Projection, v2Columns, type MappedTable } from '../mapping';
+import {
+  EXTRA_V1_COLUMNS,
+  MAPPINGS,
+  TEMPLATE_ID_SQL,
+  v1Projection,
+  v2Columns,
+  type ColumnMapping,
+  type MappedTable,
+} from '../mapping';
 import { bindWindow, qualified, type WindowRow } from '../windows';
 
 /**
@@ -21,6 +29,12 @@ export async function streamWindow(
   target: string,
 ): Promise<number> {
   const m = MAPPINGS[window.table_name];
+  // COPY's text form of an instant follows the session's DateStyle and TimeZone: both sides use
+  // the same ones whatever their servers' defaults, so every value reads back as it was written.
+  for (const client of [v1Client, v2Client])
+    await client.query(
+      `SELECT set_config('DateStyle', 'ISO, YMD', true), set_config('TimeZone', 'UTC', true)`,
+    );
   await v1Client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
   const where = await bindWindow(v1Client, window.table_name, window, 'v1');
   // For telemetry, reading each device's slice through the ("deviceId", "timestamp") index
@@ -39,23 +53,19 @@ export async function streamWindow(
   return Number(writing.rowCount ?? 0);
 }
 
-/** Column definitions of a staging table for a mapped table (V2 types, plus extras). */
+const STAGING_TYPES: Record<ColumnMapping['kind'], string> = {
+  text: 'text',
+  json: 'jsonb',
+  instant: 'timestamptz',
+  bigint: 'bigint',
+};
+
+/** Column definitions of a staging table for a mapped table (V2 types from the mapping, plus extras). */
 export function stagingColumns(table: MappedTable): string {
-  const types: Record<string, string> = {
-    tenant_id: 'text',
-    attributes: 'jsonb',
-    metadata: 'jsonb',
-    metrics: 'jsonb',
-    legacy_id: 'bigint',
-    created_at: 'timestamptz',
-    updated_at: 'timestamptz',
-    last_seen_at: 'timestamptz',
-    resolved_at: 'timestamptz',
-    timestamp: 'timestamptz',
-  };
-  return v2Columns(table)
-    .map((c) => `${ident(c)} ${types[c] ?? 'text'}`)
-    .join(', ');
+  return [
+    ...MAPPINGS[table].columns.map((c) => `${ident(c.v2)} ${STAGING_TYPES[c.kind]}`),
+    ...(EXTRA_V1_COLUMNS[table] ?? []).map((c) => `${ident(c.name)} text`),
+  ].join(', ');
 }
 
 /**

@@ -135,10 +135,47 @@ async function sliceTotal({ client, from, digest }: SliceScope): Promise<WindowS
 }
 
 /**
+ * A query over `from` that puts each row in its window: `bucket` is the index of the window
+ * among `windows` (0 for the first), from width_bucket over the windows' lower bounds, with the
+ * `extra` select-list columns (named, as the query's outer columns). For ("timestamp", id) windows, width_bucket on the timestamp
+ * places every row but those on a bound's timestamp, which take the (timestamp, id)
+ * comparison; V2 compares its instants with the bounds converted once from V1's UTC wall
+ * times. OFFSET 0 keeps the subquery, so each row's width_bucket is computed once, not once
+ * per use. Bounds compare in PostgreSQL, as the windows were cut (never as text in JavaScript).
+ */
+export function windowBuckets(
+  table: MappedTable,
+  side: 'v1' | 'v2',
+  windows: Pick<WindowRow, 'lower_bound'>[],
+  from: string,
+  extra: string,
+): { sql: string; params: unknown[] } {
+  const starts = windows.slice(1).map((w) => w.lower_bound as Bound);
+  const more = extra ? `, ${extra}` : '';
+  if (MAPPINGS[table].windowKey === 'id')
+    return {
+      sql: `SELECT width_bucket(id COLLATE "C", $1::text[]) AS bucket${more} FROM ${from}`,
+      params: [starts.map((b) => b.id)],
+    };
+  const v1 = side === 'v1';
+  const bounds = v1
+    ? '$1::timestamp[]'
+    : `(SELECT coalesce(array_agg(t AT TIME ZONE 'UTC' ORDER BY o), '{}') FROM unnest($1::timestamp[]) WITH ORDINALITY AS u(t, o))`;
+  const rowBounds = `(SELECT array_agg(ROW(${v1 ? 't' : `t AT TIME ZONE 'UTC'`}, i) ORDER BY o)
+                        FROM unnest($1::timestamp[], $2::bigint[]) WITH ORDINALITY AS u(t, i, o))`;
+  return {
+    sql: `SELECT CASE WHEN b > 0 AND ts = (${bounds})[b] THEN width_bucket(ROW(ts, k), ${rowBounds}) ELSE b END AS bucket, x.*
+            FROM (SELECT width_bucket("timestamp", ${bounds}) AS b, "timestamp" AS ts, ${v1 ? 'id' : 'legacy_id'} AS k${more}
+                    FROM ${from} OFFSET 0) x`,
+    params: [starts.map((b) => b.ts), starts.map((b) => b.id)],
+  };
+}
+
+/**
  * The count and checksum of each window of a slice on one side, in one pass: each row is put
- * in its window with width_bucket over the windows' lower bounds, then counted and summed per
- * window, hashed into a few groups. The planner cannot know there are only a few: it would
- * sort every row by its window (spilling to disk), so sorting is off for the query.
+ * in its window (`windowBuckets`), then counted and summed per window, hashed into a few
+ * groups. The planner cannot know there are only a few: it would sort every row by its window
+ * (spilling to disk), so sorting is off for the query.
  */
 async function windowSums({
   client,
@@ -149,33 +186,11 @@ async function windowSums({
   digest,
 }: SliceScope): Promise<Map<number, WindowSums>> {
   await client.query(`SET LOCAL enable_sort = off`);
-  const starts = windows.slice(1).map((w) => w.lower_bound as Bound);
-  let sql: string;
-  let params: unknown[];
-  if (MAPPINGS[table].windowKey === 'id') {
-    sql = `SELECT width_bucket(id COLLATE "C", $1::text[]) AS bucket, count(*) AS n, coalesce(sum(h), 0)::text AS s
-             FROM (SELECT id, ${digest} AS h FROM ${from}) x GROUP BY 1`;
-    params = [starts.map((b) => b.id)];
-  } else {
-    // Windows split on (timestamp, id): width_bucket on the timestamp places every row but
-    // those on a bound's timestamp, which take the (timestamp, id) comparison. V2 compares its
-    // instants with the bounds converted once from V1's UTC wall times. OFFSET 0 keeps the
-    // subquery, so each row's width_bucket is computed once, not once per use.
-    const v1 = side === 'v1';
-    const bounds = v1
-      ? '$1::timestamp[]'
-      : `(SELECT coalesce(array_agg(t AT TIME ZONE 'UTC' ORDER BY o), '{}') FROM unnest($1::timestamp[]) WITH ORDINALITY AS u(t, o))`;
-    const rowBounds = `(SELECT array_agg(ROW(${v1 ? 't' : `t AT TIME ZONE 'UTC'`}, i) ORDER BY o)
-                          FROM unnest($1::timestamp[], $2::bigint[]) WITH ORDINALITY AS u(t, i, o))`;
-    sql = `SELECT CASE WHEN b > 0 AND ts = (${bounds})[b] THEN width_bucket(ROW(ts, k), ${rowBounds}) ELSE b END AS bucket,
-                  count(*) AS n, coalesce(sum(h), 0)::text AS s
-             FROM (SELECT width_bucket("timestamp", ${bounds}) AS b, "timestamp" AS ts, ${v1 ? 'id' : 'legacy_id'} AS k,
-                          ${digest} AS h
-                     FROM ${from} OFFSET 0) x
-            GROUP BY 1`;
-    params = [starts.map((b) => b.ts), starts.map((b) => b.id)];
-  }
-  const { rows } = await client.query<{ bucket: number; n: string; s: string }>(sql, params);
+  const buckets = windowBuckets(table, side, windows, from, `${digest} AS h`);
+  const { rows } = await client.query<{ bucket: number; n: string; s: string }>(
+    `SELECT bucket, count(*) AS n, coalesce(sum(h), 0)::text AS s FROM (${buckets.sql}) w GROUP BY 1`,
+    buckets.params,
+  );
   const sums = new Map<number, WindowSums>();
   for (const w of windows) sums.set(w.id, { rows: 0, checksum: '0' });
   for (const r of rows) sums.set(windows[r.bucket].id, { rows: Number(r.n), checksum: r.s });

@@ -11,11 +11,17 @@ export {
   startVerification,
   verificationProgress,
   verifySlice,
-  verifyTouchedWindows,
   type StartOptions,
   type VerificationProgress,
 } from './runs';
-export { explainWindow, sampleCompare, type RowDifference, type WindowMismatch } from './row-diff';
+export {
+  compareKeys,
+  explainWindow,
+  sampleCompare,
+  type RowDifference,
+  type SampleDifference,
+  type WindowMismatch,
+} from './row-diff';
 export {
   buildReport,
   finishVerification,
@@ -24,3 +30,11 @@ export {
   type VerificationReport,
 } from './report';
 export { repairRun, repairWindow } from './repair';
+export {
+  concludeRun,
+  DEFAULT_RECHECK_DELAY_MS,
+  recheckInFlight,
+  verificationFailure,
+  type ConcludeOptions,
+} from './conclude';
+export { verifyTouchedWindows } from './drift';

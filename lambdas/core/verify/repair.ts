@@ -8,7 +8,9 @@ import {
 } from '../sync/window-copy';
 import { bindWindow, loadWindows, qualified, type WindowRow } from '../windows';
 import { checkWindows, type VerifyDeps } from './checksums';
+import { syncRow } from '../sync/repair';
 import { buildReport, mismatchedWindows, type VerificationReport } from './report';
+import { compareAgain } from './row-diff';
 import { recordResults } from './runs';
 
 /** Telemetry rows rewritten per transaction by a window repair (see repairTelemetryWindow). */
@@ -155,14 +157,16 @@ async function repairTelemetryWindow(
 }
 
 /**
- * Repairs every mismatched window of a run and re-verifies it, up to `maxAttempts` times.
- * Returns the report with the repairs; windows still mismatched fail it.
+ * Repairs what a report found: every mismatched window is re-copied from V1 and checked again,
+ * up to `maxAttempts` times; every differing sampled row is re-synced from V1 through the
+ * mapping and compared again. Returns the report with the repairs; what still differs fails it.
  */
 export async function repairRun(
   deps: VerifyDeps,
-  runId: number,
-  options: { maxAttempts?: number; sampleSize?: number } = {},
+  found: VerificationReport,
+  options: { maxAttempts?: number } = {},
 ): Promise<VerificationReport> {
+  const runId = found.runId;
   const repaired: VerificationReport['repaired'] = [];
   for (const window of await mismatchedWindows(deps, runId)) {
     let clean = false;
@@ -188,6 +192,33 @@ export async function repairRun(
       ...(lastError && !clean ? { error: lastError } : {}),
     });
   }
-  const report = await buildReport(deps, runId, { sampleSize: options.sampleSize });
-  return { ...report, repaired };
+  const rowDeps = { v1: deps.v1, v2: deps.v2, schemas: deps.config.schemas, tenantId: deps.config.tenant.id };
+  const errors = new Map<string, string>();
+  for (const d of found.sample.differences) {
+    try {
+      await syncRow(rowDeps, d.table, d.key);
+    } catch (error) {
+      errors.set(`${d.table} ${d.key}`, `${(error as Error).name}: ${(error as Error).message}`);
+    }
+  }
+  const remaining = await compareAgain(deps, found.sample.differences);
+  const still = new Set(remaining.map((d) => `${d.table} ${d.key}`));
+  const repairedRows = found.sample.differences.map((d) => {
+    const error = errors.get(`${d.table} ${d.key}`);
+    return {
+      table: d.table,
+      key: d.key,
+      clean: !still.has(`${d.table} ${d.key}`),
+      ...(error ? { error } : {}),
+    };
+  });
+  const report = await buildReport(deps, runId);
+  return {
+    ...report,
+    clean: report.mismatches.length === 0 && remaining.length === 0,
+    sample: { checked: found.sample.checked, differences: remaining },
+    repaired,
+    repairedRows,
+    ...(found.recheck ? { recheck: found.recheck } : {}),
+  };
 }

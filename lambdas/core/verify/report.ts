@@ -15,6 +15,13 @@ export interface VerificationReport {
   mismatches: WindowMismatch[];
   sample: { checked: number; differences: (RowDifference & { table: MappedTable })[] };
   repaired: { windowId: number; table: string; attempts: number; clean: boolean; error?: string }[];
+  /** Sampled rows that differed and were re-synced from V1, and whether each then agreed. */
+  repairedRows?: { table: MappedTable; key: string; clean: boolean; error?: string }[];
+  /**
+   * Mismatches compared again after a delay, as writes may have been in flight: how many
+   * windows and rows needed it, and how many then agreed.
+   */
+  recheck?: { delayMs: number; windows: number; windowsSettled: number; rows: number; rowsSettled: number };
 }
 
 export interface TableTotals {

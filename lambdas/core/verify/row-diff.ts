@@ -1,7 +1,5 @@
-import { isDeepStrictEqual } from 'node:util';
-import { ident } from '../db';
-import { rowDigest, typed, verifiedColumns } from '../digest';
-import { TABLE_ORDER, type ColumnMapping, type MappedTable } from '../mapping';
+import { columnHash, columnText, rowDigest, verifiedColumns } from '../digest';
+import { TABLE_ORDER, type MappedTable } from '../mapping';
 import { bindWindow, type WindowRow } from '../windows';
 import { keyExpressions, onClient, sourceTable, type VerifyDeps } from './checksums';
 
@@ -27,18 +25,18 @@ export interface WindowMismatch {
 
 /**
  * Rows of one table on one side, keyed by V1 id (telemetry: legacy_id, so a changed
- * timestamp is a changed column, not a missing row plus an extra one): a window's rows, or
- * the rows of the given keys (looked up through the key's index), within a window or at the
- * given times when known. Telemetry rows are looked up with their time: on TimescaleDB's
- * compressed chunks a lookup by `legacy_id` alone reads every batch.
+ * timestamp is a changed column, not a missing row plus an extra one): either a window's
+ * rows, or the rows of the given keys (looked up through the key's index), at the given times
+ * when known. `digest` reads each row's digest; `columns` each column's own hash (`h0`, `h1`,
+ * …) and its value as text (`v0`, …), and V1 telemetry its instant (`ts`).
  */
 async function tableRows(
   deps: VerifyDeps,
   table: MappedTable,
   side: 'v1' | 'v2',
-  select: 'digest' | 'values',
-  scope: { window: WindowRow; keys?: string[] } | { keys: string[]; times?: Date[] },
-): Promise<Map<string, Record<string, unknown>>> {
+  select: 'digest' | 'columns',
+  scope: { window: WindowRow } | { keys: string[]; times?: (string | null)[] },
+): Promise<Map<string, Record<string, string | null>>> {
   const columns = verifiedColumns(table, deps.config);
   const key = keyExpressions(table, side);
   return onClient(side === 'v1' ? deps.v1 : deps.v2, async (client) => {
@@ -46,16 +44,11 @@ async function tableRows(
     const idColumn = key.id.replace(' COLLATE "C"', '');
     let where: string;
     let params: unknown[] = [];
-    const byKeys = `${idColumn} = ANY($1::${key.ts ? 'bigint' : 'text'}[])`;
     if ('window' in scope) {
       where = await bindWindow(client, table, scope.window, side);
       if (side === 'v2' && table === 'telemetry') where += ' AND legacy_id IS NOT NULL';
-      if (scope.keys) {
-        where += ` AND ${byKeys}`;
-        params = [scope.keys];
-      }
     } else {
-      where = byKeys;
+      where = `${idColumn} = ANY($1::${key.ts ? 'bigint' : 'text'}[])`;
       params = [scope.keys];
       if (scope.times && key.ts) {
         where += ` AND "timestamp" = ANY($2::timestamptz[])`;
@@ -65,7 +58,9 @@ async function tableRows(
     const fields =
       select === 'digest'
         ? `(${rowDigest(table, side, deps.config)})::text AS digest`
-        : columns.map((c) => `${typed(c.kind, side === 'v1' ? c.v1 : c.v2)} AS ${ident(c.name)}`).join(', ');
+        : columns
+            .map((c, i) => `(${columnHash(c, side)})::text AS h${i}, ${columnText(c, side)} AS v${i}`)
+            .join(', ') + (side === 'v1' && key.ts ? `, ("timestamp" AT TIME ZONE 'UTC')::text AS ts` : '');
     const { rows } = await client.query(
       `SELECT ${idColumn}::text AS k, ${fields} FROM ${sourceTable(table, deps.config, side)} WHERE ${where}`,
       params,
@@ -74,11 +69,61 @@ async function tableRows(
   });
 }
 
-function sameValue(kind: ColumnMapping['kind'], a: unknown, b: unknown): boolean {
-  if (a === null || b === null) return a === b;
-  if (kind === 'instant') return (a as Date).getTime() === (b as Date).getTime();
-  if (kind === 'json') return isDeepStrictEqual(a, b);
-  return String(a) === String(b);
+/**
+ * Compares the rows of the given keys on both sides, each column by its own hash (the
+ * verifier's, so a difference here is a difference of the digest): rows missing from V2,
+ * extra in V2, or changed, naming each differing column with both values as text.
+ */
+export async function compareKeys(
+  deps: VerifyDeps,
+  table: MappedTable,
+  keys: string[],
+): Promise<RowDifference[]> {
+  if (keys.length === 0) return [];
+  const columns = verifiedColumns(table, deps.config);
+  const [va, vb] =
+    table === 'telemetry'
+      ? await telemetryRows(deps, keys)
+      : await Promise.all([
+          tableRows(deps, table, 'v1', 'columns', { keys }),
+          tableRows(deps, table, 'v2', 'columns', { keys }),
+        ]);
+  const differences: RowDifference[] = [];
+  for (const k of keys) {
+    const x = va.get(k);
+    const y = vb.get(k);
+    if (!x && !y) continue;
+    if (!y) differences.push({ key: k, kind: 'missing' });
+    else if (!x) differences.push({ key: k, kind: 'extra' });
+    else {
+      const diff = columns
+        .map((c, i) => ({ c, i }))
+        .filter(({ i }) => x[`h${i}`] !== y[`h${i}`])
+        .map(({ c, i }) => ({ column: c.name, v1: x[`v${i}`], v2: y[`v${i}`] }));
+      if (diff.length > 0) differences.push({ key: k, kind: 'changed', columns: diff });
+    }
+  }
+  return differences;
+}
+
+/**
+ * Telemetry rows of the given keys on both sides. V2 is looked up at V1's times (on
+ * TimescaleDB's compressed chunks a lookup by `legacy_id` alone reads every batch); only keys
+ * not found there (V1 has no such row, or V2 holds it at another time) are looked up by key
+ * alone.
+ */
+async function telemetryRows(deps: VerifyDeps, keys: string[]) {
+  const va = await tableRows(deps, 'telemetry', 'v1', 'columns', { keys });
+  const found = [...va.keys()];
+  const vb = await tableRows(deps, 'telemetry', 'v2', 'columns', {
+    keys: found,
+    times: found.map((k) => va.get(k)!.ts),
+  });
+  const elsewhere = keys.filter((k) => !vb.has(k));
+  if (elsewhere.length > 0)
+    for (const [k, row] of await tableRows(deps, 'telemetry', 'v2', 'columns', { keys: elsewhere }))
+      vb.set(k, row);
+  return [va, vb] as const;
 }
 
 /** Finds the rows of a mismatched window that are missing, extra or changed, naming columns. */
@@ -110,23 +155,8 @@ export async function explainWindow(
       if (differences.length < limit) differences.push({ key: k, kind: 'extra' });
     }
   }
-  if (changedKeys.length > 0) {
-    const columns = verifiedColumns(window.table_name, deps.config);
-    // Both sides have these rows in the window: looked up within it.
-    const [va, vb] = await Promise.all([
-      tableRows(deps, window.table_name, 'v1', 'values', { window, keys: changedKeys }),
-      tableRows(deps, window.table_name, 'v2', 'values', { window, keys: changedKeys }),
-    ]);
-    for (const k of changedKeys) {
-      const x = va.get(k);
-      const y = vb.get(k);
-      if (!x || !y) continue;
-      const diff = columns
-        .filter((c) => !sameValue(c.kind, x[c.name], y[c.name]))
-        .map((c) => ({ column: c.name, v1: x[c.name], v2: y[c.name] }));
-      differences.push({ key: k, kind: 'changed', columns: diff });
-    }
-  }
+  for (const d of await compareKeys(deps, window.table_name, changedKeys))
+    if (d.kind === 'changed') differences.push(d);
   return {
     table: window.table_name,
     windowId: window.id,
@@ -138,13 +168,16 @@ export async function explainWindow(
   };
 }
 
+/** A row difference found by the deep compare of a sample, with its table. */
+export type SampleDifference = RowDifference & { table: MappedTable };
+
 /** A deep compare of a random sample of each table's rows, naming each differing column. */
 export async function sampleCompare(
   deps: VerifyDeps,
   sampleSize: number,
   tables: MappedTable[] = TABLE_ORDER,
-): Promise<{ checked: number; differences: (RowDifference & { table: MappedTable })[] }> {
-  const differences: (RowDifference & { table: MappedTable })[] = [];
+): Promise<{ checked: number; differences: SampleDifference[] }> {
+  const differences: SampleDifference[] = [];
   let checked = 0;
   for (const table of tables) {
     const source = sourceTable(table, deps.config, 'v1');
@@ -160,29 +193,21 @@ export async function sampleCompare(
         [sampleSize * 2, source, sampleSize],
       )
     ).rows.map((r) => r.k);
-    if (keys.length === 0) continue;
-    const columns = verifiedColumns(table, deps.config);
-    const va = await tableRows(deps, table, 'v1', 'values', { keys });
-    // Telemetry is looked up at V1's times first; a row V2 holds at another time (a changed
-    // timestamp) is found by its key alone then.
-    const times = table === 'telemetry' ? [...va.values()].map((r) => r.timestamp as Date) : undefined;
-    const vb = await tableRows(deps, table, 'v2', 'values', { keys, times });
-    const elsewhere = times ? keys.filter((k) => va.has(k) && !vb.has(k)) : [];
-    if (elsewhere.length > 0)
-      for (const [k, row] of await tableRows(deps, table, 'v2', 'values', { keys: elsewhere }))
-        vb.set(k, row);
-    for (const [k, x] of va) {
-      checked++;
-      const y = vb.get(k);
-      if (!y) {
-        differences.push({ table, key: k, kind: 'missing' });
-        continue;
-      }
-      const diff = columns
-        .filter((c) => !sameValue(c.kind, x[c.name], y[c.name]))
-        .map((c) => ({ column: c.name, v1: x[c.name], v2: y[c.name] }));
-      if (diff.length > 0) differences.push({ table, key: k, kind: 'changed', columns: diff });
-    }
+    checked += keys.length;
+    for (const d of await compareKeys(deps, table, keys)) differences.push({ table, ...d });
   }
   return { checked, differences };
+}
+
+/** The sampled differences that are still there when compared again. */
+export async function compareAgain(
+  deps: VerifyDeps,
+  differences: SampleDifference[],
+): Promise<SampleDifference[]> {
+  const byTable = new Map<MappedTable, string[]>();
+  for (const d of differences) byTable.set(d.table, [...(byTable.get(d.table) ?? []), d.key]);
+  const out: SampleDifference[] = [];
+  for (const [table, keys] of byTable)
+    for (const d of await compareKeys(deps, table, keys)) out.push({ table, ...d });
+  return out;
 }

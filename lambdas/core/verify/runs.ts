@@ -1,12 +1,11 @@
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from '../config';
-import { controlSchema, withTransaction } from '../db';
+import { controlSchema, ident, withTransaction } from '../db';
 import { MigrationError, VerificationFailedError } from '../errors';
-import { TABLE_ORDER, type MappedTable } from '../mapping';
-import { type Bound, type WindowRow } from '../windows';
+import { MAPPINGS, TABLE_ORDER, V1_COLUMNS, type MappedTable } from '../mapping';
+import type { WindowRow } from '../windows';
 import type { QueuePort } from '../../ports/queue';
-import { checkWindows, keyExpressions, sourceTable, type VerifyDeps, type WindowResult } from './checksums';
-import { buildReport, finishVerification, type VerificationReport } from './report';
+import { checkWindows, sourceTable, windowBuckets, type VerifyDeps, type WindowResult } from './checksums';
 
 /** Verification runs: their slices fanned out to the workers, each slice's results, progress. */
 
@@ -22,8 +21,12 @@ export interface StartOptions {
   tables?: MappedTable[];
 }
 
-/** Windows changed since `since`: their V1 rows were created or updated after it, or they are open-ended. */
-async function touchedWindows(deps: VerifyDeps, since: Date): Promise<Set<number>> {
+/**
+ * Windows changed since `since`: their V1 rows were created or updated after it (any of the
+ * table's V1 timestamp columns, from the mapping, is at or after it), or they are open-ended,
+ * or they were mismatched or repaired since.
+ */
+export async function touchedWindows(deps: VerifyDeps, since: Date): Promise<Set<number>> {
   const { v1, v2, config } = deps;
   const ctl = controlSchema(config);
   const touched = new Set<number>();
@@ -32,28 +35,29 @@ async function touchedWindows(deps: VerifyDeps, since: Date): Promise<Set<number
       `SELECT id::int AS id, table_name, seq, lower_bound, upper_bound FROM ${ctl}.windows ORDER BY table_name, seq`,
     )
   ).rows;
-  const changed: Record<MappedTable, string> = {
-    users: `"updatedAt" >= $1 OR "createdAt" >= $1`,
-    devices: `"updatedAt" >= $1 OR "createdAt" >= $1 OR "lastSeenAt" >= $1`,
-    telemetry: `"timestamp" >= $1`,
-    alerts: `"createdAt" >= $1 OR "resolvedAt" >= $1`,
-  };
   const sinceUtc = since.toISOString().replace('T', ' ').replace('Z', '');
   for (const table of TABLE_ORDER) {
     const ws = windows.filter((w) => w.table_name === table);
     if (ws.length === 0) continue;
     touched.add(ws[ws.length - 1].id);
-    const key = keyExpressions(table, 'v1');
-    const { rows } = await v1.query<{ ts: string | null; id: string }>(
-      `SELECT ${key.ts ? `${key.ts}::text` : 'NULL'} AS ts, ${key.id}::text AS id
-         FROM ${sourceTable(table, config, 'v1')} WHERE ${changed[table]}`,
-      [sinceUtc],
+    // The bounds are the first parameters ($1, or $1 and $2), `since` the next one.
+    const since = `$${MAPPINGS[table].windowKey === 'id' ? 2 : 3}::timestamp`;
+    const changed = V1_COLUMNS[table]
+      .filter((c) => c.type === 'timestamp')
+      .map((c) => `${ident(c.name)} >= ${since}`)
+      .join(' OR ');
+    const buckets = windowBuckets(
+      table,
+      'v1',
+      ws,
+      `${sourceTable(table, config, 'v1')} WHERE ${changed}`,
+      '',
     );
-    for (const r of rows) {
-      // The last window whose lower bound is at or below the row's key.
-      const at = ws.findLastIndex((w) => !w.lower_bound || compareKey(w.lower_bound, r) <= 0);
-      if (at >= 0) touched.add(ws[at].id);
-    }
+    const { rows } = await v1.query<{ bucket: number }>(`SELECT DISTINCT bucket FROM (${buckets.sql}) w`, [
+      ...buckets.params,
+      sinceUtc,
+    ]);
+    for (const r of rows) touched.add(ws[r.bucket].id);
   }
   // Windows that were mismatched or repaired since then are checked again too.
   const recent = await v2.query<{ window_id: string }>(
@@ -62,16 +66,6 @@ async function touchedWindows(deps: VerifyDeps, since: Date): Promise<Set<number
   );
   for (const r of recent.rows) touched.add(Number(r.window_id));
   return touched;
-}
-
-function compareKey(bound: Bound, row: { ts: string | null; id: string }): number {
-  if (bound.ts !== undefined && row.ts !== null) {
-    if (bound.ts !== row.ts) return bound.ts < row.ts ? -1 : 1;
-    const a = BigInt(bound.id);
-    const b = BigInt(row.id);
-    return a === b ? 0 : a < b ? -1 : 1;
-  }
-  return Buffer.compare(Buffer.from(bound.id), Buffer.from(row.id));
 }
 
 /** Creates a verification run and its slices, and sends one message per slice. */
@@ -219,23 +213,4 @@ export async function verificationProgress(
     windowsChecked: Number(w.rows[0].n),
     windowsMismatched: Number(w.rows[0].bad),
   };
-}
-
-/**
- * The cutover's drift check: re-verifies only the windows touched since `since`, window by
- * window, as an incremental run recorded like any other. No repair: drift fails the gate.
- */
-export async function verifyTouchedWindows(deps: VerifyDeps, since: Date): Promise<VerificationReport> {
-  const ctl = controlSchema(deps.config);
-  const touched = [...(await touchedWindows(deps, since))];
-  const run = await deps.v2.query<{ id: string }>(
-    `INSERT INTO ${ctl}.verification_runs (scope, since) VALUES ('incremental', $1) RETURNING id`,
-    [since],
-  );
-  const runId = Number(run.rows[0].id);
-  for (const windowId of touched)
-    await recordResults(deps.v2, deps.config, runId, (await checkWindows(deps, [windowId])).windows);
-  const report = await buildReport(deps, runId);
-  await finishVerification(deps, report);
-  return report;
 }

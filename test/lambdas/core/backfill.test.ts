@@ -1,4 +1,3 @@
-import { isDeepStrictEqual } from 'node:util';
 import { LocalQueue } from '../../../lambdas/adapters/local/local-queue';
 import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import {
@@ -16,12 +15,13 @@ import {
   ParentRowsMissingError,
   UnmappableRowError,
 } from '../../../lambdas/core/errors';
-import { mapRow, MAPPINGS, type MappedTable } from '../../../lambdas/core/mapping';
+import type { MappedTable } from '../../../lambdas/core/mapping';
 import { workerBatchHandler } from '../../../lambdas/core/worker';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { prepared, v2Fingerprint } from '../../support/migration';
 import { describeEachStorage, PARTITIONS, type StorageCase } from '../../support/servers';
+import { expectAllInSync } from '../../support/in-sync';
 
 const small = {
   batch: { telemetryWindowRows: 2000, entityWindowRows: 7, concurrency: 2, maxReceiveCount: 3 },
@@ -38,32 +38,8 @@ async function setup(prefix: string, seed = 5, telemetry = 12_000, storage: Stor
 
 const TABLES: MappedTable[] = ['users', 'devices', 'telemetry', 'alerts'];
 
-async function expectExactCopy(dbs: TestDatabases, config: MigrationConfig) {
-  for (const table of TABLES) {
-    const m = MAPPINGS[table];
-    const v1Rows = (await dbs.v1.query(`SELECT * FROM ${m.v1Table}`)).rows;
-    const v2Rows = (await dbs.v2.query(`SELECT * FROM ${m.v2Table}`)).rows;
-    expect({ table, n: v2Rows.length }).toEqual({ table, n: v1Rows.length });
-    const byKey = new Map(v2Rows.map((r) => [String(r[m.v2Key]), r]));
-    expect(byKey.size).toBe(v2Rows.length); // every row exactly once
-    const mismatches: unknown[] = [];
-    for (const v1Row of v1Rows) {
-      const expected = mapRow(table, v1Row, { tenantId: config.tenant.id });
-      const actual = byKey.get(String(v1Row.id));
-      if (!actual) {
-        mismatches.push({ table, id: v1Row.id, missing: true });
-        continue;
-      }
-      for (const [column, value] of Object.entries(expected)) {
-        // Devices resolve their template by (tenant, type): checked against device_templates below.
-        if (column === 'template_id') continue;
-        if (!isDeepStrictEqual(actual[column], value))
-          mismatches.push({ table, id: v1Row.id, column, v2: actual[column], v1: value });
-      }
-    }
-    expect(mismatches).toEqual([]);
-  }
-}
+/** Every V1 row in V2 exactly once, each column as the Phase 3 verifier compares them. */
+const expectExactCopy = (dbs: TestDatabases, config: MigrationConfig) => expectAllInSync(dbs, config);
 
 describeEachStorage('backfill', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;

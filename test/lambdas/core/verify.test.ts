@@ -1,6 +1,6 @@
 import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import { runVerificationLocally } from '../../../lambdas/adapters/local/local-verify';
-import type { VerificationReport } from '../../../lambdas/core/verify';
+import { verificationFailure, type VerificationReport } from '../../../lambdas/core/verify';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { prepared } from '../../support/migration';
@@ -222,9 +222,14 @@ describeEachStorage('verification', (storage) => {
     );
     const report = await runVerificationLocally(ctx.deps, { since, repair: false, sampleSize: 0 });
     expect(report.scope).toBe('incremental');
-    // The touched users window (and each table's open last window) only.
+    // The touched users window, each table's open last window, and the windows of rows dated
+    // after `since` (the generator's rows at the end of time): a small part of all windows.
     const checked = Object.values(report.tables).reduce((a, t) => a + t.windows, 0);
-    expect(checked).toBeLessThanOrEqual(5);
+    const total = Number(
+      (await ctx.dbs.v2.query(`SELECT count(*) AS n FROM migration_control.windows`)).rows[0].n,
+    );
+    expect(checked).toBeLessThanOrEqual(8);
+    expect(checked).toBeLessThan(total / 2);
     expect(findings(report)).toEqual([`users ${user} changed name,updated_at`]);
   });
 });
@@ -275,5 +280,149 @@ describeOnTimescale('verification of compressed chunks', () => {
       `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'telemetry' AND is_compressed`,
     );
     expect(chunks.rows[0].n).toBeGreaterThan(0);
+  });
+});
+
+describe('verification: deep-compare findings and writes in flight', () => {
+  let ctx: Awaited<ReturnType<typeof migrated>>;
+  beforeAll(async () => {
+    ctx = await migrated('verify_flight');
+  });
+  afterAll(() => ctx.dbs.drop());
+
+  /** Runs a verification, calling `afterSlices` once every slice is checked (before the report). */
+  const verify = (
+    options: Parameters<typeof runVerificationLocally>[1],
+    afterSlices: () => Promise<void>,
+  ) => {
+    let done = false;
+    return runVerificationLocally(ctx.deps, {
+      sampleSize: 1000,
+      ...options,
+      // Awaited by the run: the change lands after the slices are checked, before the report.
+      onProgress: async (p) => {
+        if (p.slicesDone === p.slices && !done) {
+          done = true;
+          await afterSlices();
+        }
+      },
+    });
+  };
+
+  it('re-syncs a row that only the deep compare finds, and checks it again', async () => {
+    const user = await nth(ctx.dbs, 'users', 'id', 1);
+    const report = await verify({ recheckDelayMs: 50 }, async () => {
+      // Changed after its window was checked: only the sample can see it.
+      await ctx.dbs.v2.query(`UPDATE users SET name = 'tampered' WHERE id = $1`, [user]);
+    });
+    expect(report.mismatches).toEqual([]);
+    expect(report.recheck).toMatchObject({ rows: 1, rowsSettled: 0 });
+    expect(report.repairedRows).toEqual([{ table: 'users', key: user, clean: true }]);
+    expect(report.sample.differences).toEqual([]);
+    expect(report.clean).toBe(true);
+    const v1 = await ctx.dbs.v1.query(`SELECT name FROM users WHERE id = $1`, [user]);
+    const v2 = await ctx.dbs.v2.query(`SELECT name FROM users WHERE id = $1`, [user]);
+    expect(v2.rows[0].name).toBe(v1.rows[0].name);
+  });
+
+  it('names a sampled row that repair cannot fix, with counts that agree with the report', async () => {
+    const user = await nth(ctx.dbs, 'users', 'id', 2);
+    await ctx.dbs.v2.query(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'refused by test'; END $$`);
+    try {
+      const report = await verify({ recheckDelayMs: 50 }, async () => {
+        await ctx.dbs.v2.query(`UPDATE users SET name = 'tampered' WHERE id = $1`, [user]);
+        await ctx.dbs.v2.query(
+          `CREATE TRIGGER refuse BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refuse()`,
+        );
+      });
+      expect(report.clean).toBe(false);
+      expect(report.mismatches).toEqual([]);
+      expect(report.sample.differences).toEqual([
+        {
+          table: 'users',
+          key: user,
+          kind: 'changed',
+          columns: [{ column: 'name', v1: expect.any(String), v2: 'tampered' }],
+        },
+      ]);
+      expect(report.repairedRows).toEqual([
+        { table: 'users', key: user, clean: false, error: expect.stringContaining('refused by test') },
+      ]);
+      const error = verificationFailure(report);
+      expect(error.name).toBe('VerificationFailedError');
+      expect(error.message).toBe(
+        `Verification failed: 1 sampled row(s) (users ${user} changed) still differ after repair`,
+      );
+      const run = await ctx.dbs.v2.query(
+        `SELECT status FROM migration_control.verification_runs WHERE id = $1`,
+        [report.runId],
+      );
+      expect(run.rows[0].status).toBe('failed');
+    } finally {
+      await ctx.dbs.v2.query(`DROP TRIGGER IF EXISTS refuse ON users; DROP FUNCTION refuse()`);
+      await ctx.dbs.v2.query(
+        `UPDATE users SET name = v.name FROM (SELECT $2::text AS name) v WHERE id = $1`,
+        [user, (await ctx.dbs.v1.query(`SELECT name FROM users WHERE id = $1`, [user])).rows[0].name],
+      );
+    }
+  });
+
+  it('does not count a window or a row whose V2 half lands within the re-check delay', async () => {
+    const legacyId = await nth(ctx.dbs, 'telemetry', 'legacy_id', 1234);
+    const user = await nth(ctx.dbs, 'users', 'id', 0);
+    const row = (await ctx.dbs.v2.query(`SELECT * FROM telemetry WHERE legacy_id = $1`, [legacyId])).rows[0];
+    // A V1 insert whose V2 half has not landed yet when the window is checked.
+    await ctx.dbs.v2.query(`DELETE FROM telemetry WHERE legacy_id = $1`, [legacyId]);
+    const name = (await ctx.dbs.v2.query(`SELECT name FROM users WHERE id = $1`, [user])).rows[0].name;
+    let landed = false;
+    const report = await verify({ recheckDelayMs: 1500, repair: false }, async () => {
+      // A V1 update whose V2 half is still on its way when the sample reads it.
+      await ctx.dbs.v2.query(`UPDATE users SET name = 'in flight' WHERE id = $1`, [user]);
+      setTimeout(() => {
+        void (async () => {
+          await ctx.dbs.v2.query(
+            `INSERT INTO telemetry (tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+            [
+              row.tenant_id,
+              row.device_id,
+              row.timestamp,
+              row.metrics,
+              row.protocol,
+              row.source,
+              row.quality,
+              legacyId,
+            ],
+          );
+          await ctx.dbs.v2.query(`UPDATE users SET name = $2 WHERE id = $1`, [user, name]);
+          landed = true;
+        })();
+      }, 300);
+    });
+    expect(landed).toBe(true);
+    // The missing telemetry row (by its window, and by the sample when it drew that row) and the user.
+    expect(report.recheck).toMatchObject({ delayMs: 1500, windows: 1, windowsSettled: 1 });
+    expect(report.recheck!.rows).toBeGreaterThanOrEqual(2);
+    expect(report.recheck!.rowsSettled).toBe(report.recheck!.rows);
+    expect(report.mismatches).toEqual([]);
+    expect(report.sample.differences).toEqual([]);
+    expect(report.clean).toBe(true);
+    expect(report.tables.telemetry.mismatched).toBe(0);
+  });
+
+  it('still counts a difference that is there after the re-check delay', async () => {
+    const legacyId = await nth(ctx.dbs, 'telemetry', 'legacy_id', 2345);
+    await ctx.dbs.v2.query(`UPDATE telemetry SET source = 'drifted' WHERE legacy_id = $1`, [legacyId]);
+    const report = await runVerificationLocally(ctx.deps, {
+      recheckDelayMs: 50,
+      repair: false,
+      sampleSize: 10,
+    });
+    expect(report.recheck).toMatchObject({ windows: 1, windowsSettled: 0 });
+    expect(findings(report)).toEqual([`telemetry ${legacyId} changed source`]);
+    expect(report.clean).toBe(false);
+    expect(verificationFailure(report).message).toBe('Verification failed: 1 window(s) still differ');
+    await runVerificationLocally(ctx.deps, { recheckDelayMs: 50 });
   });
 });

@@ -65,7 +65,7 @@ describe('V1 data generator', () => {
     ).toBeGreaterThan(0);
     expect(
       await q(
-        `SELECT count(*) AS n FROM device_data WHERE "timestamp" < (SELECT min("createdAt") FROM devices)`,
+        `SELECT count(*) AS n FROM device_data WHERE "timestamp" < (SELECT min("createdAt") FROM devices WHERE "createdAt" > '0001-01-01')`,
       ),
     ).toBeGreaterThan(0);
     expect(await q(`SELECT count(*) AS n FROM device_data WHERE "timestamp" > '2090-01-01'`)).toBeGreaterThan(
@@ -80,5 +80,38 @@ describe('V1 data generator', () => {
     expect(
       await q(`SELECT count(*) AS n FROM alerts WHERE message LIKE '%' || chr(10) || '%'`),
     ).toBeGreaterThan(0);
+  });
+
+  it('covers the edges of every column’s type', async () => {
+    const q = async (sql: string) => Number((await a.v1.query(sql)).rows[0].n);
+    const some = async (where: string) =>
+      expect(await q(`SELECT count(*) AS n FROM ${where}`)).toBeGreaterThan(0);
+    // JSON null beside SQL NULL, numbers JavaScript cannot hold, escapes, empty containers, scalars.
+    await some(`devices WHERE config = 'null'::jsonb`);
+    await some(`devices WHERE config IS NULL`);
+    await some(`device_data WHERE data = 'null'::jsonb`);
+    await some(`device_data WHERE data::text LIKE '%123456789012345678901234567890%'`);
+    await some(`devices WHERE config::text LIKE '%0.1000000000000000055511151231257827%'`);
+    await some(`device_data WHERE jsonb_typeof(data) IN ('boolean', 'string')`);
+    await some(`devices WHERE config = '[]'::jsonb`);
+    await some(`devices WHERE config::text LIKE '%\\u0001%'`);
+    // Empty strings beside NULLs, in every kind of text column.
+    await some(`users WHERE name = ''`);
+    await some(`users WHERE "passwordHash" = ''`);
+    await some(`devices WHERE name = '' OR type = '' OR status = ''`);
+    await some(`device_data WHERE source = ''`);
+    await some(`device_data WHERE protocol = ''`);
+    await some(`alerts WHERE message = '' AND status = ''`);
+    // The ends of time: ±infinity, before the common era, beyond a JavaScript Date.
+    await some(`users WHERE "createdAt" = 'infinity' AND "updatedAt" = '-infinity'`);
+    await some(`users WHERE "createdAt" < '0001-01-01' AND "updatedAt" > '275760-09-13'`);
+    await some(`devices WHERE "lastSeenAt" = 'infinity'`);
+    await some(`devices WHERE "createdAt" = '-infinity'`);
+    await some(`device_data WHERE "timestamp" < '0001-01-01'`);
+    await some(`device_data WHERE "timestamp" > '275760-09-13'`);
+    await some(`alerts WHERE "resolvedAt" = 'infinity'`);
+    await some(`alerts WHERE "createdAt" < '0001-01-01'`);
+    // Every value of the role enum.
+    expect(await q(`SELECT count(DISTINCT role) AS n FROM users`)).toBe(3);
   });
 });
