@@ -68,8 +68,10 @@ async function recheckWindows(
         settled.add(m.windowId);
         return;
       }
-      // A row that differed last round and still differs is a real difference.
-      if (differing === null || (await compareKeys(deps, m.table, differing)).length > 0) return;
+      // A row that differed last round and still differs is a real difference; so is a
+      // mismatch that no row explains (a wrong stored digest): no write in flight makes one.
+      if (differing === null || differing.length === 0) return;
+      if ((await compareKeys(deps, m.table, differing)).length > 0) return;
       const now = await explainWindow(deps, windows[0].window);
       if (now.truncated) return;
       if (round === MAX_RECHECK_ROUNDS) {
