@@ -146,7 +146,7 @@ describe('the installable package (npm pack, installed into a plain Node.js proj
       expect.arrayContaining([
         'package/dist/client/index.js',
         'package/dist/client/index.d.ts',
-        'package/dist/client/prisma.js',
+        'package/dist/client/prisma/index.js',
         'package/dist/lambdas/adapters/aws/sqs-queue.js',
         'package/dist/bin/migrate.js',
         'package/client/README.md',
