@@ -1,4 +1,4 @@
-import { recordByRecord, type BatchHandler, type QueueRecord } from '../ports/queue';
+import { partialBatchHandler, type BatchHandler, type QueueRecord } from '../ports/queue';
 import { copyWindow, type BackfillDeps, type CopyResult } from './backfill';
 import { parseWorkMessage } from './work-messages';
 import { verifySlice } from './verify';
@@ -28,7 +28,7 @@ export async function handleWorkMessage(
   return { type: 'verify-slice', sliceId: message.sliceId, ...(await verifySlice(deps, message.sliceId)) };
 }
 
-/** The worker as a batch handler with SQS partial batch responses (see recordByRecord). */
+/** The worker as a batch handler with SQS partial batch responses (see partialBatchHandler). */
 export function workerBatchHandler(deps: BackfillDeps, hooks: WorkerHooks = {}): BatchHandler {
-  return recordByRecord((record) => handleWorkMessage(deps, record.body, record.receiveCount), hooks);
+  return partialBatchHandler((record) => handleWorkMessage(deps, record.body, record.receiveCount), hooks);
 }

@@ -1,20 +1,22 @@
-import { Logger } from '@aws-lambda-powertools/logger';
-import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { CloudWatchClient } from '@aws-sdk/client-cloudwatch';
 import { RDSClient } from '@aws-sdk/client-rds';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { SSMClient } from '@aws-sdk/client-ssm';
+import type { Context } from 'aws-lambda';
 import { CloudWatchAlarms } from '../adapters/aws/cloudwatch-alarms';
 import { RdsSnapshotBackup } from '../adapters/aws/rds-backup';
 import { SqsQueue } from '../adapters/aws/sqs-queue';
 import { SsmParameters } from '../adapters/aws/ssm-parameters';
 import { ConfigError } from '../core/errors';
 import { orchestrate, type OrchestratorDeps } from '../core/orchestrator';
-import { LAMBDA_ENV, METRICS_NAMESPACE, SERVICE_NAMES } from '../../lib/runtime-contract';
+import { LAMBDA_ENV, SERVICE_NAMES } from '../../lib/runtime-contract';
 import { getRuntime } from './runtime';
+import { invocation, lambdaTools } from './powertools';
 
-const logger = new Logger({ serviceName: SERVICE_NAMES.orchestrator });
-const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: SERVICE_NAMES.orchestrator });
+const tools = lambdaTools(SERVICE_NAMES.orchestrator);
+// Every AWS call of the tasks is a subsegment of the invocation's trace.
+const traced = <C extends object>(client: C): C => tools.tracer.captureAWSv3Client(client);
 
 let deps: OrchestratorDeps | undefined;
 
@@ -34,17 +36,17 @@ async function awsDeps(): Promise<OrchestratorDeps> {
   const alarmName = env[LAMBDA_ENV.healthAlarmName];
   deps = {
     ...runtime,
-    queue: new SqsQueue(new SQSClient({}), queueUrl),
-    parameters: new SsmParameters(new SSMClient({})),
+    queue: new SqsQueue(traced(new SQSClient({})), queueUrl),
+    parameters: new SsmParameters(traced(new SSMClient({}))),
     backup: instanceId
-      ? new RdsSnapshotBackup(new RDSClient({}), { instanceId })
+      ? new RdsSnapshotBackup(traced(new RDSClient({})), { instanceId })
       : clusterId
-        ? new RdsSnapshotBackup(new RDSClient({}), { clusterId })
+        ? new RdsSnapshotBackup(traced(new RDSClient({})), { clusterId })
         : undefined,
     alarms: alarmName
-      ? new CloudWatchAlarms(new CloudWatchClient({}), { compositeAlarmName: alarmName })
+      ? new CloudWatchAlarms(traced(new CloudWatchClient({})), { compositeAlarmName: alarmName })
       : undefined,
-    metric: (name, value) => metrics.addMetric(name, MetricUnit.Count, value),
+    metric: (name, value) => tools.metrics.addMetric(name, MetricUnit.Count, value),
   };
   return deps;
 }
@@ -54,16 +56,16 @@ async function awsDeps(): Promise<OrchestratorDeps> {
  * Errors are thrown as they are: their names (InvalidInputError, PhaseOrderError,
  * MigrationLockedError, TransientDatabaseError, …) are what the states' Retry and Catch match.
  */
-export async function handler(event: unknown): Promise<Record<string, unknown>> {
+export async function handler(event: unknown, context?: Context): Promise<Record<string, unknown>> {
   const task = (event as { task?: unknown })?.task;
-  try {
-    const result = await orchestrate(await awsDeps(), event);
-    logger.info('task done', { task });
-    return result;
-  } catch (error) {
-    logger.error('task failed', { task, error: error as Error });
-    throw error;
-  } finally {
-    metrics.publishStoredMetrics();
-  }
+  return invocation(tools, context, async () => {
+    try {
+      const result = await orchestrate(await awsDeps(), event);
+      tools.logger.info('task done', { task });
+      return result;
+    } catch (error) {
+      tools.logger.error('task failed', { task, error: error as Error });
+      throw error;
+    }
+  });
 }

@@ -1,14 +1,13 @@
-import { Logger } from '@aws-lambda-powertools/logger';
-import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import type { Context } from 'aws-lambda';
 import { repairBatchHandler, type RepairDeps } from '../core/sync/repair';
 import { sqsEventToRecords } from '../adapters/aws/sqs-queue';
 import type { BatchResult } from '../ports/queue';
-import { METRIC_NAMES, METRICS_NAMESPACE, SERVICE_NAMES } from '../../lib/runtime-contract';
+import { METRIC_NAMES, SERVICE_NAMES } from '../../lib/runtime-contract';
 import { getRuntime, type Runtime } from './runtime';
-import { recordFailure, runBatch } from './sqs-batch';
+import { invocation, lambdaTools, recordFailure } from './powertools';
 
-const logger = new Logger({ serviceName: SERVICE_NAMES.repairWorker });
-const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: SERVICE_NAMES.repairWorker });
+const tools = lambdaTools(SERVICE_NAMES.repairWorker);
 
 // One deps object per runtime (container): the repair core caches its validated settings and
 // V2 template ids per deps object.
@@ -31,20 +30,23 @@ export function repairDeps(runtime: Runtime): RepairDeps {
 
 /**
  * The repair worker: SQS event of `repair-row` messages (sent by the backend's DualWriter when
- * its V2 write fails) → each named row re-synced from V1 to V2 → partial batch response. Only
- * the records whose repair failed are reported back, so SQS redelivers just those (and after
- * maxReceiveCount receives moves them to the repair DLQ). An invalid event or an unreachable
- * database fails the whole invocation, which returns every record to the queue.
+ * its V2 write fails) → each named row re-synced from V1 to V2 → partial batch response
+ * (Powertools' batch processor). Only the records whose repair failed are reported back, so SQS
+ * redelivers just those (and after maxReceiveCount receives moves them to the repair DLQ). An
+ * invalid event or an unreachable database fails the whole invocation, which returns every
+ * record to the queue.
  */
-export async function handler(event: unknown): Promise<BatchResult> {
-  const records = sqsEventToRecords(event);
-  const runtime = await getRuntime();
-  const run = repairBatchHandler(repairDeps(runtime), {
-    onRepaired: (record, result) => {
-      metrics.addMetric(METRIC_NAMES.rowsRepaired, MetricUnit.Count, 1);
-      logger.info('row repaired', { messageId: record.messageId, ...result });
-    },
-    onError: recordFailure(logger, metrics, METRIC_NAMES.repairFailed, 'repair failed'),
+export async function handler(event: unknown, context?: Context): Promise<BatchResult> {
+  return invocation(tools, context, async () => {
+    const records = sqsEventToRecords(event);
+    const runtime = await getRuntime();
+    const run = repairBatchHandler(repairDeps(runtime), {
+      onRepaired: (record, result) => {
+        tools.metrics.addMetric(METRIC_NAMES.rowsRepaired, MetricUnit.Count, 1);
+        tools.logger.info('row repaired', { messageId: record.messageId, ...result });
+      },
+      onError: recordFailure(tools, METRIC_NAMES.repairFailed, 'repair failed'),
+    });
+    return run(records);
   });
-  return runBatch(metrics, run, records);
 }

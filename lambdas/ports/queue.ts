@@ -1,3 +1,5 @@
+import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
+
 /**
  * The queue port: how the core hands work (one message per window) to workers. The SQS
  * adapter (lambdas/adapters/aws/sqs-queue.ts) and the in-process adapter
@@ -14,12 +16,12 @@ export interface QueuePort {
 }
 
 /** One delivered message, shaped like an SQS record so the same handler serves both. */
-export interface QueueRecord {
+export type QueueRecord = {
   messageId: string;
   body: string;
   /** 1 on the first delivery. */
   receiveCount: number;
-}
+};
 
 /** SQS partial batch response: the ids of the records that failed and must be redelivered. */
 export interface BatchResult {
@@ -29,30 +31,50 @@ export interface BatchResult {
 /** What a worker is: the same function the SQS-triggered Lambda calls. */
 export type BatchHandler = (records: QueueRecord[]) => Promise<BatchResult>;
 
+/** What a batch handler tells its caller about each record, after handling it. */
+export interface RecordHooks<T> {
+  /** The record was handled: `result` is what the work returned. */
+  onDone?: (record: QueueRecord, result: T) => void;
+  /** The record failed: it is reported back for redelivery (or, after N receives, the DLQ). */
+  onError?: (record: QueueRecord, error: Error) => void;
+}
+
 /**
- * A batch handler with SQS partial batch responses: each record is handled on its own, and
- * only the records whose `handle` (or `onDone`) threw are reported back for redelivery, so a
- * bad message never disturbs the others of its batch.
+ * A batch handler with SQS partial batch responses, through Powertools' `BatchProcessor` and
+ * `processPartialResponse`: each record is handled on its own, and only the records whose
+ * `handle` (or `onDone`) threw are reported back for redelivery, so a bad message never disturbs
+ * the others of its batch. Records are handled one after another: a worker holds a bounded
+ * number of database connections, and the queue's concurrency is the database's load. A batch
+ * whose every record failed is reported the same way rather than thrown, so a failed Lambda
+ * invocation (what the WorkerErrors alarm counts) means a failure of the invocation itself.
  */
-export function recordByRecord<T>(
+export function partialBatchHandler<T>(
   handle: (record: QueueRecord) => Promise<T>,
-  hooks: {
-    onDone?: (record: QueueRecord, result: T) => void;
-    onError?: (record: QueueRecord, error: Error) => void;
-  } = {},
+  hooks: RecordHooks<T> = {},
 ): BatchHandler {
   return async (records) => {
-    const batchItemFailures: { itemIdentifier: string }[] = [];
-    for (const record of records) {
+    // A processor holds one batch's state: one per call, so batches may run side by side.
+    const processor = new BatchProcessor(EventType.SQS);
+    const handleRecord = async (record: QueueRecord): Promise<T> => {
       try {
-        // Not `onDone?.(record, await …)`: an absent hook would skip evaluating the work itself.
         const result = await handle(record);
         hooks.onDone?.(record, result);
+        return result;
       } catch (error) {
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-        hooks.onError?.(record, error as Error);
+        hooks.onError?.(record, error instanceof Error ? error : new Error(String(error)));
+        throw error;
       }
-    }
-    return { batchItemFailures };
+    };
+    const { batchItemFailures } = await processPartialResponse(
+      { Records: records },
+      handleRecord,
+      processor,
+      {
+        processInParallel: false,
+        throwOnFullBatchFailure: false,
+      },
+    );
+    // The processor's response object is shared between its runs: the caller gets its own.
+    return { batchItemFailures: batchItemFailures.map(({ itemIdentifier }) => ({ itemIdentifier })) };
   };
 }

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { parseMessageBody } from '../config';
 import { MigrationError, RepairRowError } from '../errors';
 import type { MappedTable } from '../mapping';
-import { recordByRecord, type BatchHandler, type QueueRecord } from '../../ports/queue';
+import { partialBatchHandler, type BatchHandler, type QueueRecord } from '../../ports/queue';
 import {
   clientSettings,
   isRetryableRowError,
@@ -142,7 +142,7 @@ export interface RepairHooks {
  */
 export function repairBatchHandler(deps: RepairDeps, hooks: RepairHooks = {}): BatchHandler {
   resolve(deps);
-  return recordByRecord(
+  return partialBatchHandler(
     async (record) => {
       const message = parseRepairMessage(record.body);
       return repairRow(deps, message.table, message.id);
