@@ -7,9 +7,13 @@ import { MAPPINGS, mapRow, type V1Row, type V2Row } from '../lambdas/core/mappin
 import { parseId, parseTable, type ClientTable, type RowId } from './v1-rows';
 import { clientSettings, type ClientSettings, type ClientSettingsInput } from '../lambdas/core/sync/row-sync';
 import { runHook } from './hooks';
+import { METRIC_NAMES } from '../lib/runtime-contract';
 
-/** Metric counting shadow reads whose V2 row differs from the mapped V1 row. */
-export const SHADOW_READ_MISMATCH_METRIC = 'ShadowReadMismatch';
+/**
+ * Metric counting shadow reads whose V2 row differs from the mapped V1 row: the one the stack's
+ * ShadowReadMismatch alarm reads (publish it in METRICS_NAMESPACE with no dimensions).
+ */
+export const SHADOW_READ_MISMATCH_METRIC = METRIC_NAMES.shadowReadMismatch;
 /** Metric counting shadow reads that could not read V2. */
 export const SHADOW_READ_ERROR_METRIC = 'ShadowReadError';
 /** Metric counting sampled reads skipped because too many shadow reads were in flight. */

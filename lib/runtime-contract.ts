@@ -60,6 +60,8 @@ export const METRIC_NAMES = {
   repairFailed: 'RepairFailed',
   /** Orchestrator: the V2 read-traffic percentage after each change (gauge, 0–100). */
   trafficPercentage: 'TrafficPercentage',
+  /** Orchestrator: backfill windows done so far, at each progress poll (gauge). */
+  backfillWindowsDone: 'BackfillWindowsDone',
   /** Orchestrator: windows whose verification found a mismatch (count per run). */
   verificationMismatchedWindows: 'VerificationMismatchedWindows',
   /**
@@ -68,6 +70,9 @@ export const METRIC_NAMES = {
    */
   shadowReadMismatch: 'ShadowReadMismatch',
 } as const;
+
+/** A metric name of METRIC_NAMES. */
+export type MetricName = (typeof METRIC_NAMES)[keyof typeof METRIC_NAMES];
 
 /**
  * Phase 1's RDS/Aurora snapshots are named `<SNAPSHOT_ID_PREFIX><label>`; the orchestrator may

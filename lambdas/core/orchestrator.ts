@@ -24,6 +24,7 @@ import {
 } from './migration-state';
 import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
 import type { QueuePort } from '../ports/queue';
+import { METRIC_NAMES, type MetricName } from '../../lib/runtime-contract';
 
 /**
  * The tasks of the three state machines, dispatched by name: the orchestrator Lambda calls
@@ -34,7 +35,7 @@ import type { QueuePort } from '../ports/queue';
 export interface OrchestratorDeps extends Omit<MigrationContext, 'actor'> {
   queue: QueuePort;
   /** Publishes a metric (CloudWatch through Powertools on AWS; nothing or a log locally). */
-  metric?: (name: string, value: number) => void;
+  metric?: (name: MetricName, value: number) => void;
 }
 
 const phase = z.preprocess((v) => (typeof v === 'string' ? v.toUpperCase() : v), z.enum(PHASES));
@@ -165,7 +166,7 @@ export async function orchestrate(
     case 'start-backfill':
     case 'poll-backfill': {
       const p = event.task === 'start-backfill' ? await startBackfill(ctx) : await pollBackfill(ctx);
-      deps.metric?.('BackfillWindowsDone', p.windowsDone);
+      deps.metric?.(METRIC_NAMES.backfillWindowsDone, p.windowsDone);
       return {
         complete: p.complete,
         windowsTotal: p.windowsTotal,
@@ -182,7 +183,7 @@ export async function orchestrate(
       const poll = await pollVerify(ctx, event.runId);
       if (!poll.complete)
         return { runId: event.runId, complete: false, slicesDone: poll.slicesDone, slices: poll.slices };
-      deps.metric?.('VerificationMismatchedWindows', poll.report.mismatches.length);
+      deps.metric?.(METRIC_NAMES.verificationMismatchedWindows, poll.report.mismatches.length);
       return {
         runId: event.runId,
         complete: true,
@@ -220,7 +221,7 @@ export async function orchestrate(
         return { state: status.status, percentage: status.percentage };
       if (status.level + 1 >= status.schedule.length) return { state: 'done', percentage: status.percentage };
       const applied = await applyLevel(ctx, status.level + 1);
-      deps.metric?.('TrafficPercentage', applied.percentage);
+      deps.metric?.(METRIC_NAMES.trafficPercentage, applied.percentage);
       return { state: 'applied', ...applied };
     }
     case 'health-gate': {
@@ -254,7 +255,7 @@ export async function orchestrate(
         if (status.status !== 'running' && status.status !== 'held') status = await startCutover(ctx);
         if (status.level + 1 >= status.schedule.length) return { ...summarize(status), stepped: false };
         const applied = await applyLevel(ctx, status.level + 1);
-        deps.metric?.('TrafficPercentage', applied.percentage);
+        deps.metric?.(METRIC_NAMES.trafficPercentage, applied.percentage);
         if (applied.percentage === 100) await completeCutover(ctx);
         return { ...summarize(await cutoverStatus(ctx)), stepped: true };
       } finally {
@@ -275,7 +276,7 @@ export async function orchestrate(
               : `person:${requestedBy}`
             : ctx.actor;
       const result = await rollback({ ...ctx, actor: who }, { reason, force });
-      deps.metric?.('TrafficPercentage', 0);
+      deps.metric?.(METRIC_NAMES.trafficPercentage, 0);
       return { ...result };
     }
   }
