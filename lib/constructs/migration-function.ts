@@ -73,8 +73,9 @@ const SECRET_LIKE_NAME = /PASSWORD|PASSWD|TOKEN|PRIVATE_KEY|DATABASE_URL|SECRET(
  * - X-Ray tracing active;
  * - timeout DEFAULT_FUNCTION_TIMEOUT, memory DEFAULT_FUNCTION_MEMORY_MB;
  * - its own log group with DEFAULT_LOG_RETENTION, destroyed with the stack;
- * - esbuild bundling done locally (never Docker), minified, with source maps enabled at runtime
- *   (`--enable-source-maps`), the AWS SDK bundled so its version is the one tested;
+ * - esbuild bundling done locally (never Docker), minified but keeping names (an error's `name`
+ *   is its class name, which the state machines' Retry and Catch match), with source maps enabled
+ *   at runtime (`--enable-source-maps`), the AWS SDK bundled so its version is the one tested;
  * - the `sql/` folder copied next to the bundle, and MIGRATION_SQL_DIR pointing at it;
  * - in the given VPC subnets with the given security groups;
  * - the runtime CA bundle trusted (NODE_EXTRA_CA_CERTS), so TLS to RDS is verified;
@@ -132,6 +133,8 @@ export class MigrationFunction extends Construct {
       bundling: {
         forceDockerBundling: false,
         minify: true,
+        // Error class names survive minification: Step Functions' Retry and Catch match them.
+        keepNames: true,
         sourceMap: true,
         target: 'node22',
         format: nodejs.OutputFormat.CJS,
