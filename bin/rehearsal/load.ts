@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { PrismaPg } from '@prisma/adapter-pg';
 import type { Pool } from 'pg';
 import { withMigration } from '../../client/prisma';
@@ -48,6 +49,9 @@ export class SyntheticBackend {
   private inFlight = new Set<Promise<void>>();
   private devices: string[] = [];
   private tick = 0;
+  /** Part of the ids this backend gives new rows, so that two backends never collide. */
+  private readonly run = randomBytes(4).toString('hex');
+  private readying?: Promise<void>;
 
   constructor(
     private readonly v1: Pool,
@@ -86,11 +90,20 @@ export class SyntheticBackend {
     });
   }
 
+  /** Starts the router and picks the devices the operations use (once). */
+  private async ready(): Promise<void> {
+    this.readying ??= (async () => {
+      await this.router.start();
+      this.devices = (
+        await this.v1.query<{ id: string }>('SELECT id FROM devices ORDER BY id LIMIT 200')
+      ).rows.map((r) => r.id);
+    })();
+    await this.readying;
+  }
+
+  /** Sends about `perSecond` operations a second until stop(). */
   async start(): Promise<void> {
-    await this.router.start();
-    this.devices = (
-      await this.v1.query<{ id: string }>('SELECT id FROM devices ORDER BY id LIMIT 200')
-    ).rows.map((r) => r.id);
+    await this.ready();
     const everyMs = 50;
     const perTick = Math.max(1, Math.round((this.options.perSecond * everyMs) / 1000));
     this.timer = setInterval(() => {
@@ -99,6 +112,13 @@ export class SyntheticBackend {
         this.inFlight.add(p);
       }
     }, everyMs);
+  }
+
+  /** Runs the next `count` operations of the mix one after another (the same mix, no clock). */
+  async runOperations(count: number): Promise<LoadStats> {
+    await this.ready();
+    for (let i = 0; i < count; i++) await this.operation();
+    return this.stats;
   }
 
   private async operation(): Promise<void> {
@@ -149,7 +169,12 @@ export class SyntheticBackend {
         return 'deviceData.createMany';
       case 5:
         await db.alert.create({
-          data: { id: `rehearsal_alert_${n}`, deviceId: device, severity: 'LOW', message: `load ${n}` },
+          data: {
+            id: `rehearsal_alert_${this.run}_${n}`,
+            deviceId: device,
+            severity: 'LOW',
+            message: `load ${n}`,
+          },
         });
         return 'alert.create';
       case 7:
@@ -172,7 +197,9 @@ export class SyntheticBackend {
           where: { id: device },
           data: {
             status: 'ALERTING',
-            alerts: { create: { id: `rehearsal_nested_${n}`, severity: 'HIGH', message: 'nested' } },
+            alerts: {
+              create: { id: `rehearsal_nested_${this.run}_${n}`, severity: 'HIGH', message: 'nested' },
+            },
           },
         });
         return 'device.update (nested create)';
