@@ -1,13 +1,14 @@
-import { App, Validations } from 'aws-cdk-lib';
+import { Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { loadStackConfig } from '../../lib/config';
 import { migrationStateMachines } from '../../lib/constructs/state-machines';
 import { MigrationStack } from '../../lib/migration-stack';
+import { appWithoutBundling } from './helpers';
 
 /** The app as bin/app.ts builds it (demo config, no context), without bundling assets. */
 function synthApp(): Template {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+  const app = appWithoutBundling();
   const stack = new MigrationStack(app, 'IotV2Migration', {
     config: loadStackConfig(app.node),
     stateMachines: migrationStateMachines,

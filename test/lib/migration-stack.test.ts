@@ -9,7 +9,7 @@ import { demoStackConfig, type StackConfig } from '../../lib/config';
 import { WORKER_ENTRY } from '../../lib/constructs/backfill-pipeline';
 import { MigrationStack, type MigrationStackProps } from '../../lib/migration-stack';
 import { LAMBDA_ENV } from '../../lib/runtime-contract';
-import { appWithoutBundling, existingConfig, V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
+import { appWithoutBundling, existingConfig, testApp, V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
 
 /** A stack in an app checked by cdk-nag's AwsSolutions pack, as bin/app.ts does. */
 function checkedStack(app: App, config: StackConfig, props: Partial<MigrationStackProps> = {}) {
@@ -36,7 +36,7 @@ describe('MigrationStack (demo, bundled: the real synth)', () => {
   let app: App;
   let template: Template;
   beforeAll(() => {
-    app = new App();
+    app = testApp();
     const stack = checkedStack(app, demoStackConfig());
     // Throws when cdk-nag reports a finding that is not acknowledged.
     template = Template.fromStack(stack);
@@ -142,7 +142,7 @@ describe('MigrationStack (existing databases)', () => {
 
 describe('cdk-nag', () => {
   it('reports a finding that is not acknowledged (a queue without enforceSSL)', () => {
-    const app = new App();
+    const app = testApp();
     const stack = new Stack(app, 'Unsafe');
     const dlq = new sqs.Queue(stack, 'Dlq', { enforceSSL: true });
     new sqs.Queue(stack, 'Plain', { deadLetterQueue: { queue: dlq, maxReceiveCount: 3 } });
@@ -152,7 +152,7 @@ describe('cdk-nag', () => {
   });
 
   it('reports nothing once that finding is acknowledged next to the construct', () => {
-    const app = new App();
+    const app = testApp();
     const stack = new Stack(app, 'Acknowledged');
     const dlq = new sqs.Queue(stack, 'Dlq', { enforceSSL: true });
     const plain = new sqs.Queue(stack, 'Plain', { deadLetterQueue: { queue: dlq, maxReceiveCount: 3 } });
