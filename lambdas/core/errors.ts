@@ -71,8 +71,17 @@ export class TransientDatabaseError extends MigrationError {
 
 /** V1 does not have the tables and columns the migration reads. */
 export class V1SchemaMismatchError extends MigrationError {
-  constructor(readonly missing: string[]) {
-    super(`The V1 database does not match the expected schema; missing: ${missing.join(', ')}`, { missing });
+  constructor(
+    readonly missing: string[],
+    readonly schema?: string,
+  ) {
+    super(
+      `The V1 database does not match the expected schema; missing: ${missing.join(', ')}. ` +
+        `Nothing was written. Check that the configuration points at V1${schema ? ` (schema "${schema}")` : ''}: ` +
+        'the V1 database URL or host and schemas.v1 (V1_SCHEMA); V1 must have the tables and columns of ' +
+        'sql/v1/schema.sql (the Prisma schema the migration reads). Once it does, advance again.',
+      { missing, ...(schema ? { schema } : {}) },
+    );
   }
 }
 
@@ -401,11 +410,17 @@ export class StateMachineArnMissingError extends MigrationError {
     readonly flag: string,
     readonly envVar: string,
   ) {
-    super(`No ${stateMachine} state machine ARN: pass ${flag} or set ${envVar}`, {
-      stateMachine,
-      flag,
-      envVar,
-    });
+    super(
+      `No ${stateMachine} state machine ARN: pass ${flag} or set ${envVar} to the stack output ` +
+        `${stateMachine}StateMachineArn (aws cloudformation describe-stacks --stack-name IotV2Migration ` +
+        `--query "Stacks[0].Outputs"), or practise without AWS with --local`,
+      {
+        stateMachine,
+        flag,
+        envVar,
+        stackOutput: `${stateMachine}StateMachineArn`,
+      },
+    );
   }
 }
 
@@ -473,6 +488,20 @@ export class RollbackRefusedError extends MigrationError {
       `Rollback refused: dual-write was stopped at ${dualWriteStoppedAt.toISOString()}, so V1 has missed every ` +
         'write since; sending traffic back to V1 would lose them. Pass force to roll back anyway.',
       { dualWriteStoppedAt: dualWriteStoppedAt.toISOString() },
+    );
+  }
+}
+
+/** Another command is using the local migration (`migrate … --local`); one at a time. */
+export class LocalMigrationInUseError extends MigrationError {
+  constructor(
+    readonly directory: string,
+    readonly pid: number,
+  ) {
+    super(
+      `The local migration in ${directory} is in use by process ${pid}; wait for that command to end ` +
+        '(a local migration runs one command at a time)',
+      { directory, pid },
     );
   }
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,9 +53,11 @@ const q = (name: string) => `"${name.replace(/"/g, '""')}"`;
 /**
  * Starts a throw-away PostgreSQL server on a free port with a temporary data directory.
  * Durability is traded for speed (fsync off): this server holds rehearsal and test data only.
+ * With `persistent`, the data directory (then `dataDir` is required) is kept when the server
+ * stops, and a later start on it finds its databases again.
  */
 export async function startLocalPostgres(
-  options: { port?: number; log?: (line: string) => void; dataDir?: string } = {},
+  options: { port?: number; log?: (line: string) => void; dataDir?: string; persistent?: boolean } = {},
 ): Promise<LocalPostgres> {
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const port = options.port ?? (await freePort());
@@ -68,7 +70,7 @@ export async function startLocalPostgres(
     port,
     user,
     password,
-    persistent: false,
+    persistent: options.persistent ?? false,
     createPostgresUser: process.getuid?.() === 0,
     onLog: log,
     onError: (e: unknown) => log(String(e)),
@@ -94,7 +96,7 @@ export async function startLocalPostgres(
   // The data directory must be reachable by the unprivileged postgres user.
   const { chmodSync } = await import('node:fs');
   chmodSync(dataDir, 0o777);
-  await pg.initialise();
+  if (!options.persistent || !existsSync(join(dataDir, 'data', 'PG_VERSION'))) await pg.initialise();
   await pg.start();
 
   const admin = async <T>(fn: (c: Client) => Promise<T>): Promise<T> => {
@@ -126,7 +128,7 @@ export async function startLocalPostgres(
       if (stopped) return;
       stopped = true;
       await pg.stop();
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!options.persistent) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
