@@ -14,17 +14,34 @@ import { z } from 'zod';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
 import { runVerificationLocally } from '../lambdas/adapters/local/local-verify';
 import { exitOnError, parseArgs } from '../bin/cli-args';
-import { benchEnv, log, seconds, sizeFlags } from './support';
+import { benchEnv, benchHelp, log, seconds, sizeFlags } from './support';
 
 const flags = z
   .object({
     ...sizeFlags,
-    repeat: z.coerce.number().int().min(1).max(10).default(3),
+    repeat: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(10)
+      .default(3)
+      .describe('runs of each measurement (the best counts)'),
   })
   .strict();
 
 async function main() {
-  const args = parseArgs(process.argv.slice(2), flags);
+  const args = parseArgs(
+    process.argv.slice(2),
+    flags,
+    benchHelp(
+      'bench:verify',
+      'Times Phase 3 verification of the telemetry table against SELECT count(*) on both sides.',
+      {
+        repeat: 'N',
+      },
+    ),
+    'bench:verify',
+  );
   const env = await benchEnv(args.rows, { devices: args.devices });
   const { v1, v2, config } = env;
   try {

@@ -11,7 +11,6 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 import { userInfo } from 'node:os';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { runOps } from './ops';
-import { runLocal } from './ops/local';
 
 function osUser(): string {
   try {
@@ -25,7 +24,8 @@ function osUser(): string {
 runOps(process.argv.slice(2), {
   // The client lives in the state machine's region, whatever AWS_REGION says.
   sfn: (region) => new SFNClient({ region }),
-  local: runLocal,
+  // Loaded only for --local: it brings the CDK app and the embedded PostgreSQL.
+  local: async (command, deps) => (await import('./ops/local')).runLocal(command, deps),
   now: () => new Date(),
   user: osUser(),
   print: (line) => console.log(line),

@@ -60,7 +60,11 @@ export async function runOps(argv: string[], deps: OpsDeps): Promise<number> {
     }
     const e = error instanceof Error ? error : new Error(String(error));
     for (const line of errorLines(e)) printError(line);
-    if (e instanceof MigrationError && e.name === 'InvalidInputError' && (e as { what?: string }).what === 'command line') {
+    if (
+      e instanceof MigrationError &&
+      e.name === 'InvalidInputError' &&
+      (e as { what?: string }).what === 'command line'
+    ) {
       printError(USAGE);
     } else if (exitCodeOf(e) === 2 && argv[0] && !argv[0].startsWith('-')) {
       printError(`run \`npm run migrate -- ${argv[0]} --help\` for its flags`);

@@ -160,7 +160,6 @@ function parseOutput(output: string | undefined): unknown {
   }
 }
 
-
 /** A command run on AWS: exit code 0 done, 1 AWS or execution failure; throws for bad input. */
 export async function runOnAws(
   command: Exclude<OpsCommand, { command: 'reset' }>,
@@ -176,13 +175,17 @@ export async function runOnAws(
 
   let started;
   try {
-    started = await sfn.send(new StartExecutionCommand({ stateMachineArn, name, input: JSON.stringify(input) }));
+    started = await sfn.send(
+      new StartExecutionCommand({ stateMachineArn, name, input: JSON.stringify(input) }),
+    );
   } catch (error) {
     throw describeAwsError('StartExecution', error, stateMachine, { stateMachineArn, executionName: name });
   }
   const executionArn = started.executionArn!;
   const link = consoleLink(executionArn);
-  print(`started ${STATE_MACHINES[stateMachine].title} execution ${name} with input ${JSON.stringify(input)}`);
+  print(
+    `started ${STATE_MACHINES[stateMachine].title} execution ${name} with input ${JSON.stringify(input)}`,
+  );
   print(`execution: ${executionArn}`);
   print(`console:   ${link}`);
   const result: Record<string, unknown> = {

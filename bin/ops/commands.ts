@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { InvalidInputError } from '../../lambdas/core/errors';
 import { helpText, HelpRequest, parseArgs, wantsHelp, type CommandHelp } from '../cli-args';
-import { DEFAULT_LOCAL_DIR } from '../rehearsal/local-environment';
+import { DEFAULT_LOCAL_DIR } from '../rehearsal/options';
 
 /** The migration's phases, in order; `advance --through` names one. */
 export const PHASES = ['PREPARE', 'BACKFILL', 'VERIFY', 'CUTOVER', 'CLEANUP'] as const;
@@ -47,7 +47,11 @@ const common = {
     .boolean()
     .default(false)
     .describe('run on a local migration (embedded PostgreSQL, the same state machines), no AWS'),
-  localDir: z.string().min(1).default(DEFAULT_LOCAL_DIR).describe('with --local: where the local migration is kept'),
+  localDir: z
+    .string()
+    .min(1)
+    .default(DEFAULT_LOCAL_DIR)
+    .describe('with --local: where the local migration is kept'),
   json: z.boolean().default(false).describe('print one JSON object as the last line'),
 };
 
@@ -71,7 +75,10 @@ export const COMMAND_SPECS = {
   status: {
     schema: z
       .object({
-        wait: z.boolean().default(false).describe('wait for the execution and print its output (status, checklist)'),
+        wait: z
+          .boolean()
+          .default(false)
+          .describe('wait for the execution and print its output (status, checklist)'),
         timeout: z.coerce
           .number()
           .int()
@@ -187,13 +194,18 @@ export type OpsCommand = CommonFlags &
     | { command: 'reset' }
   );
 
-function commonOf(f: Partial<CommonFlags> & { json: boolean; local: boolean; localDir: string }): CommonFlags {
+function commonOf(
+  f: Partial<CommonFlags> & { json: boolean; local: boolean; localDir: string },
+): CommonFlags {
   const out: CommonFlags = { json: f.json, local: f.local, localDir: f.localDir };
   for (const key of ['migrationArn', 'cutoverArn', 'rollbackArn'] as const) {
     if (f[key]) {
       if (f.local) {
         throw new InvalidInputError('command-line flags', [
-          { field: STATE_MACHINES[key.replace('Arn', '') as StateMachineKey].flag, problem: 'has no meaning with --local' },
+          {
+            field: STATE_MACHINES[key.replace('Arn', '') as StateMachineKey].flag,
+            problem: 'has no meaning with --local',
+          },
         ]);
       }
       out[key] = f[key];
@@ -210,7 +222,8 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
   const [command, ...rest] = argv;
   if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
     const about = command === 'help' ? rest[0] : undefined;
-    if (about && (COMMANDS as string[]).includes(about)) throw new HelpRequest(commandUsage(about as CommandName));
+    if (about && (COMMANDS as string[]).includes(about))
+      throw new HelpRequest(commandUsage(about as CommandName));
     if (command !== undefined) throw new HelpRequest(USAGE);
   }
   if (!command || command.startsWith('-')) {
@@ -252,7 +265,10 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
       const f = parseArgs(rest, COMMAND_SPECS.reset.schema, undefined, name);
       if (!f.local) {
         throw new InvalidInputError('command-line flags', [
-          { field: '--local', problem: 'is required: reset deletes a local migration; a deployed one is never reset' },
+          {
+            field: '--local',
+            problem: 'is required: reset deletes a local migration; a deployed one is never reset',
+          },
         ]);
       }
       return { ...commonOf(f), command: 'reset' };

@@ -32,7 +32,10 @@ function reset(command: OpsCommand, deps: OpsDeps): number {
   }
   if (!LOCAL_MARKERS.some((marker) => existsSync(join(dir, marker)))) {
     throw new InvalidInputError('command-line flags', [
-      { field: '--local-dir', problem: `${command.localDir} does not hold a local migration; nothing was deleted` },
+      {
+        field: '--local-dir',
+        problem: `${command.localDir} does not hold a local migration; nothing was deleted`,
+      },
     ]);
   }
   removeNow(dir, join(dir, 'pg', 'data'));
@@ -43,17 +46,27 @@ function reset(command: OpsCommand, deps: OpsDeps): number {
 
 /**
  * Runs one command on the local migration in `--local-dir` (created on first use, with a
- * generated V1) and prints what the execution did; `status` prints its output (phases,
+ * generated V1, LOCAL_V1 unless `options.v1`) and prints what the execution did; `status` prints its output (phases,
  * checklist). Exit code 0 when the execution succeeded, 1 when it failed or stopped.
  */
-export async function runLocal(command: OpsCommand, deps: OpsDeps): Promise<number> {
+export async function runLocal(
+  command: OpsCommand,
+  deps: OpsDeps,
+  options: {
+    /** The V1 a new local migration generates. @default LOCAL_V1 */
+    v1?: { devices: number; telemetry: number; seed: number };
+    /** Databases to use instead of the embedded ones (tests). */
+    databases?: { v1Url: string; v2Url: string };
+  } = {},
+): Promise<number> {
   if (command.command === 'reset') return reset(command, deps);
   const print = deps.print;
   const printError = deps.printError ?? print;
   const { stateMachine, input } = executionRequest(command, deps.user);
   const env = await openLocalEnvironment({
     keepIn: command.localDir,
-    generate: LOCAL_V1,
+    ...options.databases,
+    generate: options.v1 ?? LOCAL_V1,
     ...LOCAL_SETTINGS,
     backupDirectory: join(command.localDir, 'backups'),
     print,

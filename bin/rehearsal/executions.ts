@@ -11,13 +11,19 @@ import type { Progress } from './progress';
 /** Runs executions of the CDK app's own state machines on a local migration, and records them. */
 export interface LocalExecutor {
   /** Runs one execution to its end (or until `signal` aborts it) and prints its status. */
-  execute(machine: MachineName, input: Record<string, unknown>, signal?: AbortSignal): Promise<LocalExecution>;
+  execute(
+    machine: MachineName,
+    input: Record<string, unknown>,
+    signal?: AbortSignal,
+  ): Promise<LocalExecution>;
   /** Every execution run so far. */
   readonly executions: readonly LocalExecution[];
 }
 
+let synthesized: ReturnType<typeof synthesizeDefinitions> | undefined;
+
 /**
- * Synthesizes the CDK app's state machines and binds them to a local migration: its real
+ * Synthesizes the CDK app's state machines (once per process) and binds them to a local migration: its real
  * orchestrator tasks, its queue and workers, its switches and alarms. Waits are short (150 ms;
  * a cutover level bakes `bakeSeconds`), retries 200 ms apart.
  */
@@ -32,8 +38,9 @@ export function localExecutor(
     onState?: LocalRunOptions['onState'];
   },
 ): LocalExecutor {
-  options.print('synthesizing the CDK app’s state machines…');
-  const machines = new LocalStateMachines(synthesizeDefinitions(), env.deps, {
+  if (!synthesized) options.print('synthesizing the CDK app’s state machines…');
+  synthesized ??= synthesizeDefinitions();
+  const machines = new LocalStateMachines(synthesized, env.deps, {
     waits: { '*': 150, Bake: options.bakeSeconds * 1000 },
     retryMs: 200,
     onState: (machine, state) => {

@@ -17,8 +17,7 @@ import type { BatchHandler } from '../../lambdas/ports/queue';
 import { parameterNames, type ParameterPort } from '../../lambdas/ports/parameters';
 import { removeOnExit } from './exit-cleanup';
 
-/** Where a kept local migration lives (`rehearse --keep-db`, `migrate … --local`). */
-export const DEFAULT_LOCAL_DIR = '.rehearsal/local';
+export { DEFAULT_LOCAL_DIR } from './options';
 
 /** The settings a local migration was created with, kept next to it for the next command. */
 export interface LocalSettings {
@@ -33,8 +32,9 @@ export interface LocalEnvironmentOptions extends LocalSettings {
   v1Url?: string;
   v2Url?: string;
   /**
-   * Keeps the embedded database in this folder (created on first use, found again later);
-   * without it, the database lives in a temporary folder removed on any exit.
+   * Keeps the local migration in this folder (created on first use, found again later): its
+   * switches, its settings and, without given databases, its embedded database. Without it, the
+   * switches live in memory and the database in a temporary folder removed on any exit.
    */
   keepIn?: string;
   /** The V1 to generate when V1 is empty. */
@@ -51,7 +51,7 @@ export interface LocalEnvironmentOptions extends LocalSettings {
 /** A migration on this machine: its databases, configuration, switches, alarms and workers. */
 export interface LocalEnvironment {
   source: 'embedded' | 'given';
-  /** The folder of a kept embedded database. */
+  /** The folder of a kept local migration (its switches, settings and embedded database). */
   directory?: string;
   v1: Pool;
   v2: Pool;
@@ -95,28 +95,26 @@ async function createDatabaseOnce(pg: LocalPostgres, name: string): Promise<void
   }
 }
 
-/** Starts the embedded server: in `keepIn` (kept), or in a temporary folder removed on any exit. */
-async function startEmbedded(keepIn: string | undefined) {
-  if (keepIn) {
-    const directory = resolve(keepIn);
+/**
+ * Starts the embedded server: with its data in `directory/pg` (kept), or in a temporary folder
+ * removed on any exit. Returns the server and what to do once it has stopped.
+ */
+async function startEmbedded(directory: string | undefined) {
+  if (directory) {
     mkdirSync(join(directory, 'pg'), { recursive: true });
-    const release = claim(directory);
-    try {
-      const pg = await startLocalPostgres({ dataDir: join(directory, 'pg'), persistent: true });
-      return { pg, directory, release };
-    } catch (error) {
-      release();
-      throw error;
-    }
+    return {
+      pg: await startLocalPostgres({ dataDir: join(directory, 'pg'), persistent: true }),
+      release: () => {},
+    };
   }
-  const directory = mkdtempSync(join(tmpdir(), 'iot-migration-rehearsal-'));
+  const temporary = mkdtempSync(join(tmpdir(), 'iot-migration-rehearsal-'));
   // The server runs as the unprivileged postgres user when this runs as root: it must get in.
-  chmodSync(directory, 0o755);
-  const dataDir = join(directory, 'pg');
+  chmodSync(temporary, 0o755);
+  const dataDir = join(temporary, 'pg');
   mkdirSync(dataDir);
-  const release = removeOnExit(directory, join(dataDir, 'data'));
+  const release = removeOnExit(temporary, join(dataDir, 'data'));
   try {
-    return { pg: await startLocalPostgres({ dataDir }), directory: undefined, release };
+    return { pg: await startLocalPostgres({ dataDir }), release };
   } catch (error) {
     release();
     throw error;
@@ -124,9 +122,9 @@ async function startEmbedded(keepIn: string | undefined) {
 }
 
 /** Reads the settings a kept migration was made with, or records them on first use. */
-function settingsOf(keepIn: string | undefined, wanted: LocalSettings): LocalSettings {
-  if (!keepIn) return wanted;
-  const file = join(resolve(keepIn), 'settings.json');
+function settingsOf(directory: string | undefined, wanted: LocalSettings): LocalSettings {
+  if (!directory) return wanted;
+  const file = join(directory, 'settings.json');
   if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as LocalSettings;
   writeFileSync(file, `${JSON.stringify(wanted, null, 2)}\n`);
   return wanted;
@@ -140,6 +138,9 @@ function settingsOf(keepIn: string | undefined, wanted: LocalSettings): LocalSet
  */
 export async function openLocalEnvironment(options: LocalEnvironmentOptions): Promise<LocalEnvironment> {
   const print = options.print;
+  const directory = options.keepIn ? resolve(options.keepIn) : undefined;
+  if (directory) mkdirSync(directory, { recursive: true });
+  const unclaim = directory ? claim(directory) : () => {};
   let embedded: Awaited<ReturnType<typeof startEmbedded>> | undefined;
   let v1: Pool | undefined;
   let v2: Pool | undefined;
@@ -147,8 +148,12 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
     let v1Url = options.v1Url;
     let v2Url = options.v2Url;
     if (!v1Url || !v2Url) {
-      print(options.keepIn ? `starting the local migration’s PostgreSQL (${options.keepIn})…` : 'starting embedded PostgreSQL…');
-      embedded = await startEmbedded(options.keepIn);
+      print(
+        options.keepIn
+          ? `starting the local migration’s PostgreSQL (${options.keepIn})…`
+          : 'starting embedded PostgreSQL…',
+      );
+      embedded = await startEmbedded(directory);
       await createDatabaseOnce(embedded.pg, 'v1');
       await createDatabaseOnce(embedded.pg, 'v2');
       v1Url = embedded.pg.url('v1');
@@ -158,8 +163,12 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
     v2 = await openPool({ url: v2Url }, 'V2', { max: 8 });
     await generateWhenEmpty(v1, options);
 
-    const wanted = { concurrency: options.concurrency, windowRows: options.windowRows, bakeSeconds: options.bakeSeconds };
-    const settings = settingsOf(embedded?.directory, wanted);
+    const wanted = {
+      concurrency: options.concurrency,
+      windowRows: options.windowRows,
+      bakeSeconds: options.bakeSeconds,
+    };
+    const settings = settingsOf(directory, wanted);
     const config = parseConfig({
       v1: { url: v1Url },
       v2: { url: v2Url },
@@ -175,8 +184,8 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
     });
     const names = parameterNames(config.ssmPrefix);
     const initial = { [names.trafficPercentage]: '0', [names.dualWrite]: 'off' };
-    const parameters = embedded?.directory
-      ? new FileParameters(join(embedded.directory, 'parameters.json'), initial)
+    const parameters = directory
+      ? new FileParameters(join(directory, 'parameters.json'), initial)
       : new MemoryParameters(initial);
     const alarms = new LocalAlarms();
     const pools = { v1, v2 };
@@ -190,12 +199,17 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
       parameters,
       alarms,
       queue: workers.queue,
-      backup: new LocalBackup({ v1Url, v1Schema: 'public', mode: 'auto', directory: config.backup.directory }),
+      backup: new LocalBackup({
+        v1Url,
+        v1Schema: 'public',
+        mode: 'auto',
+        directory: config.backup.directory,
+      }),
     };
     const opened = embedded;
     return {
       source: embedded ? 'embedded' : 'given',
-      directory: embedded?.directory,
+      directory,
       ...pools,
       config,
       settings,
@@ -209,12 +223,14 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
         await Promise.all([pools.v1.end(), pools.v2.end()].map((p) => p.catch(() => undefined)));
         await opened?.pg.stop();
         opened?.release();
+        unclaim();
       },
     };
   } catch (error) {
     await Promise.all([v1?.end(), v2?.end()].map((p) => p?.catch(() => undefined)));
     await embedded?.pg.stop().catch(() => undefined);
     embedded?.release();
+    unclaim();
     throw error;
   }
 }
@@ -234,7 +250,9 @@ async function generateWhenEmpty(v1: Pool, options: LocalEnvironmentOptions): Pr
     telemetry,
     seed,
     onProgress: (n) =>
-      !options.tty && n % 500_000 === 0 && options.print(`  generated ${n.toLocaleString('en-US')} telemetry rows`),
+      !options.tty &&
+      n % 500_000 === 0 &&
+      options.print(`  generated ${n.toLocaleString('en-US')} telemetry rows`),
   });
   options.print(
     `V1 generated in ${generated.seconds.toFixed(1)} s (${generated.telemetryRowsPerSec.toLocaleString('en-US')} telemetry rows/s)`,

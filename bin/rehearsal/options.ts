@@ -2,7 +2,9 @@ import { z } from 'zod';
 import { DEFAULT_CUTOVER_SCHEDULE } from '../../lambdas/core/config';
 import { InvalidInputError } from '../../lambdas/core/errors';
 import type { CommandHelp } from '../cli-args';
-import { DEFAULT_LOCAL_DIR } from './local-environment';
+
+/** Where a kept local migration lives (`rehearse --keep-db`, `migrate … --local`). */
+export const DEFAULT_LOCAL_DIR = '.rehearsal/local';
 
 /** The rehearsal's cutover levels: the default schedule's (with the rehearsal's short bakes). */
 export const REHEARSAL_LEVELS = DEFAULT_CUTOVER_SCHEDULE.map((level) => level.percentage);
@@ -12,7 +14,13 @@ const postgresUrl = z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:
 /** The rehearsal's flags; each description is its `--help` line. */
 export const rehearsalFlags = z
   .object({
-    devices: z.coerce.number().int().min(1).max(1_000_000).default(1000).describe('devices of the generated V1'),
+    devices: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .default(1000)
+      .describe('devices of the generated V1'),
     telemetry: z.coerce
       .number()
       .int()
@@ -20,7 +28,12 @@ export const rehearsalFlags = z
       .max(200_000_000)
       .default(1_000_000)
       .describe('telemetry rows of the generated V1'),
-    seed: z.coerce.number().int().min(0).default(1).describe('seed of the generated V1 (same seed, same data)'),
+    seed: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .default(1)
+      .describe('seed of the generated V1 (same seed, same data)'),
     v1Url: postgresUrl.optional().describe('rehearse against your own V1 (only read); needs --v2-url'),
     v2Url: postgresUrl.optional().describe('…and your own V2 database'),
     includeCleanup: z
@@ -30,7 +43,9 @@ export const rehearsalFlags = z
     failAt: z
       .string()
       .optional()
-      .describe(`the health gate turns unhealthy at that level (${REHEARSAL_LEVELS.join(', ')}): watch the rollback`),
+      .describe(
+        `the health gate turns unhealthy at that level (${REHEARSAL_LEVELS.join(', ')}): watch the rollback`,
+      ),
     killWorkers: z
       .boolean()
       .default(false)
@@ -42,8 +57,20 @@ export const rehearsalFlags = z
       .max(5000)
       .optional()
       .describe('a synthetic backend dual-writes at ~N operations/s during phases 2–4'),
-    bakeSeconds: z.coerce.number().int().min(0).max(3600).default(2).describe('bake time of each cutover level'),
-    concurrency: z.coerce.number().int().min(1).max(16).default(2).describe('workers copying windows at once'),
+    bakeSeconds: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(3600)
+      .default(2)
+      .describe('bake time of each cutover level'),
+    concurrency: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(16)
+      .default(2)
+      .describe('workers copying windows at once'),
     windowRows: z.coerce
       .number()
       .int()

@@ -16,13 +16,14 @@ type Env = Pick<LocalEnvironment, 'v1' | 'v2' | 'config' | 'deps' | 'parameters'
  * counts and checksums per table, without repairing anything. Nothing to compare before the
  * backfill is complete.
  */
-export async function finalComparison(
-  env: Env,
-): Promise<Pick<RehearsalReport, 'verification' | 'tables'>> {
+export async function finalComparison(env: Env): Promise<Pick<RehearsalReport, 'verification' | 'tables'>> {
   if (!(await backfillProgress(env.v2, env.config)).complete) {
     return { verification: { clean: false, mismatchedWindows: 0, runId: null }, tables: {} };
   }
-  const final = await runVerificationLocally({ v1: env.v1, v2: env.v2, config: env.config }, { repair: false });
+  const final = await runVerificationLocally(
+    { v1: env.v1, v2: env.v2, config: env.config },
+    { repair: false },
+  );
   const totals = await runTotals(env.v2, env.config, final.runId);
   return {
     verification: { clean: final.clean, mismatchedWindows: final.mismatches.length, runId: final.runId },
@@ -36,10 +37,7 @@ export async function finalComparison(
 }
 
 /** V1's row counts, when a rollback must have left V1 as it was (no synthetic writes). */
-export async function v1Changes(
-  env: Env,
-  before: Record<string, number>,
-): Promise<string | undefined> {
+export async function v1Changes(env: Env, before: Record<string, number>): Promise<string | undefined> {
   const after: Record<string, number> = await countV1Rows(env.v1, 'public');
   for (const [table, n] of Object.entries(before)) {
     if (after[table] !== n) return `V1 table ${table} changed from ${n} to ${after[table]} rows`;
@@ -89,7 +87,8 @@ export async function buildReport(
     verification,
     tables,
     throughput: {
-      backfillRowsPerSecond: backfill?.seconds && tables.telemetry ? Math.round(rows / backfill.seconds) : null,
+      backfillRowsPerSecond:
+        backfill?.seconds && tables.telemetry ? Math.round(rows / backfill.seconds) : null,
       samples: run.samples,
     },
     checklist: status.checklist,

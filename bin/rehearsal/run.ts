@@ -35,7 +35,9 @@ async function startBackend(env: LocalEnvironment, options: RehearsalOptions): P
     v2Schema: env.config.schemas.v2,
   });
   await backend.start();
-  options.print(`synthetic backend: ~${options.dualWriteLoad} operations/s through the TrafficRouter and DualWriter`);
+  options.print(
+    `synthetic backend: ~${options.dualWriteLoad} operations/s through the TrafficRouter and DualWriter`,
+  );
   return backend;
 }
 

@@ -1,3 +1,5 @@
+import { resolve } from 'node:path';
+import { DEFAULT_LOCAL_DIR } from './options';
 import type { RehearsalReport } from './report';
 
 /** What a rehearsal returns: its report, where the report was written, and its exit status. */
@@ -45,14 +47,16 @@ export function summaryLines(result: RehearsalResult): string[] {
     '',
     `Rehearsal ${r.outcome}${r.error ? ` (${r.error})` : ''}: traffic to V2 ${r.trafficPercentage} %, verification ${verification}`,
     'Phases:',
-    ...r.phases.map(
-      (p) => `  ${p.phase.padEnd(9)} ${p.status.padEnd(8)} ${p.seconds === null ? '' : `${p.seconds.toFixed(1)} s`}`.trimEnd(),
+    ...r.phases.map((p) =>
+      `  ${p.phase.padEnd(9)} ${p.status.padEnd(8)} ${p.seconds === null ? '' : `${p.seconds.toFixed(1)} s`}`.trimEnd(),
     ),
     'Tables (V1 → V2, rows and checksums):',
     ...Object.entries(r.tables).map(
       ([name, t]) =>
         `  ${name.padEnd(10)} ${String(t.v1).padStart(9)} → ${String(t.v2).padEnd(9)} ` +
-        (t.v1Checksum === t.v2Checksum ? 'checksums equal' : `checksums differ (${t.v1Checksum} / ${t.v2Checksum})`),
+        (t.v1Checksum === t.v2Checksum
+          ? 'checksums equal'
+          : `checksums differ (${t.v1Checksum} / ${t.v2Checksum})`),
     ),
   ];
   if (r.throughput.backfillRowsPerSecond)
@@ -70,9 +74,13 @@ export function summaryLines(result: RehearsalResult): string[] {
   }
   lines.push(`Report: ${result.paths.html}`);
   if (result.keptIn) {
+    const local =
+      resolve(result.keptIn) === resolve(DEFAULT_LOCAL_DIR)
+        ? '--local'
+        : `--local --local-dir ${result.keptIn}`;
     lines.push(
-      `Database kept in ${result.keptIn}: continue with \`npm run migrate -- status --local\` ` +
-        '(remove it with `npm run migrate -- reset --local`)',
+      `Database kept in ${result.keptIn}: continue with \`npm run migrate -- status ${local}\` ` +
+        `(remove it with \`npm run migrate -- reset ${local}\`)`,
     );
   }
   return lines;

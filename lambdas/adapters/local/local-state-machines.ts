@@ -150,7 +150,15 @@ export class LocalStateMachines {
       await logging.catch(() => undefined);
       if (signal?.aborted) {
         const cause = signal.reason instanceof Error ? signal.reason.message : String(signal.reason ?? '');
-        return { executionId: id, status: 'ABORTED', error: 'ExecutionAborted', cause, path, retries, caught };
+        return {
+          executionId: id,
+          status: 'ABORTED',
+          error: 'ExecutionAborted',
+          cause,
+          path,
+          retries,
+          caught,
+        };
       }
       const e = error as { name?: string; message?: string; cause?: { name?: string; message?: string } };
       return {
