@@ -11,6 +11,7 @@ import {
   StateMachineArnMissingError,
   StepFunctionsCallError,
 } from '../../lambdas/core/errors';
+import { CONSOLE_DOMAINS } from '../../lib/console';
 import {
   executionRequest,
   NOT_A_STATE_MACHINE_ARN,
@@ -72,13 +73,6 @@ function nameLabel(command: OpsCommand): string {
   if (command.command === 'cutover' && command.mode !== 'run') return `cutover-${command.mode}`;
   return command.command;
 }
-
-/** The console's domain in each partition that has a public console. */
-const CONSOLE_DOMAINS: Record<string, string> = {
-  aws: 'console.aws.amazon.com',
-  'aws-cn': 'console.amazonaws.cn',
-  'aws-us-gov': 'console.amazonaws-us-gov.com',
-};
 
 /** The Step Functions console page of an execution, in its partition and region. */
 export function consoleLink(executionArn: string): string {

@@ -23,7 +23,7 @@ export class MigrationError extends Error {
 export class ConfigError extends MigrationError {
   constructor(
     readonly issues: { field: string; problem: string }[],
-    source = 'configuration',
+    readonly source = 'configuration',
   ) {
     super(`Invalid ${source}: ${issues.map((i) => `${i.field}: ${i.problem}`).join('; ')}`, {
       issues,

@@ -111,6 +111,41 @@ describe('MigrationStack (existing databases)', () => {
     }
   });
 
+  it('outputs what ops need: the dashboard URL, the alarm topic, and the ARNs `npm run migrate` reads', () => {
+    template.hasOutput('DashboardUrl', {
+      Description: Match.stringLikeRegexp('dashboard'),
+      Value: {
+        'Fn::Join': [
+          '',
+          Match.arrayWith([
+            'https://',
+            { 'Fn::FindInMap': ['ConsoleDomains', { Ref: 'AWS::Partition' }, 'domain'] },
+            '#dashboards/dashboard/',
+            { Ref: Match.stringLikeRegexp('^Dashboard[0-9A-F]{8}$') },
+          ]),
+        ],
+      },
+    });
+    expect(template.toJSON().Mappings.ConsoleDomains).toEqual({
+      aws: { domain: 'console.aws.amazon.com' },
+      'aws-cn': { domain: 'console.amazonaws.cn' },
+      'aws-us-gov': { domain: 'console.amazonaws-us-gov.com' },
+    });
+    template.hasOutput('AlarmTopicArn', {
+      Description: Match.stringLikeRegexp('subscribe on-call'),
+      Value: { Ref: Match.stringLikeRegexp('^AlarmsTopic') },
+    });
+    template.hasOutput('RollbackStateMachineArn', {
+      Description:
+        'ARN of the Rollback state machine: `npm run migrate` reads it from ROLLBACK_STATE_MACHINE_ARN (or --rollback-arn)',
+    });
+    for (const output of Object.values(
+      template.toJSON().Outputs as Record<string, { Description: string }>,
+    )) {
+      expect(output.Description).not.toMatch(/bin\/ops\.ts/);
+    }
+  });
+
   it('routes MigrationHealth to the state machines’ rollback', () => {
     template.hasResourceProperties('AWS::Events::Rule', {
       Targets: [Match.objectLike({ Arn: { Ref: Match.stringLikeRegexp('^Rollback') } })],
