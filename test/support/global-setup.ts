@@ -1,7 +1,9 @@
 import { startLocalPostgres, type LocalPostgres } from '../../lambdas/adapters/local/embedded-pg';
+import { isolateTempDir } from './temp-dir';
 
 declare global {
   var __LOCAL_PG__: LocalPostgres | undefined;
+  var __TEST_TMPDIR__: string | undefined;
 }
 
 /**
@@ -16,6 +18,8 @@ export default async function globalSetup(): Promise<void> {
       void pg.stop().finally(() => process.exit(130));
     });
   }
+  // After the server's own data folder is made: the workers' temporary files go to a checked one.
+  globalThis.__TEST_TMPDIR__ = isolateTempDir();
   process.env.TEST_PG_PORT = String(pg.port);
   process.env.TEST_PG_USER = pg.user;
   process.env.TEST_PG_PASSWORD = pg.password;
