@@ -128,6 +128,10 @@ export const COMMAND_SPECS = {
           .min(1, 'must not be empty')
           .max(500, 'must be at most 500 characters')
           .describe('why traffic goes back to V1 (required; recorded in the audit log)'),
+        force: z
+          .boolean()
+          .default(false)
+          .describe('roll back even after cleanup stopped dual-write (V1 has missed every write since)'),
         ...common,
       })
       .strict(),
@@ -190,7 +194,7 @@ export type OpsCommand = CommonFlags &
     | { command: 'status'; wait: boolean; timeoutSeconds: number }
     | { command: 'advance'; through?: Phase }
     | { command: 'cutover'; mode: 'run' | 'step' | 'hold' | 'resume' }
-    | { command: 'rollback'; reason: string }
+    | { command: 'rollback'; reason: string; force: boolean }
     | { command: 'reset' }
   );
 
@@ -259,7 +263,7 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
     }
     case 'rollback': {
       const f = parseArgs(rest, COMMAND_SPECS.rollback.schema, undefined, name);
-      return { ...commonOf(f), command: 'rollback', reason: f.reason };
+      return { ...commonOf(f), command: 'rollback', reason: f.reason, force: f.force };
     }
     case 'reset': {
       const f = parseArgs(rest, COMMAND_SPECS.reset.schema, undefined, name);
@@ -292,6 +296,9 @@ export function executionRequest(
     case 'cutover':
       return { stateMachine: 'cutover', input: { action: command.mode } };
     case 'rollback':
-      return { stateMachine: 'rollback', input: { reason: command.reason, actor: `cli:${user}` } };
+      return {
+        stateMachine: 'rollback',
+        input: { reason: command.reason, actor: `cli:${user}`, ...(command.force ? { force: true } : {}) },
+      };
   }
 }

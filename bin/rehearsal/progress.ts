@@ -25,6 +25,9 @@ export function knownEta(p: BackfillProgress): number | undefined {
   return p.rowsCopied / p.rowsExpected >= ETA_AFTER_FRACTION ? p.etaSeconds : undefined;
 }
 
+/** Longest a log goes without a progress line while no window completes. */
+const QUIET_LOG_MS = 10_000;
+
 const bar = (done: number, total: number, width = 24) => {
   const filled = total > 0 ? Math.round((done / total) * width) : 0;
   return `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
@@ -53,9 +56,10 @@ export interface Progress {
 
 /**
  * Shows what the state machines do: each step once per execution (a step entered again, as
- * on a retry, is not printed again; cutover steps are printed once per traffic level), and while the
- * backfill runs, a progress line every 2 s (redrawn every 0.5 s on a terminal). Samples the
- * backfill's throughput every 250 ms for the report.
+ * on a retry, is not printed again; cutover steps are printed once per traffic level), and while
+ * the backfill runs, its progress: redrawn every 0.5 s on a terminal; in a log, a line when a
+ * window is done (checked every 2 s) or after 10 s without one. Samples the backfill's
+ * throughput every 250 ms for the report.
  */
 export function startProgress(
   env: Pick<LocalEnvironment, 'v2' | 'config' | 'parameters' | 'names'>,
@@ -78,11 +82,17 @@ export function startProgress(
     return p;
   };
   const traffic = async () => (await env.parameters.get(env.names.trafficPercentage)) ?? '0';
+  let lastDone = -1;
+  let lastShownAt = 0;
   const show = async () => {
     if (!backfilling()) return;
     const p = await sample();
     const line = p && backfillLine(p);
-    if (!line || line === lastLine) return;
+    if (!p || !line || line === lastLine) return;
+    // In a log, a line when a window is done, else one every 10 s to show it is alive.
+    if (!tty && p.windowsDone === lastDone && Date.now() - lastShownAt < QUIET_LOG_MS) return;
+    lastDone = p.windowsDone;
+    lastShownAt = Date.now();
     lastLine = line;
     if (tty) process.stdout.write(`\r${line.padEnd(110).slice(0, 140)}`);
     else print(line);

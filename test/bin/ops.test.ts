@@ -88,6 +88,12 @@ describe('commands start the right state machine with the documented input', () 
       { reason: 'p99 latency doubled', actor: 'cli:alice' },
       'rollback',
     ],
+    [
+      ['rollback', '--reason', 'V2 is corrupt', '--force'],
+      'Rollback',
+      { reason: 'V2 is corrupt', actor: 'cli:alice', force: true },
+      'rollback',
+    ],
   ])('%j starts %s with %j', async (argv, machine, input, label) => {
     answerStarts();
 
