@@ -6,12 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleepMs } from 'node:timers/promises';
 import { DescribeExecutionCommand, SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
-import {
-  InvalidInputError,
-  StateMachineArnMissingError,
-  StepFunctionsCallError,
-} from '../../lambdas/core/errors';
+import { InvalidInputError } from '../../lambdas/core/errors';
 import { CONSOLE_DOMAINS } from '../../lib/console';
+import { StateMachineArnMissingError, StepFunctionsCallError } from '../cli-errors';
 import {
   executionRequest,
   NOT_A_STATE_MACHINE_ARN,

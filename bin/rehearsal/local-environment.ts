@@ -11,7 +11,7 @@ import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
 import { applyV1Schema, generateV1 } from '../../lambdas/adapters/local/v1-generator';
 import { DEFAULT_CUTOVER_SCHEDULE, parseConfig, type MigrationConfig } from '../../lambdas/core/config';
 import { openPool } from '../../lambdas/core/db';
-import { LocalMigrationInUseError } from '../../lambdas/core/errors';
+import { LocalMigrationInUseError } from '../cli-errors';
 import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
 import type { BatchHandler } from '../../lambdas/ports/queue';
 import { parameterNames, type ParameterPort } from '../../lambdas/ports/parameters';

@@ -64,23 +64,19 @@ export class DatabaseConnectionError extends MigrationError {
 /** A transient database failure (lock timeout, serialization failure, dropped connection). */
 export class TransientDatabaseError extends MigrationError {
   override readonly retryable = true;
-  constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
-    super(message, details, options);
-  }
 }
 
-/** V1 does not have the tables and columns the migration reads. */
+/** V1 does not have the tables and columns the migration reads; the message says what to check. */
 export class V1SchemaMismatchError extends MigrationError {
   constructor(
     readonly missing: string[],
-    readonly schema?: string,
+    readonly schema = 'public',
   ) {
     super(
-      `The V1 database does not match the expected schema; missing: ${missing.join(', ')}. ` +
-        `Nothing was written. Check that the configuration points at V1${schema ? ` (schema "${schema}")` : ''}: ` +
-        'the V1 database URL or host and schemas.v1 (V1_SCHEMA); V1 must have the tables and columns of ' +
-        'sql/v1/schema.sql (the Prisma schema the migration reads). Once it does, advance again.',
-      { missing, ...(schema ? { schema } : {}) },
+      `The V1 database does not match the expected schema; missing: ${missing.join(', ')}. Nothing was written. ` +
+        `Check that the configuration points at V1 (its database URL or host, and schemas.v1 / V1_SCHEMA, now "${schema}"): ` +
+        'V1 must have the tables and columns of sql/v1/schema.sql. Once it does, advance again.',
+      { missing, schema },
     );
   }
 }
@@ -112,11 +108,7 @@ export class MigrationApplyError extends MigrationError {
 }
 
 /** The backup could not be made, or it was made but is not usable. */
-export class BackupError extends MigrationError {
-  constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
-    super(message, details, options);
-  }
-}
+export class BackupError extends MigrationError {}
 
 /** The default tenant cannot be created because another tenant already has its slug. */
 export class TenantConflictError extends MigrationError {
@@ -132,11 +124,7 @@ export class TenantConflictError extends MigrationError {
 }
 
 /** Telemetry storage (TimescaleDB or native partitioning) could not be set up. */
-export class StorageSetupError extends MigrationError {
-  constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
-    super(message, details, options);
-  }
-}
+export class StorageSetupError extends MigrationError {}
 
 /**
  * A runtime switch read by the backend (traffic percentage, dual-write) is invalid, missing,
@@ -403,45 +391,6 @@ export class AlarmLookupError extends MigrationError {
   }
 }
 
-/** The ops CLI needs a state machine ARN that neither its flag nor its environment variable gives. */
-export class StateMachineArnMissingError extends MigrationError {
-  constructor(
-    readonly stateMachine: string,
-    readonly flag: string,
-    readonly envVar: string,
-  ) {
-    super(
-      `No ${stateMachine} state machine ARN: pass ${flag} or set ${envVar} to the stack output ` +
-        `${stateMachine}StateMachineArn (aws cloudformation describe-stacks --stack-name IotV2Migration ` +
-        `--query "Stacks[0].Outputs"), or practise without AWS with --local`,
-      {
-        stateMachine,
-        flag,
-        envVar,
-        stackOutput: `${stateMachine}StateMachineArn`,
-      },
-    );
-  }
-}
-
-/** A Step Functions call of the ops CLI failed; `awsError` is the service's error name. */
-export class StepFunctionsCallError extends MigrationError {
-  constructor(
-    readonly operation: string,
-    readonly awsError: string,
-    reason: string,
-    readonly hint: string | undefined,
-    details: Record<string, unknown> = {},
-    options?: { cause?: unknown },
-  ) {
-    super(
-      `${operation} failed with ${awsError}: ${reason}${hint ? ` (${hint})` : ''}`,
-      { operation, awsError, hint, ...details },
-      options,
-    );
-  }
-}
-
 /** A phase was asked for before the phases it depends on were complete. */
 export class PhaseOrderError extends MigrationError {
   constructor(
@@ -488,20 +437,6 @@ export class RollbackRefusedError extends MigrationError {
       `Rollback refused: dual-write was stopped at ${dualWriteStoppedAt.toISOString()}, so V1 has missed every ` +
         'write since; sending traffic back to V1 would lose them. Pass force to roll back anyway.',
       { dualWriteStoppedAt: dualWriteStoppedAt.toISOString() },
-    );
-  }
-}
-
-/** Another command is using the local migration (`migrate … --local`); one at a time. */
-export class LocalMigrationInUseError extends MigrationError {
-  constructor(
-    readonly directory: string,
-    readonly pid: number,
-  ) {
-    super(
-      `The local migration in ${directory} is in use by process ${pid}; wait for that command to end ` +
-        '(a local migration runs one command at a time)',
-      { directory, pid },
     );
   }
 }
