@@ -56,3 +56,14 @@ export class LocalMigrationInUseError extends MigrationError {
     );
   }
 }
+
+/** The embedded PostgreSQL of a rehearsal or a local migration did not start. */
+export class EmbeddedPostgresError extends MigrationError {
+  constructor(
+    readonly dataDir: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`The embedded PostgreSQL (data in ${dataDir}) did not start: ${reason}`, { dataDir }, options);
+  }
+}

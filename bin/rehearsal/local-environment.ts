@@ -11,7 +11,7 @@ import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
 import { applyV1Schema, generateV1 } from '../../lambdas/adapters/local/v1-generator';
 import { DEFAULT_CUTOVER_SCHEDULE, parseConfig, type MigrationConfig } from '../../lambdas/core/config';
 import { openPool } from '../../lambdas/core/db';
-import { LocalMigrationInUseError } from '../cli-errors';
+import { EmbeddedPostgresError, LocalMigrationInUseError } from '../cli-errors';
 import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
 import type { BatchHandler } from '../../lambdas/ports/queue';
 import { parameterNames, type ParameterPort } from '../../lambdas/ports/parameters';
@@ -95,6 +95,32 @@ async function createDatabaseOnce(pg: LocalPostgres, name: string): Promise<void
   }
 }
 
+/** The longest path of a Unix socket (sun_path, Linux); PostgreSQL puts its socket in the data folder. */
+const MAX_SOCKET_PATH = 107;
+
+/** Starts PostgreSQL on `dataDir`; a failure is an EmbeddedPostgresError saying why. */
+async function startServer(dataDir: string, persistent: boolean): Promise<LocalPostgres> {
+  const socket = join(dataDir, '.s.PGSQL.65535');
+  if (socket.length > MAX_SOCKET_PATH) {
+    throw new EmbeddedPostgresError(
+      dataDir,
+      `its socket path would have ${socket.length} characters, more than the ${MAX_SOCKET_PATH} a Unix ` +
+        'socket allows: use a shorter folder (TMPDIR, or --local-dir)',
+    );
+  }
+  const log: string[] = [];
+  try {
+    return await startLocalPostgres({
+      dataDir,
+      persistent,
+      log: (line) => log.push(...line.trim().split('\n')),
+    });
+  } catch (cause) {
+    const said = cause instanceof Error && cause.message ? cause.message : 'the server exited';
+    throw new EmbeddedPostgresError(dataDir, [said, ...log.slice(-5)].join('\n  '), { cause });
+  }
+}
+
 /**
  * Starts the embedded server: with its data in `directory/pg` (kept), or in a temporary folder
  * removed on any exit. Returns the server and what to do once it has stopped.
@@ -102,19 +128,16 @@ async function createDatabaseOnce(pg: LocalPostgres, name: string): Promise<void
 async function startEmbedded(directory: string | undefined) {
   if (directory) {
     mkdirSync(join(directory, 'pg'), { recursive: true });
-    return {
-      pg: await startLocalPostgres({ dataDir: join(directory, 'pg'), persistent: true }),
-      release: () => {},
-    };
+    return { pg: await startServer(join(directory, 'pg'), true), release: () => {} };
   }
-  const temporary = mkdtempSync(join(tmpdir(), 'iot-migration-rehearsal-'));
+  const temporary = mkdtempSync(join(tmpdir(), 'iot-rehearsal-'));
   // The server runs as the unprivileged postgres user when this runs as root: it must get in.
   chmodSync(temporary, 0o755);
   const dataDir = join(temporary, 'pg');
   mkdirSync(dataDir);
   const release = removeOnExit(temporary, join(dataDir, 'data'));
   try {
-    return { pg: await startLocalPostgres({ dataDir }), release };
+    return { pg: await startServer(dataDir, false), release };
   } catch (error) {
     release();
     throw error;

@@ -29,10 +29,13 @@ describe('`cdk synth` with a configuration the stack refuses', () => {
     const { snapshot: _omitted, ...withoutSnapshot } = existingConfigInput({ worker: { concurrency: 65 } });
     writeFileSync(file, JSON.stringify(withoutSnapshot));
 
+    // The app as cdk.json runs it, minus tsx's command line (which leaves an IPC folder in TMPDIR).
     const synth = await run('npx', [
       'cdk',
       'synth',
       '--no-notices',
+      '--app',
+      `${process.execPath} --import tsx bin/app.ts`,
       '-o',
       join(dir, 'cdk.out'),
       '-c',

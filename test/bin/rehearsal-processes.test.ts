@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -12,7 +12,8 @@ const ROOT = join(__dirname, '..', '..');
 
 let work: string;
 beforeAll(() => {
-  work = mkdtempSync(join(tmpdir(), 'rehearsal-processes-'));
+  // Short names: PostgreSQL's socket path in the data folder must stay under 108 characters.
+  work = mkdtempSync(join(tmpdir(), 'rp-'));
   // Its TMPDIRs hold the embedded servers' data, which the postgres user must reach (as root).
   chmodSync(work, 0o755);
 });
@@ -20,7 +21,7 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 /** A fresh directory to be a process's TMPDIR, reachable by the postgres user as /tmp is. */
 function freshTmp(): string {
-  const dir = mkdtempSync(join(work, 'tmp-'));
+  const dir = mkdtempSync(join(work, 't-'));
   chmodSync(dir, 0o1777);
   return dir;
 }
@@ -74,7 +75,7 @@ function start(file: string, args: string[], tmp: string): Started {
 
 /** The embedded database folder of a running rehearsal, and its postmaster's process id. */
 function runningDatabase(tmp: string): { folder: string; pid: number } {
-  const [folder] = readdirSync(tmp).filter((name) => name.startsWith('iot-migration-rehearsal-'));
+  const [folder] = readdirSync(tmp).filter((name) => name.startsWith('iot-rehearsal-'));
   expect(folder).toBeDefined();
   const pidFile = join(tmp, folder, 'pg', 'data', 'postmaster.pid');
   return { folder, pid: Number(readFileSync(pidFile, 'utf8').split('\n')[0]) };
@@ -132,6 +133,24 @@ describe('a rehearsal that is stopped leaves no database behind', () => {
     },
     180_000,
   );
+});
+
+describe('a rehearsal whose temporary folder is too deep for PostgreSQL', () => {
+  it('fails with EmbeddedPostgresError saying what to change, and leaves nothing', async () => {
+    const tmp = join(
+      freshTmp(),
+      'a-folder-name-long-enough-to-push-the-socket-path-of-postgresql-past-its-limit',
+    );
+    mkdirSync(tmp);
+    chmodSync(tmp, 0o1777);
+    const run = rehearsal(tmp, 1000);
+
+    expect((await run.exit).code).toBe(1);
+    expect(run.lines.join('\n')).toMatch(
+      /EmbeddedPostgresError: .* did not start: its socket path would have \d+ characters, more than the 107 .*use a shorter folder/,
+    );
+    expect(readdirSync(tmp)).toEqual([]);
+  }, 60_000);
 });
 
 describe('--keep-db, then migrate … --local', () => {

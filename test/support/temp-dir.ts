@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
 /** The prefix of a test run's own temporary directory. */
-export const RUN_TMPDIR_PREFIX = 'iot-migration-jest-';
+export const RUN_TMPDIR_PREFIX = 'iot-jest-';
 
 /**
  * Gives the test run its own, empty temporary directory: TMPDIR is pointed at it before jest
