@@ -9,7 +9,7 @@ import { InvalidInputError } from '../../lambdas/core/errors';
 import { orchestrate } from '../../lambdas/core/orchestrator';
 import { removeNow } from '../rehearsal/exit-cleanup';
 import { localExecutor } from '../rehearsal/executions';
-import { openLocalEnvironment, type LocalSettings } from '../rehearsal/local-environment';
+import { claim, openLocalEnvironment, type LocalSettings } from '../rehearsal/local-environment';
 import { startProgress } from '../rehearsal/progress';
 import type { OpsDeps } from './aws';
 import { executionRequest, STATE_MACHINES, type OpsCommand } from './commands';
@@ -38,6 +38,8 @@ function reset(command: OpsCommand, deps: OpsDeps): number {
       },
     ]);
   }
+  // Refused while another command uses it (LocalMigrationInUseError); then nothing is running.
+  claim(dir);
   removeNow(dir, join(dir, 'pg', 'data'));
   deps.print(`deleted the local migration in ${command.localDir}`);
   if (command.json) deps.print(JSON.stringify({ ok: true, command: 'reset', local: true, directory: dir }));

@@ -69,7 +69,7 @@ export interface LocalEnvironment {
 }
 
 /** Claims a kept local migration for this process; refuses one that a live process holds. */
-function claim(directory: string): () => void {
+export function claim(directory: string): () => void {
   const file = join(directory, 'in-use.pid');
   if (existsSync(file)) {
     const pid = Number(readFileSync(file, 'utf8'));

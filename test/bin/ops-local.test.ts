@@ -116,6 +116,9 @@ describe('migrate … --local: the runbook on a local migration', () => {
       const busy = await migrate('status');
       expect(busy.code).toBe(1);
       expect(busy.err[0]).toMatch(/^LocalMigrationInUseError: .* is in use by process \d+/);
+      const reset = await migrate('reset');
+      expect(reset.code).toBe(1);
+      expect(existsSync(join(local(), 'settings.json'))).toBe(true);
     } finally {
       rmSync(join(local(), 'in-use.pid'));
     }
