@@ -3,7 +3,12 @@
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 // Node 22's module compile cache (which tools turn on) goes here, not into the temporary
 // directory, which a test run leaves as it found it.
-process.env.NODE_COMPILE_CACHE ??= require('node:path').join(__dirname, 'node_modules', '.cache', 'node-compile-cache');
+process.env.NODE_COMPILE_CACHE ??= require('node:path').join(
+  __dirname,
+  'node_modules',
+  '.cache',
+  'node-compile-cache',
+);
 
 /** @type {import('jest').Config} */
 module.exports = {
