@@ -7,6 +7,9 @@ import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { MigrationStack, StateMachinesFactory } from '../migration-stack';
 import { LAMBDA_ENV } from '../runtime-contract';
+import { OrchestratorTasks } from './orchestrator-tasks';
+
+export { RETRYABLE_ERRORS } from './orchestrator-tasks';
 
 /** How long the Migration state machine waits between progress polls. @default 30 s */
 export const DEFAULT_POLL_INTERVAL = Duration.seconds(30);
@@ -14,17 +17,6 @@ export const DEFAULT_POLL_INTERVAL = Duration.seconds(30);
 export const DEFAULT_ARCHIVE_POLL_INTERVAL = Duration.seconds(60);
 /** How long a held cutover waits before looking again. @default 60 s */
 export const DEFAULT_HOLD_POLL_INTERVAL = Duration.seconds(60);
-
-/** Errors a task simply tries again: a transient database or queue failure, a Lambda hiccup. */
-export const RETRYABLE_ERRORS = [
-  'TransientDatabaseError',
-  'QueueSendError',
-  'AlarmLookupError',
-  'Lambda.ServiceException',
-  'Lambda.AWSLambdaException',
-  'Lambda.SdkClientException',
-  'Lambda.TooManyRequestsException',
-];
 
 export interface MigrationStateMachinesProps {
   /** The orchestrator Lambda every task calls (lambdas/handlers/orchestrator.ts). */
@@ -63,10 +55,12 @@ export class MigrationStateMachines extends Construct {
   public readonly rollback: sfn.StateMachine;
 
   private readonly props: MigrationStateMachinesProps;
+  private readonly tasks: OrchestratorTasks;
 
   constructor(scope: Construct, id: string, props: MigrationStateMachinesProps) {
     super(scope, id);
     this.props = props;
+    this.tasks = new OrchestratorTasks(this, props.orchestrator);
     const poll = props.pollInterval ?? DEFAULT_POLL_INTERVAL;
     if (poll.toSeconds() < 1) throw new Error(`${this.node.path}: pollInterval must be at least 1 second`);
 
@@ -95,90 +89,9 @@ export class MigrationStateMachines extends Construct {
     });
   }
 
-  /** A Lambda task of the orchestrator: `{task, actor, …}` in, its result at `resultPath`. */
-  private task(
-    id: string,
-    stateName: string,
-    task: string,
-    resultPath: string | null,
-    extra: Record<string, unknown> = {},
-  ): tasks.LambdaInvoke {
-    const invoke = new tasks.LambdaInvoke(this, id, {
-      stateName,
-      lambdaFunction: this.props.orchestrator,
-      payloadResponseOnly: true,
-      payload: sfn.TaskInput.fromObject({ task, 'actor.$': '$$.Execution.Id', ...extra }),
-      resultPath: resultPath === null ? sfn.JsonPath.DISCARD : resultPath,
-    });
-    invoke.addRetry({
-      errors: RETRYABLE_ERRORS,
-      interval: Duration.seconds(2),
-      maxAttempts: 3,
-      backoffRate: 2,
-    });
-    return invoke;
-  }
-
-  /** A task whose every failure goes to `failed` (the failure path) with the error at `$.error`. */
-  private guardedTask(failed: sfn.IChainable) {
-    return (
-      id: string,
-      stateName: string,
-      task: string,
-      resultPath: string | null,
-      extra: Record<string, unknown> = {},
-    ) =>
-      this.task(id, stateName, task, resultPath, extra).addCatch(failed, {
-        errors: ['States.ALL'],
-        resultPath: '$.error',
-      });
-  }
-
-  /** The first state: validates the execution input, failing with its error and cause. */
-  private validation(prefix: string, task: string): { validate: tasks.LambdaInvoke } {
-    const validate = new tasks.LambdaInvoke(this, `${prefix}ValidateInput`, {
-      stateName: 'Validate input',
-      lambdaFunction: this.props.orchestrator,
-      payloadResponseOnly: true,
-      payload: sfn.TaskInput.fromObject({ task, 'input.$': '$' }),
-      resultPath: '$.request',
-    });
-    validate.addCatch(
-      new sfn.Fail(this, `${prefix}InvalidInput`, {
-        stateName: 'Input is invalid',
-        errorPath: '$.error.Error',
-        causePath: '$.error.Cause',
-      }),
-      { errors: ['States.ALL'], resultPath: '$.error' },
-    );
-    return { validate };
-  }
-
-  /** Where every task's failure goes: recorded (and this run's lock released), then Fail. */
-  private failurePath(prefix: string): sfn.IChainable {
-    const record = new tasks.LambdaInvoke(this, `${prefix}RecordFailure`, {
-      stateName: 'Record the failure',
-      lambdaFunction: this.props.orchestrator,
-      payloadResponseOnly: true,
-      payload: sfn.TaskInput.fromObject({
-        task: 'record-failure',
-        'actor.$': '$$.Execution.Id',
-        'error.$': '$.error',
-      }),
-      resultPath: '$.failure',
-    });
-    return record.next(
-      new sfn.Fail(this, `${prefix}Failed`, {
-        stateName: 'Failed',
-        errorPath: '$.failure.Error',
-        causePath: '$.failure.Cause',
-      }),
-    );
-  }
-
   private rollbackDefinition(): sfn.IChainable {
-    const { validate } = this.validation('Rollback', 'validate-rollback-input');
-    const rollback = this.task(
+    const { validate } = this.tasks.validation('Rollback', 'validate-rollback-input');
+    const rollback = this.tasks.task(
       'RollbackTraffic',
       'Traffic to 0 %, dual-write stays on',
       'rollback',
@@ -187,7 +100,7 @@ export class MigrationStateMachines extends Construct {
         'request.$': '$.request',
       },
     );
-    rollback.addCatch(this.failurePath('Rollback'), { errors: ['States.ALL'], resultPath: '$.error' });
+    rollback.addCatch(this.tasks.failurePath('Rollback'), { errors: ['States.ALL'], resultPath: '$.error' });
     return validate
       .next(rollback)
       .next(
@@ -196,9 +109,9 @@ export class MigrationStateMachines extends Construct {
   }
 
   private migrationDefinition(poll: Duration, archivePoll: Duration): sfn.IChainable {
-    const { validate } = this.validation('Migration', 'validate-migration-input');
-    const failed = this.failurePath('Migration');
-    const named = this.guardedTask(failed);
+    const { validate } = this.tasks.validation('Migration', 'validate-migration-input');
+    const failed = this.tasks.failurePath('Migration');
+    const named = this.tasks.guardedTask(failed);
 
     const status = named('GetStatus', 'Report status', 'status', '$.status');
     const acquire = named('AcquireLock', 'Take the migration lock', 'begin', '$.plan', {
@@ -333,9 +246,9 @@ export class MigrationStateMachines extends Construct {
   }
 
   private cutoverDefinition(holdPoll: Duration): sfn.IChainable {
-    const { validate } = this.validation('Cutover', 'validate-cutover-input');
-    const failed = this.failurePath('Cutover');
-    const named = this.guardedTask(failed);
+    const { validate } = this.tasks.validation('Cutover', 'validate-cutover-input');
+    const failed = this.tasks.failurePath('Cutover');
+    const named = this.tasks.guardedTask(failed);
 
     const hold = named('HoldCutover', 'Hold the cutover', 'hold', '$.result').next(
       new sfn.Succeed(this, 'Held', { stateName: 'Held' }),
