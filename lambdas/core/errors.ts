@@ -4,7 +4,13 @@
  */
 import { MigrationError } from './migration-error';
 
-export { MigrationError } from './migration-error';
+export {
+  MigrationError,
+  RETRYABLE_TASK_ERROR,
+  RetryableTaskError,
+  originalFailure,
+  taskFailure,
+} from './migration-error';
 export {
   AlarmLookupError,
   GuardRefusedError,

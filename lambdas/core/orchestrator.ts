@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { describeIssues } from './config';
-import { InvalidInputError, MigrationError } from './errors';
+import { InvalidInputError, MigrationError, originalFailure } from './errors';
 import { migrationStatus } from './checklist';
 import { finishCleanup, startCleanup } from './cleanup';
 import {
@@ -204,13 +204,12 @@ export async function orchestrate(
       await auditEvent(ctx, 'execution.finished', {});
       return { released: true };
     case 'record-failure': {
-      const message = causeMessage(event.error.Cause);
-      await auditEvent(ctx, 'execution.failed', { error: event.error.Error, cause: message }).catch(
-        () => undefined,
-      );
+      // A retryable error reached Step Functions under RETRYABLE_TASK_ERROR: record its own name.
+      const { error, message } = originalFailure(event.error.Error, causeMessage(event.error.Cause));
+      await auditEvent(ctx, 'execution.failed', { error, cause: message }).catch(() => undefined);
       // Only this execution's own lock is released (a refused second run leaves the first's).
       await releaseLock(ctx).catch(() => undefined);
-      return { Error: event.error.Error, Cause: message };
+      return { Error: error, Cause: message };
     }
     case 'start-cutover':
       await acquireLock(ctx);

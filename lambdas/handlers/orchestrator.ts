@@ -8,7 +8,7 @@ import { CloudWatchAlarms } from '../adapters/aws/cloudwatch-alarms';
 import { RdsSnapshotBackup } from '../adapters/aws/rds-backup';
 import { SqsQueue } from '../adapters/aws/sqs-queue';
 import { SsmParameters } from '../adapters/aws/ssm-parameters';
-import { ConfigError } from '../core/errors';
+import { ConfigError, taskFailure } from '../core/errors';
 import { orchestrate, type OrchestratorDeps } from '../core/orchestrator';
 import { LAMBDA_ENV, SERVICE_NAMES } from '../../lib/runtime-contract';
 import { getRuntime } from './runtime';
@@ -53,8 +53,9 @@ async function awsDeps(): Promise<OrchestratorDeps> {
 
 /**
  * The state machines' Lambda task: one event names one task (validated), the core does it.
- * Errors are thrown as they are: their names (InvalidInputError, PhaseOrderError,
- * MigrationLockedError, TransientDatabaseError, …) are what the states' Retry and Catch match.
+ * An error whose `retryable` is true is thrown as RetryableTaskError (what the states' Retry
+ * matches, its message led by the original name, which the failure path records); any other
+ * error as it is, under its own name (InvalidInputError, PhaseOrderError, MigrationLockedError, …).
  */
 export async function handler(event: unknown, context?: Context): Promise<Record<string, unknown>> {
   const task = (event as { task?: unknown })?.task;
@@ -65,7 +66,8 @@ export async function handler(event: unknown, context?: Context): Promise<Record
       return result;
     } catch (error) {
       tools.logger.error('task failed', { task, error: error as Error });
-      throw error;
+      // A retryable error goes to Step Functions under the one name its Retry matches.
+      throw taskFailure(error);
     }
   });
 }

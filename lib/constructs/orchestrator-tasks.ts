@@ -3,12 +3,15 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import type { Construct } from 'constructs';
+import { RETRYABLE_TASK_ERROR } from '../../lambdas/core/migration-error';
 
-/** Errors a task simply tries again: a transient database or queue failure, a Lambda hiccup. */
+/**
+ * The errors every orchestrator task tries again: ours that say they are retryable (thrown
+ * under one name, see RETRYABLE_TASK_ERROR: no list of class names kept here) and the Lambda
+ * service's transient failures.
+ */
 export const RETRYABLE_ERRORS = [
-  'TransientDatabaseError',
-  'QueueSendError',
-  'AlarmLookupError',
+  RETRYABLE_TASK_ERROR,
   'Lambda.ServiceException',
   'Lambda.AWSLambdaException',
   'Lambda.SdkClientException',

@@ -3,7 +3,13 @@ import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/loc
 import { LocalStateMachines } from '../../lambdas/adapters/local/local-state-machines';
 import { MemoryParameters } from '../../lambdas/adapters/local/memory-parameters';
 import { testBackup } from '../support/migration';
-import { TransientDatabaseError } from '../../lambdas/core/errors';
+import {
+  AlarmLookupError,
+  MigrationError,
+  RETRYABLE_TASK_ERROR,
+  TransientDatabaseError,
+} from '../../lambdas/core/errors';
+import * as errors from '../../lambdas/core/errors';
 import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
 import { synthesizeDefinitions, type StateMachineDefinitions } from '../../lib/local-definitions';
 import { freshDatabases, type TestDatabases } from '../support/pg';
@@ -114,6 +120,78 @@ describe('the synthesized state machines, executed locally against real handlers
       { phase: 'BACKFILL', status: 'done' },
       { phase: 'VERIFY', status: 'done' },
     ]);
+  });
+
+  it('retries what the error itself says is retryable: a throttled alarm lookup again, an access-denied one never', async () => {
+    const failingLock = (retryable: boolean) => {
+      const attempts = { count: 0 };
+      const machines = new LocalStateMachines(definitions, env.deps, {
+        ...fastWaits,
+        wrapTask: async (event, run) => {
+          if (event.task === 'begin') {
+            attempts.count++;
+            throw new AlarmLookupError(
+              ['MigrationHealth'],
+              retryable ? 'Throttling (injected)' : 'AccessDenied (injected)',
+              {
+                retryable,
+              },
+            );
+          }
+          return run();
+        },
+      });
+      return { attempts, run: () => machines.run('migration', { action: 'advance' }) };
+    };
+    const lastFailure = async () =>
+      (
+        await env.dbs.v2.query(
+          `SELECT details FROM migration_control.audit_log WHERE action = 'execution.failed' ORDER BY id DESC LIMIT 1`,
+        )
+      ).rows[0].details;
+
+    const denied = failingLock(false);
+    const deniedRun = await denied.run();
+    expect(denied.attempts.count).toBe(1);
+    expect(deniedRun).toMatchObject({ status: 'FAILED', error: 'AlarmLookupError', retries: [] });
+    expect(deniedRun.cause).toMatch(/AccessDenied \(injected\)/);
+    expect(await lastFailure()).toMatchObject({ error: 'AlarmLookupError' });
+
+    // Retried (three times, as the Retry says), then failed under its own name, not the retry's.
+    const throttled = failingLock(true);
+    const throttledRun = await throttled.run();
+    expect(throttled.attempts.count).toBe(4);
+    expect(throttledRun.retries).toEqual(Array(3).fill('Take the migration lock'));
+    expect(throttledRun).toMatchObject({ status: 'FAILED', error: 'AlarmLookupError' });
+    expect(throttledRun.cause).toMatch(/^Cannot read the alarms MigrationHealth: Throttling \(injected\)$/);
+    expect(await lastFailure()).toMatchObject({ error: 'AlarmLookupError' });
+  });
+
+  it("every orchestrator task's Retry names the retryable-error name and Lambda's transient errors, never a class", () => {
+    const classNames = Object.values(errors)
+      .filter((v): v is typeof MigrationError => typeof v === 'function' && v.prototype instanceof Error)
+      .map((c) => c.name)
+      .filter((name) => name !== RETRYABLE_TASK_ERROR);
+    expect(classNames).toEqual(expect.arrayContaining(['TransientDatabaseError', 'AlarmLookupError']));
+    let tasks = 0;
+    for (const definition of [definitions.migration, definitions.cutover, definitions.rollback]) {
+      const states = (
+        definition as {
+          States: Record<string, { Type: string; Resource?: string; Retry?: { ErrorEquals: string[] }[] }>;
+        }
+      ).States;
+      for (const state of Object.values(states)) {
+        if (state.Type !== 'Task' || state.Resource?.includes(':states:::states:')) continue;
+        const retried = (state.Retry ?? []).flatMap((r) => r.ErrorEquals);
+        const ours = [...new Set(retried.filter((e) => !e.startsWith('Lambda.')))];
+        expect(ours.filter((e) => classNames.includes(e))).toEqual([]);
+        // 'Validate input' retries Lambda's own errors only: a bad input stays bad.
+        if (ours.length === 0) continue;
+        expect(ours).toEqual([RETRYABLE_TASK_ERROR]);
+        tasks++;
+      }
+    }
+    expect(tasks).toBeGreaterThan(20);
   });
 
   it('catches a fatal error into the failure path, recording it', async () => {

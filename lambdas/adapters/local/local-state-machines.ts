@@ -1,6 +1,7 @@
 import '../../core/polyfills';
 import { randomBytes } from 'node:crypto';
 import { StateMachine, type StateMachineDefinition } from 'aws-local-stepfunctions';
+import { taskFailure } from '../../core/errors';
 import { orchestrate, type OrchestratorDeps } from '../../core/orchestrator';
 
 type Json = Parameters<StateMachine['run']>[0];
@@ -96,9 +97,15 @@ export class LocalStateMachines {
       } else {
         handlers[stateName] = async (event) => {
           const run = () => orchestrate(this.deps, event);
-          const result = this.options.wrapTask
-            ? await this.options.wrapTask(event as Record<string, unknown>, run)
-            : await run();
+          let result: Record<string, unknown>;
+          try {
+            result = this.options.wrapTask
+              ? await this.options.wrapTask(event as Record<string, unknown>, run)
+              : await run();
+          } catch (error) {
+            // As the orchestrator Lambda throws it (lambdas/handlers/orchestrator.ts).
+            throw taskFailure(error);
+          }
           // Through JSON, as a Lambda response is: no Dates, no undefined.
           return JSON.parse(JSON.stringify(result)) as Json;
         };

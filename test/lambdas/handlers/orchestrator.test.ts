@@ -1,8 +1,10 @@
+import { CloudWatchClient, DescribeAlarmsCommand } from '@aws-sdk/client-cloudwatch';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { mockClient } from 'aws-sdk-client-mock';
 import { CONFIG_ENV } from '../../../lambdas/core/config';
+import { RETRYABLE_TASK_ERROR } from '../../../lambdas/core/errors';
 import { LAMBDA_ENV } from '../../../lib/runtime-contract';
 import { freshDatabases, testServer, type TestDatabases } from '../../support/pg';
 import { seedV1 } from '../../support/fixtures';
@@ -10,6 +12,7 @@ import { seedV1 } from '../../support/fixtures';
 const secrets = mockClient(SecretsManagerClient);
 const ssm = mockClient(SSMClient);
 const sqs = mockClient(SQSClient);
+const cloudwatch = mockClient(CloudWatchClient);
 
 const ARN = (name: string) => `arn:aws:secretsmanager:eu-west-1:123456789012:secret:${name}-AbCdEf`;
 
@@ -54,6 +57,7 @@ describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and
       [LAMBDA_ENV.v2SecretArn]: ARN('v2'),
       [LAMBDA_ENV.dbSsl]: 'false',
       [LAMBDA_ENV.workerQueueUrl]: 'https://sqs.eu-west-1.amazonaws.com/123456789012/work',
+      [LAMBDA_ENV.healthAlarmName]: 'MigrationHealth',
       [CONFIG_ENV.cutoverSchedule]: JSON.stringify([
         { percentage: 50, bakeSeconds: 60 },
         { percentage: 100, bakeSeconds: 60 },
@@ -117,5 +121,44 @@ describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and
       { percentage: 50, bakeSeconds: 60 },
       { percentage: 100, bakeSeconds: 60 },
     ]);
+  });
+
+  it("throws a retryable error under the name the states' Retry matches, any other under its own", async () => {
+    const actor = 'arn:aws:states:eu-west-1:123456789012:execution:Cutover:gate';
+    cloudwatch
+      .on(DescribeAlarmsCommand)
+      .rejectsOnce(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' }))
+      .rejectsOnce(Object.assign(new Error('not authorized'), { name: 'AccessDeniedException' }));
+    const throttled = await handler({ task: 'health-gate', actor }).catch((e: unknown) => e);
+    expect(throttled).toMatchObject({
+      name: RETRYABLE_TASK_ERROR,
+      message: expect.stringMatching(
+        /^AlarmLookupError: Cannot read the alarms MigrationHealth: .*ThrottlingException/,
+      ),
+    });
+    const denied = await handler({ task: 'health-gate', actor }).catch((e: unknown) => e);
+    expect(denied).toMatchObject({
+      name: 'AlarmLookupError',
+      retryable: false,
+      message: expect.stringMatching(/AccessDeniedException/),
+    });
+    expect(cloudwatch.commandCalls(DescribeAlarmsCommand)).toHaveLength(2);
+    // What the failure path records once the retries are spent: the original name and message.
+    await expect(
+      handler({
+        task: 'record-failure',
+        actor,
+        error: {
+          Error: RETRYABLE_TASK_ERROR,
+          Cause: JSON.stringify({
+            errorType: RETRYABLE_TASK_ERROR,
+            errorMessage: (throttled as Error).message,
+          }),
+        },
+      }),
+    ).resolves.toEqual({
+      Error: 'AlarmLookupError',
+      Cause: expect.stringMatching(/^Cannot read the alarms MigrationHealth: .*ThrottlingException/),
+    });
   });
 });
