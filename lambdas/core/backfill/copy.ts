@@ -33,6 +33,40 @@ export interface CopyResult {
 
 const sqlState = (e: unknown) => (e as { code?: string }).code ?? '';
 
+/** SQLSTATE lock_not_available: a lock wait ran past the session's lock_timeout. */
+const LOCK_TIMEOUT = '55P03';
+
+/**
+ * How often a window copy that hit a lock timeout (55P03: a migration or a long transaction
+ * held a lock the copy needs past V2's lock_timeout) tries again itself, with jittered
+ * exponential backoff from `baseMs`, before its message goes back to the queue.
+ */
+export const DEFAULT_LOCK_RETRY = { attempts: 4, baseMs: 200 };
+
+export interface CopyWindowOptions {
+  /** This delivery's receive count (its last one marks a failing window failed). */
+  receiveCount?: number;
+  /** @default DEFAULT_LOCK_RETRY */
+  lockRetry?: { attempts: number; baseMs: number };
+  /** Called (and awaited) before each wait after a lock timeout. */
+  onLockTimeout?: (wait: { attempt: number; delayMs: number }) => void | Promise<void>;
+}
+
+/** Runs one copy attempt, trying it again after a lock timeout, up to `lockRetry.attempts` in all. */
+async function retryingLockTimeouts<T>(options: CopyWindowOptions, copy: () => Promise<T>): Promise<T> {
+  const { attempts, baseMs } = options.lockRetry ?? DEFAULT_LOCK_RETRY;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await copy();
+    } catch (error) {
+      if (sqlState(error) !== LOCK_TIMEOUT || attempt >= attempts) throw error;
+      const delayMs = Math.round(baseMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
+      await options.onLockTimeout?.({ attempt, delayMs });
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
+
 /**
  * Finds the first staged row that V2 refuses, with one savepoint per row, to name it. Only
  * runs after a bulk insert failed on data, so its cost is paid on the failure path alone.
@@ -75,12 +109,13 @@ async function findUnmappableRow(
  * copy, or a newer dual write) are kept as they are, never duplicated or overwritten.
  * Telemetry first tries a straight COPY into the table; if any row of the window is already
  * there the unique key refuses it, and the window goes through a staging table and
- * `INSERT … ON CONFLICT DO NOTHING` instead.
+ * `INSERT … ON CONFLICT DO NOTHING` instead. A lock timeout (55P03) is tried again here, with
+ * backoff (`options.lockRetry`), rather than by a redelivery of the window's message.
  */
 export async function copyWindow(
   deps: BackfillDeps,
   windowId: number,
-  options: { receiveCount?: number } = {},
+  options: CopyWindowOptions = {},
 ): Promise<CopyResult> {
   const { v1, v2, config } = deps;
   const ctl = controlSchema(config);
@@ -156,7 +191,7 @@ export async function copyWindow(
   try {
     if (table === 'telemetry') {
       try {
-        return await attempt(true);
+        return await retryingLockTimeouts(options, () => attempt(true));
       } catch (error) {
         const code = sqlState(error);
         // Rows of this window are already in V2 (redelivery, a concurrent worker, dual writes),
@@ -165,7 +200,7 @@ export async function copyWindow(
           throw error;
       }
     }
-    return await attempt(false);
+    return await retryingLockTimeouts(options, () => attempt(false));
   } catch (error) {
     const named = classify(error, table, windowId);
     // On its last delivery a failing window goes to the DLQ: mark it failed, visibly.

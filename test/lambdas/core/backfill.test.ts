@@ -17,7 +17,9 @@ import {
 } from '../../../lambdas/core/errors';
 import type { MappedTable } from '../../../lambdas/core/mapping';
 import { workerBatchHandler } from '../../../lambdas/core/worker';
-import { freshDatabases, type TestDatabases } from '../../support/pg';
+import { Pool } from 'pg';
+import { TransientDatabaseError } from '../../../lambdas/core/errors';
+import { freshDatabases, testUrl, type TestDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { prepared, v2Fingerprint } from '../../support/migration';
 import { describeEachStorage, PARTITIONS, type StorageCase } from '../../support/servers';
@@ -314,5 +316,91 @@ describe('backfill with concurrent writes and bad rows', () => {
     } finally {
       await dbs.drop();
     }
+  });
+});
+
+describe('backfill lock waits', () => {
+  let ctx: Awaited<ReturnType<typeof setup>>;
+  let v2: Pool;
+  beforeAll(async () => {
+    ctx = await setup('backfill_lock', 11, 1000);
+    await planBackfill(ctx.deps);
+    // V2 sessions that give up on a lock after 100 ms (SQLSTATE 55P03), as a V2 whose role or
+    // database sets lock_timeout does.
+    v2 = new Pool({ connectionString: testUrl(ctx.dbs.v2Name), options: '-c lock_timeout=100' });
+    v2.on('error', () => undefined);
+  });
+  afterAll(async () => {
+    await v2.end();
+    await ctx.dbs.drop();
+  });
+
+  /** A window of `table` not copied yet, and a transaction holding that V2 table against inserts. */
+  async function lockedWindow(table: 'users' | 'telemetry') {
+    const window = await ctx.dbs.v2.query<{ id: number }>(
+      `SELECT id FROM migration_control.windows WHERE table_name = $1 AND status <> 'done' ORDER BY id LIMIT 1`,
+      [table],
+    );
+    const holder = await ctx.dbs.v2.connect();
+    await holder.query('BEGIN');
+    await holder.query(`LOCK TABLE ${ctx.config.schemas.v2}.${table} IN SHARE MODE`);
+    return { windowId: window.rows[0].id, holder };
+  }
+
+  it('retries a lock timeout (55P03) inside copyWindow with backoff, then copies the window', async () => {
+    const { windowId, holder } = await lockedWindow('users');
+    const waits: { attempt: number; delayMs: number }[] = [];
+    const result = await copyWindow({ ...ctx.deps, v2 }, windowId, {
+      lockRetry: { attempts: 5, baseMs: 40 },
+      onLockTimeout: async (wait) => {
+        waits.push(wait);
+        // The lock is let go after the second timeout: the third attempt gets through.
+        if (waits.length === 2) {
+          await holder.query('COMMIT');
+          holder.release();
+        }
+      },
+    });
+    expect(waits.map((w) => w.attempt)).toEqual([1, 2]);
+    // Jittered exponential backoff: half to all of 40 ms, then of 80 ms.
+    expect(waits[0].delayMs).toBeGreaterThanOrEqual(20);
+    expect(waits[0].delayMs).toBeLessThanOrEqual(40);
+    expect(waits[1].delayMs).toBeGreaterThanOrEqual(40);
+    expect(waits[1].delayMs).toBeLessThanOrEqual(80);
+    expect(result).toMatchObject({ windowId, table: 'users', path: 'staging' });
+    expect(result.rowsInserted).toBeGreaterThan(0);
+    const row = await ctx.dbs.v2.query(
+      'SELECT status, attempts, last_error FROM migration_control.windows WHERE id = $1',
+      [windowId],
+    );
+    // One delivery: the lock waits were retried inside it, not by a redelivery.
+    expect(row.rows[0]).toEqual({ status: 'done', attempts: 1, last_error: null });
+  });
+
+  it('gives up after its attempts with a retryable TransientDatabaseError, the window queued again', async () => {
+    const { windowId, holder } = await lockedWindow('telemetry');
+    const waits: number[] = [];
+    try {
+      const error = await copyWindow({ ...ctx.deps, v2 }, windowId, {
+        lockRetry: { attempts: 3, baseMs: 10 },
+        onLockTimeout: (wait) => {
+          waits.push(wait.attempt);
+        },
+      }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TransientDatabaseError);
+      expect(error).toMatchObject({ retryable: true, message: expect.stringMatching(/lock timeout/) });
+      expect(waits).toEqual([1, 2]);
+    } finally {
+      await holder.query('COMMIT');
+      holder.release();
+    }
+    const row = await ctx.dbs.v2.query(
+      'SELECT status, last_error FROM migration_control.windows WHERE id = $1',
+      [windowId],
+    );
+    expect(row.rows[0]).toEqual({
+      status: 'queued',
+      last_error: expect.stringMatching(/^TransientDatabaseError: .*lock timeout/),
+    });
   });
 });
