@@ -11,6 +11,8 @@ export type TestServerKind = 'embedded' | 'timescaledb';
 export const ENV = {
   /** Set to 1 to make a missing or broken TimescaleDB fail the run instead of skipping its suites. */
   requireTimescale: 'REQUIRE_TIMESCALEDB',
+  /** Set to 1 to make a missing /usr/bin/chromium fail the HTML report test instead of skipping it. */
+  requireChromium: 'REQUIRE_CHROMIUM',
   /** Why the TimescaleDB server is not running (set by global setup). */
   timescaleMissing: 'TEST_TIMESCALEDB_MISSING',
   /** A folder for this run's backups (set by global setup). */
