@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { COMMANDS, COMMAND_SPECS, PHASES } from '../bin/ops/commands';
 import { flagsOf } from '../bin/cli-args';
@@ -105,5 +105,70 @@ describe('the runbook covers every console input and CLI command', () => {
     for (const { flag } of flagsOf(rehearsalFlags)) {
       expect({ flag, listed: table.includes(flag) }).toEqual({ flag, listed: true });
     }
+  });
+});
+
+/** Folders under `root` (recursively) that hold TypeScript sources, relative to ROOT. */
+function sourceFolders(root: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    const entries = readdirSync(join(ROOT, dir), { withFileTypes: true });
+    if (entries.some((e) => e.isFile() && e.name.endsWith('.ts'))) out.push(dir);
+    for (const e of entries) if (e.isDirectory() && e.name !== 'generated') walk(`${dir}/${e.name}`);
+  };
+  walk(root);
+  return out;
+}
+
+describe("the README's layout section matches the tree", () => {
+  const layout = readme.slice(readme.indexOf('## Layout'));
+  const block = layout.slice(layout.indexOf('```') + 3, layout.indexOf('```', layout.indexOf('```') + 3));
+  const IGNORED = new Set([
+    'node_modules',
+    'cdk.out',
+    'coverage',
+    'reports',
+    'dist',
+    '.git',
+    '.rehearsal',
+    '.pg-test',
+  ]);
+
+  it('names every top-level folder, and each folder it names exists', () => {
+    const named = [...block.matchAll(/^(\.?[\w-]+)(?:\/\S*)?\s/gm)].map((m) => m[1]);
+    expect(named.length).toBeGreaterThan(8);
+    for (const name of named)
+      expect({ name, exists: existsSync(join(ROOT, name)) }).toEqual({ name, exists: true });
+    const folders = readdirSync(ROOT).filter((f) => statSync(join(ROOT, f)).isDirectory() && !IGNORED.has(f));
+    for (const folder of folders)
+      expect({ folder, named: named.includes(folder) }).toEqual({ folder, named: true });
+  });
+
+  it('names every source subfolder of bin, lib, lambdas and client', () => {
+    const subfolders = ['bin', 'lib', 'lambdas', 'client']
+      .flatMap(sourceFolders)
+      .filter((f) => f.includes('/'));
+    expect(subfolders).toEqual(expect.arrayContaining(['lambdas/core/verify', 'lib/constructs']));
+    for (const folder of subfolders) {
+      // As `name/`, or as `parent/name` (adapters/aws).
+      const [parent, name] = folder.split('/').slice(-2);
+      const named = new RegExp(`\\b${name}/`).test(block) || block.includes(`${parent}/${name}`);
+      expect({ folder, named }).toEqual({ folder, named: true });
+    }
+  });
+});
+
+describe('source modules', () => {
+  it('no module of bin, lib, lambdas or client is over 450 lines', () => {
+    const modules = ['bin', 'lib', 'lambdas', 'client'].flatMap(sourceFolders).flatMap((dir) =>
+      readdirSync(join(ROOT, dir))
+        .filter((f) => f.endsWith('.ts'))
+        .map((f) => `${dir}/${f}`),
+    );
+    expect(modules.length).toBeGreaterThan(50);
+    const long = modules
+      .map((file) => ({ file, lines: read(file).split('\n').length - 1 }))
+      .filter((m) => m.lines > 450);
+    expect(long).toEqual([]);
   });
 });
