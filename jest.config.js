@@ -10,6 +10,11 @@ process.env.NODE_COMPILE_CACHE ??= require('node:path').join(
   'node-compile-cache',
 );
 
+// node-postgres reads `timestamp without time zone` as local time; V1 holds UTC. Set here, in
+// the process that starts the workers (a test's own process.env is a copy: setting TZ there
+// changes nothing). One client suite runs in another zone (test/support/time-zone-environment.ts).
+process.env.TZ = 'UTC';
+
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',

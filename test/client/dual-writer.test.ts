@@ -1,3 +1,9 @@
+/**
+ * This suite runs in a non-UTC Node time zone (India, UTC+05:30, no daylight saving), as a
+ * backend may: the dual writes must not depend on the zone.
+ * @jest-environment ./test/support/time-zone-environment.ts
+ * @jest-environment-options {"timeZone": "Asia/Kolkata"}
+ */
 import '../../lambdas/core/polyfills';
 import { runBackfillLocally } from '../../lambdas/adapters/local/local-backfill';
 import type { MigrationConfig } from '../../lambdas/core/config';
@@ -377,5 +383,12 @@ describe('DualWriter with two writes of one row racing', () => {
     await a;
     expect(await v2RowsOf(ctx.dbs, 'alerts', id)).toEqual([]);
     expect(ctx.failures).toEqual([]);
+  });
+});
+
+describe('the time zone of this suite', () => {
+  it('is not UTC: Node reads local times at UTC+05:30', () => {
+    expect(new Date('2024-01-01T00:00:00Z').getTimezoneOffset()).toBe(-330);
+    expect(new Date('2024-01-01T00:00:00Z').getHours()).toBe(5);
   });
 });

@@ -1,3 +1,2 @@
-// node-postgres reads `timestamp without time zone` as local time; V1 holds UTC.
-process.env.TZ = 'UTC';
+// The time zone (UTC) is set in jest.config.js, where it reaches the workers' processes.
 import '../../lambdas/core/polyfills';
