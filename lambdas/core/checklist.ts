@@ -3,6 +3,7 @@ import { TABLE_ORDER } from './mapping';
 import { backfillProgress } from './backfill';
 import { cutoverStatus } from './cutover';
 import { phaseStates, readParameter, type MigrationContext, type PhaseState } from './migration-state';
+import { parameterNames } from '../ports/parameters';
 
 /** One item of the migration guide's checklist, with the evidence the control schema holds. */
 export interface ChecklistItem {
@@ -97,6 +98,25 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
     `SELECT holder, acquired_at FROM ${c}.migration_lock`,
   );
   const cutoverRan = phases.find((p) => p.phase === 'CUTOVER')?.status !== 'pending';
+  // The schedule Phase 4 recorded when it started (the configured one alone is only a plan).
+  const cutoverStarted = await one<{ at: Date }>(
+    `SELECT at FROM ${c}.audit_log WHERE action = 'cutover.started' ORDER BY id DESC LIMIT 1`,
+  );
+  // The latest health gate that found V2 healthy (alarms on error rate and latency quiet, no
+  // drift) while V2 served traffic: the traffic level last set before it was above 0 %.
+  const healthyUnderTraffic = await one<{ at: Date; percentage: number }>(
+    `SELECT g.at, (t.details->>'to')::int AS percentage
+       FROM ${c}.audit_log g
+       CROSS JOIN LATERAL (
+         SELECT details FROM ${c}.audit_log p
+          WHERE p.action = 'parameter.set' AND p.details->>'name' = $1 AND p.id < g.id
+          ORDER BY p.id DESC LIMIT 1) t
+      WHERE g.action = 'gate.checked' AND g.details->>'healthy' = 'true'
+        AND t.details->>'to' ~ '^[0-9]+$' AND (t.details->>'to')::int > 0
+      ORDER BY g.id DESC LIMIT 1`,
+    [parameterNames(ctx.config.ssmPrefix).trafficPercentage],
+  );
+  const rowsPerSecond = backfillResult?.result?.rowsPerSecond ?? 0;
 
   const checklist: ChecklistItem[] = [
     {
@@ -159,17 +179,27 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
         : {},
     },
     {
+      // The backfill's measured rate, and V2 found healthy by the gate while serving traffic.
       item: 'performance checked',
-      done: Boolean(backfillResult?.result?.rowsPerSecond),
-      at: iso(backfillResult?.finished_at),
-      evidence: backfillResult?.result
-        ? { rowsPerSecond: backfillResult.result.rowsPerSecond, seconds: backfillResult.result.seconds }
-        : {},
+      done: rowsPerSecond > 0 && Boolean(healthyUnderTraffic),
+      at: iso(healthyUnderTraffic?.at),
+      evidence: {
+        ...(backfillResult?.result
+          ? { rowsPerSecond: backfillResult.result.rowsPerSecond, seconds: backfillResult.result.seconds }
+          : {}),
+        ...(healthyUnderTraffic
+          ? { healthyGate: { at: iso(healthyUnderTraffic.at), percentage: healthyUnderTraffic.percentage } }
+          : {}),
+      },
     },
     {
       item: 'rollout schedule set',
-      done: cutover.schedule.length > 0,
-      evidence: { schedule: cutover.schedule },
+      done: cutover.status !== 'idle' && Boolean(cutoverStarted),
+      at: iso(cutoverStarted?.at),
+      evidence: {
+        schedule: cutover.schedule,
+        source: cutover.status === 'idle' ? 'configuration (not yet recorded by Phase 4)' : 'cutover_state',
+      },
     },
     {
       item: 'alarms configured',

@@ -149,6 +149,7 @@ describeEachStorage('the five phases', (storage) => {
     expect(item('history migrated').evidence.rows).toBeGreaterThan(3000);
     expect(item('verification passed').done).toBe(true);
     expect(item('performance checked').done).toBe(true);
+    expect(item('rollout schedule set').done).toBe(true);
     expect(item('alarms configured').done).toBe(true);
   });
 
