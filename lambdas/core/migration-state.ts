@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import type { MigrationConfig } from './config';
 import { controlSchema } from './db';
-import { MigrationLockedError, PhaseOrderError } from './errors';
+import { LockNotHeldError, MigrationLockedError, PhaseOrderError } from './errors';
 import { migrate, projectMigrationSets } from './migrator';
 import { parameterNames, type ParameterPort } from '../ports/parameters';
 import type { AlarmPort } from '../ports/alarms';
@@ -78,6 +78,28 @@ export async function acquireLock(ctx: MigrationContext): Promise<void> {
     );
     throw new MigrationLockedError(held.rows[0].holder, held.rows[0].acquired_at, ctx.actor);
   }
+}
+
+/** Who holds the migration lock now (null when nobody does, or before the control schema exists). */
+export async function lockHolder(ctx: Pick<MigrationContext, 'v2' | 'config'>): Promise<string | null> {
+  const exists = await ctx.v2.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [
+    `${ctx.config.schemas.control}.migration_lock`,
+  ]);
+  if (!exists.rows[0].t) return null;
+  const { rows } = await ctx.v2.query<{ holder: string | null }>(
+    `SELECT holder FROM ${controlSchema(ctx.config)}.migration_lock WHERE id = 1`,
+  );
+  return rows[0]?.holder ?? null;
+}
+
+/**
+ * Refuses a task (LockNotHeldError, nothing changed) unless `ctx.actor` holds the migration lock:
+ * every task that changes the migration checks this itself, so invoking it directly, outside
+ * the run that took the lock, changes nothing.
+ */
+export async function assertLockHeld(ctx: MigrationContext, task: string): Promise<void> {
+  const holder = await lockHolder(ctx);
+  if (holder !== ctx.actor) throw new LockNotHeldError(task, ctx.actor, holder);
 }
 
 export async function releaseLock(ctx: MigrationContext): Promise<void> {

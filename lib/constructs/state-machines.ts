@@ -263,11 +263,13 @@ export class MigrationStateMachines extends Construct {
     waitVerify.next(pollVerify);
     pollVerify.next(verifyDone);
 
+    // The execution input's `confirm` (RENAME V1 TABLES) reaches both cleanup steps.
     const startCleanup = named(
       'StartCleanup',
       'Phase 5: stop dual-write, archive V1',
       'start-cleanup',
       '$.cleanup',
+      { 'request.$': '$.request' },
     );
     const waitArchive = new sfn.Wait(this, 'WaitForArchive', {
       stateName: 'Wait for the archive',
@@ -283,6 +285,7 @@ export class MigrationStateMachines extends Construct {
       '$.cleanupResult',
       {
         'archive.$': '$.cleanup.archive',
+        'request.$': '$.request',
       },
     );
     const archiveFailed = new sfn.Pass(this, 'ArchiveFailed', {
@@ -321,6 +324,26 @@ export class MigrationStateMachines extends Construct {
     nextPhase.next(route);
     acquire.next(nextPhase);
 
+    // Dropping the archived V1 tables: under the lock, with its confirmation (DROP V1 ARCHIVES).
+    const acquireForDrop = named('AcquireLockForDrop', 'Take the lock to drop archives', 'begin', '$.plan', {
+      'request.$': '$.request',
+    });
+    const drop = named('DropArchives', 'Drop the archived V1 tables', 'drop-archives', '$.dropped', {
+      'request.$': '$.request',
+    });
+    const releaseAfterDrop = named(
+      'ReleaseAfterDrop',
+      'Release the lock (archives dropped)',
+      'release',
+      null,
+    );
+    acquireForDrop
+      .next(drop)
+      .next(releaseAfterDrop)
+      .next(
+        new sfn.Succeed(this, 'ArchivesDropped', { stateName: 'Archives dropped', outputPath: '$.dropped' }),
+      );
+
     const action = new sfn.Choice(this, 'ChooseAction', { stateName: 'Which action?' })
       .when(
         sfn.Condition.stringEquals('$.request.action', 'status'),
@@ -328,6 +351,7 @@ export class MigrationStateMachines extends Construct {
           new sfn.Succeed(this, 'StatusReported', { stateName: 'Status reported', outputPath: '$.status' }),
         ),
       )
+      .when(sfn.Condition.stringEquals('$.request.action', 'drop-archives'), acquireForDrop)
       .otherwise(acquire);
     return validate.next(action);
   }

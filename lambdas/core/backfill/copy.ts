@@ -16,6 +16,7 @@ import {
   streamWindow,
 } from '../sync/window-copy';
 import { loadWindow, qualified, type WindowRow } from '../windows';
+import { safeMessage } from '../safe-error';
 
 export interface BackfillDeps {
   v1: Pool;
@@ -59,12 +60,12 @@ async function findUnmappableRow(
         m.v1Table,
         window.id,
         `${m.v1Table}.id=${row.key}`,
-        (error as Error).message,
+        safeMessage(error),
         { cause: error },
       );
     }
   }
-  throw new UnmappableRowError(m.v1Table, window.id, '(unknown)', (bulkError as Error).message, {
+  throw new UnmappableRowError(m.v1Table, window.id, '(unknown)', safeMessage(bulkError), {
     cause: bulkError,
   });
 }
@@ -185,7 +186,7 @@ export async function copyWindow(
 function classify(error: unknown, table: MappedTable, windowId: number): MigrationError {
   if (error instanceof MigrationError) return error;
   const code = sqlState(error);
-  const message = (error as Error).message ?? String(error);
+  const message = safeMessage(error);
   if (code === '23503') return new ParentRowsMissingError(table, windowId, message, { cause: error });
   if (isTransient(error) || /Connection terminated|ECONNRESET|ECONNREFUSED/.test(message)) {
     return new TransientDatabaseError(

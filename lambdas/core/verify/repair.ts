@@ -12,6 +12,7 @@ import { syncRow } from '../sync/repair';
 import { buildReport, mismatchedWindows, type VerificationReport } from './report';
 import { compareAgain } from './row-diff';
 import { recordResults } from './runs';
+import { describeError } from '../safe-error';
 
 /** Telemetry rows rewritten per transaction by a window repair (see repairTelemetryWindow). */
 export const REPAIR_ROWS_PER_TRANSACTION = 50;
@@ -178,7 +179,7 @@ export async function repairRun(
         await repairWindow(deps, window.id);
       } catch (error) {
         // A repair that cannot write leaves the window mismatched; it is named below.
-        lastError = `${(error as Error).name}: ${(error as Error).message}`;
+        lastError = describeError(error);
       }
       const { windows: results } = await checkWindows(deps, [window.id]);
       await recordResults(deps.v2, deps.config, runId, results, attempts);
@@ -198,7 +199,7 @@ export async function repairRun(
     try {
       await syncRow(rowDeps, d.table, d.key);
     } catch (error) {
-      errors.set(`${d.table} ${d.key}`, `${(error as Error).name}: ${(error as Error).message}`);
+      errors.set(`${d.table} ${d.key}`, describeError(error));
     }
   }
   const remaining = await compareAgain(deps, found.sample.differences);
