@@ -75,8 +75,11 @@ export class MigrationStack extends Stack {
   public readonly securityGroups: readonly ec2.ISecurityGroup[];
   /** The database credentials (Secrets Manager); only their ARNs reach the Lambdas. */
   public readonly databaseSecrets: {
+    /** V1, read-only: every function reads V1 with it. */
     readonly v1: secretsmanager.ISecret;
     readonly v2: secretsmanager.ISecret;
+    /** A V1 role that owns V1's tables, for cleanup's rename only (the orchestrator's). */
+    readonly v1Owner?: secretsmanager.ISecret;
   };
   /** The non-secret runtime configuration every migration Lambda gets (LAMBDA_ENV, CONFIG_ENV). */
   public readonly lambdaEnvironment: Readonly<Record<string, string>>;
@@ -255,8 +258,8 @@ export class MigrationStack extends Stack {
       securityGroups: this.securityGroups,
       environment: this.lambdaEnvironment,
       databaseSecrets: this.uniqueSecrets(),
+      v1OwnerSecret: this.databaseSecrets.v1Owner,
       workerQueue: this.backfill.queue,
-      deadLetterQueue: this.backfill.deadLetterQueue,
       trafficSwitch: this.trafficSwitch,
       rdsInstanceId: this.snapshot?.rdsInstanceId,
       auroraClusterId: this.snapshot?.auroraClusterId,

@@ -88,16 +88,107 @@ export function connectionFailureReason(error: unknown): string {
   }
 }
 
+/** Fetches a database's credentials again, bypassing any cache (after a rotation). */
+export type CredentialsRefresher = () => Promise<ResolvedCredentials>;
+
+/** SQLSTATE of a refused password: what a rotated secret looks like to an open pool. */
+export const INVALID_PASSWORD = '28P01';
+
+/**
+ * A pool whose credentials come from a secret that may be rotated: a new connection refused
+ * with 28P01 (invalid password) makes it fetch the credentials again, once, and retry that
+ * connection with them; connections opened since use them too. Concurrent refusals share one
+ * fetch. A second refusal is a DatabaseConnectionError naming the target.
+ */
+export class RefreshingPool extends Pool {
+  private refreshing?: Promise<void>;
+
+  constructor(
+    config: PoolConfig,
+    private readonly refresh: CredentialsRefresher,
+    private readonly target: string,
+    private readonly where: string,
+  ) {
+    super(config);
+  }
+
+  /** Fetches the credentials again and gives them to every connection opened from now on. */
+  private refreshCredentials(): Promise<void> {
+    this.refreshing ??= (async () => {
+      const fresh = await this.refresh();
+      const options = (this as unknown as { options: PoolConfig }).options;
+      options.user = fresh.user;
+      options.password = fresh.password;
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  private async connectRefreshing(): Promise<PoolClient> {
+    try {
+      return await super.connect();
+    } catch (error) {
+      if ((error as { code?: string }).code !== INVALID_PASSWORD) throw error;
+      await this.refreshCredentials();
+      try {
+        return await super.connect();
+      } catch (again) {
+        if ((again as { code?: string }).code !== INVALID_PASSWORD) throw again;
+        throw new DatabaseConnectionError(
+          this.target,
+          this.where,
+          'password authentication failed, also with the credentials fetched again from the secret',
+          { cause: again },
+        );
+      }
+    }
+  }
+
+  // pg-pool's query() calls connect() with a callback; both forms go through the refresh.
+  override connect(): Promise<PoolClient>;
+  override connect(
+    callback: (
+      err: Error | undefined,
+      client: PoolClient | undefined,
+      done: (release?: unknown) => void,
+    ) => void,
+  ): void;
+  override connect(
+    callback?: (
+      err: Error | undefined,
+      client: PoolClient | undefined,
+      done: (release?: unknown) => void,
+    ) => void,
+  ): Promise<PoolClient> | void {
+    const connected = this.connectRefreshing();
+    if (!callback) return connected;
+    connected.then(
+      (client) => callback(undefined, client, (release?: unknown) => client.release(release as boolean)),
+      (error: Error) => callback(error, undefined, () => undefined),
+    );
+  }
+}
+
 /**
  * Opens a pool and proves it works with one round trip, so a wrong URL, password or database
- * fails here, at once, with a DatabaseConnectionError, before anything is changed.
+ * fails here, at once, with a DatabaseConnectionError, before anything is changed. With
+ * `refreshCredentials`, a password refused later (a rotated secret) is fetched again once
+ * (RefreshingPool).
  */
 export async function openPool(
   db: DatabaseConfig,
   target: string,
-  options: { credentials?: ResolvedCredentials; max?: number } = {},
+  options: {
+    credentials?: ResolvedCredentials;
+    max?: number;
+    refreshCredentials?: CredentialsRefresher;
+  } = {},
 ): Promise<Pool> {
-  const pool = new Pool(poolConfig(db, options.credentials, options.max));
+  const config = poolConfig(db, options.credentials, options.max);
+  const pool = options.refreshCredentials
+    ? new RefreshingPool(config, options.refreshCredentials, target, describeDatabase(db))
+    : new Pool(config);
   // An idle client that loses its connection must not crash the process.
   pool.on('error', () => undefined);
   try {
@@ -105,6 +196,7 @@ export async function openPool(
     client.release();
   } catch (cause) {
     await pool.end().catch(() => undefined);
+    if (cause instanceof DatabaseConnectionError) throw cause;
     throw new DatabaseConnectionError(target, describeDatabase(db), connectionFailureReason(cause), {
       cause,
     });

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { fetchDatabaseCredentials } from '../adapters/aws/secrets';
+import { fetchDatabaseCredentials, refreshDatabaseCredentials } from '../adapters/aws/secrets';
 import {
   CONFIG_ENV,
   parseConfig,
@@ -97,10 +97,20 @@ export function configFromEnvironment(env: NodeJS.ProcessEnv = process.env): Mig
   return parseConfig(raw, 'Lambda environment');
 }
 
+/**
+ * A pool on a database; with a secret, its credentials are fetched at cold start and fetched
+ * again once when the database refuses the password (a rotated secret), so a rotation does not
+ * stop the workers.
+ */
 async function open(db: DatabaseConfig, target: string, max: number): Promise<Pool> {
-  const credentials =
-    'secretArn' in db && db.secretArn ? await fetchDatabaseCredentials(db.secretArn) : undefined;
-  return openPool(db, target, { credentials, max });
+  if (!('secretArn' in db && db.secretArn)) return openPool(db, target, { max });
+  const secretArn = db.secretArn;
+  const credentials = await fetchDatabaseCredentials(secretArn);
+  return openPool(db, target, {
+    credentials,
+    max,
+    refreshCredentials: () => refreshDatabaseCredentials(secretArn),
+  });
 }
 
 let runtime: Promise<Runtime> | undefined;

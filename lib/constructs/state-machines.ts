@@ -454,7 +454,8 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
   orchestrator.addEnvironment(LAMBDA_ENV.healthAlarmName, stack.alarms.health.alarmName);
   orchestrator.addToRolePolicy(
     new iam.PolicyStatement({
-      // DescribeAlarms does not support resource-level permissions.
+      // The gate reads the MigrationHealth composite alarm: DescribeAlarms returns composite
+      // alarms only to a permission scoped to `*` (CloudWatch API reference, DescribeAlarms).
       actions: ['cloudwatch:DescribeAlarms'],
       resources: ['*'],
     }),
@@ -472,9 +473,12 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
       },
     );
   }
-  Validations.of(orchestrator).acknowledge({
+  Validations.of(stack.orchestrator).acknowledge({
     id: 'AwsSolutions-IAM5[Resource::*]',
-    reason: 'cloudwatch:DescribeAlarms and X-Ray support no resource-level permissions',
+    reason:
+      'cloudwatch:DescribeAlarms: the health gate reads the MigrationHealth composite alarm, and DescribeAlarms ' +
+      'returns composite alarms only when the permission is scoped to * (a narrower scope returns metric alarms ' +
+      'only); X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions',
   });
   return {
     migration: machines.migration,
