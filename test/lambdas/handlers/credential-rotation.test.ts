@@ -86,7 +86,9 @@ describe('a rotated database secret does not stop the workers', () => {
     const error = await pool.query('SELECT 1').catch((e: unknown) => e);
     expect(error).toMatchObject({
       name: 'DatabaseConnectionError',
-      message: expect.stringMatching(/V1 database .*password authentication failed, also with the credentials fetched again/),
+      message: expect.stringMatching(
+        /V1 database .*password authentication failed, also with the credentials fetched again/,
+      ),
     });
     expect(v1Fetches()).toBe(3);
     expect(JSON.stringify(error)).not.toContain('Pa55word');
