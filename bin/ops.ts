@@ -6,7 +6,7 @@
 import { MigrationError } from '../lambdas/core/errors';
 import { errorLines, exitCodeOf, HelpRequest } from './cli-args';
 import { runOnAws, type OpsDeps } from './ops/aws';
-import { parseCommand, USAGE } from './ops/commands';
+import { MIGRATE_COMMAND, parseCommand, USAGE } from './ops/commands';
 
 export {
   consoleLink,
@@ -67,7 +67,7 @@ export async function runOps(argv: string[], deps: OpsDeps): Promise<number> {
     ) {
       printError(USAGE);
     } else if (exitCodeOf(e) === 2 && argv[0] && !argv[0].startsWith('-')) {
-      printError(`run \`npm run migrate -- ${argv[0]} --help\` for its flags`);
+      printError(`run \`${MIGRATE_COMMAND} ${argv[0]} --help\` for its flags`);
     }
     if (json) {
       const detail = e instanceof MigrationError ? e.toJSON() : { name: e.name, message: e.message };

@@ -152,8 +152,18 @@ export const COMMAND_SPECS = {
 export type CommandName = keyof typeof COMMAND_SPECS;
 export const COMMANDS = Object.keys(COMMAND_SPECS) as CommandName[];
 
+/**
+ * How the user typed the command: `migrate` where it runs as the installed package's bin
+ * (`node_modules/.bin/migrate`, `dist/bin/migrate.js`), `npm run migrate --` in this checkout.
+ */
+export const MIGRATE_COMMAND = /(node_modules[\\/]\.bin[\\/]migrate|dist[\\/]bin[\\/]migrate\.js)$/.test(
+  process.argv[1] ?? '',
+)
+  ? 'migrate'
+  : 'npm run migrate --';
+
 const commandHelp = (name: CommandName): CommandHelp => ({
-  usage: `npm run migrate -- ${name} [flags]`,
+  usage: `${MIGRATE_COMMAND} ${name} [flags]`,
   summary: COMMAND_SPECS[name].summary,
   values: VALUES,
   notes: [
@@ -165,7 +175,7 @@ const commandHelp = (name: CommandName): CommandHelp => ({
 
 /** `migrate --help`: the commands. */
 export const USAGE = [
-  'usage: npm run migrate -- <command> [flags]',
+  `usage: ${MIGRATE_COMMAND} <command> [flags]`,
   '',
   'Starts executions of the deployed Migration, Cutover and Rollback state machines (or, with',
   '--local, runs them on a local migration) and prints what they did.',
@@ -173,7 +183,7 @@ export const USAGE = [
   'commands:',
   ...COMMANDS.map((name) => `  ${name.padEnd(10)}${COMMAND_SPECS[name].summary}`),
   '',
-  'Run `npm run migrate -- <command> --help` for the flags of a command.',
+  `Run \`${MIGRATE_COMMAND} <command> --help\` for the flags of a command.`,
 ].join('\n');
 
 /** The `--help` text of one command. */

@@ -19,6 +19,13 @@ export function isolateTempDir(): string {
 }
 
 /**
+ * Caches that the tools the tests spawn keep in the temporary directory by design (tsx's
+ * compile cache `tsx-<uid>`, jiti's for the Prisma and ESLint configs): not a test's litter, and
+ * removed with the directory.
+ */
+const TOOL_CACHES = /^(tsx-\d+|jiti)$/;
+
+/**
  * Removes the run's temporary directory and throws, naming them, when the tests left anything
  * in it: every test cleans what it creates (cloud assemblies, report folders, databases).
  */
@@ -26,7 +33,7 @@ export function checkTempDirEmpty(dir: string): void {
   if (basename(dir).startsWith(RUN_TMPDIR_PREFIX) === false) {
     throw new Error(`${dir} is not a test run's temporary directory`);
   }
-  const left = readdirSync(dir);
+  const left = readdirSync(dir).filter((entry) => !TOOL_CACHES.test(entry));
   rmSync(dir, { recursive: true, force: true });
   if (left.length > 0) {
     throw new Error(
