@@ -143,7 +143,7 @@ export async function finishCleanup(
     [ref.id, ref.kind, ref.location, JSON.stringify(counts)],
   );
   const schema = ident(ctx.config.schemas.v1);
-  await withTransaction(ctx.v1, async (client) => {
+  await withTransaction(ctx.v1Owner ?? ctx.v1, async (client) => {
     for (const table of V1_TABLE_NAMES) {
       await client.query(`ALTER TABLE ${schema}.${ident(table)} RENAME TO ${ident(archivedName(table))}`);
     }
@@ -195,7 +195,7 @@ export async function dropArchives(ctx: MigrationContext, options: { confirm: st
     throw new GuardRefusedError('Dropping the V1 archives', reasons);
   }
   const schema = ident(ctx.config.schemas.v1);
-  await withTransaction(ctx.v1, async (client) => {
+  await withTransaction(ctx.v1Owner ?? ctx.v1, async (client) => {
     // Children first: device_data and alerts reference devices, devices reference users.
     for (const table of [...V1_TABLE_NAMES].reverse()) {
       await client.query(`DROP TABLE ${schema}.${ident(archivedName(table))}`);

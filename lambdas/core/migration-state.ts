@@ -13,7 +13,13 @@ export type Phase = (typeof PHASES)[number];
 
 /** What every phase, guard and rollback works with; `actor` says who or what acts. */
 export interface MigrationContext {
+  /** V1, read by everything (on AWS with a read-only role's secret). */
   v1: Pool;
+  /**
+   * V1 as a role that owns its tables: the only writes to V1 (cleanup's rename, the archives'
+   * drop) go through it. Without it they go through `v1`, whose role must then own the tables.
+   */
+  v1Owner?: Pool;
   v2: Pool;
   config: MigrationConfig;
   parameters: ParameterPort;

@@ -161,7 +161,10 @@ export class MigrationFunction extends Construct {
 
     this.role = new iam.Role(this, 'Role', {
       assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
-      description: `${props.description} (Lambda execution role)`,
+      // IAM descriptions take Latin-1 only (CloudFormation rejects an arrow).
+      description: `Execution role: ${props.description}`
+        .replace(/→/g, '->')
+        .replace(/[^\t\n\r\x20-\x7E\xA1-\xFF]/g, '-'),
       managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName(ENI_MANAGEMENT_POLICY)],
     });
     // Its own log group only: the group exists (created above), so no logs:CreateLogGroup.
