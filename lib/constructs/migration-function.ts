@@ -227,9 +227,10 @@ export class MigrationFunction extends Construct {
       {
         id: `AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/${ENI_MANAGEMENT_POLICY}]`,
         reason:
-          'Holds exactly the five EC2 network-interface actions Lambda uses to attach a VPC function (the ' +
-          'databases are only reachable in the VPC) and nothing else; ec2:DescribeNetworkInterfaces only works ' +
-          'on all resources, and the ENIs are created by Lambda with names not known at deploy time',
+          'Holds only the EC2 network-interface actions Lambda uses to attach a VPC function (create, describe, ' +
+          'delete, assign and unassign private IPs; the databases are only reachable in the VPC) and no logs ' +
+          'rights; the describe actions only work on all resources, and Lambda creates the ENIs with ids not ' +
+          'known at deploy time',
       },
       {
         id: 'AwsSolutions-IAM5[Resource::*]',

@@ -469,7 +469,11 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
       },
       {
         id: 'AwsSolutions-IAM5[Resource::*]',
-        reason: 'X-Ray tracing (PutTraceSegments and friends) supports no resource-level permissions',
+        reason:
+          'X-Ray tracing (PutTraceSegments, PutTelemetryRecords, GetSamplingRules, GetSamplingTargets) and the ' +
+          'CloudWatch Logs delivery of the execution logs (CreateLogDelivery, GetLogDelivery, UpdateLogDelivery, ' +
+          'DeleteLogDelivery, ListLogDeliveries, PutResourcePolicy, DescribeResourcePolicies, DescribeLogGroups) ' +
+          'support no resource-level permissions',
       },
     );
   }

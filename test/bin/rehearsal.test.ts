@@ -44,7 +44,8 @@ describe('rehearsal, end to end on small data', () => {
       reportDir: reportDir(),
       print: (line) => lines.push(line),
     });
-  });
+    // The whole migration through five phases: generous on a loaded machine.
+  }, 600_000);
   afterAll(() => Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]));
 
   it('runs every phase through the state machines and ends with equal tables and a clean verification', () => {
@@ -155,7 +156,10 @@ describe('rehearsal fault injection', () => {
         verification: { clean: true, mismatchedWindows: 0 },
       });
       expect(result.report.error).toBeUndefined(); // V1 row counts unchanged
-      expect(result.report.faults.rollback?.actor).toBe('alarm:RehearsalFault');
+      expect(result.report.faults.rollback).toMatchObject({
+        actor: 'alarm:RehearsalFault',
+        execution: expect.stringMatching(/^arn:aws:states:[^:]+:\d{12}:execution:rollback:/),
+      });
       expect(summaryLines(result)).toContain('  [x] rollback rehearsed');
       expect(result.report.tables.telemetry).toMatchObject({ v1: 8000, v2: 8000 });
       const v1 = new (await import('pg')).Pool({ connectionString: dbs.v1Url });
@@ -167,7 +171,7 @@ describe('rehearsal fault injection', () => {
     } finally {
       await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
     }
-  });
+  }, 600_000);
 
   it('refuses a --fail-at that is not a level of the schedule, before touching anything', async () => {
     await expect(

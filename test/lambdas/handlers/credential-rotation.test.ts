@@ -40,13 +40,16 @@ describe('a rotated database secret does not stop the workers', () => {
       SecretString: JSON.stringify(
         input.SecretId === ARN('v1')
           ? { username: role, password: secretPassword, host: '127.0.0.1', port, dbname: dbs.v1Name }
-          : { username: user, password, host: '127.0.0.1', port, dbname: dbs.v2Name },
+          : input.SecretId === ARN('v1-owner')
+            ? { username: user, password, host: '127.0.0.1', port, dbname: dbs.v1Name }
+            : { username: user, password, host: '127.0.0.1', port, dbname: dbs.v2Name },
       ),
     }));
     const env = {
       [LAMBDA_ENV.v1Host]: '127.0.0.1',
       [LAMBDA_ENV.v1Database]: dbs.v1Name,
       [LAMBDA_ENV.v1SecretArn]: ARN('v1'),
+      [LAMBDA_ENV.v1OwnerSecretArn]: ARN('v1-owner'),
       [LAMBDA_ENV.v2Host]: '127.0.0.1',
       [LAMBDA_ENV.v2Database]: dbs.v2Name,
       [LAMBDA_ENV.v2SecretArn]: ARN('v2'),
@@ -60,9 +63,18 @@ describe('a rotated database secret does not stop the workers', () => {
   });
   afterAll(async () => {
     const runtime = await getRuntime();
-    await Promise.all([runtime.v1.end(), runtime.v2.end()]);
+    await Promise.all([runtime.v1.end(), runtime.v2.end(), runtime.v1Owner?.end()]);
+    delete process.env[LAMBDA_ENV.v1OwnerSecretArn];
     await dbs.drop();
     secrets.restore();
+  });
+
+  it('opens V1 a second time as the owner secret’s role, for the rename alone (V1_DB_OWNER_SECRET_ARN)', async () => {
+    const runtime = await getRuntime();
+    expect((await runtime.v1Owner!.query('SELECT current_user AS u, current_database() AS d')).rows).toEqual([
+      { u: testServer().user, d: dbs.v1Name },
+    ]);
+    expect((await runtime.v1.query('SELECT current_user AS u')).rows).toEqual([{ u: role }]);
   });
 
   it('connects with the secret fetched at cold start', async () => {
