@@ -1,6 +1,6 @@
 import { Pool, type PoolClient, type PoolConfig } from 'pg';
 import type { DatabaseConfig, MigrationConfig } from './config';
-import { DatabaseConnectionError, TransientDatabaseError } from './errors';
+import { DatabaseConnectionError, MigrationError, TransientDatabaseError } from './errors';
 
 /** Credentials resolved from Secrets Manager for a `secretArn` database (see adapters/aws/secrets). */
 export interface ResolvedCredentials {
@@ -210,6 +210,36 @@ const TRANSIENT_CODES = new Set(['55P03', '40001', '40P01', '57P01', '08006', '0
 export function isTransient(error: unknown): boolean {
   const code = (error as { code?: string }).code;
   return (code !== undefined && TRANSIENT_CODES.has(code)) || error instanceof TransientDatabaseError;
+}
+
+/**
+ * A connection that could not be made or was lost (pg's pool timing out on a busy server, a
+ * reset, a failover), as opposed to a statement PostgreSQL refused: trying again may succeed.
+ */
+export function isConnectionFailure(error: unknown): boolean {
+  const e = error as { code?: unknown; message?: unknown } | undefined;
+  if (typeof e?.code === 'string' && /^(ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE|EAI_AGAIN)$/.test(e.code)) {
+    return true;
+  }
+  return (
+    typeof e?.message === 'string' &&
+    /timeout exceeded when trying to connect|Connection terminated|ECONNRESET|ECONNREFUSED/.test(e.message)
+  );
+}
+
+/**
+ * The error a Step Functions task reports: a transient database failure (isTransient, or a
+ * connection failure) that is not already a named MigrationError becomes a
+ * TransientDatabaseError, which the states' Retry matches; anything else is returned as it is.
+ */
+export function asRetryable(error: unknown): unknown {
+  if (error instanceof MigrationError || !(isTransient(error) || isConnectionFailure(error))) return error;
+  const message = (error as { message?: unknown }).message;
+  return new TransientDatabaseError(
+    `a database connection failed or was lost; trying again may succeed: ${String(message)}`,
+    {},
+    { cause: error },
+  );
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { describeIssues } from './config';
+import { asRetryable } from './db';
 import { InvalidInputError, MigrationError } from './errors';
 import { migrationStatus } from './checklist';
 import { dropArchives, finishCleanup, startCleanup } from './cleanup';
@@ -155,10 +156,23 @@ function causeMessage(cause: string | undefined): string {
   }
 }
 
+/**
+ * Runs one orchestrator task. A connection failure or other transient database error leaves it
+ * as a TransientDatabaseError, which the state machines retry (RETRYABLE_ERRORS); a task is
+ * safe to run again (each step checks what is already done).
+ */
 export async function orchestrate(
   deps: OrchestratorDeps,
   rawEvent: unknown,
 ): Promise<Record<string, unknown>> {
+  try {
+    return await runTask(deps, rawEvent);
+  } catch (error) {
+    throw asRetryable(error);
+  }
+}
+
+async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Record<string, unknown>> {
   const event = validate('orchestrator task', taskEventSchema, rawEvent);
   if (event.task === 'validate-migration-input')
     return validate('Migration input', migrationInputSchema, event.input);

@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from '../config';
-import { controlSchema, isTransient } from '../db';
+import { controlSchema, isConnectionFailure, isTransient } from '../db';
 import {
   MigrationError,
   ParentRowsMissingError,
@@ -56,13 +56,9 @@ async function findUnmappableRow(
       await v2Client.query(insertFromStaging(config, window.table_name, `s.ctid = $1::tid`), [row.tid]);
       await v2Client.query('RELEASE SAVEPOINT one_row');
     } catch (error) {
-      throw new UnmappableRowError(
-        m.v1Table,
-        window.id,
-        `${m.v1Table}.id=${row.key}`,
-        safeMessage(error),
-        { cause: error },
-      );
+      throw new UnmappableRowError(m.v1Table, window.id, `${m.v1Table}.id=${row.key}`, safeMessage(error), {
+        cause: error,
+      });
     }
   }
   throw new UnmappableRowError(m.v1Table, window.id, '(unknown)', safeMessage(bulkError), {
@@ -188,7 +184,7 @@ function classify(error: unknown, table: MappedTable, windowId: number): Migrati
   const code = sqlState(error);
   const message = safeMessage(error);
   if (code === '23503') return new ParentRowsMissingError(table, windowId, message, { cause: error });
-  if (isTransient(error) || /Connection terminated|ECONNRESET|ECONNREFUSED/.test(message)) {
+  if (isTransient(error) || isConnectionFailure(error)) {
     return new TransientDatabaseError(
       `window ${windowId} of ${table}: ${message}`,
       { table, windowId },
