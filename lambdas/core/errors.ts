@@ -138,7 +138,7 @@ export class TrafficParameterError extends MigrationError {
     readonly parameter: string,
     readonly problem: 'invalid' | 'missing' | 'fetch-failed',
     readonly value: string | undefined,
-    readonly kept: number | boolean,
+    readonly kept: number | boolean | string,
     reason: string,
     options?: { cause?: unknown },
   ) {
