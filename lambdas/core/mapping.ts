@@ -187,6 +187,8 @@ export interface V1Column {
   hasDefault: boolean;
   /** The values of an enum column. */
   values?: readonly string[];
+  /** An enum column's type, in the V1 schema (what a value written back into V1 is cast to). */
+  enumType?: string;
 }
 
 /** The values of V1's `"UserRole"` enum. */
@@ -195,7 +197,7 @@ export const USER_ROLES = ['ADMIN', 'OPERATOR', 'VIEWER'] as const;
 const v1 = (
   name: string,
   type: V1ColumnType,
-  options: { nullable?: boolean; hasDefault?: boolean; values?: readonly string[] } = {},
+  options: { nullable?: boolean; hasDefault?: boolean; values?: readonly string[]; enumType?: string } = {},
 ): V1Column => ({
   name,
   type,
@@ -203,6 +205,7 @@ const v1 = (
   nullable: options.nullable ?? false,
   hasDefault: options.hasDefault ?? false,
   ...(options.values ? { values: options.values } : {}),
+  ...(options.enumType ? { enumType: options.enumType } : {}),
 });
 
 /**
@@ -216,7 +219,7 @@ export const V1_COLUMNS: Record<MappedTable, readonly V1Column[]> = {
     v1('email', 'text'),
     v1('name', 'text', { nullable: true }),
     v1('passwordHash', 'text'),
-    v1('role', 'enum', { hasDefault: true, values: USER_ROLES }),
+    v1('role', 'enum', { hasDefault: true, values: USER_ROLES, enumType: 'UserRole' }),
     v1('createdAt', 'timestamp', { hasDefault: true }),
     v1('updatedAt', 'timestamp'),
   ],
