@@ -465,19 +465,19 @@ export function withMigration<C extends PrismaClientLike>(
           .map(
             ([t, row]) =>
               () =>
-                writer.mirror(t, row as unknown as V1Rows[typeof t]),
+                writer.mirror(t, row as unknown as V1Rows[typeof t], 'v1'),
           ),
         ...changes.deleted
           .filter(([t]) => t === table)
           .map(
             ([t, id]) =>
               () =>
-                writer.mirrorDelete(t, id),
+                writer.mirrorDelete(t, id, 'v1'),
           ),
         ...dedupe(changes.ids.filter(([t]) => t === table)).map(
           ([t, id]) =>
             () =>
-              writer.mirrorById(t, id),
+              writer.mirrorById(t, id, 'v1'),
         ),
       ];
       await eachLimited(work, concurrency, (w) => w());
