@@ -81,33 +81,42 @@ export class V1RowSync {
     return rowCount ?? 0;
   }
 
-  /**
-   * `WITH v2 AS (SELECT $1::text AS "id", …)` reads the source back into its types, `src`
-   * projects it into V1's columns (the inverse mapping), and the insert upserts it; an update
-   * that would change nothing is skipped (the WHERE), so an equal row keeps its version.
-   */
+  /** The upsert of a V2 source given as parameters ($1…, in source order). */
   private upsertSql(table: MappedTable): string {
     const cached = this.statements.get(table);
     if (cached !== undefined) return cached;
     const source = INVERSE_MAPPINGS[table].source;
-    const columns = inverseColumns(table);
-    const cast = (c: (typeof columns)[number]) =>
-      c.enumType ? `${ident(c.name)}::${ident(this.schema)}.${ident(c.enumType)}` : ident(c.name);
-    const next = (c: (typeof columns)[number]) =>
-      c.lossy
-        ? `CASE WHEN ${forwardOf(table, c.lossy, c.name, `t.${ident(c.name)}`)} IS NOT DISTINCT FROM ${forwardOf(table, c.lossy, c.name, `EXCLUDED.${ident(c.name)}`)}
-                THEN t.${ident(c.name)} ELSE EXCLUDED.${ident(c.name)} END`
-        : `EXCLUDED.${ident(c.name)}`;
-    const updated = columns.filter((c) => c.name !== 'id');
-    const sql = `WITH v2 AS (SELECT ${source.map((c, i) => `$${i + 1}::${c.type} AS ${ident(c.name)}`).join(', ')}),
-      src AS (SELECT ${inverseProjection(table)} FROM v2)
-      INSERT INTO ${v1Table(this.schema, table)} AS t (${columns.map((c) => ident(c.name)).join(', ')})
-      SELECT ${columns.map(cast).join(', ')} FROM src
-      ON CONFLICT (id) DO UPDATE SET ${updated.map((c) => `${ident(c.name)} = ${next(c)}`).join(', ')}
-      WHERE ROW(${updated.map((c) => `t.${ident(c.name)}`).join(', ')}) IS DISTINCT FROM ROW(${updated.map(next).join(', ')})`;
+    const sql = v1UpsertSql(
+      table,
+      this.schema,
+      `(SELECT ${source.map((c, i) => `$${i + 1}::${c.type} AS ${ident(c.name)}`).join(', ')}) AS v2`,
+    );
     this.statements.set(table, sql);
     return sql;
   }
+}
+
+/**
+ * The upsert into V1 of the V2 rows of `from` (a relation with the V2 source's columns, by
+ * name): `src` projects them into V1's columns (the inverse mapping) and the insert upserts
+ * them. A column the forward mapping sends several V1 values to one V2 value keeps V1's value
+ * where that maps to V2's, and an update that would change nothing is skipped (the WHERE), so a
+ * row already equal under the mapping keeps its version.
+ */
+export function v1UpsertSql(table: MappedTable, v1Schema: string, from: string): string {
+  const columns = inverseColumns(table);
+  const cast = (c: (typeof columns)[number]) =>
+    c.enumType ? `${ident(c.name)}::${ident(v1Schema)}.${ident(c.enumType)}` : ident(c.name);
+  const next = (c: (typeof columns)[number]) =>
+    c.lossy
+      ? `CASE WHEN ${forwardOf(table, c.lossy, c.name, `t.${ident(c.name)}`)} IS NOT DISTINCT FROM ${forwardOf(table, c.lossy, c.name, `EXCLUDED.${ident(c.name)}`)}
+              THEN t.${ident(c.name)} ELSE EXCLUDED.${ident(c.name)} END`
+      : `EXCLUDED.${ident(c.name)}`;
+  const updated = columns.filter((c) => c.name !== 'id');
+  return `INSERT INTO ${v1Table(v1Schema, table)} AS t (${columns.map((c) => ident(c.name)).join(', ')})
+    SELECT ${columns.map(cast).join(', ')} FROM (SELECT ${inverseProjection(table)} FROM ${from}) AS src
+    ON CONFLICT (id) DO UPDATE SET ${updated.map((c) => `${ident(c.name)} = ${next(c)}`).join(', ')}
+    WHERE ROW(${updated.map((c) => `t.${ident(c.name)}`).join(', ')}) IS DISTINCT FROM ROW(${updated.map(next).join(', ')})`;
 }
 
 /** Reads of a V2 row that keeps changing under a reverse sync before it gives up (and is retried). */
