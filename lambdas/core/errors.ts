@@ -350,7 +350,11 @@ export class RepairRowError extends MigrationError {
     reason: string,
     options?: { cause?: unknown; retryable?: boolean; target?: 'V1' | 'V2' },
   ) {
-    super(`Repairing ${table} ${rowId} in ${options?.target ?? 'V2'} failed: ${reason}`, { table, rowId }, options);
+    super(
+      `Repairing ${table} ${rowId} in ${options?.target ?? 'V2'} failed: ${reason}`,
+      { table, rowId },
+      options,
+    );
     this.retryable = options?.retryable ?? false;
   }
 }

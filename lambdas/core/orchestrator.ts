@@ -23,7 +23,14 @@ import {
   type Phase,
 } from './migration-state';
 import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
-import type { QueuePort } from '../ports/queue';
+import {
+  checkWritesForRollback,
+  drainRepairQueue,
+  rollbackWritesPlan,
+  switchWrites,
+  switchWritesBack,
+} from './write-switch';
+import type { QueueDepthPort, QueuePort } from '../ports/queue';
 
 /**
  * The tasks of the three state machines, dispatched by name: the orchestrator Lambda calls
@@ -33,6 +40,8 @@ import type { QueuePort } from '../ports/queue';
 
 export interface OrchestratorDeps extends Omit<MigrationContext, 'actor'> {
   queue: QueuePort;
+  /** The dual writes' repair queue, whose depth the rollback from the write switch waits on. */
+  repairQueue?: QueueDepthPort;
   /** Publishes a metric (CloudWatch through Powertools on AWS; nothing or a log locally). */
   metric?: (name: string, value: number) => void;
 }
@@ -47,7 +56,7 @@ export const migrationInputSchema = z.discriminatedUnion('action', [
 
 /** Start-execution input of the Cutover state machine. */
 export const cutoverInputSchema = z
-  .object({ action: z.enum(['run', 'step', 'hold', 'resume']).default('run') })
+  .object({ action: z.enum(['run', 'step', 'hold', 'resume', 'switch-writes']).default('run') })
   .strict();
 
 /** Start-execution input of the Rollback state machine (from ops, or from the alarm rule). */
@@ -73,6 +82,24 @@ const archive = z
     location: z.string(),
   })
   .strict();
+
+const rollbackRequest = z
+  .object({ reason: z.string().min(1), actor: z.string().optional(), force: z.boolean().optional() })
+  .passthrough();
+
+/** The tasks of the write switch (Cutover) and of the rollback from it (Rollback). */
+const writeSwitchTasks = [
+  z.object({ task: z.literal('switch-writes'), actor }),
+  z.object({ task: z.literal('rollback-writes-plan'), actor, request: rollbackRequest }),
+  z.object({
+    task: z.literal('drain-repair-queue'),
+    actor,
+    request: rollbackRequest,
+    drain: z.object({ startedAt: z.iso.datetime().optional() }).passthrough(),
+  }),
+  z.object({ task: z.literal('check-writes'), actor, request: rollbackRequest }),
+  z.object({ task: z.literal('switch-writes-back'), actor, request: rollbackRequest }),
+] as const;
 
 /** Every task event the state machines send. */
 export const taskEventSchema = z.discriminatedUnion('task', [
@@ -110,10 +137,9 @@ export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({
     task: z.literal('rollback'),
     actor,
-    request: z
-      .object({ reason: z.string().min(1), actor: z.string().optional(), force: z.boolean().optional() })
-      .passthrough(),
+    request: rollbackRequest,
   }),
+  ...writeSwitchTasks,
 ]);
 /** Lambda reports a thrown error's Cause as JSON {errorType, errorMessage}; locally it is the message. */
 function causeMessage(cause: string | undefined): string {
@@ -264,20 +290,76 @@ export async function orchestrate(
     case 'rollback': {
       // No lock: a rollback must never wait for (or be refused by) a running cutover.
       const { reason, force } = event.request;
-      const requestedBy = event.request.actor;
-      // The alarm rule says {"actor":"alarm","reason":"alarm:<name>"}: the alarm is the actor.
-      const who =
-        requestedBy === 'alarm' && reason.startsWith('alarm:')
-          ? reason
-          : requestedBy
-            ? requestedBy.includes(':')
-              ? requestedBy
-              : `person:${requestedBy}`
-            : ctx.actor;
-      const result = await rollback({ ...ctx, actor: who }, { reason, force });
+      const result = await rollback({ ...ctx, actor: requester(ctx, event.request) }, { reason, force });
       deps.metric?.('TrafficPercentage', 0);
       return { ...result };
     }
+    default:
+      return writeSwitchTask(deps, ctx, event);
+  }
+}
+
+/** Who asked for a rollback: the alarm rule says {"actor":"alarm","reason":"alarm:<name>"}, the alarm is the actor. */
+function requester(ctx: MigrationContext, request: z.infer<typeof rollbackRequest>): string {
+  const requestedBy = request.actor;
+  return requestedBy === 'alarm' && request.reason.startsWith('alarm:')
+    ? request.reason
+    : requestedBy
+      ? requestedBy.includes(':')
+        ? requestedBy
+        : `person:${requestedBy}`
+      : ctx.actor;
+}
+
+type WriteSwitchEvent = z.infer<(typeof writeSwitchTasks)[number]>;
+
+/**
+ * The write switch (under the migration lock, like a traffic step) and the rollback's steps
+ * before the reads go back (no lock, like the rollback itself).
+ */
+async function writeSwitchTask(
+  deps: OrchestratorDeps,
+  ctx: MigrationContext & { queue: QueuePort },
+  event: WriteSwitchEvent,
+): Promise<Record<string, unknown>> {
+  switch (event.task) {
+    case 'switch-writes': {
+      await acquireLock(ctx);
+      try {
+        return { ...(await switchWrites(ctx)) };
+      } finally {
+        await releaseLock(ctx);
+      }
+    }
+    case 'rollback-writes-plan':
+      return { ...(await rollbackWritesPlan(ctx)) };
+    case 'drain-repair-queue': {
+      const who = { ...ctx, actor: requester(ctx, event.request), repairQueue: deps.repairQueue };
+      return {
+        ...(await drainRepairQueue(who, {
+          startedAt: event.drain.startedAt,
+          force: event.request.force,
+          reason: event.request.reason,
+        })),
+      };
+    }
+    case 'check-writes': {
+      const checked = await checkWritesForRollback(
+        { ...ctx, actor: requester(ctx, event.request) },
+        { force: event.request.force, reason: event.request.reason },
+      );
+      return {
+        unmirrorable: checked.unmirrorable.total,
+        verification: checked.verification,
+      };
+    }
+    case 'switch-writes-back':
+      return {
+        ...(await switchWritesBack(
+          { ...ctx, actor: requester(ctx, event.request) },
+          { reason: event.request.reason, force: event.request.force },
+        )),
+      };
   }
 }
 
