@@ -116,6 +116,11 @@ export const COMMAND_SPECS = {
       }),
     summary: 'Runs the traffic cutover (Cutover state machine): every level, one step, hold, or resume.',
   },
+  'switch-writes': {
+    schema: z.object({ ...common }).strict(),
+    summary:
+      'Switches the writes to V2 (Cutover state machine): V2 becomes the write primary, V1 is mirrored from V2.',
+  },
   rollback: {
     schema: z
       .object({
@@ -131,11 +136,14 @@ export const COMMAND_SPECS = {
         force: z
           .boolean()
           .default(false)
-          .describe('roll back even after cleanup stopped dual-write (V1 has missed every write since)'),
+          .describe(
+            'roll back even after cleanup stopped dual-write (V1 has missed every write since), or past V2 rows V1 cannot take (another tenant; they stay in V2 only)',
+          ),
         ...common,
       })
       .strict(),
-    summary: 'Sends V2 read traffic back to 0 % now (Rollback state machine).',
+    summary:
+      'Sends the writes back to V1 first (if switched), then V2 read traffic to 0 % (Rollback state machine).',
   },
   reset: {
     schema: z
@@ -181,7 +189,7 @@ export const USAGE = [
   '--local, runs them on a local migration) and prints what they did.',
   '',
   'commands:',
-  ...COMMANDS.map((name) => `  ${name.padEnd(10)}${COMMAND_SPECS[name].summary}`),
+  ...COMMANDS.map((name) => `  ${name.padEnd(14)}${COMMAND_SPECS[name].summary}`),
   '',
   `Run \`${MIGRATE_COMMAND} <command> --help\` for the flags of a command.`,
 ].join('\n');
@@ -204,6 +212,7 @@ export type OpsCommand = CommonFlags &
     | { command: 'status'; wait: boolean; timeoutSeconds: number }
     | { command: 'advance'; through?: Phase }
     | { command: 'cutover'; mode: 'run' | 'step' | 'hold' | 'resume' }
+    | { command: 'switch-writes' }
     | { command: 'rollback'; reason: string; force: boolean }
     | { command: 'reset' }
   );
@@ -271,6 +280,10 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
       const mode = f.step ? 'step' : f.hold ? 'hold' : f.resume ? 'resume' : 'run';
       return { ...commonOf(f), command: 'cutover', mode };
     }
+    case 'switch-writes': {
+      const f = parseArgs(rest, COMMAND_SPECS['switch-writes'].schema, undefined, name);
+      return { ...commonOf(f), command: 'switch-writes' };
+    }
     case 'rollback': {
       const f = parseArgs(rest, COMMAND_SPECS.rollback.schema, undefined, name);
       return { ...commonOf(f), command: 'rollback', reason: f.reason, force: f.force };
@@ -305,6 +318,8 @@ export function executionRequest(
       };
     case 'cutover':
       return { stateMachine: 'cutover', input: { action: command.mode } };
+    case 'switch-writes':
+      return { stateMachine: 'cutover', input: { action: 'switch-writes' } };
     case 'rollback':
       return {
         stateMachine: 'rollback',
