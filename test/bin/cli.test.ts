@@ -74,6 +74,7 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
       advance: ['--through'],
       cutover: ['--cutover-arn'],
       rollback: ['--reason'],
+      'switch-writes': ['--cutover-arn'],
       reset: ['--local', '--local-dir'],
     }[name],
   })),
