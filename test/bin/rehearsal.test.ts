@@ -50,7 +50,14 @@ describe('rehearsal, end to end on small data', () => {
     const summary = summaryLine(result);
     expect(summary).toMatchObject({
       ok: true,
-      phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'done', cleanup: 'done' },
+      phases: {
+        prepare: 'done',
+        backfill: 'done',
+        verify: 'done',
+        cutover: 'done',
+        write_switch: 'done',
+        cleanup: 'done',
+      },
       trafficPercentage: 100,
       verification: { clean: true, mismatchedWindows: 0 },
     });
@@ -113,7 +120,7 @@ describe('rehearsal, end to end on small data', () => {
       const page = await browser.newPage();
       await page.goto(`file://${result.paths.html}`);
       const bars = await page.locator('#timeline rect').count();
-      expect(bars).toBe(5);
+      expect(bars).toBe(6); // the five phases and the write switch
       const box = await page.locator('#timeline').boundingBox();
       expect(box?.width).toBeGreaterThan(100);
       const points =
@@ -149,7 +156,14 @@ describe('rehearsal fault injection', () => {
         ok: false,
         outcome: 'ROLLED_BACK',
         trafficPercentage: 0,
-        phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'failed', cleanup: 'pending' },
+        phases: {
+          prepare: 'done',
+          backfill: 'done',
+          verify: 'done',
+          cutover: 'failed',
+          write_switch: 'pending',
+          cleanup: 'pending',
+        },
         verification: { clean: true, mismatchedWindows: 0 },
       });
       expect(result.report.error).toBeUndefined(); // V1 row counts unchanged
