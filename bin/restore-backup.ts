@@ -12,13 +12,26 @@ import { exitOnError, parseArgs } from './cli-args';
 
 export const restoreFlags = z
   .object({
-    backup: z.string().min(1, 'name the backup folder'),
-    targetUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
+    backup: z.string().min(1, 'name the backup folder').describe('the backup folder to restore'),
+    targetUrl: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+      .describe('an existing, empty database to restore into'),
   })
   .strict();
 
 async function main() {
-  const args = parseArgs(process.argv.slice(2), restoreFlags);
+  const args = parseArgs(
+    process.argv.slice(2),
+    restoreFlags,
+    {
+      usage: 'npm run backup:restore -- [flags]',
+      summary: 'Restores a local V1 backup into an empty database and checks it against its snapshot.',
+      values: { backup: 'DIR', targetUrl: 'URL' },
+      notes: ['The last line printed is one JSON object.'],
+    },
+    'backup:restore',
+  );
   const result = await restoreAndCheck(args.backup, args.targetUrl);
   for (const [table, f] of Object.entries(result.tables)) console.log(`${table.padEnd(24)} ${f.rows} rows`);
   console.log(
