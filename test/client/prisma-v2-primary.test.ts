@@ -60,21 +60,32 @@ describe('withMigration while the writes are switched to V2', () => {
     const v2Before = await Promise.all(tables.map((t) => v2State(dbs, t)));
     const v1Before = await Promise.all(['users', 'devices', 'device_data', 'alerts'].map(v1Count));
     const attempts: [string, () => Promise<unknown>][] = [
-      ['User.create', () => db.user.create({ data: { id: 'p2_u', email: 'p2@example.com', passwordHash: 'h' } })],
-      ['Device.update', () => db.device.update({ where: { id: device }, data: { status: 'REFUSED' } })],
-      ['DeviceData.createMany', () =>
-        db.deviceData.createMany({ data: [{ deviceId: device, timestamp: new Date(), data: {}, protocol: 'X' }] }),
+      [
+        'User.create',
+        () => db.user.create({ data: { id: 'p2_u', email: 'p2@example.com', passwordHash: 'h' } }),
       ],
-      ['Alert.upsert', () =>
-        db.alert.upsert({
-          where: { id: 'p2_a' },
-          create: { id: 'p2_a', deviceId: device, severity: 'LOW', message: 'm' },
-          update: { message: 'n' },
-        }),
+      ['Device.update', () => db.device.update({ where: { id: device }, data: { status: 'REFUSED' } })],
+      [
+        'DeviceData.createMany',
+        () =>
+          db.deviceData.createMany({
+            data: [{ deviceId: device, timestamp: new Date(), data: {}, protocol: 'X' }],
+          }),
+      ],
+      [
+        'Alert.upsert',
+        () =>
+          db.alert.upsert({
+            where: { id: 'p2_a' },
+            create: { id: 'p2_a', deviceId: device, severity: 'LOW', message: 'm' },
+            update: { message: 'n' },
+          }),
       ],
       ['Device.deleteMany', () => db.device.deleteMany({ where: { id: device } })],
-      ['Device.update', () =>
-        db.$transaction(async (tx) => tx.device.update({ where: { id: device }, data: { status: 'TX' } })),
+      [
+        'Device.update',
+        () =>
+          db.$transaction(async (tx) => tx.device.update({ where: { id: device }, data: { status: 'TX' } })),
       ],
     ];
     for (const [what, attempt] of attempts) {
