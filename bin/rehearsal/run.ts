@@ -58,7 +58,16 @@ async function backfillToWriteSwitch(
   const migrated = await executor.execute('migration', { action: 'advance', through: 'VERIFY' });
   if (migrated.status !== 'SUCCEEDED') return { outcome: 'FAILED', error: failure(migrated) };
   const cut = await executor.execute('cutover', { action: 'run' });
-  if (cut.error === 'HealthGateFailed') return { outcome: 'ROLLED_BACK' };
+  if (cut.error === 'HealthGateFailed') {
+    // With --fail-at write-switch the writes never switched: not the rollback it rehearses.
+    if (failAt?.at === 'write-switch') {
+      return {
+        outcome: 'ROLLED_BACK',
+        error: `the cutover rolled back before the write switch: ${cut.cause}`,
+      };
+    }
+    return { outcome: 'ROLLED_BACK' };
+  }
   if (cut.status !== 'SUCCEEDED') return { outcome: 'FAILED', error: failure(cut) };
   const switched = await executor.execute('cutover', { action: 'switch-writes' });
   if (switched.status !== 'SUCCEEDED') return { outcome: 'FAILED', error: failure(switched) };
