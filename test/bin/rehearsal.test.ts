@@ -181,6 +181,46 @@ describe('rehearsal fault injection', () => {
     }
   });
 
+  it('rolls back from the write switch with --fail-at write-switch: writes back to V1, then reads, V1 equal to V2', async () => {
+    const dbs = await freshDatabases('rehearse_wsw');
+    await dbs.v1.end();
+    await dbs.v2.end();
+    const lines: string[] = [];
+    try {
+      const result = await runRehearsal({
+        ...base,
+        failAt: 'write-switch',
+        v1Url: dbs.v1Url,
+        v2Url: dbs.v2Url,
+        reportDir: reportDir(),
+        print: (line) => lines.push(line),
+      });
+      expect(result.exitCode).toBe(3);
+      expect(summaryLine(result)).toMatchObject({
+        ok: false,
+        outcome: 'ROLLED_BACK',
+        trafficPercentage: 0,
+        phases: { cutover: 'done', write_switch: 'rolled-back', cleanup: 'pending' },
+        verification: { clean: true, mismatchedWindows: 0 },
+      });
+      expect(result.report.error).toBeUndefined();
+      for (const t of Object.values(result.report.tables)) {
+        expect(t.v2).toBe(t.v1);
+        expect(t.v2Checksum).toBe(t.v1Checksum);
+      }
+      expect(result.report.faults.rollback?.actor).toBe('alarm:RehearsalFault');
+      // The writes came back to V1 before the reads.
+      const rollback = lines.filter((l) => l.startsWith('[rollback]'));
+      expect(rollback.indexOf('[rollback] Writes back to V1 first')).toBeGreaterThanOrEqual(0);
+      expect(rollback.indexOf('[rollback] Writes back to V1 first')).toBeLessThan(
+        rollback.indexOf('[rollback] Traffic to 0 %, dual-write stays on'),
+      );
+      expect(summaryLines(result)).toContain('  [x] writes switched to V2 (V1 mirrored)');
+    } finally {
+      await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
+    }
+  });
+
   it('refuses a --fail-at that is not a level of the schedule, before touching anything', async () => {
     await expect(
       runRehearsal({
