@@ -16,7 +16,6 @@ import {
   testUrl,
   type TestDatabases,
 } from '../../../support/pg';
-import { describeEachStorage } from '../../../support/servers';
 import { insertV1Batch, v1Batch } from '../../../support/v1-arbitraries';
 
 /**
@@ -75,113 +74,107 @@ function differences<T>(a: Map<string, T>, b: Map<string, T>, same = (x: T, y: T
   return out.slice(0, 5);
 }
 
-describeEachStorage(
-  `the inverse mapping: V1 → V2 → V1 gives V1 back (INVERSE_SEED=${SEED}, ${ROWS} rows a table)`,
-  (storage) => {
-    let dbs: TestDatabases;
-    let config: MigrationConfig;
-    let rebuilt: Pool;
-    let rebuiltName: string;
-    const before = new Map<MappedTable, Map<string, { value: string; version: string }>>();
-    /** Per lossy column, V1's values as the mapping sends them (NULL as its image), and its NULLs. */
-    const lossyBefore = new Map<string, { values: Map<string, string>; nulls: number }>();
+describe(`the inverse mapping: V1 → V2 → V1 gives V1 back (INVERSE_SEED=${SEED}, ${ROWS} rows a table)`, () => {
+  let dbs: TestDatabases;
+  let config: MigrationConfig;
+  let rebuilt: Pool;
+  let rebuiltName: string;
+  const before = new Map<MappedTable, Map<string, { value: string; version: string }>>();
+  /** Per lossy column, V1's values as the mapping sends them (NULL as its image), and its NULLs. */
+  const lossyBefore = new Map<string, { values: Map<string, string>; nulls: number }>();
 
-    beforeAll(async () => {
-      dbs = await freshDatabases('inv', storage.server);
-      rebuiltName = `${dbs.v1Name}_rebuilt`;
-      await createDatabase(rebuiltName, storage.server);
-      rebuilt = new Pool({ connectionString: testUrl(rebuiltName, storage.server), max: 4 });
-      config = testConfig(dbs, { telemetryStorage: storage.storage });
-      await applyV1Schema(dbs.v1);
-      await applyV1Schema(rebuilt);
-      await insertV1Batch(dbs.v1, v1Batch(SEED, ROWS));
-      await prepared(dbs, config);
-      await runBackfillLocally({ v1: dbs.v1, v2: dbs.v2, config });
-      for (const table of TABLE_ORDER) before.set(table, await v1Rows(dbs.v1, table));
-      for (const [table, columns] of Object.entries(LOSSY) as [MappedTable, Record<string, string>][])
-        for (const [column, image] of Object.entries(columns)) {
-          const { rows } = await dbs.v1.query<{ k: string; v: string; n: boolean }>(
-            `SELECT id::text AS k, coalesce("${column}", ${image})::text AS v, "${column}" IS NULL AS n
+  beforeAll(async () => {
+    dbs = await freshDatabases('inv');
+    rebuiltName = `${dbs.v1Name}_rebuilt`;
+    await createDatabase(rebuiltName);
+    rebuilt = new Pool({ connectionString: testUrl(rebuiltName), max: 4 });
+    config = testConfig(dbs, { telemetryStorage: 'partitioned' });
+    await applyV1Schema(dbs.v1);
+    await applyV1Schema(rebuilt);
+    await insertV1Batch(dbs.v1, v1Batch(SEED, ROWS));
+    await prepared(dbs, config);
+    await runBackfillLocally({ v1: dbs.v1, v2: dbs.v2, config });
+    for (const table of TABLE_ORDER) before.set(table, await v1Rows(dbs.v1, table));
+    for (const [table, columns] of Object.entries(LOSSY) as [MappedTable, Record<string, string>][])
+      for (const [column, image] of Object.entries(columns)) {
+        const { rows } = await dbs.v1.query<{ k: string; v: string; n: boolean }>(
+          `SELECT id::text AS k, coalesce("${column}", ${image})::text AS v, "${column}" IS NULL AS n
              FROM public.${MAPPINGS[table].v1Table}`,
-          );
-          lossyBefore.set(`${table}.${column}`, {
-            values: new Map(rows.map((r) => [r.k, r.v])),
-            nulls: rows.filter((r) => r.n).length,
-          });
-        }
-      // Every V2 row back into V1, parents first: once into an empty V1, once onto V1 itself.
-      const intoRebuilt = { v1: rebuilt, v2: dbs.v2, tenantId: config.tenant.id };
-      const ontoV1 = { v1: dbs.v1, v2: dbs.v2, tenantId: config.tenant.id };
-      for (const table of TABLE_ORDER) {
-        const key = INVERSE_MAPPINGS[table].key;
-        const { rows } = await dbs.v2.query<{ id: string }>(
-          `SELECT ${key}::text AS id FROM ${MAPPINGS[table].v2Table} ORDER BY ${key}`,
         );
-        for (let i = 0; i < rows.length; i += 8) {
-          const chunk = rows.slice(i, i + 8);
-          await Promise.all(chunk.map((r) => syncRowToV1(intoRebuilt, table, r.id)));
-          await Promise.all(chunk.map((r) => syncRowToV1(ontoV1, table, r.id)));
-        }
+        lossyBefore.set(`${table}.${column}`, {
+          values: new Map(rows.map((r) => [r.k, r.v])),
+          nulls: rows.filter((r) => r.n).length,
+        });
       }
-    }, 600_000);
+    // Every V2 row back into V1, parents first: once into an empty V1, once onto V1 itself.
+    const intoRebuilt = { v1: rebuilt, v2: dbs.v2, tenantId: config.tenant.id };
+    const ontoV1 = { v1: dbs.v1, v2: dbs.v2, tenantId: config.tenant.id };
+    for (const table of TABLE_ORDER) {
+      const key = INVERSE_MAPPINGS[table].key;
+      const { rows } = await dbs.v2.query<{ id: string }>(
+        `SELECT ${key}::text AS id FROM ${MAPPINGS[table].v2Table} ORDER BY ${key}`,
+      );
+      for (let i = 0; i < rows.length; i += 8) {
+        const chunk = rows.slice(i, i + 8);
+        await Promise.all(chunk.map((r) => syncRowToV1(intoRebuilt, table, r.id)));
+        await Promise.all(chunk.map((r) => syncRowToV1(ontoV1, table, r.id)));
+      }
+    }
+  }, 600_000);
 
-    afterAll(async () => {
-      await rebuilt?.end();
-      if (rebuiltName) await dropDatabase(rebuiltName, storage.server);
-      await dbs?.drop();
-    });
+  afterAll(async () => {
+    await rebuilt?.end();
+    await dropDatabase(rebuiltName);
+    await dbs?.drop();
+  });
 
-    it.each(TABLE_ORDER)(
-      '%s: V1 rebuilt from V2 verifies clean against V2, row by row (compareKeys)',
-      async (table) => {
-        const ids = [...before.get(table)!.keys()];
-        expect(ids.length).toBeGreaterThan(0);
-        expect(await compareKeys({ v1: rebuilt, v2: dbs.v2, config }, table, ids)).toEqual([]);
-      },
-    );
+  it.each(TABLE_ORDER)(
+    '%s: V1 rebuilt from V2 verifies clean against V2, row by row (compareKeys)',
+    async (table) => {
+      const ids = [...before.get(table)!.keys()];
+      expect(ids.length).toBeGreaterThan(0);
+      expect(await compareKeys({ v1: rebuilt, v2: dbs.v2, config }, table, ids)).toEqual([]);
+    },
+  );
 
-    it.each(TABLE_ORDER)(
-      '%s: every rebuilt row has the digest of its V1 row and of its V2 row',
-      async (table) => {
-        const [original, again, v2] = await Promise.all([
-          digests(dbs.v1, config, table, 'v1'),
-          digests(rebuilt, config, table, 'v1'),
-          digests(dbs.v2, config, table, 'v2'),
-        ]);
-        expect(original.size).toBeGreaterThan(0);
-        expect(differences(original, again)).toEqual([]);
-        expect(differences(v2, again)).toEqual([]);
-      },
-    );
+  it.each(TABLE_ORDER)(
+    '%s: every rebuilt row has the digest of its V1 row and of its V2 row',
+    async (table) => {
+      const [original, again, v2] = await Promise.all([
+        digests(dbs.v1, config, table, 'v1'),
+        digests(rebuilt, config, table, 'v1'),
+        digests(dbs.v2, config, table, 'v2'),
+      ]);
+      expect(original.size).toBeGreaterThan(0);
+      expect(differences(original, again)).toEqual([]);
+      expect(differences(v2, again)).toEqual([]);
+    },
+  );
 
-    it.each(TABLE_ORDER)(
-      '%s: the rebuilt V1 holds every V1 value exactly, column by column',
-      async (table) => {
-        const lossy = LOSSY[table] ?? {};
-        const exact = V1_COLUMNS[table].map((c) => c.name).filter((c) => !(c in lossy));
-        const [a, b] = await Promise.all([v1Rows(dbs.v1, table, exact), v1Rows(rebuilt, table, exact)]);
-        expect(differences(a, b, (x, y) => x.value === y?.value)).toEqual([]);
-        // A column the mapping sends NULL and a value alike comes back as that value (V2 shows no NULL).
-        for (const column of Object.keys(lossy)) {
-          const { values, nulls } = lossyBefore.get(`${table}.${column}`)!;
-          expect(nulls).toBeGreaterThan(0);
-          const { rows } = await rebuilt.query<{ k: string; v: string }>(
-            `SELECT id::text AS k, "${column}"::text AS v FROM public.${MAPPINGS[table].v1Table}`,
-          );
-          expect(differences(values, new Map(rows.map((r) => [r.k, r.v])))).toEqual([]);
-        }
-      },
-    );
+  it.each(TABLE_ORDER)('%s: the rebuilt V1 holds every V1 value exactly, column by column', async (table) => {
+    const lossy = LOSSY[table] ?? {};
+    const exact = V1_COLUMNS[table].map((c) => c.name).filter((c) => !(c in lossy));
+    const [a, b] = await Promise.all([v1Rows(dbs.v1, table, exact), v1Rows(rebuilt, table, exact)]);
+    expect(differences(a, b, (x, y) => x.value === y?.value)).toEqual([]);
+    // A column the mapping sends NULL and a value alike comes back as that value (V2 shows no NULL).
+    for (const column of Object.keys(lossy)) {
+      const { values, nulls } = lossyBefore.get(`${table}.${column}`)!;
+      expect(nulls).toBeGreaterThan(0);
+      const { rows } = await rebuilt.query<{ k: string; v: string }>(
+        `SELECT id::text AS k, "${column}"::text AS v FROM public.${MAPPINGS[table].v1Table}`,
+      );
+      expect(differences(values, new Map(rows.map((r) => [r.k, r.v])))).toEqual([]);
+    }
+  });
 
-    it.each(TABLE_ORDER)(
-      '%s: synced back onto V1, every V1 row is exactly as it was, not even rewritten',
-      async (table) => {
-        const after = await v1Rows(dbs.v1, table);
-        expect(after.size).toBe(before.get(table)!.size);
-        expect(
-          differences(before.get(table)!, after, (x, y) => x.value === y?.value && x.version === y?.version),
-        ).toEqual([]);
-      },
-    );
-  },
-);
+  it.each(TABLE_ORDER)(
+    '%s: synced back onto V1, every V1 row is exactly as it was, not even rewritten',
+    async (table) => {
+      const after = await v1Rows(dbs.v1, table);
+      expect(after.size).toBe(before.get(table)!.size);
+      expect(
+        differences(before.get(table)!, after, (x, y) => x.value === y?.value && x.version === y?.version),
+      ).toEqual([]);
+    },
+  );
+});
