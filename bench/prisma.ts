@@ -15,22 +15,16 @@
 import '../lambdas/core/polyfills';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { z } from 'zod';
+import { exitOnError, parseArgs } from '../bin/cli-args';
 import { withMigration } from '../client/prisma';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
 import type { QueuePort } from '../lambdas/ports/queue';
 import { PrismaClient } from '../prisma/v1/generated/client';
-import { exitOnError, parseArgs } from '../bin/cli-args';
 import { benchEnv, benchHelp, log, sizeFlags } from './support';
 
 const flags = z
   .object({
-    writes: z.coerce
-      .number()
-      .int()
-      .min(40)
-      .max(1_000_000)
-      .default(2_000)
-      .describe('writes per mode (plain, off, on)'),
+    writes: z.coerce.number().int().min(40).max(1_000_000).default(2_000).describe('writes per mode'),
     rows: sizeFlags.rows.default(10_000),
     devices: sizeFlags.devices.default(100),
   })
@@ -42,7 +36,7 @@ const parseFlags = (argv: string[]) =>
     flags,
     benchHelp(
       'bench:prisma',
-      'Per-write p50/p99 of the same writes through plain Prisma, withMigration off, and on.',
+      'Per-write latency (p50, p99) of the same Prisma writes plain, through withMigration with dual-write off, and on.',
       { writes: 'N' },
     ),
     'bench:prisma',

@@ -63,7 +63,7 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
           'bench:verify': ['--repeat'],
           'bench:router': ['--seconds'],
           'bench:prisma': ['--writes'],
-          'backup:restore': ['--backup'],
+          'backup:restore': ['--target-url'],
         }[name] ?? [],
     })),
   { label: 'npm run migrate', file: migrate, args: [], valued: [] },
