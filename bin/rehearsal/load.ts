@@ -7,9 +7,6 @@ import type { LocalQueue } from '../../lambdas/adapters/local/local-queue';
 import type { ParameterPort } from '../../lambdas/ports/parameters';
 import { PrismaClient } from '../../prisma/v1/generated/client';
 
-/** The synthetic backend's V2 timeout (the DualWriter's default is for a backend of its own). */
-export const REHEARSAL_V2_TIMEOUT_MS = 15_000;
-
 export interface LoadStats {
   operations: number;
   reads: number;
@@ -93,9 +90,6 @@ export class SyntheticBackend {
       repairQueue: options.repairs,
       ...settings,
       shadowReads: false,
-      // One machine runs the databases, the workers and this backend: a V2 half may take seconds
-      // there, and the production timeout (2 s) would send most of them to the repair queue.
-      v2TimeoutMs: REHEARSAL_V2_TIMEOUT_MS,
       onMetric: (name, value) => {
         if (name === 'DualWriteV2Failure' || name === 'DualWriteV1Failure') this.stats.v2Failures += value;
       },
