@@ -5,6 +5,7 @@ import { ConfigError, MigrationError } from '../lambdas/core/errors';
 import { TABLE_ORDER } from '../lambdas/core/mapping';
 import { DualWriter, type DualWriterOptions } from './dual-writer';
 import { ShadowReader, type ShadowReaderOptions } from './shadow-reader';
+import type { WritePrimary } from '../lambdas/ports/parameters';
 import type { TrafficTarget } from './traffic-router';
 import type { ClientTable, V1Rows } from './v1-rows';
 
@@ -85,10 +86,12 @@ const DEFAULT_RELATIONS: Record<ClientTable, Record<string, ClientTable>> = {
 /** Rows a `deleteMany` deletes per statement (its ids are bound as one array parameter). */
 const DELETE_CHUNK = 5_000;
 
-/** The router's part the extension uses: the write switch and the read decision. */
+/** The router's part the extension uses: the write switches and the read decision. */
 export interface MigrationRouter {
   dualWriteEnabled(): boolean;
   route(key: string): TrafficTarget;
+  /** Which side is the write primary (V1 when the router has no write switch). */
+  writePrimary?(): WritePrimary;
 }
 
 export interface WithMigrationOptions extends Omit<DualWriterOptions, 'router'> {
@@ -121,6 +124,8 @@ export interface MigrationHandle {
   route(key: string): TrafficTarget;
   /** Whether writes currently go to V2 too. */
   dualWriteEnabled(): boolean;
+  /** Which side writes go to first (`v2` after the write switch: Prisma writes are refused then). */
+  writePrimary(): WritePrimary;
   /** The DualWriter the extension writes V2 through (e.g. for writes made with raw SQL). */
   readonly writer: DualWriter;
   /** Resolves once the shadow reads started so far have finished (for tests and shutdown). */
@@ -145,6 +150,26 @@ export class UnsupportedMirroredWriteError extends MigrationError {
     reason: string,
   ) {
     super(`Cannot mirror ${model}.${operation} to V2: ${reason}`, { model, operation });
+  }
+}
+
+/**
+ * A write of a V1 model while the writes are switched to V2 (V2 is the write primary): V1's
+ * Prisma client writes V1, so it would make V1 the primary again behind the switch's back. It
+ * is refused before anything is written; write through `$migration.writer` (the DualWriter:
+ * V2 first, V1 mirrored from V2) or roll the writes back to V1.
+ */
+export class PrismaWriteAfterWriteSwitchError extends MigrationError {
+  constructor(
+    readonly model: string,
+    readonly operation: string,
+  ) {
+    super(
+      `Cannot write ${model}.${operation} through V1's Prisma client: the writes are switched to V2 ` +
+        '(V2 is the write primary), and nothing was written. Write through $migration.writer ' +
+        '(insert/update/delete write V2 first and mirror V1), or roll the writes back to V1',
+      { model, operation },
+    );
   }
 }
 
@@ -426,7 +451,9 @@ const MANY_WRITES = new Set([
  * result and V1's errors; a V2 failure never fails the caller and goes to the repair queue; two
  * writes of one row that reach V2 out of order still leave V2 as V1 ends. Writes inside an
  * interactive `$transaction` are mirrored after it commits, and not at all when it rolls back.
- * With dual-write off, every call passes straight through. Adds `$migration` (the router's
+ * With dual-write off, every call passes straight through. While the writes are switched to V2,
+ * writes of the V1 models are refused (PrismaWriteAfterWriteSwitchError, nothing written): they
+ * go through `$migration.writer` then. Adds `$migration` (the router's
  * `route(key)`, the writer) to the client; sampled `findUnique` results are shadow-read on V2.
  */
 export function withMigration<C extends PrismaClientLike>(
@@ -465,19 +492,19 @@ export function withMigration<C extends PrismaClientLike>(
           .map(
             ([t, row]) =>
               () =>
-                writer.mirror(t, row as unknown as V1Rows[typeof t]),
+                writer.mirror(t, row as unknown as V1Rows[typeof t], 'v1'),
           ),
         ...changes.deleted
           .filter(([t]) => t === table)
           .map(
             ([t, id]) =>
               () =>
-                writer.mirrorDelete(t, id),
+                writer.mirrorDelete(t, id, 'v1'),
           ),
         ...dedupe(changes.ids.filter(([t]) => t === table)).map(
           ([t, id]) =>
             () =>
-              writer.mirrorById(t, id),
+              writer.mirrorById(t, id, 'v1'),
         ),
       ];
       await eachLimited(work, concurrency, (w) => w());
@@ -688,6 +715,9 @@ export function withMigration<C extends PrismaClientLike>(
           const info = params.model ? models.get(params.model) : undefined;
           if (!info) return params.query(params.args);
           if (SINGLE_ROW_WRITES.has(params.operation) || MANY_WRITES.has(params.operation)) {
+            if (router.writePrimary?.() === 'v2') {
+              throw new PrismaWriteAfterWriteSwitchError(info.model, params.operation);
+            }
             if (!router.dualWriteEnabled()) return params.query(params.args);
             return write(params, info);
           }
@@ -703,6 +733,7 @@ export function withMigration<C extends PrismaClientLike>(
   const handle: MigrationHandle = {
     route: (key) => router.route(key),
     dualWriteEnabled: () => router.dualWriteEnabled(),
+    writePrimary: () => (router.writePrimary?.() === 'v2' ? 'v2' : 'v1'),
     writer,
     idle: async () => {
       await shadow?.idle();

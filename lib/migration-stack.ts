@@ -233,6 +233,10 @@ export class MigrationStack extends Stack {
       description: 'SSM parameter holding the dual-write switch (on/off) the IoT backend reads',
       value: this.trafficSwitch.dualWrite.parameterName,
     });
+    new CfnOutput(this, 'WritePrimaryParameterName', {
+      description: 'SSM parameter naming the side the IoT backend writes first (v1/v2), set by the write switch',
+      value: this.trafficSwitch.writePrimary.parameterName,
+    });
     const consoleDomains = new CfnMapping(this, 'ConsoleDomains', {
       mapping: Object.fromEntries(Object.entries(CONSOLE_DOMAINS).map(([p, domain]) => [p, { domain }])),
     });

@@ -132,6 +132,11 @@ export const COMMAND_SPECS = {
       }),
     summary: 'Runs the traffic cutover (Cutover state machine): every level, one step, hold, or resume.',
   },
+  'switch-writes': {
+    schema: z.object({ ...common }).strict(),
+    summary:
+      'Switches the writes to V2 (Cutover state machine): V2 becomes the write primary, V1 is mirrored from V2.',
+  },
   rollback: {
     schema: z
       .object({
@@ -147,7 +152,9 @@ export const COMMAND_SPECS = {
         force: z
           .boolean()
           .default(false)
-          .describe('roll back even after cleanup stopped dual-write (V1 has missed every write since)'),
+          .describe(
+            'roll back even after cleanup stopped dual-write (V1 has missed every write since; needs --confirm), or past V2 rows V1 cannot take (another tenant; they stay in V2 only)',
+          ),
         confirm: confirmFlag(
           `with --force: "${ROLLBACK_CONFIRMATION}" (a forced rollback is refused without it)`,
         ),
@@ -155,7 +162,8 @@ export const COMMAND_SPECS = {
       })
       .strict()
       .refine((f) => f.confirm === undefined || f.force, { path: ['confirm'], error: 'needs --force' }),
-    summary: 'Sends V2 read traffic back to 0 % now (Rollback state machine).',
+    summary:
+      'Sends the writes back to V1 first (if switched), then V2 read traffic to 0 % (Rollback state machine).',
   },
   'drop-archives': {
     schema: z
@@ -244,6 +252,7 @@ export type OpsCommand = CommonFlags &
     | { command: 'advance'; through?: Phase; confirm?: string }
     | { command: 'drop-archives'; confirm: string }
     | { command: 'cutover'; mode: 'run' | 'step' | 'hold' | 'resume' }
+    | { command: 'switch-writes' }
     | { command: 'rollback'; reason: string; force: boolean; confirm?: string }
     | { command: 'reset' }
   );
@@ -320,6 +329,10 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
       const mode = f.step ? 'step' : f.hold ? 'hold' : f.resume ? 'resume' : 'run';
       return { ...commonOf(f), command: 'cutover', mode };
     }
+    case 'switch-writes': {
+      const f = parseArgs(rest, COMMAND_SPECS['switch-writes'].schema, undefined, name);
+      return { ...commonOf(f), command: 'switch-writes' };
+    }
     case 'rollback': {
       const f = parseArgs(rest, COMMAND_SPECS.rollback.schema, undefined, name);
       return {
@@ -366,6 +379,8 @@ export function executionRequest(
       return { stateMachine: 'migration', input: { action: 'drop-archives', confirm: command.confirm } };
     case 'cutover':
       return { stateMachine: 'cutover', input: { action: command.mode } };
+    case 'switch-writes':
+      return { stateMachine: 'cutover', input: { action: 'switch-writes' } };
     case 'rollback':
       return {
         stateMachine: 'rollback',

@@ -5,6 +5,7 @@ import type { Pool } from 'pg';
 import { startLocalPostgres, type LocalPostgres } from '../../lambdas/adapters/local/embedded-pg';
 import { FileParameters } from '../../lambdas/adapters/local/file-parameters';
 import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
+import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
 import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-workers';
 import { MemoryParameters } from '../../lambdas/adapters/local/memory-parameters';
 import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
@@ -71,6 +72,11 @@ export interface LocalEnvironment {
   names: ReturnType<typeof parameterNames>;
   alarms: LocalAlarms;
   workers: LocalWorkers;
+  /**
+   * The backend's repair queue (its worker is started by the synthetic backend): the rollback
+   * from the write switch waits for it to drain.
+   */
+  repairs: LocalQueue;
   /** What the orchestrator's tasks run with. */
   deps: OrchestratorDeps;
   /** Stops the workers, closes the pools, stops the server (removing a temporary folder). */
@@ -219,7 +225,11 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
       backup: { mode: 'auto', directory: options.backupDirectory },
     });
     const names = parameterNames(config.ssmPrefix);
-    const initial = { [names.trafficPercentage]: '0', [names.dualWrite]: 'off' };
+    const initial = {
+      [names.trafficPercentage]: '0',
+      [names.dualWrite]: 'off',
+      [names.writePrimary]: 'v1',
+    };
     const parameters = directory
       ? new FileParameters(join(directory, 'parameters.json'), initial)
       : new MemoryParameters(initial);
@@ -229,12 +239,19 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
       { ...pools, config },
       options.wrapHandler ? { wrapHandler: options.wrapHandler } : {},
     );
+    const repairs = new LocalQueue({
+      visibilityTimeoutMs: 30_000,
+      maxReceiveCount: 10,
+      concurrency: 1,
+      retryDelayMs: 500,
+    });
     const deps: OrchestratorDeps = {
       ...pools,
       config,
       parameters,
       alarms,
       queue: workers.queue,
+      repairQueue: repairs,
       backup: new LocalBackup({
         v1Url,
         v1Schema: 'public',
@@ -253,8 +270,10 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
       names,
       alarms,
       workers,
+      repairs,
       deps,
       close: async () => {
+        await repairs.stop().catch(() => undefined);
         await workers.stop().catch(() => undefined);
         await Promise.all([pools.v1.end(), pools.v2.end()].map((p) => p.catch(() => undefined)));
         await opened?.pg.stop();

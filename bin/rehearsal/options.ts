@@ -52,7 +52,8 @@ export const rehearsalFlags = z
       .string()
       .optional()
       .describe(
-        `the health gate turns unhealthy at that level (${REHEARSAL_LEVELS.join(', ')}): watch the rollback`,
+        `cutover:<level> (${REHEARSAL_LEVELS.join(', ')}): the health gate turns unhealthy at that level; ` +
+          'write-switch: the alarm fires after the write switch: watch the rollback',
       ),
     killWorkers: z
       .boolean()
@@ -112,7 +113,7 @@ export const REHEARSAL_HELP: CommandHelp = {
     v1Url: 'URL',
     v2Url: 'URL',
     generateV1In: 'DATABASE',
-    failAt: 'cutover:25',
+    failAt: 'cutover:25|write-switch',
     dualWriteLoad: 'N',
     bakeSeconds: 'S',
     concurrency: 'N',
@@ -133,7 +134,10 @@ export interface RehearsalOptions {
   devices: number;
   telemetry: number;
   seed: number;
-  /** `cutover:<percentage>`: the health gate turns unhealthy at that traffic level. */
+  /**
+   * `cutover:<percentage>`: the health gate turns unhealthy at that traffic level;
+   * `write-switch`: the rollback alarm fires after the write switch.
+   */
   failAt?: string;
   killWorkers: boolean;
   dualWriteLoad?: number;
@@ -157,23 +161,29 @@ export interface RehearsalOptions {
   tty: boolean;
 }
 
-/** `cutover:<level>`, a level of the schedule: the level; InvalidInputError otherwise. */
-export function parseFailAt(value: string | undefined): number | undefined {
+/** Where `--fail-at` injects the fault: a cutover level, or after the write switch. */
+export type FailAt = { at: 'cutover'; level: number } | { at: 'write-switch' };
+
+/**
+ * `cutover:<level>` (a level of the schedule) or `write-switch`; InvalidInputError otherwise.
+ */
+export function parseFailAt(value: string | undefined): FailAt | undefined {
   if (value === undefined) return undefined;
+  if (value === 'write-switch') return { at: 'write-switch' };
   const match = /^cutover:(\d{1,3})$/.exec(value);
   if (!match || !REHEARSAL_LEVELS.includes(Number(match[1]))) {
     throw new InvalidInputError('command-line flags', [
       {
         field: '--fail-at',
-        problem: `must be cutover:<level>, a level being one of ${REHEARSAL_LEVELS.join(', ')} (e.g. cutover:25)`,
+        problem: `must be cutover:<level>, a level being one of ${REHEARSAL_LEVELS.join(', ')} (e.g. cutover:25), or write-switch`,
       },
     ]);
   }
-  return Number(match[1]);
+  return { at: 'cutover', level: Number(match[1]) };
 }
 
 /** Checks what the flags' schema cannot see alone; throws InvalidInputError before anything runs. */
-export function checkOptions(options: RehearsalOptions): { failAt?: number } {
+export function checkOptions(options: RehearsalOptions): { failAt?: FailAt } {
   const failAt = parseFailAt(options.failAt);
   if (Boolean(options.v1Url) !== Boolean(options.v2Url)) {
     throw new InvalidInputError('command-line flags', [

@@ -47,6 +47,7 @@ const COLORS: Record<string, string> = {
   BACKFILL: '#82b366',
   VERIFY: '#d6b656',
   CUTOVER: '#b85450',
+  WRITE_SWITCH: '#d79b00',
   CLEANUP: '#9673a6',
 };
 

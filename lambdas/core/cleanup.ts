@@ -14,6 +14,7 @@ import { waitForBackup } from './prepare';
 import { addCompressionPolicy } from './storage';
 import { cutoverStatus } from './cutover';
 import { countV1Rows, V1_TABLE_NAMES } from './v1-schema';
+import { writePrimaryOf } from './write-switch';
 import type { BackupRef } from '../ports/backup';
 
 /**
@@ -50,7 +51,11 @@ export interface CleanupRequest {
 
 export const archivedName = (table: string) => `${table}_v1_archived`;
 
-/** Cleanup's guards: the cutover complete, traffic at 100 % for the soak time. */
+/**
+ * Cleanup's guards: the cutover complete, traffic at 100 % for the soak time, and the writes
+ * switched to V2 (cleanup ends the reverse mirror that keeps V1 current; before the write switch
+ * V1 is still the write primary, and stopping dual-write would leave V2 behind).
+ */
 export async function cleanupGuards(ctx: MigrationContext): Promise<string[]> {
   const reasons: string[] = [];
   const states = await phaseStates(ctx);
@@ -67,12 +72,17 @@ export async function cleanupGuards(ctx: MigrationContext): Promise<string[]> {
       `traffic reached 100 % at ${status.reachedFullAt}; the soak time of ${ctx.config.cutover.soakMinutes} minutes has ${left} minute(s) left`,
     );
   }
+  if ((await writePrimaryOf(ctx)) !== 'v2')
+    reasons.push(
+      'writes are not switched to V2: run the write switch first (Cutover {"action":"switch-writes"})',
+    );
   return reasons;
 }
 
 /**
- * Begins Phase 5 and stops dual-write; returns the archive backup's reference once started.
- * Needs the confirmation words (RENAME_CONFIRMATION).
+ * Begins Phase 5 and stops dual-write (the reverse mirror ends: the backend writes V2 alone);
+ * returns the archive backup's reference once started. Needs the confirmation words
+ * (RENAME_CONFIRMATION).
  */
 export async function startCleanup(ctx: MigrationContext, request: CleanupRequest): Promise<BackupRef> {
   assertRenameConfirmed(request.confirm);
@@ -80,7 +90,7 @@ export async function startCleanup(ctx: MigrationContext, request: CleanupReques
   if (reasons.length > 0) throw new GuardRefusedError('Cleanup', reasons);
   if (!ctx.backup) throw new GuardRefusedError('Cleanup', ['no backup port to archive V1 with']);
   await beginPhase(ctx, 'CLEANUP');
-  await setParameter(ctx, 'dualWrite', 'off', 'Phase 5: V2 is the only store');
+  await setParameter(ctx, 'dualWrite', 'off', 'Phase 5: V2 is the only store, the reverse mirror to V1 ends');
   await ctx.v2.query(
     `INSERT INTO ${controlSchema(ctx.config)}.cleanup_state (id, dual_write_stopped_at) VALUES (1, now())
      ON CONFLICT (id) DO UPDATE SET dual_write_stopped_at = coalesce(cleanup_state.dual_write_stopped_at, now())`,

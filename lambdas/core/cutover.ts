@@ -257,6 +257,18 @@ export async function rollbackGuards(ctx: MigrationContext, options: RollbackOpt
  */
 export async function rollback(ctx: MigrationContext, options: RollbackOptions): Promise<RollbackResult> {
   const stoppedAt = await rollbackGuards(ctx, options);
+  // Reads go back to V1 only once the writes are back on V1 (the Rollback state machine does
+  // that first): V1 is then the source of truth again.
+  if (!stoppedAt && (await readParameter(ctx, 'writePrimary')) === 'v2' && !options.force) {
+    await auditEvent(ctx, 'rollback.refused', {
+      reason: options.reason,
+      ...(options.requestedBy ? { requestedBy: options.requestedBy } : {}),
+      writePrimary: 'v2',
+    });
+    throw new GuardRefusedError('Rolling the reads back', [
+      'writes are still on V2: roll them back to V1 first (the Rollback state machine does)',
+    ]);
+  }
   const current = Number((await readParameter(ctx, 'trafficPercentage')) ?? '0') || 0;
   const status = await cutoverStatus(ctx);
   const levels =

@@ -44,7 +44,7 @@ export async function auditEvent(
 /** Sets a runtime parameter and audits the change (from, to, why). No-op when unchanged. */
 export async function setParameter(
   ctx: MigrationContext,
-  which: 'trafficPercentage' | 'dualWrite',
+  which: keyof ReturnType<typeof parameterNames>,
   value: string,
   why: string,
 ): Promise<{ changed: boolean; from: string | undefined }> {
@@ -58,7 +58,7 @@ export async function setParameter(
 
 export async function readParameter(
   ctx: MigrationContext,
-  which: 'trafficPercentage' | 'dualWrite',
+  which: keyof ReturnType<typeof parameterNames>,
 ): Promise<string | undefined> {
   return ctx.parameters.get(parameterNames(ctx.config.ssmPrefix)[which]);
 }

@@ -10,6 +10,7 @@ import {
   cutoverStatus,
   healthGate,
   rollback,
+  rollbackGuards,
   setCutoverHeld,
   startCutover,
 } from './cutover';
@@ -25,7 +26,14 @@ import {
 } from './migration-state';
 import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
 import { assertCurrentVerificationRun, guardTask } from './task-guards';
-import type { QueuePort } from '../ports/queue';
+import {
+  checkWritesForRollback,
+  drainRepairQueue,
+  rollbackWritesPlan,
+  switchWrites,
+  switchWritesBack,
+} from './write-switch';
+import type { QueueDepthPort, QueuePort } from '../ports/queue';
 
 /**
  * The tasks of the three state machines, dispatched by name: the orchestrator Lambda calls
@@ -35,6 +43,8 @@ import type { QueuePort } from '../ports/queue';
 
 export interface OrchestratorDeps extends Omit<MigrationContext, 'actor'> {
   queue: QueuePort;
+  /** The dual writes' repair queue, whose depth the rollback from the write switch waits on. */
+  repairQueue?: QueueDepthPort;
   /** Publishes a metric (CloudWatch through Powertools on AWS; nothing or a log locally). */
   metric?: (name: string, value: number) => void;
 }
@@ -56,7 +66,7 @@ export const migrationInputSchema = z.discriminatedUnion('action', [
 
 /** Start-execution input of the Cutover state machine. */
 export const cutoverInputSchema = z
-  .object({ action: z.enum(['run', 'step', 'hold', 'resume']).default('run') })
+  .object({ action: z.enum(['run', 'step', 'hold', 'resume', 'switch-writes']).default('run') })
   .strict();
 
 /**
@@ -98,6 +108,29 @@ const archive = z
   })
   .strict();
 
+const rollbackRequest = z
+  .object({
+    reason: z.string().min(1),
+    actor: z.string().optional(),
+    force: z.boolean().optional(),
+    confirm: z.string().optional(),
+  })
+  .passthrough();
+
+/** The tasks of the write switch (Cutover) and of the rollback from it (Rollback). */
+const writeSwitchTasks = [
+  z.object({ task: z.literal('switch-writes'), actor }),
+  z.object({ task: z.literal('rollback-writes-plan'), actor, request: rollbackRequest }),
+  z.object({
+    task: z.literal('drain-repair-queue'),
+    actor,
+    request: rollbackRequest,
+    drain: z.object({ startedAt: z.iso.datetime().optional() }).passthrough(),
+  }),
+  z.object({ task: z.literal('check-writes'), actor, request: rollbackRequest }),
+  z.object({ task: z.literal('switch-writes-back'), actor, request: rollbackRequest }),
+] as const;
+
 /** Every task event the state machines send. */
 export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({ task: z.literal('validate-migration-input'), input: z.unknown() }),
@@ -135,15 +168,9 @@ export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({
     task: z.literal('rollback'),
     actor,
-    request: z
-      .object({
-        reason: z.string().min(1),
-        actor: z.string().optional(),
-        force: z.boolean().optional(),
-        confirm: z.string().optional(),
-      })
-      .passthrough(),
+    request: rollbackRequest,
   }),
+  ...writeSwitchTasks,
 ]);
 /** Lambda reports a thrown error's Cause as JSON {errorType, errorMessage}; locally it is the message. */
 function causeMessage(cause: string | undefined): string {
@@ -323,6 +350,61 @@ async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Recor
       deps.metric?.('TrafficPercentage', 0);
       return { ...result };
     }
+    default:
+      return writeSwitchTask(deps, ctx, event);
+  }
+}
+
+/** Who asked for a rollback: the alarm rule says {"actor":"alarm","reason":"alarm:<name>"}, the alarm is the actor. */
+type WriteSwitchEvent = z.infer<(typeof writeSwitchTasks)[number]>;
+
+/**
+ * The write switch (under the migration lock, like a traffic step) and the rollback's steps
+ * before the reads go back (no lock, like the rollback itself).
+ */
+async function writeSwitchTask(
+  deps: OrchestratorDeps,
+  ctx: MigrationContext & { queue: QueuePort },
+  event: WriteSwitchEvent,
+): Promise<Record<string, unknown>> {
+  switch (event.task) {
+    case 'switch-writes': {
+      await acquireLock(ctx);
+      try {
+        return { ...(await switchWrites(ctx)) };
+      } finally {
+        await releaseLock(ctx);
+      }
+    }
+    case 'rollback-writes-plan':
+      // The read rollback's own refusals (after the rename; after dual-write stopped without
+      // force and confirmation) come first, before any write is moved back.
+      await rollbackGuards(ctx, { ...event.request, requestedBy: event.request.actor });
+      return { ...(await rollbackWritesPlan(ctx)) };
+    case 'drain-repair-queue': {
+      const who = { ...ctx, repairQueue: deps.repairQueue };
+      return {
+        ...(await drainRepairQueue(who, {
+          startedAt: event.drain.startedAt,
+          force: event.request.force,
+          reason: event.request.reason,
+        })),
+      };
+    }
+    case 'check-writes': {
+      const checked = await checkWritesForRollback(ctx, {
+        force: event.request.force,
+        reason: event.request.reason,
+      });
+      return {
+        unmirrorable: checked.unmirrorable.total,
+        verification: checked.verification,
+      };
+    }
+    case 'switch-writes-back':
+      return {
+        ...(await switchWritesBack(ctx, { reason: event.request.reason, force: event.request.force })),
+      };
   }
 }
 

@@ -5,6 +5,7 @@ import {
   beginPhase,
   endPhase,
   failPhase,
+  readParameter,
   setParameter,
   type MigrationContext,
 } from './migration-state';
@@ -115,8 +116,8 @@ export type VerifyPoll =
 
 /**
  * Reports slice progress; once every slice is checked, builds the report, repairs mismatched
- * windows (re-verifying each), records the outcome, and closes the phase: done when clean,
- * failed (VerificationFailedError naming the windows) when not.
+ * windows (re-verifying each; from V2 once V2 is the write primary), records the outcome, and
+ * closes the phase: done when clean, failed (VerificationFailedError naming the windows) when not.
  */
 export async function pollVerify(
   ctx: MigrationContext,
@@ -128,6 +129,7 @@ export async function pollVerify(
   const report = await concludeRun(ctx, runId, {
     sampleSize: options.sampleSize ?? DEFAULT_SAMPLE_SIZE,
     recheckDelayMs: options.recheckDelayMs,
+    truth: (await readParameter(ctx, 'writePrimary')) === 'v2' ? 'v2' : 'v1',
   });
   if (!report.clean) {
     const error = verificationFailure(report);

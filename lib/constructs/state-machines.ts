@@ -14,6 +14,8 @@ export const DEFAULT_POLL_INTERVAL = Duration.seconds(30);
 export const DEFAULT_ARCHIVE_POLL_INTERVAL = Duration.seconds(60);
 /** How long a held cutover waits before looking again. @default 60 s */
 export const DEFAULT_HOLD_POLL_INTERVAL = Duration.seconds(60);
+/** How long the rollback from the write switch waits between looks at the repair queue. @default 15 s */
+export const DEFAULT_DRAIN_POLL_INTERVAL = Duration.seconds(15);
 
 /** Errors a task simply tries again: a transient database or queue failure, a Lambda hiccup. */
 export const RETRYABLE_ERRORS = [
@@ -45,6 +47,11 @@ export interface MigrationStateMachinesProps {
    */
   readonly holdPollInterval?: Duration;
   /**
+   * Wait between looks at the repair queue while a rollback from the write switch drains it.
+   * @default DEFAULT_DRAIN_POLL_INTERVAL
+   */
+  readonly drainPollInterval?: Duration;
+  /**
    * Execution history log retention.
    * @default logs.RetentionDays.THREE_MONTHS
    */
@@ -54,7 +61,8 @@ export interface MigrationStateMachinesProps {
 /**
  * The three state machines ops drive from the Step Functions console (JSONPath, so that they
  * also run locally): Migration (phases 1–3 and 5, with Wait/poll loops), Cutover (the traffic
- * schedule with its health gate) and Rollback. Each starts by validating its input, logs ALL
+ * schedule with its health gate, and the write switch) and Rollback (the writes back to V1 first
+ * when they were switched, then the reads). Each starts by validating its input, logs ALL
  * events to CloudWatch Logs and traces with X-Ray. State names read as the console graph.
  */
 export class MigrationStateMachines extends Construct {
@@ -70,7 +78,10 @@ export class MigrationStateMachines extends Construct {
     const poll = props.pollInterval ?? DEFAULT_POLL_INTERVAL;
     if (poll.toSeconds() < 1) throw new Error(`${this.node.path}: pollInterval must be at least 1 second`);
 
-    this.rollback = this.machine('Rollback', this.rollbackDefinition());
+    this.rollback = this.machine(
+      'Rollback',
+      this.rollbackDefinition(props.drainPollInterval ?? DEFAULT_DRAIN_POLL_INTERVAL),
+    );
     this.migration = this.machine(
       'Migration',
       this.migrationDefinition(poll, props.archivePollInterval ?? DEFAULT_ARCHIVE_POLL_INTERVAL),
@@ -176,8 +187,9 @@ export class MigrationStateMachines extends Construct {
     );
   }
 
-  private rollbackDefinition(): sfn.IChainable {
+  private rollbackDefinition(drainPoll: Duration): sfn.IChainable {
     const { validate } = this.validation('Rollback', 'validate-rollback-input');
+    const failed = this.failurePath('Rollback');
     const rollback = this.task(
       'RollbackTraffic',
       'Traffic to 0 %, dual-write stays on',
@@ -187,12 +199,60 @@ export class MigrationStateMachines extends Construct {
         'request.$': '$.request',
       },
     );
-    rollback.addCatch(this.failurePath('Rollback'), { errors: ['States.ALL'], resultPath: '$.error' });
-    return validate
-      .next(rollback)
-      .next(
-        new sfn.Succeed(this, 'RolledBack', { stateName: 'Traffic rolled back', outputPath: '$.result' }),
-      );
+    rollback.addCatch(failed, { errors: ['States.ALL'], resultPath: '$.error' });
+    rollback.next(
+      new sfn.Succeed(this, 'RolledBack', { stateName: 'Traffic rolled back', outputPath: '$.result' }),
+    );
+    return validate.next(this.writesRollback(failed, rollback, drainPoll));
+  }
+
+  /**
+   * The rollback's first part when the writes were switched to V2: drain the repair queue,
+   * refuse rows V1 cannot take and check the windows touched since the switch (repairing V1
+   * from V2), then the writes back to V1; then `reads` (traffic to 0 %). Straight to `reads`
+   * when V1 is still the write primary.
+   */
+  private writesRollback(failed: sfn.IChainable, reads: sfn.IChainable, drainPoll: Duration): sfn.IChainable {
+    const named = this.guardedTask(failed);
+    const request = { 'request.$': '$.request' };
+    const plan = named('RollbackWritesPlan', 'Writes on V2?', 'rollback-writes-plan', '$.writes', request);
+    const start = new sfn.Pass(this, 'StartDrain', {
+      stateName: 'Start draining the repair queue',
+      result: sfn.Result.fromObject({}),
+      resultPath: '$.drain',
+    });
+    const drain = named('DrainRepairQueue', 'Drain the repair queue', 'drain-repair-queue', '$.drain', {
+      ...request,
+      'drain.$': '$.drain',
+    });
+    const wait = new sfn.Wait(this, 'WaitForRepairQueue', {
+      stateName: 'Wait for the repair queue',
+      time: sfn.WaitTime.duration(drainPoll),
+    });
+    const check = named(
+      'CheckWrites',
+      'Check touched windows, repair V1 from V2',
+      'check-writes',
+      '$.writesCheck',
+      request,
+    );
+    const back = named(
+      'SwitchWritesBack',
+      'Writes back to V1 first',
+      'switch-writes-back',
+      '$.writesBack',
+      request,
+    );
+    const drained = new sfn.Choice(this, 'RepairQueueDrained', { stateName: 'Repair queue drained?' })
+      .when(sfn.Condition.booleanEquals('$.drain.drained', true), check)
+      .otherwise(wait);
+    start.next(drain).next(drained);
+    wait.next(drain);
+    check.next(back).next(reads);
+    const switched = new sfn.Choice(this, 'WritesSwitched', { stateName: 'Writes switched to V2?' })
+      .when(sfn.Condition.booleanEquals('$.writes.switched', true), start)
+      .otherwise(reads);
+    return plan.next(switched);
   }
 
   private migrationDefinition(poll: Duration, archivePoll: Duration): sfn.IChainable {
@@ -370,6 +430,14 @@ export class MigrationStateMachines extends Construct {
     const step = named('StepOneLevel', 'Step traffic one level', 'step', '$.result').next(
       new sfn.Succeed(this, 'Stepped', { stateName: 'Stepped', outputPath: '$.result' }),
     );
+    const switchWrites = named(
+      'SwitchWrites',
+      'Write switch: verify touched windows, V2 the write primary',
+      'switch-writes',
+      '$.result',
+    ).next(
+      new sfn.Succeed(this, 'WritesSwitchedToV2', { stateName: 'Writes on V2', outputPath: '$.result' }),
+    );
 
     const start = named('StartCutover', 'Check guards, take the lock', 'start-cutover', '$.cutover');
     const nextLevel = named('NextLevel', 'Set the next traffic level', 'cutover-next', '$.level');
@@ -438,6 +506,7 @@ export class MigrationStateMachines extends Construct {
       .when(sfn.Condition.stringEquals('$.request.action', 'hold'), hold)
       .when(sfn.Condition.stringEquals('$.request.action', 'resume'), resume)
       .when(sfn.Condition.stringEquals('$.request.action', 'step'), step)
+      .when(sfn.Condition.stringEquals('$.request.action', 'switch-writes'), switchWrites)
       .otherwise(start);
     return validate.next(action);
   }

@@ -77,6 +77,7 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
       cutover: ['--cutover-arn'],
       rollback: ['--reason'],
       'drop-archives': ['--confirm'],
+      'switch-writes': ['--cutover-arn'],
       reset: ['--local', '--local-dir'],
     }[name],
   })),

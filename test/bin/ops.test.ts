@@ -94,6 +94,7 @@ describe('commands start the right state machine with the documented input', () 
     [['cutover', '--step'], 'Cutover', { action: 'step' }, 'cutover-step'],
     [['cutover', '--hold'], 'Cutover', { action: 'hold' }, 'cutover-hold'],
     [['cutover', '--resume'], 'Cutover', { action: 'resume' }, 'cutover-resume'],
+    [['switch-writes'], 'Cutover', { action: 'switch-writes' }, 'switch-writes'],
     [
       ['rollback', '--reason', 'p99 latency doubled'],
       'Rollback',
@@ -215,6 +216,7 @@ describe('missing or invalid state machine ARNs', () => {
     [['status'], 'MIGRATION_STATE_MACHINE_ARN', '--migration-arn', 'Migration'],
     [['cutover', '--hold'], 'CUTOVER_STATE_MACHINE_ARN', '--cutover-arn', 'Cutover'],
     [['rollback', '--reason', 'x'], 'ROLLBACK_STATE_MACHINE_ARN', '--rollback-arn', 'Rollback'],
+    [['switch-writes'], 'CUTOVER_STATE_MACHINE_ARN', '--cutover-arn', 'Cutover'],
   ])('%j without its ARN names the flag and the variable', async (argv, env, flag, title) => {
     const { code, err } = await run(argv, { env: { ...ENV, [env]: undefined } });
 

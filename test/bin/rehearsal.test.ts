@@ -52,7 +52,14 @@ describe('rehearsal, end to end on small data', () => {
     const summary = summaryLine(result);
     expect(summary).toMatchObject({
       ok: true,
-      phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'done', cleanup: 'done' },
+      phases: {
+        prepare: 'done',
+        backfill: 'done',
+        verify: 'done',
+        cutover: 'done',
+        write_switch: 'done',
+        cleanup: 'done',
+      },
       trafficPercentage: 100,
       verification: { clean: true, mismatchedWindows: 0 },
     });
@@ -115,7 +122,7 @@ describe('rehearsal, end to end on small data', () => {
       const page = await browser.newPage();
       await page.goto(`file://${result.paths.html}`);
       const bars = await page.locator('#timeline rect').count();
-      expect(bars).toBe(5);
+      expect(bars).toBe(6); // the five phases and the write switch
       const box = await page.locator('#timeline').boundingBox();
       expect(box?.width).toBeGreaterThan(100);
       const points =
@@ -152,7 +159,14 @@ describe('rehearsal fault injection', () => {
         ok: false,
         outcome: 'ROLLED_BACK',
         trafficPercentage: 0,
-        phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'failed', cleanup: 'pending' },
+        phases: {
+          prepare: 'done',
+          backfill: 'done',
+          verify: 'done',
+          cutover: 'failed',
+          write_switch: 'pending',
+          cleanup: 'pending',
+        },
         verification: { clean: true, mismatchedWindows: 0 },
       });
       expect(result.report.error).toBeUndefined(); // V1 row counts unchanged
@@ -172,6 +186,46 @@ describe('rehearsal fault injection', () => {
       await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
     }
   }, 600_000);
+
+  it('rolls back from the write switch with --fail-at write-switch: writes back to V1, then reads, V1 equal to V2', async () => {
+    const dbs = await freshDatabases('rehearse_wsw');
+    await dbs.v1.end();
+    await dbs.v2.end();
+    const lines: string[] = [];
+    try {
+      const result = await runRehearsal({
+        ...base,
+        failAt: 'write-switch',
+        v1Url: dbs.v1Url,
+        v2Url: dbs.v2Url,
+        reportDir: reportDir(),
+        print: (line) => lines.push(line),
+      });
+      expect(result.exitCode).toBe(3);
+      expect(summaryLine(result)).toMatchObject({
+        ok: false,
+        outcome: 'ROLLED_BACK',
+        trafficPercentage: 0,
+        phases: { cutover: 'done', write_switch: 'rolled-back', cleanup: 'pending' },
+        verification: { clean: true, mismatchedWindows: 0 },
+      });
+      expect(result.report.error).toBeUndefined();
+      for (const t of Object.values(result.report.tables)) {
+        expect(t.v2).toBe(t.v1);
+        expect(t.v2Checksum).toBe(t.v1Checksum);
+      }
+      expect(result.report.faults.rollback?.actor).toBe('alarm:RehearsalFault');
+      // The writes came back to V1 before the reads.
+      const rollback = lines.filter((l) => l.startsWith('[rollback]'));
+      expect(rollback.indexOf('[rollback] Writes back to V1 first')).toBeGreaterThanOrEqual(0);
+      expect(rollback.indexOf('[rollback] Writes back to V1 first')).toBeLessThan(
+        rollback.indexOf('[rollback] Traffic to 0 %, dual-write stays on'),
+      );
+      expect(summaryLines(result)).toContain('  [x] writes switched to V2 (V1 mirrored)');
+    } finally {
+      await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
+    }
+  });
 
   it('refuses a --fail-at that is not a level of the schedule, before touching anything', async () => {
     await expect(

@@ -185,6 +185,9 @@ describe('the synthesized state machines, executed locally against real handlers
     expect(cut.status).toBe('SUCCEEDED');
     expect(cut.path.filter((s) => s === 'Health gate: alarms and drift')).toHaveLength(4);
     expect(env.parameters.entries()[TRAFFIC]).toBe('100');
+    const switched = await machines.run('cutover', { action: 'switch-writes' });
+    expect([switched.status, switched.cause]).toEqual(['SUCCEEDED', undefined]);
+    expect(switched.path).toContain('Write switch: verify touched windows, V2 the write primary');
     const before = await rowCounts(env.dbs.v1, 'public');
     // Without its confirmation, cleanup is refused before it changes anything.
     const unconfirmed = await machines.run('migration', { action: 'advance' });
@@ -207,6 +210,7 @@ describe('the synthesized state machines, executed locally against real handlers
     };
     expect(output.phases.map((p) => p.status)).toEqual(['done', 'done', 'done', 'done', 'done']);
     expect(output.checklist.find((c) => c.item === 'rollback rehearsed')?.done).toBe(true);
+    expect(output.checklist.find((c) => c.item === 'writes switched to V2 (V1 mirrored)')?.done).toBe(true);
   });
 
   it('drops the archives from the console input only after the retention and with the confirmation', async () => {

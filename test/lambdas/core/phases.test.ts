@@ -12,6 +12,7 @@ import {
   RENAME_CONFIRMATION,
   runCleanupLocally,
 } from '../../../lambdas/core/cleanup';
+import { switchWrites } from '../../../lambdas/core/write-switch';
 import {
   cutoverStatus,
   rollback,
@@ -139,6 +140,13 @@ describeEachStorage('the five phases', (storage) => {
     );
     expect(levels.rows.map((r) => r.to)).toEqual(['10', '25', '50', '100']);
 
+    // Cleanup ends the reverse mirror: refused until the writes are switched to V2.
+    const refused = await runCleanupLocally(s.ctx, { pollMs: 10 }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(GuardRefusedError);
+    expect((refused as GuardRefusedError).reasons.join()).toMatch(/writes are not switched to V2/);
+    expect(s.parameters.entries()['/iot-migration/dual-write']).toBe('on');
+    expect(await switchWrites(s.ctx)).toMatchObject({ changed: true, primary: 'v2' });
+
     const before = await rowCounts(s.dbs.v1, 'public');
     const cleaned = await runCleanupLocally(s.ctx, { pollMs: 10, confirm: RENAME_CONFIRMATION });
     expect(cleaned.renamed).toEqual(V1_TABLE_NAMES.map(archivedName));
@@ -157,6 +165,7 @@ describeEachStorage('the five phases', (storage) => {
     expect(item('verification passed').done).toBe(true);
     expect(item('performance checked').done).toBe(true);
     expect(item('alarms configured').done).toBe(true);
+    expect(item('writes switched to V2 (V1 mirrored)').done).toBe(true);
   });
 
   it('refuses a rollback once V1 is archived, even forced and confirmed: V1 has no tables to read', async () => {
