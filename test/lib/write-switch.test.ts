@@ -1,3 +1,4 @@
+import { RENAME_CONFIRMATION } from '../../lambdas/core/cleanup';
 import type { Pool } from 'pg';
 import { DualWriter, TrafficRouter, type DualWriteFailure } from '../../client';
 import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
@@ -109,7 +110,7 @@ describe('the write switch and the rollback from it, through the state machines'
 
   it('refuses cleanup while the writes are not switched', async () => {
     expect((await env.machines().run('cutover', { action: 'run' })).status).toBe('SUCCEEDED');
-    const run = await env.machines().run('migration', { action: 'advance' });
+    const run = await env.machines().run('migration', { action: 'advance', confirm: RENAME_CONFIRMATION });
     expect(run).toMatchObject({ status: 'FAILED', error: 'GuardRefusedError' });
     expect(run.cause).toMatch(/writes are not switched to V2/);
     expect((await env.dbs.v1.query(`SELECT to_regclass('public.users') AS t`)).rows[0].t).toBe('users');
@@ -246,13 +247,16 @@ describe('the write switch and the rollback from it, through the state machines'
     ]);
     await expectAllInSync(env.dbs, env.config);
     const audit = await env.dbs.v2.query(
-      `SELECT actor, action FROM migration_control.audit_log WHERE action IN ('writes.switched-back', 'rollback.done', 'rollback.writes-checked') ORDER BY id`,
+      `SELECT actor, action, details->>'requestedBy' AS "requestedBy" FROM migration_control.audit_log WHERE action IN ('writes.switched-back', 'rollback.done', 'rollback.writes-checked') ORDER BY id`,
     );
+    // The actor is the acting Rollback execution; who asked is recorded beside it.
+    const execution = expect.stringMatching(/^arn:aws:states:local-1:000000000000:execution:rollback:/);
     expect(audit.rows).toEqual([
-      { actor: 'person:ops', action: 'rollback.writes-checked' },
-      { actor: 'person:ops', action: 'writes.switched-back' },
-      { actor: 'person:ops', action: 'rollback.done' },
+      { actor: execution, action: 'rollback.writes-checked', requestedBy: null },
+      { actor: execution, action: 'writes.switched-back', requestedBy: null },
+      { actor: execution, action: 'rollback.done', requestedBy: 'ops' },
     ]);
+    expect(new Set(audit.rows.map((r) => r.actor)).size).toBe(1);
   });
 
   it('goes straight to the reads when the writes were never switched', async () => {

@@ -141,7 +141,9 @@ describeEachStorage('the five phases', (storage) => {
     expect(levels.rows.map((r) => r.to)).toEqual(['10', '25', '50', '100']);
 
     // Cleanup ends the reverse mirror: refused until the writes are switched to V2.
-    const refused = await runCleanupLocally(s.ctx, { pollMs: 10 }).catch((e: unknown) => e);
+    const refused = await runCleanupLocally(s.ctx, { pollMs: 10, confirm: RENAME_CONFIRMATION }).catch(
+      (e: unknown) => e,
+    );
     expect(refused).toBeInstanceOf(GuardRefusedError);
     expect((refused as GuardRefusedError).reasons.join()).toMatch(/writes are not switched to V2/);
     expect(s.parameters.entries()['/iot-migration/dual-write']).toBe('on');

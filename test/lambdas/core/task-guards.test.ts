@@ -194,6 +194,8 @@ describe('every task that changes the migration re-checks its guards and the loc
     await task(env, { task: 'complete-cutover' });
     await task(env, { task: 'release' });
     expect(env.parameters.entries()[TRAFFIC]).toBe('100');
+    // Cleanup ends the reverse mirror: it needs the writes switched to V2 first.
+    expect(await task(env, { task: 'switch-writes' })).toMatchObject({ primary: 'v2' });
 
     await task(env, { task: 'begin', request: {} });
     const unconfirmed = await refused(env, { task: 'start-cleanup' }, 'ConfirmationRequiredError');
