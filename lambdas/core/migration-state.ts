@@ -6,6 +6,7 @@ import { migrate, projectMigrationSets } from './migrator';
 import { parameterNames, type ParameterPort } from '../ports/parameters';
 import type { AlarmPort } from '../ports/alarms';
 import type { BackupPort } from '../ports/backup';
+import type { ExecutionsPort } from '../ports/executions';
 
 /** The five phases, in the only order they may run. */
 export const PHASES = ['PREPARE', 'BACKFILL', 'VERIFY', 'CUTOVER', 'CLEANUP'] as const;
@@ -19,6 +20,8 @@ export interface MigrationContext {
   parameters: ParameterPort;
   alarms?: AlarmPort;
   backup?: BackupPort;
+  /** Tells whether the lock's holder still runs (a dead holder's lock is taken over). */
+  executions?: ExecutionsPort;
   /** `execution:<arn>`, `alarm:<name>`, `person:<name>`, `rehearsal`… */
   actor: string;
 }
@@ -58,9 +61,10 @@ export async function readParameter(
 }
 
 /**
- * Takes the migration lock for `ctx.actor` (re-entrant for the same actor). A live holder
- * makes a second run fail at once with MigrationLockedError; a holder older than the lock's
- * time to live is taken over.
+ * Takes the migration lock for `ctx.actor` (re-entrant for the same actor). A holder that has
+ * ended (its execution ABORTED, FAILED, TIMED_OUT or SUCCEEDED, its local process gone) is taken
+ * over at once, audited as `lock.taken-over`; a live holder, or one nobody can tell about, makes a
+ * second run fail at once with MigrationLockedError until the lock's time to live has passed.
  */
 export async function acquireLock(ctx: MigrationContext): Promise<void> {
   await ensureControlSchema(ctx);
@@ -72,19 +76,45 @@ export async function acquireLock(ctx: MigrationContext): Promise<void> {
       RETURNING holder`,
     [ctx.actor, ctx.config.lockTtlMinutes],
   );
-  if (rows.length === 0) {
-    const held = await ctx.v2.query<{ holder: string; acquired_at: Date }>(
-      `SELECT holder, acquired_at FROM ${controlSchema(ctx.config)}.migration_lock WHERE id = 1`,
-    );
-    throw new MigrationLockedError(held.rows[0].holder, held.rows[0].acquired_at, ctx.actor);
-  }
+  if (rows.length === 0) await takeOverFromDeadHolder(ctx);
 }
 
-export async function releaseLock(ctx: MigrationContext): Promise<void> {
-  await ctx.v2.query(
+/** Takes the lock from a holder that no longer runs, or throws MigrationLockedError. */
+async function takeOverFromDeadHolder(ctx: MigrationContext): Promise<void> {
+  const ctl = controlSchema(ctx.config);
+  const held = await ctx.v2.query<{ holder: string | null; acquired_at: Date }>(
+    `SELECT holder, acquired_at FROM ${ctl}.migration_lock WHERE id = 1`,
+  );
+  const { holder, acquired_at: since } = held.rows[0];
+  // Released between the two statements: try again.
+  if (holder === null) return acquireLock(ctx);
+  const state = ctx.executions ? await ctx.executions.holderState(holder) : undefined;
+  if (state?.alive === false) {
+    // Only if the same dead holder still has it: two runs taking over at once, one wins.
+    const taken = await ctx.v2.query(
+      `UPDATE ${ctl}.migration_lock SET holder = $1, acquired_at = now(), expires_at = now() + make_interval(mins => $3)
+        WHERE id = 1 AND holder = $2 RETURNING holder`,
+      [ctx.actor, holder, ctx.config.lockTtlMinutes],
+    );
+    if (taken.rows.length > 0) {
+      await auditEvent(ctx, 'lock.taken-over', {
+        from: holder,
+        holderStatus: state.status,
+        heldSince: since.toISOString(),
+      });
+      return;
+    }
+  }
+  throw new MigrationLockedError(holder, since, ctx.actor, state?.status);
+}
+
+/** Releases the lock if `ctx.actor` holds it; says whether it did. */
+export async function releaseLock(ctx: MigrationContext): Promise<boolean> {
+  const { rowCount } = await ctx.v2.query(
     `UPDATE ${controlSchema(ctx.config)}.migration_lock SET holder = NULL, acquired_at = NULL, expires_at = NULL WHERE id = 1 AND holder = $1`,
     [ctx.actor],
   );
+  return (rowCount ?? 0) > 0;
 }
 
 export interface PhaseState {

@@ -95,6 +95,14 @@ export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({ task: z.literal('archive-status'), actor, archive }),
   z.object({ task: z.literal('finish-cleanup'), actor, archive }),
   z.object({ task: z.literal('release'), actor }),
+  // From the EventBridge rule on Step Functions "Execution Status Change" (ABORTED, TIMED_OUT,
+  // FAILED): `actor` is the execution that ended, which no Catch may have recorded.
+  z.object({
+    task: z.literal('execution-ended'),
+    actor,
+    status: z.enum(['ABORTED', 'TIMED_OUT', 'FAILED', 'SUCCEEDED']),
+    stateMachineArn: z.string().min(1).max(2048).optional(),
+  }),
   z.object({
     task: z.literal('record-failure'),
     actor,
@@ -202,6 +210,20 @@ export async function orchestrate(
       await releaseLock(ctx);
       await auditEvent(ctx, 'execution.finished', {});
       return { released: true };
+    case 'execution-ended': {
+      // An execution that failed before the control schema existed (bad input) left nothing to record.
+      const control = await ctx.v2.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [
+        `${ctx.config.schemas.control}.migration_lock`,
+      ]);
+      if (!control.rows[0].t) return { status: event.status, lockReleased: false, recorded: false };
+      const released = await releaseLock(ctx);
+      await auditEvent(ctx, 'execution.ended', {
+        status: event.status,
+        ...(event.stateMachineArn ? { stateMachine: event.stateMachineArn } : {}),
+        lockReleased: released,
+      });
+      return { status: event.status, lockReleased: released, recorded: true };
+    }
     case 'record-failure': {
       const message = causeMessage(event.error.Cause);
       await auditEvent(ctx, 'execution.failed', { error: event.error.Error, cause: message }).catch(

@@ -7,6 +7,7 @@ import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { MigrationStack, StateMachinesFactory } from '../migration-stack';
 import { LAMBDA_ENV } from '../runtime-contract';
+import { ExecutionEndRule } from './execution-end-rule';
 
 /** How long the Migration state machine waits between progress polls. @default 30 s */
 export const DEFAULT_POLL_INTERVAL = Duration.seconds(30);
@@ -435,6 +436,11 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
       resources: ['*'],
     }),
   );
+  // A stopped execution (no Catch runs) still has its end recorded and its lock released.
+  new ExecutionEndRule(stack, 'ExecutionEnds', {
+    orchestrator,
+    stateMachines: [machines.migration, machines.cutover, machines.rollback],
+  });
   const orchestratorLogicalId = stack.getLogicalId(orchestrator.node.defaultChild as lambda.CfnFunction);
   for (const machine of [machines.migration, machines.cutover, machines.rollback]) {
     Validations.of(machine).acknowledge(
