@@ -35,7 +35,8 @@ export class ExecutionEndRule extends Construct {
     if (props.stateMachines.length === 0)
       throw new Error(`${this.node.path}: stateMachines must name at least one state machine`);
     this.rule = new events.Rule(this, 'Rule', {
-      description: 'Records the end of a migration execution that stopped without its Catch, and releases its lock',
+      description:
+        'Records the end of a migration execution that stopped without its Catch, and releases its lock',
       eventPattern: {
         source: ['aws.states'],
         detailType: ['Step Functions Execution Status Change'],
@@ -82,7 +83,8 @@ export class ExecutionEndRule extends Construct {
       const logicalId = stack.getLogicalId(m.node.defaultChild as sfn.CfnStateMachine);
       Validations.of(describe).acknowledge({
         id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<${logicalId}.Name>:*]`,
-        reason: 'Execution names are chosen at run time; the grant is DescribeExecution on this state machine’s executions only',
+        reason:
+          'Execution names are chosen at run time; the grant is DescribeExecution on this state machine’s executions only',
       });
     }
   }

@@ -43,7 +43,8 @@ export class LocalExecutions implements ExecutionsPort {
       return { alive: true, status: `RUNNING (process ${pid})` };
     } catch (error) {
       // EPERM: the process exists but belongs to someone else.
-      if ((error as { code?: string }).code === 'EPERM') return { alive: true, status: `RUNNING (process ${pid})` };
+      if ((error as { code?: string }).code === 'EPERM')
+        return { alive: true, status: `RUNNING (process ${pid})` };
       return { alive: false, status: `PROCESS_GONE (process ${pid} has exited)` };
     }
   }
