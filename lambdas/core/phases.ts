@@ -8,6 +8,7 @@ import {
   setParameter,
   type MigrationContext,
 } from './migration-state';
+import { resendDeferredSlices, settleThrottle } from './backfill/throttle';
 import { runPrepare, type PrepareReport } from './prepare';
 import { checkV1Schema } from './v1-schema';
 import {
@@ -78,6 +79,7 @@ export async function startBackfill(ctx: MigrationContext & { queue: QueuePort }
 export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort }): Promise<BackfillProgress> {
   const { progress } = await pumpBackfill(ctx);
   if (progress.complete) {
+    await settleThrottle(ctx.v2, ctx.config);
     await endPhase(ctx, 'BACKFILL', {
       rows: progress.rowsCopied,
       rowsPerSecond: progress.rowsPerSecond,
@@ -118,10 +120,12 @@ export type VerifyPoll =
  * failed (VerificationFailedError naming the windows) when not.
  */
 export async function pollVerify(
-  ctx: MigrationContext,
+  ctx: MigrationContext & { queue?: QueuePort },
   runId: number,
   options: { sampleSize?: number; recheckDelayMs?: number } = {},
 ): Promise<VerifyPoll> {
+  // Slices the workers gave back (paused, V1 under pressure too long) go out again.
+  if (ctx.queue) await resendDeferredSlices({ ...ctx, queue: ctx.queue }, runId);
   const progress = await verificationProgress(ctx.v2, ctx.config, runId);
   if (!progress.complete) return { ...progress, complete: false };
   const report = await concludeRun(ctx, runId, {
