@@ -19,17 +19,30 @@ import { z } from 'zod';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
 import { v1Projection, v2Columns } from '../lambdas/core/mapping';
 import { exitOnError, parseArgs } from '../bin/cli-args';
-import { benchEnv, log, seconds, sizeFlags } from './support';
+import { benchEnv, benchHelp, log, seconds, sizeFlags } from './support';
 
 const flags = z
   .object({
     ...sizeFlags,
-    guideSeconds: z.coerce.number().min(1).default(60),
+    guideSeconds: z.coerce
+      .number()
+      .min(1)
+      .default(60)
+      .describe('time budget of the guide’s OFFSET approach, in seconds'),
   })
   .strict();
 
 async function main() {
-  const args = parseArgs(process.argv.slice(2), flags);
+  const args = parseArgs(
+    process.argv.slice(2),
+    flags,
+    benchHelp(
+      'bench:backfill',
+      'Times the backfill pipeline against a raw COPY pipe (the limit) and the guide’s OFFSET approach.',
+      { guideSeconds: 'S' },
+    ),
+    'bench:backfill',
+  );
   const env = await benchEnv(args.rows, { devices: args.devices });
   const { v1, v2, config } = env;
   try {
