@@ -208,6 +208,23 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * The workers' automatic throttle: before each window they probe V1 and wait while a signal
+     * is over its threshold (see lambdas/core/backfill/pressure.ts); ops' pause, ceiling and
+     * window size are the backfill control (`migrate throttle`).
+     */
+    throttle: z
+      .object({
+        commitLatencyMs: z.coerce.number().min(1).max(60_000).default(50),
+        activeSessions: z.coerce.number().int().min(1).max(100_000).nullable().default(null),
+        replicaLagSeconds: z.coerce.number().min(0).max(86_400).nullable().default(30),
+        probeTimeoutMs: z.coerce.number().min(100).max(60_000).default(2000),
+        maxWaitSeconds: z.coerce.number().min(0).max(900).default(60),
+        pressureBackoffMs: z.coerce.number().min(10).max(60_000).default(500),
+        pressureHoldSeconds: z.coerce.number().min(0).max(3600).default(10),
+      })
+      .strict()
+      .prefault({}),
     /** A run holding the migration lock longer than this is considered dead. */
     lockTtlMinutes: z.coerce.number().min(1).max(10_080).default(360),
   })

@@ -186,10 +186,20 @@ export async function nextPhase(ctx: MigrationContext): Promise<Phase | null> {
   return (await phaseStates(ctx)).find((s) => s.status !== 'done')?.phase ?? null;
 }
 
-/** Starts a phase run after its order check (the caller holds the lock). */
-export async function beginPhase(ctx: MigrationContext, phase: Phase): Promise<void> {
+/**
+ * Starts a phase run after its order check (the caller holds the lock). A phase whose latest
+ * run is still `running` was interrupted (a process killed, an execution stopped): it is resumed,
+ * not started again (audited as `phase.resumed`), and the caller carries on from its durable
+ * state. Returns which of the two happened.
+ */
+export async function beginPhase(ctx: MigrationContext, phase: Phase): Promise<'started' | 'resumed'> {
   await assertCanStart(ctx, phase);
   await ensureControlSchema(ctx);
+  const current = (await phaseStates(ctx)).find((s) => s.phase === phase);
+  if (current?.status === 'running') {
+    await auditEvent(ctx, 'phase.resumed', { phase, startedAt: current.startedAt });
+    return 'resumed';
+  }
   await ctx.v2.query(
     `INSERT INTO ${controlSchema(ctx.config)}.phase_runs (phase, status, actor) VALUES ($1, 'running', $2)`,
     [phase, ctx.actor],
@@ -199,6 +209,7 @@ export async function beginPhase(ctx: MigrationContext, phase: Phase): Promise<v
     [phase],
   );
   await auditEvent(ctx, 'phase.started', { phase });
+  return 'started';
 }
 
 async function closePhase(

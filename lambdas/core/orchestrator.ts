@@ -11,10 +11,12 @@ import {
   rollback,
   setCutoverHeld,
   startCutover,
+  takeRegate,
 } from './cutover';
 import {
   acquireLock,
   auditEvent,
+  ensureControlSchema,
   nextPhase,
   PHASES,
   phaseStates,
@@ -23,6 +25,7 @@ import {
   type Phase,
 } from './migration-state';
 import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
+import { changeControl, parseControlChange } from './backfill/throttle';
 import type { QueuePort } from '../ports/queue';
 
 /**
@@ -43,6 +46,8 @@ const phase = z.preprocess((v) => (typeof v === 'string' ? v.toUpperCase() : v),
 export const migrationInputSchema = z.discriminatedUnion('action', [
   z.object({ action: z.literal('advance'), through: phase.optional() }).strict(),
   z.object({ action: z.literal('status') }).strict(),
+  // The backfill control (`migrate throttle`): the rest of the input is a control change.
+  z.object({ action: z.literal('throttle') }).passthrough(),
 ]);
 
 /** Start-execution input of the Cutover state machine. */
@@ -80,6 +85,7 @@ export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({ task: z.literal('validate-cutover-input'), input: z.unknown() }),
   z.object({ task: z.literal('validate-rollback-input'), input: z.unknown() }),
   z.object({ task: z.literal('status'), actor }),
+  z.object({ task: z.literal('throttle'), actor, request: z.object({}).passthrough() }),
   z.object({
     task: z.literal('begin'),
     actor,
@@ -139,8 +145,12 @@ export async function orchestrate(
   rawEvent: unknown,
 ): Promise<Record<string, unknown>> {
   const event = validate('orchestrator task', taskEventSchema, rawEvent);
-  if (event.task === 'validate-migration-input')
-    return validate('Migration input', migrationInputSchema, event.input);
+  if (event.task === 'validate-migration-input') {
+    const request = validate('Migration input', migrationInputSchema, event.input);
+    if (request.action !== 'throttle') return request;
+    const { action, ...change } = request;
+    return { action, ...parseControlChange(change) };
+  }
   if (event.task === 'validate-cutover-input')
     return validate('Cutover input', cutoverInputSchema, event.input);
   if (event.task === 'validate-rollback-input')
@@ -150,6 +160,14 @@ export async function orchestrate(
   switch (event.task) {
     case 'status':
       return { ...(await migrationStatus(ctx)) };
+    case 'throttle': {
+      // No lock: ops must be able to pause or slow the workers while a phase runs.
+      const { action: _action, ...change } = event.request;
+      await ensureControlSchema(ctx);
+      const control = await changeControl(ctx, parseControlChange(change));
+      deps.metric?.('BackfillThrottled', control.state === 'running' ? 0 : 1);
+      return { ...control };
+    }
     case 'begin': {
       await acquireLock(ctx);
       const target = event.request.through ?? (await nextPhase(ctx)) ?? 'CLEANUP';
@@ -174,6 +192,8 @@ export async function orchestrate(
     case 'poll-backfill': {
       const p = event.task === 'start-backfill' ? await startBackfill(ctx) : await pollBackfill(ctx);
       deps.metric?.('BackfillWindowsDone', p.windowsDone);
+      // 1 while the workers are held back (paused, under a ceiling, V1 under pressure).
+      deps.metric?.('BackfillThrottled', p.throttle.state === 'running' ? 0 : 1);
       return {
         complete: p.complete,
         windowsTotal: p.windowsTotal,
@@ -182,6 +202,8 @@ export async function orchestrate(
         rowsCopied: p.rowsCopied,
         rowsPerSecond: p.rowsPerSecond,
         etaSeconds: p.etaSeconds,
+        throttle: p.throttle.state,
+        ...(p.throttle.cause ? { throttleCause: p.throttle.cause } : {}),
       };
     }
     case 'start-verify':
@@ -240,6 +262,16 @@ export async function orchestrate(
       const status = await cutoverStatus(ctx);
       if (status.status === 'held' || status.status === 'rolled-back')
         return { state: status.status, percentage: status.percentage };
+      if (await takeRegate(ctx)) {
+        // Continued after an interruption: the level reached is gated (no bake) before moving on.
+        return {
+          state: 'applied',
+          percentage: status.percentage,
+          bakeSeconds: 0,
+          last: status.level === status.schedule.length - 1,
+          resumed: true,
+        };
+      }
       if (status.level + 1 >= status.schedule.length) return { state: 'done', percentage: status.percentage };
       const applied = await applyLevel(ctx, status.level + 1);
       deps.metric?.('TrafficPercentage', applied.percentage);

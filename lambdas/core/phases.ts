@@ -9,6 +9,7 @@ import {
   type MigrationContext,
 } from './migration-state';
 import { resendDeferredSlices, settleThrottle } from './backfill/throttle';
+import { controlSchema } from './db';
 import { runPrepare, type PrepareReport } from './prepare';
 import { checkV1Schema } from './v1-schema';
 import {
@@ -101,8 +102,27 @@ export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort })
 export async function startVerify(
   ctx: MigrationContext & { queue: QueuePort },
 ): Promise<{ runId: number; slices: number }> {
-  await beginPhase(ctx, 'VERIFY');
+  const begun = await beginPhase(ctx, 'VERIFY');
   try {
+    if (begun === 'resumed') {
+      // The interrupted run goes on: its checked slices stand, the others are (sent) again.
+      const ctl = controlSchema(ctx.config);
+      const { rows } = await ctx.v2.query<{ id: string; slices: string; done: string }>(
+        `SELECT r.id, count(s.id) AS slices, count(s.id) FILTER (WHERE s.status = 'done') AS done
+           FROM ${ctl}.verification_runs r JOIN ${ctl}.verification_slices s ON s.run_id = r.id
+          WHERE r.status = 'running' AND r.scope = 'full' GROUP BY r.id ORDER BY r.id DESC LIMIT 1`,
+      );
+      if (rows[0]) {
+        const runId = Number(rows[0].id);
+        await auditEvent(ctx, 'verification.resumed', {
+          runId,
+          slices: Number(rows[0].slices),
+          slicesDone: Number(rows[0].done),
+        });
+        await resendDeferredSlices(ctx, runId);
+        return { runId, slices: Number(rows[0].slices) };
+      }
+    }
     return await startVerification(ctx);
   } catch (error) {
     await failPhase(ctx, 'VERIFY', `${(error as Error).name}: ${(error as Error).message}`);

@@ -30,7 +30,7 @@ export interface WorkerHooks {
 
 /** What the worker runs with: the databases and configuration, and how it is throttled. */
 export interface WorkerDeps extends BackfillDeps {
-  /** Thresholds and waits of the automatic throttle. @default config.throttle, else DEFAULT_THROTTLE */
+  /** Thresholds and waits of the automatic throttle. @default config.throttle */
   throttle?: ThrottleSettings;
   /** How a terminated session is ridden out within a delivery. */
   retry?: RideOutOptions;
@@ -66,7 +66,7 @@ export async function handleWorkMessage(
   receiveCount = 1,
 ): Promise<WorkResult> {
   const message = parseWorkMessage(body);
-  const settings = deps.throttle ?? (deps.config as { throttle?: ThrottleSettings }).throttle;
+  const settings = deps.throttle ?? deps.config.throttle;
   const turn = await awaitTurn(deps, await workRows(deps.v2, deps, message), { settings, sleep: deps.sleep });
   const throttle: ThrottleNote = {
     state: turn.state,

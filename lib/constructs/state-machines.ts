@@ -322,11 +322,23 @@ export class MigrationStateMachines extends Construct {
     nextPhase.next(route);
     acquire.next(nextPhase);
 
+    const throttle = named('ChangeThrottle', 'Change the backfill throttle', 'throttle', '$.throttle', {
+      'request.$': '$.request',
+    });
     const action = new sfn.Choice(this, 'ChooseAction', { stateName: 'Which action?' })
       .when(
         sfn.Condition.stringEquals('$.request.action', 'status'),
         status.next(
           new sfn.Succeed(this, 'StatusReported', { stateName: 'Status reported', outputPath: '$.status' }),
+        ),
+      )
+      .when(
+        sfn.Condition.stringEquals('$.request.action', 'throttle'),
+        throttle.next(
+          new sfn.Succeed(this, 'ThrottleChanged', {
+            stateName: 'Throttle changed',
+            outputPath: '$.throttle',
+          }),
         ),
       )
       .otherwise(acquire);

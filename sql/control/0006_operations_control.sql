@@ -44,3 +44,7 @@ CREATE TABLE local_parameters (
   value text NOT NULL,
   updated_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- A cutover continued after an interruption: its next step is a health gate at the level it
+-- reached (traffic stays), before any further level.
+ALTER TABLE cutover_state ADD COLUMN regate_pending boolean NOT NULL DEFAULT false;

@@ -62,6 +62,7 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
           'bench:backfill': ['--rows'],
           'bench:verify': ['--repeat'],
           'bench:router': ['--seconds'],
+          'bench:impact': ['--writes-per-second'],
         }[name] ?? [],
     })),
   { label: 'npm run migrate', file: migrate, args: [], valued: [] },
@@ -75,6 +76,7 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
       cutover: ['--cutover-arn'],
       rollback: ['--reason'],
       reset: ['--local', '--local-dir'],
+      throttle: ['--rows-per-second'],
     }[name],
   })),
 ];
@@ -82,7 +84,16 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
 describe('every command and subcommand', () => {
   it('covers every tsx script of package.json', () => {
     expect(scripts.map(([name]) => name).sort()).toEqual(
-      ['bench:backfill', 'bench:router', 'bench:verify', 'migrate', 'rehearse', 'seed:v1'].sort(),
+      [
+        'bench:backfill',
+        'bench:impact',
+        'bench:prisma',
+        'bench:router',
+        'bench:verify',
+        'migrate',
+        'rehearse',
+        'seed:v1',
+      ].sort(),
     );
   });
 

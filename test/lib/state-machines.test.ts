@@ -70,6 +70,24 @@ describe('the synthesized state machines, executed locally against real handlers
     expect(rollback.cause).toMatch(/reason/);
   });
 
+  it('changes the backfill control from the console input ({"action":"throttle",…}), refusing a bad one by name', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    const paused = await machines.run('migration', { action: 'throttle', pause: true, reason: 'V1 batch' });
+    expect(paused.status).toBe('SUCCEEDED');
+    expect(paused.path).toContain('Change the backfill throttle');
+    expect(paused.output).toMatchObject({ paused: true, state: 'paused', reason: 'V1 batch' });
+    const bad = await machines.run('migration', { action: 'throttle', rowsPerSecond: -1 });
+    expect(bad).toMatchObject({ status: 'FAILED', error: 'InvalidInputError' });
+    expect(bad.cause).toMatch(/rowsPerSecond/);
+    expect(bad.path).toEqual(['Validate input', 'Input is invalid']);
+    const resumed = await machines.run('migration', { action: 'throttle', pause: false });
+    expect(resumed.output).toMatchObject({ paused: false, state: 'running' });
+    const audit = await env.dbs.v2.query(
+      `SELECT details FROM migration_control.audit_log WHERE action = 'throttle.changed' ORDER BY id`,
+    );
+    expect(audit.rows.map((r) => r.details.to.paused)).toEqual([true, false]);
+  });
+
   it('refuses a phase skip: a cutover before verification fails with PhaseOrderError and releases its lock', async () => {
     const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
     const run = await machines.run('cutover', { action: 'run' });

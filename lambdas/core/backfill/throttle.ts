@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import { z } from 'zod';
 import type { MigrationConfig } from '../config';
-import { describeIssues } from '../config';
+import { configSchema, describeIssues } from '../config';
 import { controlSchema, withTransaction } from '../db';
 import { InvalidInputError } from '../errors';
 import type { QueuePort } from '../../ports/queue';
@@ -25,16 +25,8 @@ export interface ThrottleSettings extends PressureThresholds {
   pressureHoldSeconds: number;
 }
 
-/** @default thresholds for a production V1 (the rehearsal and bench:impact set their own). */
-export const DEFAULT_THROTTLE: ThrottleSettings = {
-  commitLatencyMs: 50,
-  activeSessions: null,
-  replicaLagSeconds: 30,
-  probeTimeoutMs: 2000,
-  maxWaitSeconds: 60,
-  pressureBackoffMs: 500,
-  pressureHoldSeconds: 10,
-};
+/** The defaults of the configuration's `throttle` (for a production V1; the rehearsal sets its own). */
+export const DEFAULT_THROTTLE: ThrottleSettings = configSchema.shape.throttle.parse({});
 
 export type ThrottleState = 'running' | 'paused' | 'limited' | 'pressure';
 

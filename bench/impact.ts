@@ -1,0 +1,165 @@
+/**
+ * `npm run bench:impact -- [--rows 300000] [--devices 300] [--writes-per-second 60] [--idle-seconds 15]`
+ *
+ * What the backfill costs the backend. A synthetic IoT backend (the rehearsal's: Prisma through
+ * the client's `withMigration`, dual-write on as in Phase 2) writes to V1 at a steady rate in
+ * three runs, on one embedded PostgreSQL holding V1 and V2:
+ *  (1) idle: no backfill, for `--idle-seconds`;
+ *  (2) full: the whole backfill at the default concurrency, the automatic throttle off;
+ *  (3) throttled: the whole backfill again (V2 emptied first), the automatic throttle on, its
+ *      commit-latency threshold set from the idle run (twice its p99, at least 5 ms).
+ * It prints each run's write latency p50/p99 and the backfill's rows/s. The last line is one
+ * JSON object: {"p99IdleMs","p99FullMs","p99ThrottledMs","throttledVsIdle","throttledRowsPerSec",…}.
+ */
+import { z } from 'zod';
+import { MemoryParameters } from '../lambdas/adapters/local/memory-parameters';
+import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
+import { changeControl, throttlePeriods } from '../lambdas/core/backfill/throttle';
+import { ensureControlSchema } from '../lambdas/core/migration-state';
+import { controlSchema } from '../lambdas/core/db';
+import { parameterNames } from '../lambdas/ports/parameters';
+import { exitOnError, parseArgs } from '../bin/cli-args';
+import { SyntheticBackend } from '../bin/rehearsal/load';
+import { benchEnv, benchHelp, log, seconds, sizeFlags, type BenchEnv } from './support';
+
+const flags = z
+  .object({
+    ...sizeFlags,
+    rows: sizeFlags.rows.default(300_000),
+    devices: sizeFlags.devices.default(300),
+    writesPerSecond: z.coerce
+      .number()
+      .int()
+      .min(3)
+      .max(3000)
+      .default(60)
+      .describe('operations per second of the synthetic backend (a third are writes)'),
+    idleSeconds: z.coerce.number().min(3).max(600).default(15).describe('length of the idle run, in seconds'),
+  })
+  .strict();
+
+const percentile = (values: number[], p: number) => {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+};
+const round = (n: number) => Math.round(n * 100) / 100;
+
+interface RunFigures {
+  writes: number;
+  p50Ms: number;
+  p99Ms: number;
+  rowsPerSec?: number;
+  seconds: number;
+}
+
+/** Runs the backend while `during` runs; returns the write latencies measured meanwhile. */
+async function withLoad(env: BenchEnv, perSecond: number, during: () => Promise<number | undefined>) {
+  const names = parameterNames(env.config.ssmPrefix);
+  const parameters = new MemoryParameters({ [names.trafficPercentage]: '0', [names.dualWrite]: 'on' });
+  const backend = new SyntheticBackend(env.v1, env.v2, parameters, {
+    perSecond,
+    prefix: env.config.ssmPrefix,
+    tenantId: env.config.tenant.id,
+    v1Schema: env.config.schemas.v1,
+    v2Schema: env.config.schemas.v2,
+  });
+  await backend.start();
+  // Warm-up: the first writes pay Prisma's and the pools' start.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  backend.writeLatenciesMs.length = 0;
+  const t = process.hrtime.bigint();
+  const rows = await during();
+  const elapsed = seconds(t);
+  const latencies = [...backend.writeLatenciesMs];
+  const stats = await backend.stop();
+  if (stats.errors > 0) throw new Error(`the backend saw ${stats.errors} errors: ${stats.firstErrors.join('; ')}`);
+  const figures: RunFigures = {
+    writes: latencies.length,
+    p50Ms: round(percentile(latencies, 50)),
+    p99Ms: round(percentile(latencies, 99)),
+    seconds: round(elapsed),
+  };
+  if (rows !== undefined) figures.rowsPerSec = Math.round(rows / elapsed);
+  return figures;
+}
+
+/** Empties V2's data and the backfill's windows, so that the next backfill starts afresh. */
+async function resetBackfill(env: BenchEnv) {
+  const ctl = controlSchema(env.config);
+  const v2 = env.config.schemas.v2;
+  await env.v2.query(`TRUNCATE "${v2}".telemetry, "${v2}".alerts, "${v2}".devices, "${v2}".users CASCADE`);
+  await env.v2.query(`TRUNCATE ${ctl}.windows, ${ctl}.backfill_plans`);
+  await env.v2.query(`UPDATE ${ctl}.backfill_control SET next_start_at = now()`);
+}
+
+async function main() {
+  const args = parseArgs(
+    process.argv.slice(2),
+    flags,
+    benchHelp(
+      'bench:impact',
+      'Measures the backend’s V1 write latency while idle, under the full-speed backfill, and under the throttled backfill.',
+      { writesPerSecond: 'N', idleSeconds: 'S' },
+    ),
+    'bench:impact',
+  );
+  const env = await benchEnv(args.rows, { devices: args.devices });
+  try {
+    await ensureControlSchema(env);
+    const ops = (change: Parameters<typeof changeControl>[1]) =>
+      changeControl({ v2: env.v2, config: env.config, actor: 'bench' }, change);
+    const sleep = (s: number) => new Promise((resolve) => setTimeout(resolve, s * 1000));
+
+    log(`idle: ${args.writesPerSecond} operations/s for ${args.idleSeconds} s`);
+    const idle = await withLoad(env, args.writesPerSecond, async () => {
+      await sleep(args.idleSeconds);
+      return undefined;
+    });
+    log(`idle: p50 ${idle.p50Ms} ms, p99 ${idle.p99Ms} ms over ${idle.writes} writes`);
+
+    await ops({ autoThrottle: false });
+    log('full: the backfill at full speed, the automatic throttle off');
+    const full = await withLoad(env, args.writesPerSecond, async () => {
+      const progress = await runBackfillLocally(env);
+      return progress.rowsCopied;
+    });
+    log(`full: p50 ${full.p50Ms} ms, p99 ${full.p99Ms} ms, backfill ${full.rowsPerSec} rows/s`);
+
+    await resetBackfill(env);
+    await ops({ autoThrottle: true });
+    const commitLatencyMs = Math.max(5, round(idle.p99Ms * 2));
+    const throttle = { ...env.config.throttle, commitLatencyMs, pressureHoldSeconds: 1, pressureBackoffMs: 100 };
+    log(`throttled: the automatic throttle on, V1 commit latency over ${commitLatencyMs} ms is pressure`);
+    const throttled = await withLoad(env, args.writesPerSecond, async () => {
+      const progress = await runBackfillLocally({ ...env, config: { ...env.config, throttle } });
+      return progress.rowsCopied;
+    });
+    const periods = await throttlePeriods(env.v2, env.config);
+    log(
+      `throttled: p50 ${throttled.p50Ms} ms, p99 ${throttled.p99Ms} ms, backfill ${throttled.rowsPerSec} rows/s, ${periods.length} throttle periods`,
+    );
+    console.log(
+      JSON.stringify({
+        p99IdleMs: idle.p99Ms,
+        p99FullMs: full.p99Ms,
+        p99ThrottledMs: throttled.p99Ms,
+        throttledVsIdle: round(throttled.p99Ms / idle.p99Ms),
+        throttledRowsPerSec: throttled.rowsPerSec,
+        fullRowsPerSec: full.rowsPerSec,
+        throttledVsFullSpeed: round((throttled.rowsPerSec ?? 0) / (full.rowsPerSec ?? 1)),
+        p50IdleMs: idle.p50Ms,
+        p50FullMs: full.p50Ms,
+        p50ThrottledMs: throttled.p50Ms,
+        throttlePeriods: periods.length,
+        commitLatencyThresholdMs: commitLatencyMs,
+        rows: args.rows,
+        writesPerSecond: args.writesPerSecond,
+      }),
+    );
+  } finally {
+    await env.close();
+  }
+}
+
+main().catch((error) => exitOnError(error));
