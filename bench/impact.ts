@@ -73,7 +73,8 @@ async function withLoad(env: BenchEnv, perSecond: number, during: () => Promise<
   const elapsed = seconds(t);
   const latencies = [...backend.writeLatenciesMs];
   const stats = await backend.stop();
-  if (stats.errors > 0) throw new Error(`the backend saw ${stats.errors} errors: ${stats.firstErrors.join('; ')}`);
+  if (stats.errors > 0)
+    throw new Error(`the backend saw ${stats.errors} errors: ${stats.firstErrors.join('; ')}`);
   const figures: RunFigures = {
     writes: latencies.length,
     p50Ms: round(percentile(latencies, 50)),
@@ -129,7 +130,12 @@ async function main() {
     await resetBackfill(env);
     await ops({ autoThrottle: true });
     const commitLatencyMs = Math.max(5, round(idle.p99Ms * 2));
-    const throttle = { ...env.config.throttle, commitLatencyMs, pressureHoldSeconds: 1, pressureBackoffMs: 100 };
+    const throttle = {
+      ...env.config.throttle,
+      commitLatencyMs,
+      pressureHoldSeconds: 1,
+      pressureBackoffMs: 100,
+    };
     log(`throttled: the automatic throttle on, V1 commit latency over ${commitLatencyMs} ms is pressure`);
     const throttled = await withLoad(env, args.writesPerSecond, async () => {
       const progress = await runBackfillLocally({ ...env, config: { ...env.config, throttle } });

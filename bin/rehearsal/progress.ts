@@ -40,7 +40,9 @@ export function backfillLine(p: BackfillProgress): string {
     `[BACKFILL] ${bar(p.windowsDone, p.windowsTotal)} ${p.windowsDone}/${p.windowsTotal} windows · ` +
     `${p.rowsCopied.toLocaleString('en-US')} rows · ${p.rowsPerSecond.toLocaleString('en-US')} rows/s` +
     (eta === undefined ? '' : ` · ETA ${eta} s`) +
-    (p.throttle.state === 'running' ? '' : ` · ${p.throttle.state}${p.throttle.cause ? ` (${p.throttle.cause})` : ''}`)
+    (p.throttle.state === 'running'
+      ? ''
+      : ` · ${p.throttle.state}${p.throttle.cause ? ` (${p.throttle.cause})` : ''}`)
   );
 }
 

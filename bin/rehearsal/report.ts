@@ -115,8 +115,18 @@ export function renderHtml(report: RehearsalReport): string {
 <p>Average: ${report.throughput.backfillRowsPerSecond?.toLocaleString('en-US') ?? '–'} rows/s</p>
 <h2>Tables</h2><table><tr><th>table</th><th>V1 rows</th><th>V2 rows</th><th>V1 checksum</th><th>V2 checksum</th><th></th></tr>${tableRows}</table>
 <h2>Checklist</h2><ul>${checklist}</ul>
-${listSection('interruptions', 'Interruptions and resumes', report.interruptions.map((e) => `${e.at} · ${e.action} · ${e.actor} · ${JSON.stringify(e.details)}`))}
-${listSection('throttle', 'Throttle periods', report.throttlePeriods.map((p) => `${p.startedAt} → ${p.endedAt ?? 'still held back'} · ${p.state}: ${p.cause}`))}
+${listSection(
+  'interruptions',
+  'Interruptions and resumes',
+  report.interruptions.map((e) => `${e.at} · ${e.action} · ${e.actor} · ${JSON.stringify(e.details)}`),
+)}
+${listSection(
+  'throttle',
+  'Throttle periods',
+  report.throttlePeriods.map(
+    (p) => `${p.startedAt} → ${p.endedAt ?? 'still held back'} · ${p.state}: ${p.cause}`,
+  ),
+)}
 ${report.load ? `<h2>Synthetic backend</h2><p>${report.load.operations} operations, ${report.load.errors} errors seen by callers, ${report.load.v2Failures} V2 failures repaired later (${report.load.repaired} repairs).</p>` : ''}
 <script type="application/json" id="report">${JSON.stringify(report).replace(/</g, '\\u003c')}</script>
 </body></html>`;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { LAMBDA_ENV } from '../../lib/runtime-contract';
 import { ConfigError, InvalidMessageError } from './errors';
+import { throttleConfigSchema } from './throttle-config';
 
 /** A PostgreSQL identifier we are willing to quote into SQL (schema names from config). */
 const identifier = z
@@ -208,23 +209,8 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    /**
-     * The workers' automatic throttle: before each window they probe V1 and wait while a signal
-     * is over its threshold (see lambdas/core/backfill/pressure.ts); ops' pause, ceiling and
-     * window size are the backfill control (`migrate throttle`).
-     */
-    throttle: z
-      .object({
-        commitLatencyMs: z.coerce.number().min(1).max(60_000).default(50),
-        activeSessions: z.coerce.number().int().min(1).max(100_000).nullable().default(null),
-        replicaLagSeconds: z.coerce.number().min(0).max(86_400).nullable().default(30),
-        probeTimeoutMs: z.coerce.number().min(100).max(60_000).default(2000),
-        maxWaitSeconds: z.coerce.number().min(0).max(900).default(60),
-        pressureBackoffMs: z.coerce.number().min(10).max(60_000).default(500),
-        pressureHoldSeconds: z.coerce.number().min(0).max(3600).default(10),
-      })
-      .strict()
-      .prefault({}),
+    /** The workers' automatic throttle on V1 pressure (see throttle-config.ts). */
+    throttle: throttleConfigSchema,
     /** A run holding the migration lock longer than this is considered dead. */
     lockTtlMinutes: z.coerce.number().min(1).max(10_080).default(360),
   })

@@ -107,7 +107,12 @@ export class MigrationDashboard extends Construct {
           custom(METRIC_NAMES.windowFailed, SERVICE_NAMES.worker, 'Sum', 'Window failures'),
         ],
         right: [
-          custom(METRIC_NAMES.backfillThrottled, SERVICE_NAMES.orchestrator, 'Maximum', 'Throttled (1 = held back)'),
+          custom(
+            METRIC_NAMES.backfillThrottled,
+            SERVICE_NAMES.orchestrator,
+            'Maximum',
+            'Throttled (1 = held back)',
+          ),
         ],
         width: 8,
       }),

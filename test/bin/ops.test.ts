@@ -100,19 +100,6 @@ describe('commands start the right state machine with the documented input', () 
       { action: 'throttle', pause: true, reason: 'V1 batch job' },
       'throttle',
     ],
-    [['throttle', '--resume'], 'Migration', { action: 'throttle', pause: false }, 'throttle'],
-    [
-      ['throttle', '--rows-per-second', '5000', '--window-rows', '2000'],
-      'Migration',
-      { action: 'throttle', rowsPerSecond: 5000, windowRows: 2000 },
-      'throttle',
-    ],
-    [
-      ['throttle', '--rows-per-second', '0', '--window-rows', '0', '--auto-throttle', 'off'],
-      'Migration',
-      { action: 'throttle', rowsPerSecond: null, windowRows: null, autoThrottle: false },
-      'throttle',
-    ],
   ])('%j starts %s with %j', async (argv, machine, input, label) => {
     answerStarts();
 
@@ -286,11 +273,6 @@ describe('invalid command lines', () => {
     [['rollback', '--reason', 'x'.repeat(501)], '--reason', /at most 500 characters/],
     [['status', '--timeout', '10'], '--timeout', /needs --wait/],
     [['status', '--wait', '--timeout', 'soon'], '--timeout', /number/],
-    [['throttle'], '--pause', /say what to change/],
-    [['throttle', '--pause', '--resume'], '--pause', /not both/],
-    [['throttle', '--rows-per-second', '-5'], '--rows-per-second', /0|greater/],
-    [['throttle', '--window-rows', '50'], '--window-rows', /must be 0 or between 100 and 5000000/],
-    [['throttle', '--auto-throttle', 'maybe'], '--auto-throttle', /must be on or off/],
   ])('%j: %s %s', (argv, field, problem) => {
     const issues = flagsError(argv);
     expect(issues).toContainEqual({ field, problem: expect.stringMatching(problem) });

@@ -75,6 +75,23 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
         [name],
       )
     ).rows[0]?.status;
+  const windowsDone = async () => {
+    const exists = await dbs.v2.query(`SELECT to_regclass('migration_control.windows') AS t`);
+    if (!exists.rows[0].t) return 0;
+    const { rows } = await dbs.v2.query(
+      `SELECT count(*) AS n FROM migration_control.windows WHERE status = 'done'`,
+    );
+    return Number(rows[0].n);
+  };
+  /** Polls V2 until `check` holds (the kill then lands inside a known step), failing if the run ends first. */
+  const until = async (run: Run, check: () => Promise<boolean>) => {
+    let ended = false;
+    void run.exit.then(() => (ended = true));
+    while (!(await check().catch(() => false))) {
+      if (ended) throw new Error(`the run ended first:\n${run.lines.join('\n')}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
   const ops = (change: Parameters<typeof changeControl>[1]) =>
     changeControl({ v2: dbs.v2, config: config(), actor: 'person:test' }, change);
 
@@ -96,9 +113,10 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
   });
 
   it('goes on from where each run died, and ends with V2 equal to V1 and the story told', async () => {
-    // 1. Killed in Phase 1, as it backs V1 up.
+    // 1. Killed in Phase 1 (its run recorded, V1 being backed up).
     const first = rehearse(args);
     await first.waitFor(/^\[migration\] Phase 1/);
+    await until(first, async () => (await phase('PREPARE')) === 'running');
     await first.kill();
     expect(await phase('PREPARE')).toBe('running');
 
@@ -106,7 +124,7 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
     //    2,000 rows/s (as `migrate throttle --rows-per-second 2000` does), so it cannot finish first.
     await ops({ rowsPerSecond: 2000 });
     const second = rehearse(args);
-    await second.waitFor(/^\[BACKFILL\] \S+ [1-9]\d*\/\d+ windows/);
+    await until(second, async () => (await windowsDone()) > 0);
     await second.kill();
     expect(await phase('PREPARE')).toBe('done');
     expect(await phase('BACKFILL')).toBe('running');
@@ -119,7 +137,7 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
 
     // 3. Killed in Phase 3 (the ceiling holds verification slices too), the backfill finished.
     const third = rehearse(args);
-    await third.waitFor(/^\[migration\] Phase 3/);
+    await until(third, async () => (await phase('VERIFY')) === 'running');
     await third.kill();
     expect(await phase('BACKFILL')).toBe('done');
     expect(await phase('VERIFY')).toBe('running');
@@ -175,11 +193,17 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
 
     // The last run's report tells the same story, and the throttle period.
     const json = readdirSync(reportDir).filter((f) => f.endsWith('.json'));
-    const report = JSON.parse(
-      readFileSync(join(reportDir, json.sort().at(-1)!), 'utf8'),
-    ) as { interruptions: { action: string }[]; throttlePeriods: { state: string; cause: string }[] };
+    const report = JSON.parse(readFileSync(join(reportDir, json.sort().at(-1)!), 'utf8')) as {
+      interruptions: { action: string }[];
+      throttlePeriods: { state: string; cause: string }[];
+    };
     expect(report.interruptions.map((e) => e.action)).toEqual(
-      expect.arrayContaining(['lock.taken-over', 'phase.resumed', 'verification.resumed', 'cutover.continued']),
+      expect.arrayContaining([
+        'lock.taken-over',
+        'phase.resumed',
+        'verification.resumed',
+        'cutover.continued',
+      ]),
     );
     expect(report.throttlePeriods).toContainEqual(
       expect.objectContaining({ state: 'limited', cause: 'ceiling of 2,000 rows/s set by person:test' }),
@@ -190,5 +214,5 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
     } finally {
       await v1.end();
     }
-  });
+  }, 900_000);
 });

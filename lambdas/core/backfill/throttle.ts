@@ -1,7 +1,8 @@
 import type { Pool } from 'pg';
 import { z } from 'zod';
 import type { MigrationConfig } from '../config';
-import { configSchema, describeIssues } from '../config';
+import { describeIssues } from '../config';
+import { throttleConfigSchema } from '../throttle-config';
 import { controlSchema, withTransaction } from '../db';
 import { InvalidInputError } from '../errors';
 import type { QueuePort } from '../../ports/queue';
@@ -26,7 +27,7 @@ export interface ThrottleSettings extends PressureThresholds {
 }
 
 /** The defaults of the configuration's `throttle` (for a production V1; the rehearsal sets its own). */
-export const DEFAULT_THROTTLE: ThrottleSettings = configSchema.shape.throttle.parse({});
+export const DEFAULT_THROTTLE: ThrottleSettings = throttleConfigSchema.parse({});
 
 export type ThrottleState = 'running' | 'paused' | 'limited' | 'pressure';
 
