@@ -2,18 +2,21 @@
  * `npm run bench:impact -- [--rows 300000] [--devices 300] [--writes-per-second 60] [--idle-seconds 15]`
  *
  * What the backfill costs the backend. A synthetic IoT backend (the rehearsal's: Prisma through
- * the client's `withMigration`, dual-write on as in Phase 2) writes to V1 at a steady rate in
- * three runs, on one embedded PostgreSQL holding V1 and V2:
+ * the client's `withMigration`) writes to V1 at a steady rate in
+ * three runs, on one embedded PostgreSQL holding V1 and V2 (dual-write off: the latency measured
+ * is V1's alone, and no V2 write of the backend races the copy):
  *  (1) idle: no backfill, for `--idle-seconds`;
  *  (2) full: the whole backfill at the default concurrency, the automatic throttle off;
  *  (3) throttled: the whole backfill again (V2 emptied first), the automatic throttle on, its
- *      commit-latency threshold set from the idle run (twice its p99, at least 5 ms).
+ *      commit-latency threshold set from the idle run (three times the median of the worker's
+ *      own V1 probe sampled while idle, at least 5 ms).
  * It prints each run's write latency p50/p99 and the backfill's rows/s. The last line is one
  * JSON object: {"p99IdleMs","p99FullMs","p99ThrottledMs","throttledVsIdle","throttledRowsPerSec",…}.
  */
 import { z } from 'zod';
 import { MemoryParameters } from '../lambdas/adapters/local/memory-parameters';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
+import { probeV1 } from '../lambdas/core/backfill/pressure';
 import { changeControl, throttlePeriods } from '../lambdas/core/backfill/throttle';
 import { ensureControlSchema } from '../lambdas/core/migration-state';
 import { controlSchema } from '../lambdas/core/db';
@@ -35,6 +38,12 @@ const flags = z
       .default(60)
       .describe('operations per second of the synthetic backend (a third are writes)'),
     idleSeconds: z.coerce.number().min(3).max(600).default(15).describe('length of the idle run, in seconds'),
+    warmupSeconds: z.coerce
+      .number()
+      .min(0)
+      .max(600)
+      .default(15)
+      .describe('the backend runs this long before the idle run, unmeasured'),
   })
   .strict();
 
@@ -47,16 +56,20 @@ const round = (n: number) => Math.round(n * 100) / 100;
 
 interface RunFigures {
   writes: number;
+  errors: number;
   p50Ms: number;
   p99Ms: number;
   rowsPerSec?: number;
   seconds: number;
 }
 
-/** Runs the backend while `during` runs; returns the write latencies measured meanwhile. */
-async function withLoad(env: BenchEnv, perSecond: number, during: () => Promise<number | undefined>) {
+/**
+ * One synthetic backend for all three runs (its ids never repeat); each run measures the writes
+ * that started and ended while it ran.
+ */
+async function startBackend(env: BenchEnv, perSecond: number, warmupSeconds: number) {
   const names = parameterNames(env.config.ssmPrefix);
-  const parameters = new MemoryParameters({ [names.trafficPercentage]: '0', [names.dualWrite]: 'on' });
+  const parameters = new MemoryParameters({ [names.trafficPercentage]: '0', [names.dualWrite]: 'off' });
   const backend = new SyntheticBackend(env.v1, env.v2, parameters, {
     perSecond,
     prefix: env.config.ssmPrefix,
@@ -65,24 +78,31 @@ async function withLoad(env: BenchEnv, perSecond: number, during: () => Promise<
     v2Schema: env.config.schemas.v2,
   });
   await backend.start();
-  // Warm-up: the first writes pay Prisma's and the pools' start.
-  await new Promise((resolve) => setTimeout(resolve, 2000));
-  backend.writeLatenciesMs.length = 0;
-  const t = process.hrtime.bigint();
-  const rows = await during();
-  const elapsed = seconds(t);
-  const latencies = [...backend.writeLatenciesMs];
-  const stats = await backend.stop();
-  if (stats.errors > 0)
-    throw new Error(`the backend saw ${stats.errors} errors: ${stats.firstErrors.join('; ')}`);
-  const figures: RunFigures = {
-    writes: latencies.length,
-    p50Ms: round(percentile(latencies, 50)),
-    p99Ms: round(percentile(latencies, 99)),
-    seconds: round(elapsed),
+  // Warm-up, not measured: the first writes pay Prisma's, the pools' and the caches' start.
+  await new Promise((resolve) => setTimeout(resolve, warmupSeconds * 1000));
+  return {
+    backend,
+    /** Runs `during` under the load; the write latencies and backfill rows/s meanwhile. */
+    measure: async (during: () => Promise<number | undefined>): Promise<RunFigures> => {
+      const first = backend.writeLatenciesMs.length;
+      const errorsBefore = backend.stats.errors;
+      const t = process.hrtime.bigint();
+      const rows = await during();
+      const elapsed = seconds(t);
+      const latencies = backend.writeLatenciesMs.slice(first);
+      const errors = backend.stats.errors - errorsBefore;
+      // Errors are counted, not fatal: a write that failed has no latency, so they are reported.
+      if (errors > 0) log(`  the backend saw ${errors} errors: ${backend.stats.firstErrors.join('; ')}`);
+      return {
+        writes: latencies.length,
+        errors,
+        p50Ms: round(percentile(latencies, 50)),
+        p99Ms: round(percentile(latencies, 99)),
+        seconds: round(elapsed),
+        ...(rows === undefined ? {} : { rowsPerSec: Math.round(rows / elapsed) }),
+      };
+    },
   };
-  if (rows !== undefined) figures.rowsPerSec = Math.round(rows / elapsed);
-  return figures;
 }
 
 /** Empties V2's data and the backfill's windows, so that the next backfill starts afresh. */
@@ -90,7 +110,7 @@ async function resetBackfill(env: BenchEnv) {
   const ctl = controlSchema(env.config);
   const v2 = env.config.schemas.v2;
   await env.v2.query(`TRUNCATE "${v2}".telemetry, "${v2}".alerts, "${v2}".devices, "${v2}".users CASCADE`);
-  await env.v2.query(`TRUNCATE ${ctl}.windows, ${ctl}.backfill_plans`);
+  await env.v2.query(`TRUNCATE ${ctl}.windows, ${ctl}.backfill_plans CASCADE`);
   await env.v2.query(`UPDATE ${ctl}.backfill_control SET next_start_at = now()`);
 }
 
@@ -101,7 +121,7 @@ async function main() {
     benchHelp(
       'bench:impact',
       'Measures the backend’s V1 write latency while idle, under the full-speed backfill, and under the throttled backfill.',
-      { writesPerSecond: 'N', idleSeconds: 'S' },
+      { writesPerSecond: 'N', idleSeconds: 'S', warmupSeconds: 'S' },
     ),
     'bench:impact',
   );
@@ -113,15 +133,23 @@ async function main() {
     const sleep = (s: number) => new Promise((resolve) => setTimeout(resolve, s * 1000));
 
     log(`idle: ${args.writesPerSecond} operations/s for ${args.idleSeconds} s`);
-    const idle = await withLoad(env, args.writesPerSecond, async () => {
-      await sleep(args.idleSeconds);
+    const { backend, measure } = await startBackend(env, args.writesPerSecond, args.warmupSeconds);
+    // While idle, the worker's own V1 probe is sampled: its commit round trip sets the threshold.
+    const probes: number[] = [];
+    const idle = await measure(async () => {
+      const until = Date.now() + args.idleSeconds * 1000;
+      while (Date.now() < until) {
+        const { probe } = await probeV1(env.v1, { ...env.config.throttle, commitLatencyMs: 60_000 });
+        if (probe.commitMs !== null) probes.push(probe.commitMs);
+        await sleep(0.5);
+      }
       return undefined;
     });
     log(`idle: p50 ${idle.p50Ms} ms, p99 ${idle.p99Ms} ms over ${idle.writes} writes`);
 
     await ops({ autoThrottle: false });
     log('full: the backfill at full speed, the automatic throttle off');
-    const full = await withLoad(env, args.writesPerSecond, async () => {
+    const full = await measure(async () => {
       const progress = await runBackfillLocally(env);
       return progress.rowsCopied;
     });
@@ -129,7 +157,7 @@ async function main() {
 
     await resetBackfill(env);
     await ops({ autoThrottle: true });
-    const commitLatencyMs = Math.max(5, round(idle.p99Ms * 2));
+    const commitLatencyMs = Math.max(5, round(3 * percentile(probes, 50)));
     const throttle = {
       ...env.config.throttle,
       commitLatencyMs,
@@ -137,10 +165,11 @@ async function main() {
       pressureBackoffMs: 100,
     };
     log(`throttled: the automatic throttle on, V1 commit latency over ${commitLatencyMs} ms is pressure`);
-    const throttled = await withLoad(env, args.writesPerSecond, async () => {
+    const throttled = await measure(async () => {
       const progress = await runBackfillLocally({ ...env, config: { ...env.config, throttle } });
       return progress.rowsCopied;
     });
+    await backend.stop();
     const periods = await throttlePeriods(env.v2, env.config);
     log(
       `throttled: p50 ${throttled.p50Ms} ms, p99 ${throttled.p99Ms} ms, backfill ${throttled.rowsPerSec} rows/s, ${periods.length} throttle periods`,
@@ -158,6 +187,7 @@ async function main() {
         p50FullMs: full.p50Ms,
         p50ThrottledMs: throttled.p50Ms,
         throttlePeriods: periods.length,
+        backendErrors: idle.errors + full.errors + throttled.errors,
         commitLatencyThresholdMs: commitLatencyMs,
         rows: args.rows,
         writesPerSecond: args.writesPerSecond,

@@ -75,13 +75,14 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
         [name],
       )
     ).rows[0]?.status;
-  const windowsDone = async () => {
-    const exists = await dbs.v2.query(`SELECT to_regclass('migration_control.windows') AS t`);
-    if (!exists.rows[0].t) return 0;
+  /** Windows done, and windows sent to the (in-memory) queue and not done yet. */
+  const windows = async () => {
     const { rows } = await dbs.v2.query(
-      `SELECT count(*) AS n FROM migration_control.windows WHERE status = 'done'`,
+      `SELECT count(*) FILTER (WHERE status = 'done') AS done,
+              count(*) FILTER (WHERE status IN ('queued', 'running')) AS queued
+         FROM migration_control.windows`,
     );
-    return Number(rows[0].n);
+    return { done: Number(rows[0].done), queued: Number(rows[0].queued) };
   };
   /** Polls V2 until `check` holds (the kill then lands inside a known step), failing if the run ends first. */
   const until = async (run: Run, check: () => Promise<boolean>) => {
@@ -124,21 +125,31 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
     //    2,000 rows/s (as `migrate throttle --rows-per-second 2000` does), so it cannot finish first.
     await ops({ rowsPerSecond: 2000 });
     const second = rehearse(args);
-    await until(second, async () => (await windowsDone()) > 0);
+    await until(second, async () => {
+      const now = await windows().catch(() => ({ done: 0, queued: 0 }));
+      return now.done > 0 && now.queued > 0;
+    });
     await second.kill();
     expect(await phase('PREPARE')).toBe('done');
     expect(await phase('BACKFILL')).toBe('running');
-    const windows = await dbs.v2.query<{ done: string; all: string }>(
-      `SELECT count(*) FILTER (WHERE status = 'done') AS done, count(*) AS all FROM migration_control.windows`,
-    );
-    const doneBefore = Number(windows.rows[0].done);
+    const total = await dbs.v2.query(`SELECT count(*) AS n FROM migration_control.windows`);
+    const doneBefore = (await windows()).done;
     expect(doneBefore).toBeGreaterThan(0);
-    expect(doneBefore).toBeLessThan(Number(windows.rows[0].all));
+    expect(doneBefore).toBeLessThan(Number(total.rows[0].n));
 
     // 3. Killed in Phase 3 (the ceiling holds verification slices too), the backfill finished.
     const third = rehearse(args);
-    await until(third, async () => (await phase('VERIFY')) === 'running');
+    // Its slices sent (the ceiling holds them back): the run dies with checks queued.
+    await until(third, async () => {
+      const { rows } = await dbs.v2.query(
+        `SELECT count(*) AS n FROM migration_control.verification_slices s
+           JOIN migration_control.verification_runs r ON r.id = s.run_id WHERE r.status = 'running'`,
+      );
+      return Number(rows[0].n) > 0;
+    });
     await third.kill();
+    // It had found the backfill windows the dead run had queued, and given them back.
+    expect(third.lines).toContainEqual(expect.stringMatching(/^resuming: [1-9]\d* backfill windows/));
     expect(await phase('BACKFILL')).toBe('done');
     expect(await phase('VERIFY')).toBe('running');
     // No window was copied twice from scratch: those done before the kill stayed done.
@@ -152,6 +163,9 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
     const fourth = rehearse(args);
     await fourth.waitFor(/^\[cutover\] Health gate: alarms and drift · traffic to V2 25 %/);
     await fourth.kill();
+    expect(fourth.lines).toContainEqual(
+      expect.stringMatching(/ [1-9]\d* verification slices the last run had queued/),
+    );
     expect(await phase('VERIFY')).toBe('done');
     expect(await phase('CUTOVER')).toBe('running');
     const level = await dbs.v2.query(`SELECT level, percentage FROM migration_control.cutover_state`);
