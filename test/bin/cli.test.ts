@@ -63,6 +63,8 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
           'bench:verify': ['--repeat'],
           'bench:router': ['--seconds'],
           'bench:impact': ['--writes-per-second'],
+          'bench:prisma': ['--writes'],
+          'backup:restore': ['--target-url'],
         }[name] ?? [],
     })),
   { label: 'npm run migrate', file: migrate, args: [], valued: [] },
@@ -85,6 +87,7 @@ describe('every command and subcommand', () => {
   it('covers every tsx script of package.json', () => {
     expect(scripts.map(([name]) => name).sort()).toEqual(
       [
+        'backup:restore',
         'bench:backfill',
         'bench:impact',
         'bench:prisma',
