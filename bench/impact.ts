@@ -13,6 +13,7 @@
  * It prints each run's write latency p50/p99 and the backfill's rows/s. The last line is one
  * JSON object: {"p99IdleMs","p99FullMs","p99ThrottledMs","throttledVsIdle","throttledRowsPerSec",…}.
  */
+import { Pool } from 'pg';
 import { z } from 'zod';
 import { MemoryParameters } from '../lambdas/adapters/local/memory-parameters';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
@@ -70,7 +71,13 @@ interface RunFigures {
 async function startBackend(env: BenchEnv, perSecond: number, warmupSeconds: number) {
   const names = parameterNames(env.config.ssmPrefix);
   const parameters = new MemoryParameters({ [names.trafficPercentage]: '0', [names.dualWrite]: 'off' });
-  const backend = new SyntheticBackend(env.v1, env.v2, parameters, {
+  // The backend's own pools, as a separate application has: the backfill's sessions never queue it.
+  const pools = [env.pg.url('v1'), env.pg.url('v2')].map((url) => {
+    const pool = new Pool({ connectionString: url, max: 10 });
+    pool.on('error', () => undefined);
+    return pool;
+  });
+  const backend = new SyntheticBackend(pools[0], pools[1], parameters, {
     perSecond,
     prefix: env.config.ssmPrefix,
     tenantId: env.config.tenant.id,
@@ -81,7 +88,10 @@ async function startBackend(env: BenchEnv, perSecond: number, warmupSeconds: num
   // Warm-up, not measured: the first writes pay Prisma's, the pools' and the caches' start.
   await new Promise((resolve) => setTimeout(resolve, warmupSeconds * 1000));
   return {
-    backend,
+    stop: async () => {
+      await backend.stop();
+      await Promise.all(pools.map((p) => p.end().catch(() => undefined)));
+    },
     /** Runs `during` under the load; the write latencies and backfill rows/s meanwhile. */
     measure: async (during: () => Promise<number | undefined>): Promise<RunFigures> => {
       const first = backend.writeLatenciesMs.length;
@@ -133,7 +143,7 @@ async function main() {
     const sleep = (s: number) => new Promise((resolve) => setTimeout(resolve, s * 1000));
 
     log(`idle: ${args.writesPerSecond} operations/s for ${args.idleSeconds} s`);
-    const { backend, measure } = await startBackend(env, args.writesPerSecond, args.warmupSeconds);
+    const { stop, measure } = await startBackend(env, args.writesPerSecond, args.warmupSeconds);
     // While idle, the worker's own V1 probe is sampled: its commit round trip sets the threshold.
     const probes: number[] = [];
     const idle = await measure(async () => {
@@ -169,7 +179,7 @@ async function main() {
       const progress = await runBackfillLocally({ ...env, config: { ...env.config, throttle } });
       return progress.rowsCopied;
     });
-    await backend.stop();
+    await stop();
     const periods = await throttlePeriods(env.v2, env.config);
     log(
       `throttled: p50 ${throttled.p50Ms} ms, p99 ${throttled.p99Ms} ms, backfill ${throttled.rowsPerSec} rows/s, ${periods.length} throttle periods`,

@@ -43,7 +43,8 @@ describe('rehearsal, end to end on small data', () => {
       reportDir: reportDir(),
       print: (line) => lines.push(line),
     });
-  });
+    // A whole rehearsal: generous on a loaded machine (the suite runs beside other work).
+  }, 600_000);
   afterAll(() => Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]));
 
   it('runs every phase through the state machines and ends with equal tables and a clean verification', () => {
@@ -165,7 +166,7 @@ describe('rehearsal fault injection', () => {
     } finally {
       await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
     }
-  });
+  }, 600_000);
 
   it('refuses a --fail-at that is not a level of the schedule, before touching anything', async () => {
     await expect(
