@@ -6,7 +6,8 @@
  * three runs, on one embedded PostgreSQL holding V1 and V2 (dual-write off: the latency measured
  * is V1's alone, and no V2 write of the backend races the copy):
  *  (1) idle: no backfill, for `--idle-seconds`;
- *  (2) full: the whole backfill at the default concurrency, the automatic throttle off;
+ *  (2) full: the whole backfill at the default concurrency, the automatic throttle off (after
+ *      one unmeasured backfill, V2 emptied after it, so that both measured ones start warm);
  *  (3) throttled: the whole backfill again (V2 emptied first), the automatic throttle on, its
  *      commit-latency threshold set from the idle run (three times the median of the worker's
  *      own V1 probe sampled while idle, at least 5 ms).
@@ -160,7 +161,11 @@ async function main() {
     });
     log(`idle: p50 ${idle.p50Ms} ms, p99 ${idle.p99Ms} ms over ${idle.writes} writes`);
 
+    // One unmeasured backfill first, so that both measured ones find V1's pages cached and V2's
+    // partitions created: what differs between them is the throttle alone.
     await ops({ autoThrottle: false });
+    await runBackfillLocally(env);
+    await resetBackfill(env);
     log('full: the backfill at full speed, the automatic throttle off');
     const full = await measure(async () => {
       const progress = await runBackfillLocally(env);
