@@ -1,3 +1,4 @@
+import { controlSchema } from '../db';
 import { TransientDatabaseError } from '../errors';
 import { copyWindow, type BackfillDeps, type CopyResult } from './copy';
 
@@ -38,11 +39,27 @@ export async function copyRidingOutFaults(
       const result = await copyWindow(deps, windowId, { receiveCount: last ? receiveCount : 0 });
       return { ...result, attempts: attempt };
     } catch (error) {
-      if (last || !(error instanceof TransientDatabaseError)) throw error;
+      if (last) throw error;
+      if (!(error instanceof TransientDatabaseError)) {
+        // Not worth another attempt: on the last delivery the window goes to the DLQ, so it is
+        // marked failed, visibly (copyWindow did not, as it was not told this attempt was the last).
+        if (receiveCount >= deps.config.batch.maxReceiveCount) await markFailed(deps, windowId, error);
+        throw error;
+      }
       options.onRetry?.(attempt, error);
       await sleep(backoff(baseMs, attempt));
     }
   }
+}
+
+async function markFailed(deps: BackfillDeps, windowId: number, error: unknown): Promise<void> {
+  const named = error as Error;
+  await deps.v2
+    .query(
+      `UPDATE ${controlSchema(deps.config)}.windows SET status = 'failed', last_error = $2 WHERE id = $1 AND status <> 'done'`,
+      [windowId, `${named.name}: ${named.message}`],
+    )
+    .catch(() => undefined);
 }
 
 /** Jittered exponential backoff: between half and all of base × 2^(attempt−1). */
