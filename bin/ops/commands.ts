@@ -4,6 +4,8 @@
  */
 import { z } from 'zod';
 import type { ControlChange } from '../../lambdas/core/backfill/throttle';
+import { DROP_CONFIRMATION, RENAME_CONFIRMATION } from '../../lambdas/core/cleanup';
+import { ROLLBACK_CONFIRMATION } from '../../lambdas/core/cutover';
 import { InvalidInputError } from '../../lambdas/core/errors';
 import { helpText, HelpRequest, parseArgs, wantsHelp, type CommandHelp } from '../cli-args';
 import { DEFAULT_LOCAL_DIR } from '../rehearsal/options';
@@ -72,7 +74,18 @@ const VALUES = {
   rowsPerSecond: 'N',
   windowRows: 'N',
   autoThrottle: 'on|off',
+  confirm: 'WORDS',
 };
+
+/** `--confirm WORDS`: a destructive step's confirmation, passed on as the input's `confirm`. */
+const confirmFlag = (what: string) =>
+  z
+    .string()
+    .trim()
+    .min(1, 'must not be empty')
+    .max(100, 'must be at most 100 characters')
+    .optional()
+    .describe(what);
 
 /** Each command: its flags and its help. */
 export const COMMAND_SPECS = {
@@ -100,6 +113,9 @@ export const COMMAND_SPECS = {
     schema: z
       .object({
         through: phase.optional().describe(`advance phase after phase through PHASE (${PHASES.join(', ')})`),
+        confirm: confirmFlag(
+          `"${RENAME_CONFIRMATION}": lets cleanup stop dual-write and rename V1's tables (refused without it)`,
+        ),
         ...common,
       })
       .strict(),
@@ -136,10 +152,33 @@ export const COMMAND_SPECS = {
           .boolean()
           .default(false)
           .describe('roll back even after cleanup stopped dual-write (V1 has missed every write since)'),
+        confirm: confirmFlag(
+          `with --force: "${ROLLBACK_CONFIRMATION}" (a forced rollback is refused without it)`,
+        ),
+        ...common,
+      })
+      .strict()
+      .refine((f) => f.confirm === undefined || f.force, { path: ['confirm'], error: 'needs --force' }),
+    summary: 'Sends V2 read traffic back to 0 % now (Rollback state machine).',
+  },
+  'drop-archives': {
+    schema: z
+      .object({
+        confirm: z
+          .string({
+            error: (issue) =>
+              issue.input === undefined
+                ? `is required: pass --confirm "${DROP_CONFIRMATION}"`
+                : 'must be text',
+          })
+          .trim()
+          .min(1, 'must not be empty')
+          .max(100, 'must be at most 100 characters')
+          .describe(`"${DROP_CONFIRMATION}" (required): the archived V1 tables are dropped for good`),
         ...common,
       })
       .strict(),
-    summary: 'Sends V2 read traffic back to 0 % now (Rollback state machine).',
+    summary: `Drops the archived V1 tables after the retention period (Migration state machine; needs --confirm).`,
   },
   throttle: {
     schema: z
@@ -226,7 +265,7 @@ export const USAGE = [
   '--local, runs them on a local migration) and prints what they did.',
   '',
   'commands:',
-  ...COMMANDS.map((name) => `  ${name.padEnd(10)}${COMMAND_SPECS[name].summary}`),
+  ...COMMANDS.map((name) => `  ${name.padEnd(15)}${COMMAND_SPECS[name].summary}`),
   '',
   `Run \`${MIGRATE_COMMAND} <command> --help\` for the flags of a command.`,
 ].join('\n');
@@ -247,9 +286,10 @@ export type CommonFlags = StateMachineArnFlags & { json: boolean; local: boolean
 export type OpsCommand = CommonFlags &
   (
     | { command: 'status'; wait: boolean; timeoutSeconds: number }
-    | { command: 'advance'; through?: Phase }
+    | { command: 'advance'; through?: Phase; confirm?: string }
+    | { command: 'drop-archives'; confirm: string }
     | { command: 'cutover'; mode: 'run' | 'step' | 'hold' | 'resume' }
-    | { command: 'rollback'; reason: string; force: boolean }
+    | { command: 'rollback'; reason: string; force: boolean; confirm?: string }
     | { command: 'reset' }
     | { command: 'throttle'; change: ControlChange }
   );
@@ -310,7 +350,16 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
     }
     case 'advance': {
       const f = parseArgs(rest, COMMAND_SPECS.advance.schema, undefined, name);
-      return { ...commonOf(f), command: 'advance', ...(f.through ? { through: f.through } : {}) };
+      return {
+        ...commonOf(f),
+        command: 'advance',
+        ...(f.through ? { through: f.through } : {}),
+        ...(f.confirm ? { confirm: f.confirm } : {}),
+      };
+    }
+    case 'drop-archives': {
+      const f = parseArgs(rest, COMMAND_SPECS['drop-archives'].schema, undefined, name);
+      return { ...commonOf(f), command: 'drop-archives', confirm: f.confirm };
     }
     case 'cutover': {
       const f = parseArgs(rest, COMMAND_SPECS.cutover.schema, undefined, name);
@@ -319,7 +368,13 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
     }
     case 'rollback': {
       const f = parseArgs(rest, COMMAND_SPECS.rollback.schema, undefined, name);
-      return { ...commonOf(f), command: 'rollback', reason: f.reason, force: f.force };
+      return {
+        ...commonOf(f),
+        command: 'rollback',
+        reason: f.reason,
+        force: f.force,
+        ...(f.confirm ? { confirm: f.confirm } : {}),
+      };
     }
     case 'throttle': {
       const f = parseArgs(rest, COMMAND_SPECS.throttle.schema, undefined, name);
@@ -358,8 +413,14 @@ export function executionRequest(
     case 'advance':
       return {
         stateMachine: 'migration',
-        input: command.through ? { action: 'advance', through: command.through } : { action: 'advance' },
+        input: {
+          action: 'advance',
+          ...(command.through ? { through: command.through } : {}),
+          ...(command.confirm ? { confirm: command.confirm } : {}),
+        },
       };
+    case 'drop-archives':
+      return { stateMachine: 'migration', input: { action: 'drop-archives', confirm: command.confirm } };
     case 'cutover':
       return { stateMachine: 'cutover', input: { action: command.mode } };
     case 'throttle':
@@ -367,7 +428,12 @@ export function executionRequest(
     case 'rollback':
       return {
         stateMachine: 'rollback',
-        input: { reason: command.reason, actor: `cli:${user}`, ...(command.force ? { force: true } : {}) },
+        input: {
+          reason: command.reason,
+          actor: `cli:${user}`,
+          ...(command.force ? { force: true } : {}),
+          ...(command.confirm ? { confirm: command.confirm } : {}),
+        },
       };
   }
 }

@@ -36,6 +36,14 @@ export const rehearsalFlags = z
       .describe('seed of the generated V1 (same seed, same data)'),
     v1Url: postgresUrl.optional().describe('rehearse against your own V1 (only read); needs --v2-url'),
     v2Url: postgresUrl.optional().describe('…and your own V2 database'),
+    generateV1In: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'with --v1-url: when that database has none of V1’s tables, generate a V1 into it; must name ' +
+          'the database --v1-url points to (without this flag such a V1 is refused, nothing written)',
+      ),
     includeCleanup: z
       .boolean()
       .default(false)
@@ -103,6 +111,7 @@ export const REHEARSAL_HELP: CommandHelp = {
     seed: 'S',
     v1Url: 'URL',
     v2Url: 'URL',
+    generateV1In: 'DATABASE',
     failAt: 'cutover:25',
     dualWriteLoad: 'N',
     bakeSeconds: 'S',
@@ -128,6 +137,11 @@ export interface RehearsalOptions {
   failAt?: string;
   killWorkers: boolean;
   dualWriteLoad?: number;
+  /**
+   * With `v1Url`: the database it names, which the rehearsal may generate a V1 into when it has
+   * none of V1's tables (refused otherwise, V1NotFoundError).
+   */
+  generateV1In?: string;
   includeCleanup: boolean;
   bakeSeconds: number;
   concurrency: number;
@@ -166,10 +180,33 @@ export function checkOptions(options: RehearsalOptions): { failAt?: number } {
       { field: '--v1-url/--v2-url', problem: 'give both, or neither' },
     ]);
   }
+  if (options.generateV1In !== undefined) {
+    const named = options.v1Url ? databaseOfUrl(options.v1Url) : undefined;
+    if (named !== options.generateV1In) {
+      throw new InvalidInputError('command-line flags', [
+        {
+          field: '--generate-v1-in',
+          problem: options.v1Url
+            ? `must name the database --v1-url points to (${named ?? 'none'}), not ${options.generateV1In}`
+            : 'needs --v1-url (the embedded database is generated into anyway)',
+        },
+      ]);
+    }
+  }
   if (options.keepDb && options.v1Url) {
     throw new InvalidInputError('command-line flags', [
       { field: '--keep-db', problem: 'keeps the embedded database: not with --v1-url' },
     ]);
   }
   return { failAt };
+}
+
+/** The database a postgres:// URL names (its path), or undefined when it names none. */
+export function databaseOfUrl(url: string): string | undefined {
+  try {
+    const name = decodeURIComponent(new URL(url).pathname.replace(/^\//, ''));
+    return name || undefined;
+  } catch {
+    return undefined;
+  }
 }

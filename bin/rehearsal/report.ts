@@ -3,6 +3,16 @@ import { join, resolve } from 'node:path';
 import type { ChecklistItem } from '../../lambdas/core/checklist';
 import type { LoadStats } from './load';
 
+/**
+ * The rollback a run saw: who asked (the alarm, `cli:<user>`; the audit log's `requestedBy`),
+ * the execution that acted (the audit log's actor) and why.
+ */
+export interface RollbackFault {
+  actor: string;
+  execution: string;
+  reason: string;
+}
+
 export interface PhaseTiming {
   phase: string;
   status: string;
@@ -26,7 +36,7 @@ export interface RehearsalReport {
     samples: { t: number; rowsPerSecond: number; rows: number }[];
   };
   checklist: ChecklistItem[];
-  faults: { failAt?: string; killedWorkers: number; rollback?: { actor: string; reason: string } };
+  faults: { failAt?: string; killedWorkers: number; rollback?: RollbackFault };
   load?: LoadStats;
   error?: string;
   /** What interrupted the migration and how it went on: lock take-overs, resumed phases, requeued work. */

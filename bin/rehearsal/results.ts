@@ -80,7 +80,7 @@ export async function buildReport(
     seconds: p.startedAt && p.finishedAt ? (Date.parse(p.finishedAt) - Date.parse(p.startedAt)) / 1000 : null,
   }));
   const rollback = (
-    await env.v2.query<{ actor: string; details: { reason: string } }>(
+    await env.v2.query<{ actor: string; details: { reason: string; requestedBy?: string } }>(
       `SELECT actor, details FROM ${controlSchema(env.config)}.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
     )
   ).rows[0];
@@ -113,7 +113,15 @@ export async function buildReport(
     faults: {
       failAt: run.failAt,
       killedWorkers: run.killedWorkers,
-      ...(rollback ? { rollback: { actor: rollback.actor, reason: rollback.details.reason } } : {}),
+      ...(rollback
+        ? {
+            rollback: {
+              actor: rollback.details.requestedBy ?? rollback.actor,
+              execution: rollback.actor,
+              reason: rollback.details.reason,
+            },
+          }
+        : {}),
     },
     interruptions,
     throttlePeriods: await throttlePeriods(env.v2, env.config),

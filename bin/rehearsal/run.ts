@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { LocalExecution } from '../../lambdas/adapters/local/local-state-machines';
+import { RENAME_CONFIRMATION } from '../../lambdas/core/cleanup';
 import { InvalidInputError } from '../../lambdas/core/errors';
 import { countV1Rows } from '../../lambdas/core/v1-schema';
 import { failAtLevel, workerKiller } from './faults';
@@ -73,7 +74,11 @@ async function migrate(
   return outcome;
 }
 
-/** Phase 5, when it may run: on the embedded database always, on given databases when asked. */
+/**
+ * Phase 5, when it may run: on the embedded database always, on given databases when asked
+ * (--include-cleanup). Either way the rehearsal has been told to rename, so it passes the
+ * confirmation words an operator types on AWS.
+ */
 async function cleanup(
   env: LocalEnvironment,
   executor: LocalExecutor,
@@ -83,7 +88,7 @@ async function cleanup(
     options.print('cleanup skipped: V1 was given by URL (pass --include-cleanup to rename its tables)');
     return undefined;
   }
-  const run = await executor.execute('migration', { action: 'advance' });
+  const run = await executor.execute('migration', { action: 'advance', confirm: RENAME_CONFIRMATION });
   return run.status === 'SUCCEEDED' ? undefined : failure(run);
 }
 
@@ -116,6 +121,7 @@ export async function runRehearsal(options: RehearsalOptions): Promise<Rehearsal
   const env: LocalEnvironment = await openLocalEnvironment({
     v1Url: options.v1Url,
     v2Url: options.v2Url,
+    ...(options.generateV1In ? { generateGivenV1In: options.generateV1In } : {}),
     keepIn,
     generate: { devices: options.devices, telemetry: options.telemetry, seed: options.seed },
     concurrency: options.concurrency,

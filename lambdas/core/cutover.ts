@@ -1,6 +1,6 @@
 import type { CutoverLevel } from './config';
 import { controlSchema } from './db';
-import { GuardRefusedError, RollbackRefusedError } from './errors';
+import { ConfirmationRequiredError, GuardRefusedError, RollbackRefusedError } from './errors';
 import {
   assertCanStart,
   auditEvent,
@@ -222,26 +222,63 @@ export interface RollbackResult {
   levels: number[];
 }
 
+/** The words that, with `force`, roll reads back to a V1 that has missed writes since cleanup began. */
+export const ROLLBACK_CONFIRMATION = 'ROLL BACK TO STALE V1';
+
+export interface RollbackOptions {
+  reason: string;
+  force?: boolean;
+  /** With `force` once dual-write has stopped: ROLLBACK_CONFIRMATION. */
+  confirm?: string;
+  /** Who asked, as they said (the alarm rule, `cli:<user>`); recorded beside the actor. */
+  requestedBy?: string;
+}
+
 /**
- * Traffic back to 0 % (straight, or down through the schedule's lower levels), dual-write left
- * on, why and who recorded. Idempotent. Refused once cleanup has stopped dual-write, because
- * V1 has missed the writes since, unless forced.
+ * Whether a rollback may go ahead once cleanup has begun (RollbackRefusedError or
+ * ConfirmationRequiredError otherwise; nothing changed, the refusal audited). Before cleanup it
+ * always may. Once cleanup has stopped dual-write, V1 has missed every write since: only `force`
+ * with ROLLBACK_CONFIRMATION sends reads back to it. Once V1's tables are renamed, no rollback
+ * can send reads there, forced or not.
  */
-export async function rollback(
-  ctx: MigrationContext,
-  options: { reason: string; force?: boolean },
-): Promise<RollbackResult> {
-  const cleanup = await ctx.v2.query<{ dual_write_stopped_at: Date | null }>(
-    `SELECT dual_write_stopped_at FROM ${controlSchema(ctx.config)}.cleanup_state WHERE id = 1`,
+export async function rollbackGuards(ctx: MigrationContext, options: RollbackOptions): Promise<Date | null> {
+  const cleanup = await ctx.v2.query<{ dual_write_stopped_at: Date | null; renamed_at: Date | null }>(
+    `SELECT dual_write_stopped_at, renamed_at FROM ${controlSchema(ctx.config)}.cleanup_state WHERE id = 1`,
   );
-  const stoppedAt = cleanup.rows[0]?.dual_write_stopped_at;
-  if (stoppedAt && !options.force) {
+  const stoppedAt = cleanup.rows[0]?.dual_write_stopped_at ?? null;
+  const renamedAt = cleanup.rows[0]?.renamed_at ?? null;
+  if (!stoppedAt) return null;
+  const refuse = async (error: Error) => {
     await auditEvent(ctx, 'rollback.refused', {
       reason: options.reason,
+      ...(options.requestedBy ? { requestedBy: options.requestedBy } : {}),
+      forced: Boolean(options.force),
       dualWriteStoppedAt: stoppedAt.toISOString(),
+      ...(renamedAt ? { renamedAt: renamedAt.toISOString() } : {}),
     });
-    throw new RollbackRefusedError(stoppedAt);
+    throw error;
+  };
+  if (renamedAt || !options.force) await refuse(new RollbackRefusedError(stoppedAt, renamedAt ?? undefined));
+  if (options.confirm !== ROLLBACK_CONFIRMATION) {
+    await refuse(
+      new ConfirmationRequiredError(
+        'A forced rollback',
+        `sends V2 read traffic back to V1, which has missed every write since dual-write stopped at ${stoppedAt.toISOString()}: reads will not see those writes`,
+        ROLLBACK_CONFIRMATION,
+        'start the Rollback state machine with "force": true',
+      ),
+    );
   }
+  return stoppedAt;
+}
+
+/**
+ * Traffic back to 0 % (straight, or down through the schedule's lower levels), dual-write left
+ * on, why and who recorded (the actor is the acting execution; who asked goes beside it).
+ * Idempotent. Refused once cleanup has begun, unless forced and confirmed (rollbackGuards).
+ */
+export async function rollback(ctx: MigrationContext, options: RollbackOptions): Promise<RollbackResult> {
+  const stoppedAt = await rollbackGuards(ctx, options);
   const current = Number((await readParameter(ctx, 'trafficPercentage')) ?? '0') || 0;
   const status = await cutoverStatus(ctx);
   const levels =
@@ -271,6 +308,7 @@ export async function rollback(
   }
   await auditEvent(ctx, 'rollback.done', {
     reason: options.reason,
+    ...(options.requestedBy ? { requestedBy: options.requestedBy } : {}),
     from: current,
     to: 0,
     changed,

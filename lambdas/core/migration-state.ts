@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import type { MigrationConfig } from './config';
 import { controlSchema } from './db';
-import { MigrationLockedError, PhaseOrderError } from './errors';
+import { LockNotHeldError, MigrationLockedError, PhaseOrderError } from './errors';
 import { migrate, projectMigrationSets } from './migrator';
 import { parameterNames, type ParameterPort } from '../ports/parameters';
 import type { AlarmPort } from '../ports/alarms';
@@ -14,7 +14,13 @@ export type Phase = (typeof PHASES)[number];
 
 /** What every phase, guard and rollback works with; `actor` says who or what acts. */
 export interface MigrationContext {
+  /** V1, read by everything (on AWS with a read-only role's secret). */
   v1: Pool;
+  /**
+   * V1 as a role that owns its tables: the only writes to V1 (cleanup's rename, the archives'
+   * drop) go through it. Without it they go through `v1`, whose role must then own the tables.
+   */
+  v1Owner?: Pool;
   v2: Pool;
   config: MigrationConfig;
   parameters: ParameterPort;
@@ -106,6 +112,28 @@ async function takeOverFromDeadHolder(ctx: MigrationContext): Promise<void> {
     }
   }
   throw new MigrationLockedError(holder, since, ctx.actor, state?.status);
+}
+
+/** Who holds the migration lock now (null when nobody does, or before the control schema exists). */
+export async function lockHolder(ctx: Pick<MigrationContext, 'v2' | 'config'>): Promise<string | null> {
+  const exists = await ctx.v2.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [
+    `${ctx.config.schemas.control}.migration_lock`,
+  ]);
+  if (!exists.rows[0].t) return null;
+  const { rows } = await ctx.v2.query<{ holder: string | null }>(
+    `SELECT holder FROM ${controlSchema(ctx.config)}.migration_lock WHERE id = 1`,
+  );
+  return rows[0]?.holder ?? null;
+}
+
+/**
+ * Refuses a task (LockNotHeldError, nothing changed) unless `ctx.actor` holds the migration lock:
+ * every task that changes the migration checks this itself, so invoking it directly, outside
+ * the run that took the lock, changes nothing.
+ */
+export async function assertLockHeld(ctx: MigrationContext, task: string): Promise<void> {
+  const holder = await lockHolder(ctx);
+  if (holder !== ctx.actor) throw new LockNotHeldError(task, ctx.actor, holder);
 }
 
 /** Releases the lock if `ctx.actor` holds it; says whether it did. */

@@ -1,8 +1,9 @@
 import { z } from 'zod';
 import { describeIssues } from './config';
+import { asRetryable } from './db';
 import { InvalidInputError, MigrationError } from './errors';
 import { migrationStatus } from './checklist';
-import { finishCleanup, startCleanup } from './cleanup';
+import { dropArchives, finishCleanup, startCleanup } from './cleanup';
 import {
   applyLevel,
   completeCutover,
@@ -26,6 +27,7 @@ import {
 } from './migration-state';
 import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
 import { changeControl, parseControlChange } from './backfill/throttle';
+import { assertCurrentVerificationRun, guardTask } from './task-guards';
 import type { QueuePort } from '../ports/queue';
 
 /**
@@ -42,12 +44,19 @@ export interface OrchestratorDeps extends Omit<MigrationContext, 'actor'> {
 
 const phase = z.preprocess((v) => (typeof v === 'string' ? v.toUpperCase() : v), z.enum(PHASES));
 
-/** Start-execution input of the Migration state machine. */
+/** Confirmation words of a destructive step (see cleanup.ts: RENAME_CONFIRMATION, DROP_CONFIRMATION). */
+const confirm = z.string().max(100);
+
+/**
+ * Start-execution input of the Migration state machine. `confirm` is what cleanup's rename
+ * needs (`RENAME V1 TABLES`); `drop-archives` needs `DROP V1 ARCHIVES`.
+ */
 export const migrationInputSchema = z.discriminatedUnion('action', [
-  z.object({ action: z.literal('advance'), through: phase.optional() }).strict(),
+  z.object({ action: z.literal('advance'), through: phase.optional(), confirm: confirm.optional() }).strict(),
   z.object({ action: z.literal('status') }).strict(),
   // The backfill control (`migrate throttle`): the rest of the input is a control change.
   z.object({ action: z.literal('throttle') }).passthrough(),
+  z.object({ action: z.literal('drop-archives'), confirm }).strict(),
 ]);
 
 /** Start-execution input of the Cutover state machine. */
@@ -55,12 +64,17 @@ export const cutoverInputSchema = z
   .object({ action: z.enum(['run', 'step', 'hold', 'resume']).default('run') })
   .strict();
 
-/** Start-execution input of the Rollback state machine (from ops, or from the alarm rule). */
+/**
+ * Start-execution input of the Rollback state machine (from ops, or from the alarm rule).
+ * `actor` is who asked, as they say (recorded as `requestedBy`; the audit log's actor is the
+ * execution); `force` with `confirm` (ROLLBACK_CONFIRMATION) rolls back after dual-write stopped.
+ */
 export const rollbackInputSchema = z
   .object({
     reason: z.string().trim().min(1, 'say why').max(500),
     actor: z.string().trim().min(1).max(200).optional(),
     force: z.boolean().optional(),
+    confirm: confirm.optional(),
   })
   .strict();
 
@@ -70,7 +84,17 @@ function validate<S extends z.ZodType>(what: string, schema: S, input: unknown):
   return result.data;
 }
 
-const actor = z.string().min(1).max(2048);
+/**
+ * The acting execution: the state machines pass `$$.Execution.Id`, and the audit log records
+ * it, so it must be an execution ARN (`arn:<partition>:states:<region>:<account>:execution:<machine>:<name>`).
+ */
+export const EXECUTION_ARN = /^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:execution:[^:\s]{1,80}:[^:\s]{1,80}$/;
+const actor = z
+  .string()
+  .max(2048)
+  .regex(EXECUTION_ARN, 'must be the acting Step Functions execution ARN ($$.Execution.Id)');
+/** A destructive step's request: its confirmation words (absent ones are refused by name). */
+const confirmedRequest = z.object({ confirm: z.string().max(100).optional() }).passthrough();
 const archive = z
   .object({
     id: z.string(),
@@ -97,9 +121,10 @@ export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({ task: z.literal('poll-backfill'), actor }),
   z.object({ task: z.literal('start-verify'), actor }),
   z.object({ task: z.literal('poll-verify'), actor, runId: z.number().int().positive() }),
-  z.object({ task: z.literal('start-cleanup'), actor }),
+  z.object({ task: z.literal('start-cleanup'), actor, request: confirmedRequest.optional() }),
   z.object({ task: z.literal('archive-status'), actor, archive }),
-  z.object({ task: z.literal('finish-cleanup'), actor, archive }),
+  z.object({ task: z.literal('finish-cleanup'), actor, archive, request: confirmedRequest.optional() }),
+  z.object({ task: z.literal('drop-archives'), actor, request: confirmedRequest.optional() }),
   z.object({ task: z.literal('release'), actor }),
   // From the EventBridge rule on Step Functions "Execution Status Change" (ABORTED, TIMED_OUT,
   // FAILED): `actor` is the execution that ended, which no Catch may have recorded.
@@ -125,7 +150,12 @@ export const taskEventSchema = z.discriminatedUnion('task', [
     task: z.literal('rollback'),
     actor,
     request: z
-      .object({ reason: z.string().min(1), actor: z.string().optional(), force: z.boolean().optional() })
+      .object({
+        reason: z.string().min(1),
+        actor: z.string().optional(),
+        force: z.boolean().optional(),
+        confirm: z.string().optional(),
+      })
       .passthrough(),
   }),
 ]);
@@ -140,10 +170,23 @@ function causeMessage(cause: string | undefined): string {
   }
 }
 
+/**
+ * Runs one orchestrator task. A connection failure or other transient database error leaves it
+ * as a TransientDatabaseError, which the state machines retry (RETRYABLE_ERRORS); a task is
+ * safe to run again (each step checks what is already done).
+ */
 export async function orchestrate(
   deps: OrchestratorDeps,
   rawEvent: unknown,
 ): Promise<Record<string, unknown>> {
+  try {
+    return await runTask(deps, rawEvent);
+  } catch (error) {
+    throw asRetryable(error);
+  }
+}
+
+async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Record<string, unknown>> {
   const event = validate('orchestrator task', taskEventSchema, rawEvent);
   if (event.task === 'validate-migration-input') {
     const request = validate('Migration input', migrationInputSchema, event.input);
@@ -156,6 +199,8 @@ export async function orchestrate(
   if (event.task === 'validate-rollback-input')
     return validate('Rollback input', rollbackInputSchema, event.input);
   const ctx: MigrationContext & { queue: QueuePort } = { ...deps, actor: event.actor };
+  // A task that changes the migration checks its own guards first (task-guards.ts).
+  await guardTask(ctx, event.task);
 
   switch (event.task) {
     case 'status':
@@ -209,6 +254,7 @@ export async function orchestrate(
     case 'start-verify':
       return { ...(await startVerify(ctx)), complete: false };
     case 'poll-verify': {
+      await assertCurrentVerificationRun(ctx, event.runId);
       const poll = await pollVerify(ctx, event.runId);
       if (!poll.complete)
         return { runId: event.runId, complete: false, slicesDone: poll.slicesDone, slices: poll.slices };
@@ -222,12 +268,14 @@ export async function orchestrate(
       };
     }
     case 'start-cleanup':
-      return { archive: await startCleanup(ctx) };
+      return { archive: await startCleanup(ctx, { confirm: event.request?.confirm }) };
     case 'archive-status':
       if (!ctx.backup) throw new MigrationError('no backup port configured');
       return { archive: event.archive, status: await ctx.backup.status(event.archive) };
     case 'finish-cleanup':
-      return finishCleanup(ctx, event.archive);
+      return finishCleanup(ctx, event.archive, { confirm: event.request?.confirm });
+    case 'drop-archives':
+      return { dropped: await dropArchives(ctx, { confirm: event.request?.confirm ?? '' }) };
     case 'release':
       await releaseLock(ctx);
       await auditEvent(ctx, 'execution.finished', {});
@@ -316,19 +364,16 @@ export async function orchestrate(
       }
     }
     case 'rollback': {
-      // No lock: a rollback must never wait for (or be refused by) a running cutover.
-      const { reason, force } = event.request;
-      const requestedBy = event.request.actor;
-      // The alarm rule says {"actor":"alarm","reason":"alarm:<name>"}: the alarm is the actor.
-      const who =
-        requestedBy === 'alarm' && reason.startsWith('alarm:')
-          ? reason
-          : requestedBy
-            ? requestedBy.includes(':')
-              ? requestedBy
-              : `person:${requestedBy}`
-            : ctx.actor;
-      const result = await rollback({ ...ctx, actor: who }, { reason, force });
+      // No lock: a rollback must never wait for (or be refused by) a running cutover. The audit
+      // log's actor is this execution; who asked (the alarm rule says {"actor":"alarm"}, the CLI
+      // `cli:<user>`) is recorded beside it as they said, never in its place.
+      const { reason, force, confirm: confirmation } = event.request;
+      const result = await rollback(ctx, {
+        reason,
+        force,
+        confirm: confirmation,
+        requestedBy: event.request.actor,
+      });
       deps.metric?.('TrafficPercentage', 0);
       return { ...result };
     }

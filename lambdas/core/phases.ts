@@ -21,6 +21,7 @@ import {
   type VerificationReport,
 } from './verify';
 import type { QueuePort } from '../ports/queue';
+import { describeError } from './safe-error';
 
 /**
  * The phases as steps a state machine (or the local driver) calls: each `start` begins the
@@ -46,7 +47,7 @@ export async function prepareStep(ctx: MigrationContext): Promise<PrepareReport>
     await endPhase(ctx, 'PREPARE', { steps: report.steps, storage: report.storage.kind });
     return report;
   } catch (error) {
-    await failPhase(ctx, 'PREPARE', `${(error as Error).name}: ${(error as Error).message}`);
+    await failPhase(ctx, 'PREPARE', describeError(error));
     throw error;
   }
 }
@@ -71,7 +72,7 @@ export async function startBackfill(ctx: MigrationContext & { queue: QueuePort }
     });
     return (await pumpBackfill(ctx)).progress;
   } catch (error) {
-    await failPhase(ctx, 'BACKFILL', `${(error as Error).name}: ${(error as Error).message}`);
+    await failPhase(ctx, 'BACKFILL', describeError(error));
     throw error;
   }
 }
@@ -92,7 +93,7 @@ export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort })
     progress.windowsFailed + progress.windowsDone === progress.windowsTotal
   ) {
     const error = new BackfillFailedError(progress.failures);
-    await failPhase(ctx, 'BACKFILL', `${error.name}: ${error.message}`);
+    await failPhase(ctx, 'BACKFILL', describeError(error));
     throw error;
   }
   return progress;
@@ -125,7 +126,7 @@ export async function startVerify(
     }
     return await startVerification(ctx);
   } catch (error) {
-    await failPhase(ctx, 'VERIFY', `${(error as Error).name}: ${(error as Error).message}`);
+    await failPhase(ctx, 'VERIFY', describeError(error));
     throw error;
   }
 }
@@ -154,7 +155,7 @@ export async function pollVerify(
   });
   if (!report.clean) {
     const error = verificationFailure(report);
-    await failPhase(ctx, 'VERIFY', `${error.name}: ${error.message}`);
+    await failPhase(ctx, 'VERIFY', describeError(error));
     throw error;
   }
   await endPhase(ctx, 'VERIFY', {

@@ -12,6 +12,7 @@ import { SqsQueue } from '../adapters/aws/sqs-queue';
 import { SsmParameters } from '../adapters/aws/ssm-parameters';
 import { ConfigError } from '../core/errors';
 import { orchestrate, type OrchestratorDeps } from '../core/orchestrator';
+import { safeError, safeThrowable } from '../core/safe-error';
 import { LAMBDA_ENV, METRICS_NAMESPACE, SERVICE_NAMES } from '../../lib/runtime-contract';
 import { getRuntime } from './runtime';
 
@@ -54,8 +55,9 @@ async function awsDeps(): Promise<OrchestratorDeps> {
 
 /**
  * The state machines' Lambda task: one event names one task (validated), the core does it.
- * Errors are thrown as they are: their names (InvalidInputError, PhaseOrderError,
- * MigrationLockedError, TransientDatabaseError, …) are what the states' Retry and Catch match.
+ * Errors keep their names (InvalidInputError, PhaseOrderError, MigrationLockedError,
+ * TransientDatabaseError, …), which the states' Retry and Catch match, but leave with their name,
+ * message and SQLSTATE only (safe-error.ts): the log line and the Step Functions cause carry no row.
  */
 export async function handler(event: unknown): Promise<Record<string, unknown>> {
   const task = (event as { task?: unknown })?.task;
@@ -64,8 +66,8 @@ export async function handler(event: unknown): Promise<Record<string, unknown>> 
     logger.info('task done', { task });
     return result;
   } catch (error) {
-    logger.error('task failed', { task, error: error as Error });
-    throw error;
+    logger.error('task failed', { task, error: safeError(error) });
+    throw safeThrowable(error);
   } finally {
     metrics.publishStoredMetrics();
   }

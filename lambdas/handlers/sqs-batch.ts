@@ -1,10 +1,12 @@
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { MetricUnit, type Metrics } from '@aws-lambda-powertools/metrics';
+import { safeError, safeThrowable } from '../core/safe-error';
 import type { BatchHandler, BatchResult, QueueRecord } from '../ports/queue';
 
 /**
  * The `onError` hook of a queue worker's batch handler: counts the failed delivery in
- * `metricName` and logs `message` with the record's id, its receive count and the error. The
+ * `metricName` and logs `message` with the record's id, its receive count and the error (its
+ * name, message and SQLSTATE only: see safe-error.ts). The
  * batch handler reports the record back, so SQS redelivers it (or moves it to the DLQ).
  */
 export function recordFailure(
@@ -18,7 +20,7 @@ export function recordFailure(
     logger.error(message, {
       messageId: record.messageId,
       receiveCount: record.receiveCount,
-      error,
+      error: safeError(error),
     });
   };
 }
@@ -34,6 +36,9 @@ export async function runBatch(
 ): Promise<BatchResult> {
   try {
     return await run(records);
+  } catch (error) {
+    // The runtime reports a thrown error's message and stack: only the safe ones leave.
+    throw safeThrowable(error);
   } finally {
     metrics.publishStoredMetrics();
   }

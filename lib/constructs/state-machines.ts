@@ -264,11 +264,13 @@ export class MigrationStateMachines extends Construct {
     waitVerify.next(pollVerify);
     pollVerify.next(verifyDone);
 
+    // The execution input's `confirm` (RENAME V1 TABLES) reaches both cleanup steps.
     const startCleanup = named(
       'StartCleanup',
       'Phase 5: stop dual-write, archive V1',
       'start-cleanup',
       '$.cleanup',
+      { 'request.$': '$.request' },
     );
     const waitArchive = new sfn.Wait(this, 'WaitForArchive', {
       stateName: 'Wait for the archive',
@@ -284,6 +286,7 @@ export class MigrationStateMachines extends Construct {
       '$.cleanupResult',
       {
         'archive.$': '$.cleanup.archive',
+        'request.$': '$.request',
       },
     );
     const archiveFailed = new sfn.Pass(this, 'ArchiveFailed', {
@@ -325,6 +328,26 @@ export class MigrationStateMachines extends Construct {
     const throttle = named('ChangeThrottle', 'Change the backfill throttle', 'throttle', '$.throttle', {
       'request.$': '$.request',
     });
+    // Dropping the archived V1 tables: under the lock, with its confirmation (DROP V1 ARCHIVES).
+    const acquireForDrop = named('AcquireLockForDrop', 'Take the lock to drop archives', 'begin', '$.plan', {
+      'request.$': '$.request',
+    });
+    const drop = named('DropArchives', 'Drop the archived V1 tables', 'drop-archives', '$.dropped', {
+      'request.$': '$.request',
+    });
+    const releaseAfterDrop = named(
+      'ReleaseAfterDrop',
+      'Release the lock (archives dropped)',
+      'release',
+      null,
+    );
+    acquireForDrop
+      .next(drop)
+      .next(releaseAfterDrop)
+      .next(
+        new sfn.Succeed(this, 'ArchivesDropped', { stateName: 'Archives dropped', outputPath: '$.dropped' }),
+      );
+
     const action = new sfn.Choice(this, 'ChooseAction', { stateName: 'Which action?' })
       .when(
         sfn.Condition.stringEquals('$.request.action', 'status'),
@@ -341,6 +364,7 @@ export class MigrationStateMachines extends Construct {
           }),
         ),
       )
+      .when(sfn.Condition.stringEquals('$.request.action', 'drop-archives'), acquireForDrop)
       .otherwise(acquire);
     return validate.next(action);
   }
@@ -443,7 +467,8 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
   orchestrator.addEnvironment(LAMBDA_ENV.healthAlarmName, stack.alarms.health.alarmName);
   orchestrator.addToRolePolicy(
     new iam.PolicyStatement({
-      // DescribeAlarms does not support resource-level permissions.
+      // The gate reads the MigrationHealth composite alarm: DescribeAlarms returns composite
+      // alarms only to a permission scoped to `*` (CloudWatch API reference, DescribeAlarms).
       actions: ['cloudwatch:DescribeAlarms'],
       resources: ['*'],
     }),
@@ -462,13 +487,20 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
       },
       {
         id: 'AwsSolutions-IAM5[Resource::*]',
-        reason: 'X-Ray tracing (PutTraceSegments and friends) supports no resource-level permissions',
+        reason:
+          'X-Ray tracing (PutTraceSegments, PutTelemetryRecords, GetSamplingRules, GetSamplingTargets) and the ' +
+          'CloudWatch Logs delivery of the execution logs (CreateLogDelivery, GetLogDelivery, UpdateLogDelivery, ' +
+          'DeleteLogDelivery, ListLogDeliveries, PutResourcePolicy, DescribeResourcePolicies, DescribeLogGroups) ' +
+          'support no resource-level permissions',
       },
     );
   }
-  Validations.of(orchestrator).acknowledge({
+  Validations.of(stack.orchestrator).acknowledge({
     id: 'AwsSolutions-IAM5[Resource::*]',
-    reason: 'cloudwatch:DescribeAlarms and X-Ray support no resource-level permissions',
+    reason:
+      'cloudwatch:DescribeAlarms: the health gate reads the MigrationHealth composite alarm, and DescribeAlarms ' +
+      'returns composite alarms only when the permission is scoped to * (a narrower scope returns metric alarms ' +
+      'only); X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions',
   });
   return {
     migration: machines.migration,

@@ -77,6 +77,7 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
       advance: ['--through'],
       cutover: ['--cutover-arn'],
       rollback: ['--reason'],
+      'drop-archives': ['--confirm'],
       reset: ['--local', '--local-dir'],
       throttle: ['--rows-per-second'],
     }[name],

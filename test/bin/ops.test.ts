@@ -78,6 +78,18 @@ describe('commands start the right state machine with the documented input', () 
       { action: 'advance', through: 'CLEANUP' },
       'advance-cleanup',
     ],
+    [
+      ['advance', '--confirm', 'RENAME V1 TABLES'],
+      'Migration',
+      { action: 'advance', confirm: 'RENAME V1 TABLES' },
+      'advance',
+    ],
+    [
+      ['drop-archives', '--confirm', 'DROP V1 ARCHIVES'],
+      'Migration',
+      { action: 'drop-archives', confirm: 'DROP V1 ARCHIVES' },
+      'drop-archives',
+    ],
     [['cutover'], 'Cutover', { action: 'run' }, 'cutover'],
     [['cutover', '--step'], 'Cutover', { action: 'step' }, 'cutover-step'],
     [['cutover', '--hold'], 'Cutover', { action: 'hold' }, 'cutover-hold'],
@@ -99,6 +111,12 @@ describe('commands start the right state machine with the documented input', () 
       'Migration',
       { action: 'throttle', pause: true, reason: 'V1 batch job' },
       'throttle',
+    ],
+    [
+      ['rollback', '--reason', 'V2 is corrupt', '--force', '--confirm', 'ROLL BACK TO STALE V1'],
+      'Rollback',
+      { reason: 'V2 is corrupt', actor: 'cli:alice', force: true, confirm: 'ROLL BACK TO STALE V1' },
+      'rollback',
     ],
   ])('%j starts %s with %j', async (argv, machine, input, label) => {
     answerStarts();
@@ -271,6 +289,9 @@ describe('invalid command lines', () => {
     [['rollback'], '--reason', /is required/],
     [['rollback', '--reason', '   '], '--reason', /must not be empty/],
     [['rollback', '--reason', 'x'.repeat(501)], '--reason', /at most 500 characters/],
+    [['drop-archives'], '--confirm', /is required: pass --confirm "DROP V1 ARCHIVES"/],
+    [['drop-archives', '--confirm', ' '], '--confirm', /must not be empty/],
+    [['rollback', '--reason', 'x', '--confirm', 'ROLL BACK TO STALE V1'], '--confirm', /needs --force/],
     [['status', '--timeout', '10'], '--timeout', /needs --wait/],
     [['status', '--wait', '--timeout', 'soon'], '--timeout', /number/],
   ])('%j: %s %s', (argv, field, problem) => {

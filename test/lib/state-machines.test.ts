@@ -167,8 +167,9 @@ describe('the synthesized state machines, executed locally against real handlers
     const audit = await env.dbs.v2.query(
       `SELECT actor, details FROM migration_control.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
     );
-    expect(audit.rows[0].actor).toBe('alarm:BackendErrorRate');
-    expect(audit.rows[0].details).toMatchObject({ from: 25, to: 0 });
+    // The actor is the Rollback execution that acted; the gate's reason says who asked.
+    expect(audit.rows[0].actor).toMatch(/^arn:aws:states:local-1:\d{12}:execution:rollback:/);
+    expect(audit.rows[0].details).toMatchObject({ from: 25, to: 0, requestedBy: 'alarm:BackendErrorRate' });
     env.alarms.clear();
   });
 
@@ -182,9 +183,14 @@ describe('the synthesized state machines, executed locally against real handlers
     expect(run.status).toBe('SUCCEEDED');
     expect(env.parameters.entries()[TRAFFIC]).toBe('0');
     const audit = await env.dbs.v2.query(
-      `SELECT actor FROM migration_control.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
+      `SELECT actor, details FROM migration_control.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
     );
-    expect(audit.rows[0].actor).toBe('alarm:IotV2Migration-MigrationHealth');
+    // Free text in the input never becomes the actor: the execution's ARN does.
+    expect(audit.rows[0].actor).toBe(run.executionId);
+    expect(audit.rows[0].details).toMatchObject({
+      requestedBy: 'alarm',
+      reason: 'alarm:IotV2Migration-MigrationHealth',
+    });
   });
 
   it('walks the happy path: cutover to 100 %, then cleanup, then status', async () => {
@@ -198,7 +204,13 @@ describe('the synthesized state machines, executed locally against real handlers
     expect(cut.path.filter((s) => s === 'Health gate: alarms and drift')).toHaveLength(4);
     expect(env.parameters.entries()[TRAFFIC]).toBe('100');
     const before = await rowCounts(env.dbs.v1, 'public');
-    const cleanup = await machines.run('migration', { action: 'advance' });
+    // Without its confirmation, cleanup is refused before it changes anything.
+    const unconfirmed = await machines.run('migration', { action: 'advance' });
+    expect(unconfirmed).toMatchObject({ status: 'FAILED', error: 'ConfirmationRequiredError' });
+    expect(unconfirmed.cause).toContain('"confirm": "RENAME V1 TABLES"');
+    expect(env.parameters.entries()['/iot-migration/dual-write']).toBe('on');
+    expect(await rowCounts(env.dbs.v1, 'public')).toEqual(before);
+    const cleanup = await machines.run('migration', { action: 'advance', confirm: 'RENAME V1 TABLES' });
     expect(cleanup.status).toBe('SUCCEEDED');
     expect(cleanup.path).toEqual(
       expect.arrayContaining(['Phase 5: stop dual-write, archive V1', 'Check the archive, rename V1 tables']),
@@ -213,6 +225,37 @@ describe('the synthesized state machines, executed locally against real handlers
     };
     expect(output.phases.map((p) => p.status)).toEqual(['done', 'done', 'done', 'done', 'done']);
     expect(output.checklist.find((c) => c.item === 'rollback rehearsed')?.done).toBe(true);
+  });
+
+  it('drops the archives from the console input only after the retention and with the confirmation', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    const early = await machines.run('migration', { action: 'drop-archives', confirm: 'DROP V1 ARCHIVES' });
+    expect(early).toMatchObject({ status: 'FAILED', error: 'GuardRefusedError' });
+    expect(early.cause).toMatch(/retention period of 14 days runs until/);
+    expect(await rowCounts(env.dbs.v1, 'public')).toHaveProperty('device_data_v1_archived');
+    const missing = await machines.run('migration', { action: 'drop-archives' });
+    expect(missing).toMatchObject({ status: 'FAILED', error: 'InvalidInputError' });
+    expect(missing.cause).toMatch(/confirm/);
+
+    // The retention is over (as configured here): the confirmed drop runs under the lock.
+    const retention0 = { ...env.deps, config: { ...env.deps.config, cleanup: { retentionDays: 0 } } };
+    const later = new LocalStateMachines(definitions, retention0, fastWaits);
+    const wrong = await later.run('migration', { action: 'drop-archives', confirm: 'drop them' });
+    expect(wrong).toMatchObject({ status: 'FAILED', error: 'GuardRefusedError' });
+    expect(wrong.cause).toMatch(/confirmation must be exactly "DROP V1 ARCHIVES"/);
+    const dropped = await later.run('migration', { action: 'drop-archives', confirm: 'DROP V1 ARCHIVES' });
+    expect(dropped.status).toBe('SUCCEEDED');
+    expect(dropped.path).toEqual([
+      'Validate input',
+      'Which action?',
+      'Take the lock to drop archives',
+      'Drop the archived V1 tables',
+      'Release the lock (archives dropped)',
+      'Archives dropped',
+    ]);
+    expect(await rowCounts(env.dbs.v1, 'public')).toEqual({});
+    const lock = await env.dbs.v2.query('SELECT holder FROM migration_control.migration_lock');
+    expect(lock.rows[0].holder).toBeNull();
   });
 });
 

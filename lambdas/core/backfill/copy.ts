@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from '../config';
-import { controlSchema, isTransient } from '../db';
+import { controlSchema, isConnectionFailure, isTransient } from '../db';
 import {
   MigrationError,
   ParentRowsMissingError,
@@ -16,6 +16,7 @@ import {
   streamWindow,
 } from '../sync/window-copy';
 import { loadWindow, qualified, type WindowRow } from '../windows';
+import { safeMessage } from '../safe-error';
 
 export interface BackfillDeps {
   v1: Pool;
@@ -55,16 +56,12 @@ async function findUnmappableRow(
       await v2Client.query(insertFromStaging(config, window.table_name, `s.ctid = $1::tid`), [row.tid]);
       await v2Client.query('RELEASE SAVEPOINT one_row');
     } catch (error) {
-      throw new UnmappableRowError(
-        m.v1Table,
-        window.id,
-        `${m.v1Table}.id=${row.key}`,
-        (error as Error).message,
-        { cause: error },
-      );
+      throw new UnmappableRowError(m.v1Table, window.id, `${m.v1Table}.id=${row.key}`, safeMessage(error), {
+        cause: error,
+      });
     }
   }
-  throw new UnmappableRowError(m.v1Table, window.id, '(unknown)', (bulkError as Error).message, {
+  throw new UnmappableRowError(m.v1Table, window.id, '(unknown)', safeMessage(bulkError), {
     cause: bulkError,
   });
 }
@@ -185,9 +182,9 @@ export async function copyWindow(
 function classify(error: unknown, table: MappedTable, windowId: number): MigrationError {
   if (error instanceof MigrationError) return error;
   const code = sqlState(error);
-  const message = (error as Error).message ?? String(error);
+  const message = safeMessage(error);
   if (code === '23503') return new ParentRowsMissingError(table, windowId, message, { cause: error });
-  if (isTransient(error) || /Connection terminated|ECONNRESET|ECONNREFUSED/.test(message)) {
+  if (isTransient(error) || isConnectionFailure(error)) {
     return new TransientDatabaseError(
       `window ${windowId} of ${table}: ${message}`,
       { table, windowId },

@@ -12,6 +12,7 @@ import {
   type ClientSettingsInput,
 } from './row-sync';
 import { parseId, readV1Source, sameSource, SYNC_TABLES, type V1Source } from './v1-read';
+import { describeError } from '../safe-error';
 
 /** The type of a repair message. */
 export const REPAIR_MESSAGE_TYPE = 'repair-row';
@@ -123,7 +124,7 @@ export async function repairRow(deps: RepairDeps, table: MappedTable, id: string
     return await syncRow(deps, table, key);
   } catch (error) {
     if (error instanceof RepairRowError) throw error;
-    const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    const reason = describeError(error);
     throw new RepairRowError(table, key, reason, {
       cause: error,
       retryable: !(error instanceof MigrationError) && isRetryableRowError(error),

@@ -71,7 +71,8 @@ export function stagingColumns(table: MappedTable): string {
 /**
  * INSERT … SELECT from staging into the V2 table. The backfill keeps a row V2 already has
  * (`nothing`: a dual write is newer than the backfill's read); repair overwrites it with V1
- * (`update`: V1 is the source of truth).
+ * (`update`: V1 is the source of truth), but only a row of the same tenant: another tenant's
+ * row under the same key is left as it is (and the window stays mismatched, named).
  */
 export function insertFromStaging(
   config: MigrationConfig,
@@ -90,7 +91,7 @@ export function insertFromStaging(
       : `DO UPDATE SET ${written
           .filter((c) => !keyColumns.has(c.replace(/"/g, '')))
           .map((c) => `${c} = EXCLUDED.${c}`)
-          .join(', ')}`;
+          .join(', ')} WHERE ${target}.tenant_id = EXCLUDED.tenant_id`;
   const where = extraWhere ? `WHERE ${extraWhere}` : '';
   if (table === 'devices') {
     return `INSERT INTO ${target} (${written.join(', ')})

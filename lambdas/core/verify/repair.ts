@@ -7,11 +7,12 @@ import {
   streamWindow,
 } from '../sync/window-copy';
 import { bindWindow, loadWindows, qualified, type WindowRow } from '../windows';
-import { checkWindows, type VerifyDeps } from './checksums';
+import { checkWindows, V2_TENANT_FILTER, type VerifyDeps } from './checksums';
 import { syncRow } from '../sync/repair';
 import { buildReport, mismatchedWindows, type VerificationReport } from './report';
 import { compareAgain } from './row-diff';
 import { recordResults } from './runs';
+import { describeError } from '../safe-error';
 
 /** Telemetry rows rewritten per transaction by a window repair (see repairTelemetryWindow). */
 export const REPAIR_ROWS_PER_TRANSACTION = 50;
@@ -41,8 +42,9 @@ export async function repairWindow(
     await v2Client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
     const where = await bindWindow(v2Client, table, window, 'v2');
     const t = ident(m.v2Table);
+    // Only the migrated tenant's rows: another tenant's rows in the window's range stay.
     const deleted = await v2Client.query(
-      `DELETE FROM ${qualified(config.schemas.v2, m.v2Table)} WHERE ${where}
+      `DELETE FROM ${qualified(config.schemas.v2, m.v2Table)} WHERE ${where} AND ${V2_TENANT_FILTER}
           AND NOT EXISTS (SELECT 1 FROM pg_temp.stage s WHERE s.id = ${t}.id)`,
     );
     if (table === 'devices') await v2Client.query(insertTemplatesFromStaging(config));
@@ -87,8 +89,10 @@ async function repairTelemetryWindow(
     await v2Client.query('ANALYZE pg_temp.stage');
 
     await v2Client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await v2Client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
     const where = await bindWindow(v2Client, 'telemetry', window, 'v2');
-    const inV2 = `(SELECT ${columns.join(', ')} FROM ${target} WHERE ${where} AND legacy_id IS NOT NULL)`;
+    // The migrated tenant's rows only: another tenant's telemetry in this time range stays.
+    const inV2 = `(SELECT ${columns.join(', ')} FROM ${target} WHERE ${where} AND legacy_id IS NOT NULL AND ${V2_TENANT_FILTER})`;
     // V2 rows of the window that V1 does not have as they are: under another key, or not at all.
     const extra = await v2Client.query<{ tenant: string; device: string; ts: string; legacy: string }>(
       `SELECT t.tenant_id AS tenant, t.device_id AS device, t."timestamp"::text AS ts, t.legacy_id::text AS legacy
@@ -178,7 +182,7 @@ export async function repairRun(
         await repairWindow(deps, window.id);
       } catch (error) {
         // A repair that cannot write leaves the window mismatched; it is named below.
-        lastError = `${(error as Error).name}: ${(error as Error).message}`;
+        lastError = describeError(error);
       }
       const { windows: results } = await checkWindows(deps, [window.id]);
       await recordResults(deps.v2, deps.config, runId, results, attempts);
@@ -198,7 +202,7 @@ export async function repairRun(
     try {
       await syncRow(rowDeps, d.table, d.key);
     } catch (error) {
-      errors.set(`${d.table} ${d.key}`, `${(error as Error).name}: ${(error as Error).message}`);
+      errors.set(`${d.table} ${d.key}`, describeError(error));
     }
   }
   const remaining = await compareAgain(deps, found.sample.differences);

@@ -93,7 +93,7 @@ describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and
       target: 'PREPARE',
     });
     await expect(
-      handler({ task: 'begin', actor: 'arn:…:execution:Migration:two', request: { action: 'advance' } }),
+      handler({ task: 'begin', actor: 'arn:aws:states:eu-west-1:123456789012:execution:Migration:two', request: { action: 'advance' } }),
     ).rejects.toMatchObject({
       name: 'MigrationLockedError',
     });
