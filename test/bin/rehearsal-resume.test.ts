@@ -102,7 +102,7 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
     await dbs.v1.end();
     reportDir = mkdtempSync(join(tmpdir(), 'resume-'));
     args = [
-      ...['--v1-url', dbs.v1Url, '--v2-url', dbs.v2Url],
+      ...['--v1-url', dbs.v1Url, '--v2-url', dbs.v2Url, '--generate-v1-in', dbs.v1Name],
       ...['--devices', '20', '--telemetry', '12000', '--window-rows', '500', '--concurrency', '2'],
       ...['--bake-seconds', '1', '--report-dir', reportDir],
     ];
