@@ -63,6 +63,8 @@ export const METRIC_NAMES = {
   repairFailed: 'RepairFailed',
   /** Orchestrator: the V2 read-traffic percentage after each change (gauge, 0–100). */
   trafficPercentage: 'TrafficPercentage',
+  /** Orchestrator: 1 while the backfill workers are held back (paused, a ceiling, V1 pressure), else 0 (gauge). */
+  backfillThrottled: 'BackfillThrottled',
   /** Orchestrator: windows whose verification found a mismatch (count per run). */
   verificationMismatchedWindows: 'VerificationMismatchedWindows',
   /**

@@ -3,6 +3,7 @@
  * line), and what each command starts (which state machine, with which input).
  */
 import { z } from 'zod';
+import type { ControlChange } from '../../lambdas/core/backfill/throttle';
 import { DROP_CONFIRMATION, RENAME_CONFIRMATION } from '../../lambdas/core/cleanup';
 import { ROLLBACK_CONFIRMATION } from '../../lambdas/core/cutover';
 import { InvalidInputError } from '../../lambdas/core/errors';
@@ -70,6 +71,9 @@ const VALUES = {
   timeout: 'SECONDS',
   through: 'PHASE',
   reason: 'TEXT',
+  rowsPerSecond: 'N',
+  windowRows: 'N',
+  autoThrottle: 'on|off',
   confirm: 'WORDS',
 };
 
@@ -184,6 +188,47 @@ export const COMMAND_SPECS = {
       .strict(),
     summary: `Drops the archived V1 tables after the retention period (Migration state machine; needs --confirm).`,
   },
+  throttle: {
+    schema: z
+      .object({
+        pause: z.boolean().default(false).describe('pause the backfill and verification workers'),
+        resume: z.boolean().default(false).describe('let paused workers go on'),
+        rowsPerSecond: z.coerce
+          .number()
+          .int()
+          .min(0)
+          .max(10_000_000)
+          .optional()
+          .describe('at most N V1 rows read per second by all workers together (0 lifts the ceiling)'),
+        windowRows: z.coerce
+          .number()
+          .int()
+          .refine((n) => n === 0 || (n >= 100 && n <= 5_000_000), 'must be 0 or between 100 and 5000000')
+          .optional()
+          .describe('split windows larger than N rows before they are copied (0: as planned)'),
+        autoThrottle: z
+          .enum(['on', 'off'], { error: 'must be on or off' })
+          .optional()
+          .describe('the automatic throttle on V1 pressure: on (default) or off'),
+        reason: z.string().trim().min(1).max(500).optional().describe('why (recorded in the audit log)'),
+        ...common,
+      })
+      .strict()
+      .refine((f) => !(f.pause && f.resume), { path: ['pause'], error: 'give --pause or --resume, not both' })
+      .refine(
+        (f) =>
+          f.pause ||
+          f.resume ||
+          f.rowsPerSecond !== undefined ||
+          f.windowRows !== undefined ||
+          f.autoThrottle !== undefined,
+        {
+          path: ['pause'],
+          error: 'say what to change: --pause, --resume, --rows-per-second, --window-rows or --auto-throttle',
+        },
+      ),
+    summary: 'Pauses, resumes or slows the backfill workers now (their next window obeys).',
+  },
   reset: {
     schema: z
       .object({
@@ -255,6 +300,7 @@ export type OpsCommand = CommonFlags &
     | { command: 'switch-writes' }
     | { command: 'rollback'; reason: string; force: boolean; confirm?: string }
     | { command: 'reset' }
+    | { command: 'throttle'; change: ControlChange }
   );
 
 function commonOf(
@@ -343,6 +389,17 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
         ...(f.confirm ? { confirm: f.confirm } : {}),
       };
     }
+    case 'throttle': {
+      const f = parseArgs(rest, COMMAND_SPECS.throttle.schema, undefined, name);
+      const change: ControlChange = {
+        ...(f.pause ? { pause: true } : f.resume ? { pause: false } : {}),
+        ...(f.rowsPerSecond === undefined ? {} : { rowsPerSecond: f.rowsPerSecond || null }),
+        ...(f.windowRows === undefined ? {} : { windowRows: f.windowRows || null }),
+        ...(f.autoThrottle ? { autoThrottle: f.autoThrottle === 'on' } : {}),
+        ...(f.reason ? { reason: f.reason } : {}),
+      };
+      return { ...commonOf(f), command: 'throttle', change };
+    }
     case 'reset': {
       const f = parseArgs(rest, COMMAND_SPECS.reset.schema, undefined, name);
       if (!f.local) {
@@ -381,6 +438,8 @@ export function executionRequest(
       return { stateMachine: 'cutover', input: { action: command.mode } };
     case 'switch-writes':
       return { stateMachine: 'cutover', input: { action: 'switch-writes' } };
+    case 'throttle':
+      return { stateMachine: 'migration', input: { action: 'throttle', ...command.change } };
     case 'rollback':
       return {
         stateMachine: 'rollback',

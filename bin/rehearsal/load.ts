@@ -62,6 +62,8 @@ export class SyntheticBackend {
   private inFlight = new Set<Promise<void>>();
   private devices: string[] = [];
   private tick = 0;
+  /** Each write's round trip through the client, in ms (bench:impact's percentiles). */
+  readonly writeLatenciesMs: number[] = [];
 
   constructor(
     private readonly v1: Pool,
@@ -118,7 +120,9 @@ export class SyntheticBackend {
     try {
       if (n % 3 === 0) {
         this.stats.writes++;
+        const started = performance.now();
         const operation = await this.write(n, device);
+        this.writeLatenciesMs.push(performance.now() - started);
         this.stats.writesByOperation[operation] = (this.stats.writesByOperation[operation] ?? 0) + 1;
       } else {
         this.stats.reads++;

@@ -6,6 +6,7 @@ import { startLocalPostgres, type LocalPostgres } from '../../lambdas/adapters/l
 import { FileParameters } from '../../lambdas/adapters/local/file-parameters';
 import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
 import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
+import { ControlSchemaParameters, requeueLostWork } from '../../lambdas/adapters/local/local-resume';
 import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-workers';
 import { MemoryParameters } from '../../lambdas/adapters/local/memory-parameters';
 import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
@@ -223,6 +224,9 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
         soakMinutes: 0,
       },
       backup: { mode: 'auto', directory: options.backupDirectory },
+      // One machine runs V1, V2, the workers and the backend: a commit is slower than on a
+      // production V1, so the automatic throttle waits only for what is slow even here.
+      throttle: { commitLatencyMs: 500, probeTimeoutMs: 5000, maxWaitSeconds: 15, pressureHoldSeconds: 2 },
     });
     const names = parameterNames(config.ssmPrefix);
     const initial = {
@@ -230,9 +234,19 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
       [names.dualWrite]: 'off',
       [names.writePrimary]: 'v1',
     };
+    // Kept with the migration: next to a kept database, or in given V2's control schema (a run
+    // again after a crash finds the switches as the last one left them); else in memory.
     const parameters = directory
       ? new FileParameters(join(directory, 'parameters.json'), initial)
-      : new MemoryParameters(initial);
+      : embedded
+        ? new MemoryParameters(initial)
+        : await ControlSchemaParameters.open({ v2, config }, initial);
+    const requeued = await requeueLostWork({ v2, config });
+    if (requeued.windows + requeued.slices > 0) {
+      print(
+        `resuming: ${requeued.windows} backfill windows and ${requeued.slices} verification slices the last run had queued go out again`,
+      );
+    }
     const alarms = new LocalAlarms();
     const pools = { v1, v2 };
     const workers = startLocalWorkers(

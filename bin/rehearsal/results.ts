@@ -1,5 +1,6 @@
 import { runVerificationLocally } from '../../lambdas/adapters/local/local-verify';
 import { backfillProgress } from '../../lambdas/core/backfill';
+import { throttlePeriods } from '../../lambdas/core/backfill/throttle';
 import { migrationStatus } from '../../lambdas/core/checklist';
 import { controlSchema } from '../../lambdas/core/db';
 import { phaseStates } from '../../lambdas/core/migration-state';
@@ -74,6 +75,16 @@ async function writeSwitchTiming(env: Env, cleanupStartedAt?: string): Promise<P
 /** The write switch's name among the phases of the report (and `write_switch` in the summary). */
 export const WRITE_SWITCH = 'WRITE_SWITCH';
 
+/** The audit events that tell how the migration was interrupted and went on. */
+const INTERRUPTION_EVENTS = [
+  'execution.ended',
+  'lock.taken-over',
+  'local.work-requeued',
+  'phase.resumed',
+  'verification.resumed',
+  'cutover.continued',
+];
+
 /** What the run produced, gathered into the report (the checklist from the control schema). */
 export async function buildReport(
   env: Env,
@@ -108,6 +119,13 @@ export async function buildReport(
       `SELECT actor, details FROM ${controlSchema(env.config)}.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
     )
   ).rows[0];
+  const interruptions = (
+    await env.v2.query<{ at: Date; action: string; actor: string; details: Record<string, unknown> }>(
+      `SELECT at, action, actor, details FROM ${controlSchema(env.config)}.audit_log
+        WHERE action = ANY($1::text[]) ORDER BY id`,
+      [INTERRUPTION_EVENTS],
+    )
+  ).rows.map((r) => ({ at: r.at.toISOString(), action: r.action, actor: r.actor, details: r.details }));
   const { tables, verification } = run.comparison;
   const backfill = phases.find((p) => p.phase === 'BACKFILL');
   const rows = Object.values(tables).reduce((a, t) => a + t.v1, 0);
@@ -140,6 +158,8 @@ export async function buildReport(
           }
         : {}),
     },
+    interruptions,
+    throttlePeriods: await throttlePeriods(env.v2, env.config),
     ...(run.load ? { load: run.load } : {}),
     ...(run.error ? { error: run.error } : {}),
   };

@@ -85,9 +85,20 @@ export async function startCutover(ctx: MigrationContext): Promise<CutoverStatus
   const running = states.find((s) => s.phase === 'CUTOVER')?.status === 'running';
   const current = await cutoverStatus(ctx);
   if (running && (current.status === 'running' || current.status === 'held')) {
-    // A cutover in progress (stepped by ops, or held) carries on from its level; each of its
-    // gates re-verifies what changed, so the start guards are not asked again.
-    await auditEvent(ctx, 'cutover.continued', { level: current.level, percentage: current.percentage });
+    // A cutover in progress (interrupted, stepped by ops, or held) carries on from its level;
+    // each of its gates re-verifies what changed, so the start guards are not asked again. A
+    // level already reached is gated again first (see takeRegate): traffic moves on only when healthy.
+    const regate = current.status === 'running' && current.level >= 0;
+    if (regate) {
+      await ctx.v2.query(
+        `UPDATE ${controlSchema(ctx.config)}.cutover_state SET regate_pending = true WHERE id = 1`,
+      );
+    }
+    await auditEvent(ctx, 'cutover.continued', {
+      level: current.level,
+      percentage: current.percentage,
+      ...(regate ? { healthGateFirst: true } : {}),
+    });
     return current;
   }
   if (!running) await assertCanStart(ctx, 'CUTOVER');
@@ -103,6 +114,17 @@ export async function startCutover(ctx: MigrationContext): Promise<CutoverStatus
   );
   await auditEvent(ctx, 'cutover.started', { schedule });
   return cutoverStatus(ctx);
+}
+
+/**
+ * Whether the next step of a continued cutover is a health gate at the level it reached (once:
+ * the flag is cleared as it is taken).
+ */
+export async function takeRegate(ctx: MigrationContext): Promise<boolean> {
+  const { rowCount } = await ctx.v2.query(
+    `UPDATE ${controlSchema(ctx.config)}.cutover_state SET regate_pending = false WHERE id = 1 AND regate_pending`,
+  );
+  return (rowCount ?? 0) > 0;
 }
 
 /** Moves traffic to a level of the schedule (audited). Returns the level's bake time. */

@@ -415,12 +415,13 @@ export class MigrationLockedError extends MigrationError {
     readonly holder: string,
     readonly since: Date,
     readonly requestedBy: string,
+    /** What the liveness check found about the holder (RUNNING, or why it cannot tell). */
+    readonly holderStatus?: string,
   ) {
-    super(`The migration is locked by ${holder} since ${since.toISOString()}; ${requestedBy} was refused`, {
-      holder,
-      since: since.toISOString(),
-      requestedBy,
-    });
+    super(
+      `The migration is locked by ${holder} since ${since.toISOString()}${holderStatus ? ` (${holderStatus})` : ''}; ${requestedBy} was refused`,
+      { holder, since: since.toISOString(), requestedBy, ...(holderStatus ? { holderStatus } : {}) },
+    );
   }
 }
 

@@ -13,10 +13,12 @@ import {
   rollbackGuards,
   setCutoverHeld,
   startCutover,
+  takeRegate,
 } from './cutover';
 import {
   acquireLock,
   auditEvent,
+  ensureControlSchema,
   nextPhase,
   PHASES,
   phaseStates,
@@ -25,6 +27,7 @@ import {
   type Phase,
 } from './migration-state';
 import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
+import { changeControl, parseControlChange } from './backfill/throttle';
 import { assertCurrentVerificationRun, guardTask } from './task-guards';
 import {
   checkWritesForRollback,
@@ -61,6 +64,8 @@ const confirm = z.string().max(100);
 export const migrationInputSchema = z.discriminatedUnion('action', [
   z.object({ action: z.literal('advance'), through: phase.optional(), confirm: confirm.optional() }).strict(),
   z.object({ action: z.literal('status') }).strict(),
+  // The backfill control (`migrate throttle`): the rest of the input is a control change.
+  z.object({ action: z.literal('throttle') }).passthrough(),
   z.object({ action: z.literal('drop-archives'), confirm }).strict(),
 ]);
 
@@ -137,6 +142,7 @@ export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({ task: z.literal('validate-cutover-input'), input: z.unknown() }),
   z.object({ task: z.literal('validate-rollback-input'), input: z.unknown() }),
   z.object({ task: z.literal('status'), actor }),
+  z.object({ task: z.literal('throttle'), actor, request: z.object({}).passthrough() }),
   z.object({
     task: z.literal('begin'),
     actor,
@@ -153,6 +159,14 @@ export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({ task: z.literal('finish-cleanup'), actor, archive, request: confirmedRequest.optional() }),
   z.object({ task: z.literal('drop-archives'), actor, request: confirmedRequest.optional() }),
   z.object({ task: z.literal('release'), actor }),
+  // From the EventBridge rule on Step Functions "Execution Status Change" (ABORTED, TIMED_OUT,
+  // FAILED): `actor` is the execution that ended, which no Catch may have recorded.
+  z.object({
+    task: z.literal('execution-ended'),
+    actor,
+    status: z.enum(['ABORTED', 'TIMED_OUT', 'FAILED', 'SUCCEEDED']),
+    stateMachineArn: z.string().min(1).max(2048).optional(),
+  }),
   z.object({
     task: z.literal('record-failure'),
     actor,
@@ -201,8 +215,12 @@ export async function orchestrate(
 
 async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Record<string, unknown>> {
   const event = validate('orchestrator task', taskEventSchema, rawEvent);
-  if (event.task === 'validate-migration-input')
-    return validate('Migration input', migrationInputSchema, event.input);
+  if (event.task === 'validate-migration-input') {
+    const request = validate('Migration input', migrationInputSchema, event.input);
+    if (request.action !== 'throttle') return request;
+    const { action, ...change } = request;
+    return { action, ...parseControlChange(change) };
+  }
   if (event.task === 'validate-cutover-input')
     return validate('Cutover input', cutoverInputSchema, event.input);
   if (event.task === 'validate-rollback-input')
@@ -214,6 +232,14 @@ async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Recor
   switch (event.task) {
     case 'status':
       return { ...(await migrationStatus(ctx)) };
+    case 'throttle': {
+      // No lock: ops must be able to pause or slow the workers while a phase runs.
+      const { action: _action, ...change } = event.request;
+      await ensureControlSchema(ctx);
+      const control = await changeControl(ctx, parseControlChange(change));
+      deps.metric?.('BackfillThrottled', control.state === 'running' ? 0 : 1);
+      return { ...control };
+    }
     case 'begin': {
       await acquireLock(ctx);
       const target = event.request.through ?? (await nextPhase(ctx)) ?? 'CLEANUP';
@@ -238,6 +264,8 @@ async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Recor
     case 'poll-backfill': {
       const p = event.task === 'start-backfill' ? await startBackfill(ctx) : await pollBackfill(ctx);
       deps.metric?.('BackfillWindowsDone', p.windowsDone);
+      // 1 while the workers are held back (paused, under a ceiling, V1 under pressure).
+      deps.metric?.('BackfillThrottled', p.throttle.state === 'running' ? 0 : 1);
       return {
         complete: p.complete,
         windowsTotal: p.windowsTotal,
@@ -246,6 +274,8 @@ async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Recor
         rowsCopied: p.rowsCopied,
         rowsPerSecond: p.rowsPerSecond,
         etaSeconds: p.etaSeconds,
+        throttle: p.throttle.state,
+        ...(p.throttle.cause ? { throttleCause: p.throttle.cause } : {}),
       };
     }
     case 'start-verify':
@@ -277,6 +307,20 @@ async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Recor
       await releaseLock(ctx);
       await auditEvent(ctx, 'execution.finished', {});
       return { released: true };
+    case 'execution-ended': {
+      // An execution that failed before the control schema existed (bad input) left nothing to record.
+      const control = await ctx.v2.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [
+        `${ctx.config.schemas.control}.migration_lock`,
+      ]);
+      if (!control.rows[0].t) return { status: event.status, lockReleased: false, recorded: false };
+      const released = await releaseLock(ctx);
+      await auditEvent(ctx, 'execution.ended', {
+        status: event.status,
+        ...(event.stateMachineArn ? { stateMachine: event.stateMachineArn } : {}),
+        lockReleased: released,
+      });
+      return { status: event.status, lockReleased: released, recorded: true };
+    }
     case 'record-failure': {
       const message = causeMessage(event.error.Cause);
       await auditEvent(ctx, 'execution.failed', { error: event.error.Error, cause: message }).catch(
@@ -293,6 +337,16 @@ async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Recor
       const status = await cutoverStatus(ctx);
       if (status.status === 'held' || status.status === 'rolled-back')
         return { state: status.status, percentage: status.percentage };
+      if (await takeRegate(ctx)) {
+        // Continued after an interruption: the level reached is gated (no bake) before moving on.
+        return {
+          state: 'applied',
+          percentage: status.percentage,
+          bakeSeconds: 0,
+          last: status.level === status.schedule.length - 1,
+          resumed: true,
+        };
+      }
       if (status.level + 1 >= status.schedule.length) return { state: 'done', percentage: status.percentage };
       const applied = await applyLevel(ctx, status.level + 1);
       deps.metric?.('TrafficPercentage', applied.percentage);

@@ -9,6 +9,8 @@ import {
   setParameter,
   type MigrationContext,
 } from './migration-state';
+import { resendDeferredSlices, settleThrottle } from './backfill/throttle';
+import { controlSchema } from './db';
 import { runPrepare, type PrepareReport } from './prepare';
 import { checkV1Schema } from './v1-schema';
 import {
@@ -80,6 +82,7 @@ export async function startBackfill(ctx: MigrationContext & { queue: QueuePort }
 export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort }): Promise<BackfillProgress> {
   const { progress } = await pumpBackfill(ctx);
   if (progress.complete) {
+    await settleThrottle(ctx.v2, ctx.config);
     await endPhase(ctx, 'BACKFILL', {
       rows: progress.rowsCopied,
       rowsPerSecond: progress.rowsPerSecond,
@@ -101,8 +104,27 @@ export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort })
 export async function startVerify(
   ctx: MigrationContext & { queue: QueuePort },
 ): Promise<{ runId: number; slices: number }> {
-  await beginPhase(ctx, 'VERIFY');
+  const begun = await beginPhase(ctx, 'VERIFY');
   try {
+    if (begun === 'resumed') {
+      // The interrupted run goes on: its checked slices stand, the others are (sent) again.
+      const ctl = controlSchema(ctx.config);
+      const { rows } = await ctx.v2.query<{ id: string; slices: string; done: string }>(
+        `SELECT r.id, count(s.id) AS slices, count(s.id) FILTER (WHERE s.status = 'done') AS done
+           FROM ${ctl}.verification_runs r JOIN ${ctl}.verification_slices s ON s.run_id = r.id
+          WHERE r.status = 'running' AND r.scope = 'full' GROUP BY r.id ORDER BY r.id DESC LIMIT 1`,
+      );
+      if (rows[0]) {
+        const runId = Number(rows[0].id);
+        await auditEvent(ctx, 'verification.resumed', {
+          runId,
+          slices: Number(rows[0].slices),
+          slicesDone: Number(rows[0].done),
+        });
+        await resendDeferredSlices(ctx, runId);
+        return { runId, slices: Number(rows[0].slices) };
+      }
+    }
     return await startVerification(ctx);
   } catch (error) {
     await failPhase(ctx, 'VERIFY', describeError(error));
@@ -120,10 +142,12 @@ export type VerifyPoll =
  * closes the phase: done when clean, failed (VerificationFailedError naming the windows) when not.
  */
 export async function pollVerify(
-  ctx: MigrationContext,
+  ctx: MigrationContext & { queue?: QueuePort },
   runId: number,
   options: { sampleSize?: number; recheckDelayMs?: number } = {},
 ): Promise<VerifyPoll> {
+  // Slices the workers gave back (paused, V1 under pressure too long) go out again.
+  if (ctx.queue) await resendDeferredSlices({ ...ctx, queue: ctx.queue }, runId);
   const progress = await verificationProgress(ctx.v2, ctx.config, runId);
   if (!progress.complete) return { ...progress, complete: false };
   const report = await concludeRun(ctx, runId, {

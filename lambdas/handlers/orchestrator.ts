@@ -2,10 +2,12 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { CloudWatchClient } from '@aws-sdk/client-cloudwatch';
 import { RDSClient } from '@aws-sdk/client-rds';
+import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { SSMClient } from '@aws-sdk/client-ssm';
 import { CloudWatchAlarms } from '../adapters/aws/cloudwatch-alarms';
 import { RdsSnapshotBackup } from '../adapters/aws/rds-backup';
+import { SfnExecutions } from '../adapters/aws/sfn-executions';
 import { SqsQueue } from '../adapters/aws/sqs-queue';
 import { SsmParameters } from '../adapters/aws/ssm-parameters';
 import { ConfigError } from '../core/errors';
@@ -37,6 +39,7 @@ async function awsDeps(): Promise<OrchestratorDeps> {
     ...runtime,
     queue: new SqsQueue(new SQSClient({}), queueUrl),
     parameters: new SsmParameters(new SSMClient({})),
+    executions: new SfnExecutions(new SFNClient({})),
     backup: instanceId
       ? new RdsSnapshotBackup(new RDSClient({}), { instanceId })
       : clusterId

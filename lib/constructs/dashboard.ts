@@ -106,6 +106,14 @@ export class MigrationDashboard extends Construct {
           custom(METRIC_NAMES.windowsCopied, SERVICE_NAMES.worker, 'Sum', 'Windows copied'),
           custom(METRIC_NAMES.windowFailed, SERVICE_NAMES.worker, 'Sum', 'Window failures'),
         ],
+        right: [
+          custom(
+            METRIC_NAMES.backfillThrottled,
+            SERVICE_NAMES.orchestrator,
+            'Maximum',
+            'Throttled (1 = held back)',
+          ),
+        ],
         width: 8,
       }),
       new cloudwatch.GraphWidget({

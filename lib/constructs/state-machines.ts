@@ -7,6 +7,7 @@ import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { MigrationStack, StateMachinesFactory } from '../migration-stack';
 import { LAMBDA_ENV } from '../runtime-contract';
+import { ExecutionEndRule } from './execution-end-rule';
 
 /** How long the Migration state machine waits between progress polls. @default 30 s */
 export const DEFAULT_POLL_INTERVAL = Duration.seconds(30);
@@ -384,6 +385,9 @@ export class MigrationStateMachines extends Construct {
     nextPhase.next(route);
     acquire.next(nextPhase);
 
+    const throttle = named('ChangeThrottle', 'Change the backfill throttle', 'throttle', '$.throttle', {
+      'request.$': '$.request',
+    });
     // Dropping the archived V1 tables: under the lock, with its confirmation (DROP V1 ARCHIVES).
     const acquireForDrop = named('AcquireLockForDrop', 'Take the lock to drop archives', 'begin', '$.plan', {
       'request.$': '$.request',
@@ -409,6 +413,15 @@ export class MigrationStateMachines extends Construct {
         sfn.Condition.stringEquals('$.request.action', 'status'),
         status.next(
           new sfn.Succeed(this, 'StatusReported', { stateName: 'Status reported', outputPath: '$.status' }),
+        ),
+      )
+      .when(
+        sfn.Condition.stringEquals('$.request.action', 'throttle'),
+        throttle.next(
+          new sfn.Succeed(this, 'ThrottleChanged', {
+            stateName: 'Throttle changed',
+            outputPath: '$.throttle',
+          }),
         ),
       )
       .when(sfn.Condition.stringEquals('$.request.action', 'drop-archives'), acquireForDrop)
@@ -529,6 +542,11 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
       resources: ['*'],
     }),
   );
+  // A stopped execution (no Catch runs) still has its end recorded and its lock released.
+  new ExecutionEndRule(stack, 'ExecutionEnds', {
+    orchestrator,
+    stateMachines: [machines.migration, machines.cutover, machines.rollback],
+  });
   const orchestratorLogicalId = stack.getLogicalId(orchestrator.node.defaultChild as lambda.CfnFunction);
   for (const machine of [machines.migration, machines.cutover, machines.rollback]) {
     Validations.of(machine).acknowledge(

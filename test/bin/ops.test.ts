@@ -108,6 +108,12 @@ describe('commands start the right state machine with the documented input', () 
       'rollback',
     ],
     [
+      ['throttle', '--pause', '--reason', 'V1 batch job'],
+      'Migration',
+      { action: 'throttle', pause: true, reason: 'V1 batch job' },
+      'throttle',
+    ],
+    [
       ['rollback', '--reason', 'V2 is corrupt', '--force', '--confirm', 'ROLL BACK TO STALE V1'],
       'Rollback',
       { reason: 'V2 is corrupt', actor: 'cli:alice', force: true, confirm: 'ROLL BACK TO STALE V1' },

@@ -44,7 +44,7 @@ describe('rehearsal, end to end on small data', () => {
       reportDir: reportDir(),
       print: (line) => lines.push(line),
     });
-    // The whole migration through five phases: generous on a loaded machine.
+    // A whole rehearsal: generous on a loaded machine (the suite runs beside other work).
   }, 600_000);
   afterAll(() => Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]));
 
