@@ -29,7 +29,7 @@ import { v1Projection, v2Columns } from '../lambdas/core/mapping';
 import { runPrepare } from '../lambdas/core/prepare';
 import { bindWindow, loadWindow, type WindowRow } from '../lambdas/core/windows';
 import { exitOnError, parseArgs } from '../bin/cli-args';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { log, seconds } from './support';
@@ -40,8 +40,12 @@ const flags = z
     devices: z.coerce.number().int().min(1).default(1000),
     windowRows: z.coerce.number().int().min(1000).default(50_000),
     repeat: z.coerce.number().int().min(1).max(20).default(5),
+    storage: z.enum(['both', 'partitioned', 'timescaledb']).default('both'),
   })
   .strict();
+
+/** CPU time a process has used, in ns (Linux: /proc/<pid>/schedstat), to measure under a busy machine. */
+const cpuNs = (pid: number) => Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -73,6 +77,8 @@ interface Variant {
   before: string[];
   target?: string;
   binary?: boolean;
+  /** The window's rows in key order ("timestamp", id) instead of device by device. */
+  keyOrder?: boolean;
 }
 
 async function windowSource(
@@ -80,6 +86,7 @@ async function windowSource(
   config: MigrationConfig,
   window: WindowRow,
   mapped: boolean,
+  keyOrder = false,
 ): Promise<string> {
   await client.query(`SELECT set_config('DateStyle', 'ISO, YMD', true), set_config('TimeZone', 'UTC', true)`);
   await client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
@@ -87,7 +94,7 @@ async function windowSource(
   const columns = mapped
     ? v1Projection('telemetry')
     : `"deviceId", "timestamp", "data", "protocol", "source", "id"`;
-  return `SELECT ${columns} FROM device_data WHERE ${where} AND "deviceId" IN (SELECT id FROM devices)`;
+  return `SELECT ${columns} FROM device_data WHERE ${where} AND "deviceId" IN (SELECT id FROM devices)${keyOrder ? ' ORDER BY "timestamp", id' : ''}`;
 }
 
 async function profileStorage(
@@ -105,21 +112,24 @@ async function profileStorage(
   const writer = await v2.connect();
   const out: Record<string, number> = {};
   try {
-    const readTimes = async (mapped: boolean, keep: boolean, binary = false) => {
+    const readerPid = (await reader.query(`SELECT pg_backend_pid() AS p`)).rows[0].p as number;
+    const readTimes = async (mapped: boolean, keep: boolean, binary = false, keyOrder = false) => {
       const times: number[] = [];
       let chunks: Buffer[] = [];
       for (let i = 0; i < repeat; i++) {
         await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        const sql = await windowSource(reader, config, window, mapped);
-        const t = process.hrtime.bigint();
+        if (keyOrder) await reader.query(`SET LOCAL work_mem = '64MB'`);
+        const sql = await windowSource(reader, config, window, mapped, keyOrder);
+        const c0 = cpuNs(readerPid);
         chunks = await copyOut(reader, `COPY (${sql}) TO STDOUT${binary ? ' (FORMAT binary)' : ''}`, keep);
-        times.push(seconds(t));
+        times.push((cpuNs(readerPid) - c0) / 1e9);
         await reader.query('COMMIT');
       }
       return { s: median(times), chunks };
     };
     const mappedRead = await readTimes(true, true);
     const binaryRead = await readTimes(true, true, true);
+    const orderedRead = await readTimes(true, true, false, true);
     const rawRead = await readTimes(false, false);
     // The window's rows leave V2 for good, so that each variant copies them into a table that
     // holds every other window's rows.
@@ -141,8 +151,9 @@ async function profileStorage(
     out.v1MappedReadMs = Math.round(mappedRead.s * 1000);
     out.v1RawReadMs = Math.round(rawRead.s * 1000);
     out.v1BinaryReadMs = Math.round(binaryRead.s * 1000);
+    out.v1KeyOrderReadMs = Math.round(orderedRead.s * 1000);
     log(
-      `${label}: window ${window.id} (${window.expected_rows} rows, V2 holds ${rows}): V1 mapped read ${out.v1MappedReadMs} ms, raw ${out.v1RawReadMs} ms, binary ${out.v1BinaryReadMs} ms`,
+      `${label}: window ${window.id} (${window.expected_rows} rows, V2 holds ${rows}): V1 backend CPU: mapped read ${out.v1MappedReadMs} ms, raw ${out.v1RawReadMs} ms, binary ${out.v1BinaryReadMs} ms, in key order ${out.v1KeyOrderReadMs} ms`,
     );
 
     const constraints = (
@@ -162,55 +173,95 @@ async function profileStorage(
     ).rows.map((r) => r.name);
     const dropFk = (c: { conname: string }) => `ALTER TABLE telemetry DROP CONSTRAINT ${ident(c.conname)}`;
     const columns = v2Columns('telemetry').map(ident).join(', ');
+    const replica = `SET LOCAL session_replication_role = replica`;
+    const noDigest = 'ALTER TABLE telemetry DROP COLUMN row_digest';
     const allOff = [
-      ...fks.map(dropFk),
+      replica,
       ...uniques.map(dropFk),
       ...indexes.map((i) => `DROP INDEX ${ident(i)}`),
-      'ALTER TABLE telemetry DROP COLUMN row_digest',
+      noDigest,
     ];
     const variants: Variant[] = [
       { name: 'asIs', before: [] },
-      ...fks.map((c) => ({ name: `no ${c.def.replace(/ REFERENCES.*/, '')}`, before: [dropFk(c)] })),
-      { name: 'noForeignKeys', before: fks.map(dropFk) },
-      { name: 'replicaRole', before: [`SET LOCAL session_replication_role = replica`] },
-      ...uniques.map((c) => ({ name: `no ${c.def}`, before: [dropFk(c)] })),
-      ...indexes.map((i) => ({ name: `no index ${i}`, before: [`DROP INDEX ${ident(i)}`] })),
-      { name: 'noDigest', before: ['ALTER TABLE telemetry DROP COLUMN row_digest'] },
-      { name: 'nothing', before: allOff },
-      { name: 'asIsBinary', before: [], binary: true },
-      { name: 'nothingBinary', before: allOff, binary: true },
       {
-        name: 'bareJsonb',
+        name: 'fkNotValid',
+        before: fks.flatMap((c) => [
+          dropFk(c),
+          `ALTER TABLE telemetry ADD CONSTRAINT ${ident(c.conname)} ${c.def} NOT VALID`,
+        ]),
+      },
+      ...fks.map((c) => ({ name: `no ${c.def.replace(/ REFERENCES.*/, '')}`, before: [dropFk(c)] })),
+      { name: 'replicaRole', before: [replica] },
+      { name: 'replicaRole, no digest', before: [replica, noDigest] },
+      ...uniques.map((c) => ({ name: `replicaRole, no ${c.def}`, before: [replica, dropFk(c)] })),
+      ...indexes.map((i) => ({
+        name: `replicaRole, no index ${i}`,
+        before: [replica, `DROP INDEX ${ident(i)}`],
+      })),
+      {
+        name: 'replicaRole, unique key only',
+        before: [
+          replica,
+          ...uniques.filter((c) => c.contype === 'p').map(dropFk),
+          ...indexes.map((i) => `DROP INDEX ${ident(i)}`),
+        ],
+      },
+      { name: 'replicaRole, binary', before: [replica], binary: true },
+      { name: 'replicaRole, rows in key order', before: [replica], keyOrder: true },
+      {
+        name: 'replicaRole, unique key only, rows in key order',
+        before: [
+          replica,
+          ...uniques.filter((c) => c.contype === 'p').map(dropFk),
+          ...indexes.map((i) => `DROP INDEX ${ident(i)}`),
+        ],
+        keyOrder: true,
+      },
+      { name: 'nothing (no key, index, digest, foreign key)', before: allOff },
+      { name: 'nothing, binary', before: allOff, binary: true },
+      {
+        name: 'bare table, metrics jsonb',
         before: [
           `CREATE TABLE bare_profile (tenant_id text, device_id text, "timestamp" timestamptz, metrics jsonb, protocol text, source text, quality text, legacy_id bigint)`,
         ],
         target: 'bare_profile',
       },
       {
-        name: 'bareText',
+        name: 'bare table, metrics text',
         before: [
           `CREATE TABLE bare_profile (tenant_id text, device_id text, "timestamp" timestamptz, metrics text, protocol text, source text, quality text, legacy_id bigint)`,
         ],
         target: 'bare_profile',
       },
     ];
+    const writerPid = (await writer.query(`SELECT pg_backend_pid() AS p`)).rows[0].p as number;
     for (const v of variants) {
       const times: number[] = [];
+      const cpu: number[] = [];
       const wal: number[] = [];
+      let refused: string | undefined;
       for (let i = 0; i < repeat; i++) {
         await writer.query('BEGIN');
         await writer.query(
           `SELECT set_config('DateStyle', 'ISO, YMD', true), set_config('TimeZone', 'UTC', true)`,
         );
-        for (const ddl of v.before) await writer.query(ddl);
+        try {
+          for (const ddl of v.before) await writer.query(ddl);
+        } catch (error) {
+          await writer.query('ROLLBACK');
+          refused = (error as Error).message;
+          break;
+        }
         const lsn = (await writer.query(`SELECT pg_current_wal_insert_lsn() AS l`)).rows[0].l;
+        const c0 = cpuNs(writerPid);
         const t = process.hrtime.bigint();
         const n = await copyIn(
           writer,
           `COPY ${v.target ?? 'telemetry'} (${columns}) FROM STDIN${v.binary ? ' (FORMAT binary)' : ''}`,
-          v.binary ? binaryRead.chunks : mappedRead.chunks,
+          v.binary ? binaryRead.chunks : v.keyOrder ? orderedRead.chunks : mappedRead.chunks,
         );
         times.push(seconds(t));
+        cpu.push(cpuNs(writerPid) - c0);
         wal.push(
           Number(
             (await writer.query(`SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1) AS d`, [lsn]))
@@ -218,13 +269,18 @@ async function profileStorage(
           ),
         );
         await writer.query('ROLLBACK');
-        if (n !== Number(window.expected_rows) && n !== 0) throw new Error(`${v.name}: copied ${n}`);
+        if (n !== Number(window.expected_rows)) throw new Error(`${v.name}: copied ${n}`);
+      }
+      if (refused) {
+        log(`${label}: ${v.name.padEnd(64)} refused: ${refused}`);
+        continue;
       }
       await v2.query('VACUUM telemetry');
       const ms = Math.round(median(times) * 1000);
-      out[v.name] = ms;
+      const cpuMs = Math.round(median(cpu) / 1e6);
+      out[v.name] = cpuMs;
       log(
-        `${label}: ${v.name.padEnd(60)} ${String(ms).padStart(6)} ms  WAL ${(median(wal) / 1e6).toFixed(1)} MB`,
+        `${label}: ${v.name.padEnd(64)} CPU ${String(cpuMs).padStart(5)} ms  wall ${String(ms).padStart(6)} ms  WAL ${(median(wal) / 1e6).toFixed(1)} MB`,
       );
     }
   } finally {
@@ -253,7 +309,8 @@ async function main() {
     await generateV1(v1, { devices: args.devices, telemetry: args.rows, seed: 1 });
     await v1.query('VACUUM ANALYZE');
     const result: Record<string, Record<string, number>> = {};
-    for (const storage of ['partitioned', 'timescaledb'] as const) {
+    const storages = args.storage === 'both' ? (['partitioned', 'timescaledb'] as const) : [args.storage];
+    for (const storage of storages) {
       await pg.createDatabase(`v2_${storage}`);
       const v2 = pool(`v2_${storage}`);
       const config = parseConfig({
