@@ -33,13 +33,20 @@ import type { MigrationConfig } from '../lambdas/core/config';
 import { v1Projection, v2Columns } from '../lambdas/core/mapping';
 import { exitOnError, parseArgs } from '../bin/cli-args';
 import { ensurePgcopydb, pgcopydbClone } from './pgcopydb';
-import { benchV1, benchV2, log, seconds, sizeFlags } from './support';
+import { benchHelp, benchV1, benchV2, log, seconds, sizeFlags } from './support';
 
 const flags = z
   .object({
     ...sizeFlags,
-    guideSeconds: z.coerce.number().min(1).default(60),
-    storage: z.enum(['both', 'partitioned', 'timescaledb']).default('both'),
+    guideSeconds: z.coerce
+      .number()
+      .min(1)
+      .default(60)
+      .describe('time budget of the guide’s OFFSET approach, in seconds'),
+    storage: z
+      .enum(['both', 'partitioned', 'timescaledb'])
+      .default('both')
+      .describe('V2 telemetry storage(s) to measure: native partitions, a TimescaleDB hypertable, or both'),
   })
   .strict();
 
@@ -185,7 +192,16 @@ async function measure(
 }
 
 async function main() {
-  const args = parseArgs(process.argv.slice(2), flags);
+  const args = parseArgs(
+    process.argv.slice(2),
+    flags,
+    benchHelp(
+      'bench:backfill',
+      'Times the backfill pipeline against pgcopydb, a raw COPY pipe (the limit) and the guide’s OFFSET approach, per V2 telemetry storage.',
+      { guideSeconds: 'S', storage: 'both|partitioned|timescaledb' },
+    ),
+    'bench:backfill',
+  );
   const why = ensurePgcopydb();
   if (why) log(`no pgcopydb comparison: ${why}`);
   const storages: Storage[] = why

@@ -13,21 +13,30 @@
  */
 import { GetParameterCommand, GetParametersCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { mockClient } from 'aws-sdk-client-mock';
+import { z } from 'zod';
+import { exitOnError, parseArgs } from '../bin/cli-args';
 import { DEFAULT_REFRESH_MS, TrafficRouter } from '../client/traffic-router';
 import { parameterNames } from '../lambdas/ports/parameters';
 
-function parseSeconds(argv: string[]): number {
-  const i = argv.indexOf('--seconds');
-  if (i === -1) return 12;
-  const value = Number(argv[i + 1]);
-  if (!Number.isFinite(value) || value <= 0) {
-    throw new Error(`--seconds must be a positive number, got ${JSON.stringify(argv[i + 1])}`);
-  }
-  return value;
-}
+const flags = z
+  .object({
+    seconds: z.coerce.number().positive().default(12).describe('how long the router is loaded'),
+  })
+  .strict();
 
 async function main(): Promise<void> {
-  const seconds = parseSeconds(process.argv.slice(2));
+  const { seconds } = parseArgs(
+    process.argv.slice(2),
+    flags,
+    {
+      usage: 'npm run bench:router -- [flags]',
+      summary:
+        'TrafficRouter decisions per second, and SSM calls per minute at the default refresh interval.',
+      values: { seconds: 'S' },
+      notes: ['The last line printed is one JSON object with the figures.'],
+    },
+    'bench:router',
+  );
   const prefix = '/bench/migration';
   const names = parameterNames(prefix);
   const percentage = '37';
@@ -110,7 +119,4 @@ async function main(): Promise<void> {
   );
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exitCode = 1;
-});
+main().catch((error: unknown) => exitOnError(error));

@@ -13,9 +13,17 @@ import { runPrepare } from '../lambdas/core/prepare';
 
 /** The flags every benchmark's V1 takes: its telemetry rows and devices. */
 export const sizeFlags = {
-  rows: z.coerce.number().int().min(1000).default(1_000_000),
-  devices: z.coerce.number().int().min(1).default(1000),
+  rows: z.coerce.number().int().min(1000).default(1_000_000).describe('telemetry rows of the generated V1'),
+  devices: z.coerce.number().int().min(1).default(1000).describe('devices of the generated V1'),
 };
+
+/** The `--help` of a benchmark: its command line and what it measures. */
+export const benchHelp = (script: string, summary: string, values: Record<string, string> = {}) => ({
+  usage: `npm run ${script} -- [flags]`,
+  summary,
+  values: { rows: 'N', devices: 'N', ...values },
+  notes: ['The last line printed is one JSON object with the figures.'],
+});
 
 export interface BenchEnv {
   pg: LocalPostgres;

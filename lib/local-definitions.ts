@@ -1,4 +1,7 @@
 import { App } from 'aws-cdk-lib';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadStackConfig } from './config';
 import { migrationStateMachines } from './constructs/state-machines';
 import { MigrationStack } from './migration-stack';
@@ -40,17 +43,30 @@ function resolve(value: unknown, arns: Record<string, string>): string {
 /**
  * Synthesizes the stack (demo configuration, no asset bundling) and returns the state machine
  * definitions exactly as they would be deployed, with placeholder ARNs in place of the
- * deploy-time tokens. The local rehearsal and the tests execute these.
+ * deploy-time tokens. The local rehearsal and the tests execute these. The cloud assembly is
+ * written to a temporary folder, removed before this returns.
  */
 export function synthesizeDefinitions(): StateMachineDefinitions {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+  const outdir = mkdtempSync(join(tmpdir(), 'cdk.out-local-'));
+  try {
+    return definitionsOf(synthesizeTemplate(outdir));
+  } finally {
+    rmSync(outdir, { recursive: true, force: true });
+  }
+}
+
+type Template = { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+
+function synthesizeTemplate(outdir: string): Template {
+  const app = new App({ outdir, context: { 'aws:cdk:bundling-stacks': [] } });
   const stack = new MigrationStack(app, 'LocalRehearsal', {
     config: loadStackConfig(app.node),
     stateMachines: migrationStateMachines,
   });
-  const template = app.synth().getStackByName(stack.stackName).template as {
-    Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
-  };
+  return app.synth().getStackByName(stack.stackName).template as Template;
+}
+
+function definitionsOf(template: Template): StateMachineDefinitions {
   const arns: Record<string, string> = {};
   const found: Partial<Record<'migration' | 'cutover' | 'rollback', Record<string, unknown>>> = {};
   for (const [logicalId, resource] of Object.entries(template.Resources)) {

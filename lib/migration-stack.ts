@@ -1,4 +1,4 @@
-import { CfnOutput, Duration, Stack, type StackProps, Token } from 'aws-cdk-lib';
+import { Aws, CfnMapping, CfnOutput, Duration, Fn, Stack, type StackProps, Token } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
@@ -7,6 +7,7 @@ import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { CONFIG_ENV } from '../lambdas/core/config';
 import { DEMO_DATABASE_NAME, type StackConfig } from './config';
+import { CONSOLE_DOMAINS } from './console';
 import { MigrationAlarms } from './constructs/alarms';
 import { BackfillPipeline } from './constructs/backfill-pipeline';
 import { MigrationDashboard } from './constructs/dashboard';
@@ -223,6 +224,27 @@ export class MigrationStack extends Stack {
       description: 'SSM parameter holding the dual-write switch (on/off) the IoT backend reads',
       value: this.trafficSwitch.dualWrite.parameterName,
     });
+    const consoleDomains = new CfnMapping(this, 'ConsoleDomains', {
+      mapping: Object.fromEntries(Object.entries(CONSOLE_DOMAINS).map(([p, domain]) => [p, { domain }])),
+    });
+    new CfnOutput(this, 'DashboardUrl', {
+      description: 'The migration dashboard (phases, queues, traffic, alarms) in the CloudWatch console',
+      value: Fn.join('', [
+        'https://',
+        Aws.REGION,
+        '.',
+        consoleDomains.findInMap(Aws.PARTITION, 'domain'),
+        '/cloudwatch/home?region=',
+        Aws.REGION,
+        '#dashboards/dashboard/',
+        this.dashboard.dashboard.dashboardName,
+      ]),
+    });
+    new CfnOutput(this, 'AlarmTopicArn', {
+      description:
+        'SNS topic the migration alarms notify (MigrationHealth and the rollback alarms): subscribe on-call to it',
+      value: this.alarms.topic.topicArn,
+    });
 
     if (props.stateMachines) this.addStateMachines(props.stateMachines);
   }
@@ -278,7 +300,7 @@ export class MigrationStack extends Stack {
     for (const [name, machine, env, flag] of outputs) {
       if (!machine) continue;
       new CfnOutput(this, `${name}StateMachineArn`, {
-        description: `ARN of the ${name} state machine; the ops CLI (bin/ops.ts) reads it from ${env} (or ${flag})`,
+        description: `ARN of the ${name} state machine: \`npm run migrate\` reads it from ${env} (or ${flag})`,
         value: machine.stateMachineArn,
       });
     }

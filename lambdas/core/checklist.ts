@@ -1,4 +1,5 @@
 import { controlSchema } from './db';
+import { TABLE_ORDER } from './mapping';
 import { backfillProgress } from './backfill';
 import { cutoverStatus } from './cutover';
 import { phaseStates, readParameter, type MigrationContext, type PhaseState } from './migration-state';
@@ -48,9 +49,18 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
   const backupCheck = await one<{ details: { restoreCheck?: unknown; snapshotAt?: string } }>(
     `SELECT details FROM ${c}.audit_log WHERE action = 'backup.created' ORDER BY at LIMIT 1`,
   );
+  // V2's own migration files, and the tables they and the storage choice create: the control
+  // schema's migrations alone (which run first) do not make a V2.
   const schema = await one<{ n: string; last: Date }>(
-    `SELECT count(*) AS n, max(applied_at) AS last FROM ${c}.schema_migrations`,
+    `SELECT count(*) AS n, max(applied_at) AS last FROM ${c}.schema_migrations WHERE migration_set = 'v2'`,
   );
+  const v2Tables = ['tenants', ...TABLE_ORDER];
+  const present = await one<{ tables: string[] }>(
+    `SELECT coalesce(array_agg(t ORDER BY t), '{}') AS tables
+       FROM unnest($1::text[]) AS t WHERE to_regclass(format('%I.%I', $2::text, t)) IS NOT NULL`,
+    [v2Tables, ctx.config.schemas.v2],
+  );
+  const missingV2Tables = v2Tables.filter((t) => !present?.tables.includes(t));
   const storage = await one<{ kind: string; reason: string; chosen_at: Date }>(
     `SELECT kind, reason, chosen_at FROM ${c}.telemetry_storage`,
   );
@@ -104,9 +114,13 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
     },
     {
       item: 'V2 schema deployed',
-      done: Number(schema?.n ?? 0) > 0,
+      done: Number(schema?.n ?? 0) > 0 && missingV2Tables.length === 0,
       at: iso(schema?.last),
-      evidence: { migrationFiles: Number(schema?.n ?? 0) },
+      evidence: {
+        migrationFiles: Number(schema?.n ?? 0),
+        schema: ctx.config.schemas.v2,
+        ...(missingV2Tables.length > 0 ? { missingTables: missingV2Tables } : {}),
+      },
     },
     {
       item: 'TimescaleDB or fallback configured',

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { LAMBDA_ENV } from '../../lib/runtime-contract';
 import { ConfigError, InvalidMessageError } from './errors';
 
 /** A PostgreSQL identifier we are willing to quote into SQL (schema names from config). */
@@ -13,28 +14,27 @@ const port = z.coerce.number().int().min(1).max(65535);
  * A database to connect to: a URL, or host/port/database with either a password (local use)
  * or a Secrets Manager secret (on AWS; fetched at cold start, never put in the environment).
  */
-export const databaseSchema = z.union([
-  z
-    .object({
-      url: z.string().regex(/^postgres(ql)?:\/\/.+/, 'must be a postgres:// or postgresql:// URL'),
-      ssl: z.boolean().optional(),
-    })
-    .strict(),
-  z
-    .object({
-      host: z.string().min(1),
-      port: port.default(5432),
-      database: z.string().min(1),
-      user: z.string().min(1).optional(),
-      password: z.string().optional(),
-      secretArn: z
-        .string()
-        .regex(/^arn:aws[a-z-]*:secretsmanager:/, 'must be a Secrets Manager ARN')
-        .optional(),
-      ssl: z.boolean().optional(),
-    })
-    .strict(),
-]);
+export const urlDatabaseSchema = z
+  .object({
+    url: z.string().regex(/^postgres(ql)?:\/\/.+/, 'must be a postgres:// or postgresql:// URL'),
+    ssl: z.boolean().optional(),
+  })
+  .strict();
+export const hostDatabaseSchema = z
+  .object({
+    host: z.string().min(1),
+    port: port.default(5432),
+    database: z.string().min(1),
+    user: z.string().min(1).optional(),
+    password: z.string().optional(),
+    secretArn: z
+      .string()
+      .regex(/^arn:aws[a-z-]*:secretsmanager:/, 'must be a Secrets Manager ARN')
+      .optional(),
+    ssl: z.boolean().optional(),
+  })
+  .strict();
+export const databaseSchema = z.union([urlDatabaseSchema, hostDatabaseSchema]);
 export type DatabaseConfig = z.infer<typeof databaseSchema>;
 
 export const TELEMETRY_STORAGE_MODES = ['auto', 'timescaledb', 'partitioned'] as const;
@@ -52,6 +52,30 @@ export const DEFAULT_SSM_PREFIX = '/iot-migration';
 export const DEFAULT_TELEMETRY_WINDOW_ROWS = 50_000;
 export const DEFAULT_ENTITY_WINDOW_ROWS = 10_000;
 export const DEFAULT_WORKER_CONCURRENCY = 2;
+/** Receives of a window message before it goes to the DLQ (and the worker marks it failed). */
+export const DEFAULT_MAX_RECEIVE_COUNT = 5;
+/** The schema names when none are configured. */
+export const DEFAULT_SCHEMAS = { v1: 'public', v2: 'public', control: 'migration_control' } as const;
+
+/**
+ * The limits of every bounded setting, in one place: the run-time schema below and the stack
+ * configuration (lib/config.ts) both read them, so a stack cannot deploy a value the Lambdas
+ * would refuse at cold start.
+ */
+export const CONFIG_LIMITS = {
+  /** Workers copying windows at once (also the SQS event source's maximum concurrency). */
+  concurrency: { min: 1, max: 64 },
+  /** Deliveries of a window message before it goes to the DLQ. */
+  maxReceiveCount: { min: 1, max: 100 },
+  telemetryWindowRows: { min: 100, max: 5_000_000 },
+  entityWindowRows: { min: 2, max: 1_000_000 },
+  /** Levels of the cutover schedule. */
+  cutoverLevels: { min: 1, max: 20 },
+  /** Traffic to V2 of one cutover level, in percent. */
+  cutoverPercentage: { min: 1, max: 100 },
+  /** Bake time of one cutover level, in seconds (7 days). */
+  bakeSeconds: { min: 0, max: 7 * 86_400 },
+} as const;
 
 /** One level of the cutover: traffic to V2 in percent, then a bake time before the health gate. */
 export interface CutoverLevel {
@@ -59,6 +83,7 @@ export interface CutoverLevel {
   bakeSeconds: number;
 }
 
+/** The one default cutover schedule: 10 → 25 → 50 → 100 %, 30 minutes' bake each. */
 export const DEFAULT_CUTOVER_SCHEDULE: readonly CutoverLevel[] = [
   { percentage: 10, bakeSeconds: 1800 },
   { percentage: 25, bakeSeconds: 1800 },
@@ -66,36 +91,48 @@ export const DEFAULT_CUTOVER_SCHEDULE: readonly CutoverLevel[] = [
   { percentage: 100, bakeSeconds: 1800 },
 ];
 
+/**
+ * The ordering rules of a cutover schedule (strictly increasing, ending at 100), as a zod
+ * refinement shared by the run-time schema and the stack configuration.
+ */
+export function checkCutoverOrder(levels: readonly { percentage: number }[], ctx: z.RefinementCtx): void {
+  levels.forEach((level, i) => {
+    if (i > 0 && level.percentage <= levels[i - 1].percentage) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [i, 'percentage'],
+        message: `levels must increase (the level before is ${levels[i - 1].percentage})`,
+      });
+    }
+  });
+  if (levels.length > 0 && levels[levels.length - 1].percentage !== 100) {
+    ctx.addIssue({
+      code: 'custom',
+      path: [levels.length - 1, 'percentage'],
+      message: 'the last level must be 100',
+    });
+  }
+}
+
+const { cutoverLevels, cutoverPercentage, bakeSeconds } = CONFIG_LIMITS;
+
 /** A cutover schedule: strictly increasing levels within 1–100 that end at 100. */
 export const cutoverScheduleSchema = z
   .array(
     z
       .object({
-        percentage: z.number().int().min(1).max(100),
-        bakeSeconds: z
-          .number()
-          .int()
-          .min(0)
-          .max(7 * 86_400),
+        percentage: z.number().int().min(cutoverPercentage.min).max(cutoverPercentage.max),
+        bakeSeconds: z.number().int().min(bakeSeconds.min).max(bakeSeconds.max),
       })
       .strict(),
   )
-  .min(1)
-  .max(20)
-  .superRefine((levels, ctx) => {
-    levels.forEach((level, i) => {
-      if (i > 0 && level.percentage <= levels[i - 1].percentage) {
-        ctx.addIssue({ code: 'custom', path: [i, 'percentage'], message: 'levels must increase' });
-      }
-    });
-    if (levels.length > 0 && levels[levels.length - 1].percentage !== 100) {
-      ctx.addIssue({
-        code: 'custom',
-        path: [levels.length - 1, 'percentage'],
-        message: 'the last level must be 100',
-      });
-    }
-  });
+  .min(cutoverLevels.min)
+  .max(cutoverLevels.max)
+  .superRefine(checkCutoverOrder);
+
+/** An integer setting (a number, or its text from the environment) within its CONFIG_LIMITS. */
+const bounded = (name: 'telemetryWindowRows' | 'entityWindowRows' | 'concurrency' | 'maxReceiveCount') =>
+  z.coerce.number().int().min(CONFIG_LIMITS[name].min).max(CONFIG_LIMITS[name].max);
 
 /** The one schema of the migration's configuration; every field has a default but the databases. */
 export const configSchema = z
@@ -104,12 +141,12 @@ export const configSchema = z
     v2: databaseSchema,
     schemas: z
       .object({
-        v1: identifier.default('public'),
-        v2: identifier.default('public'),
-        control: identifier.default('migration_control'),
+        v1: identifier.default(DEFAULT_SCHEMAS.v1),
+        v2: identifier.default(DEFAULT_SCHEMAS.v2),
+        control: identifier.default(DEFAULT_SCHEMAS.control),
       })
       .strict()
-      .default({ v1: 'public', v2: 'public', control: 'migration_control' }),
+      .default({ ...DEFAULT_SCHEMAS }),
     tenant: z
       .object({
         id: z.string().min(1).max(200).default(DEFAULT_TENANT.id),
@@ -140,22 +177,17 @@ export const configSchema = z
       .default({ mode: 'auto', directory: '.rehearsal/backups' }),
     batch: z
       .object({
-        telemetryWindowRows: z.coerce
-          .number()
-          .int()
-          .min(100)
-          .max(5_000_000)
-          .default(DEFAULT_TELEMETRY_WINDOW_ROWS),
-        entityWindowRows: z.coerce.number().int().min(2).max(1_000_000).default(DEFAULT_ENTITY_WINDOW_ROWS),
-        concurrency: z.coerce.number().int().min(1).max(64).default(DEFAULT_WORKER_CONCURRENCY),
-        maxReceiveCount: z.coerce.number().int().min(1).max(100).default(5),
+        telemetryWindowRows: bounded('telemetryWindowRows').default(DEFAULT_TELEMETRY_WINDOW_ROWS),
+        entityWindowRows: bounded('entityWindowRows').default(DEFAULT_ENTITY_WINDOW_ROWS),
+        concurrency: bounded('concurrency').default(DEFAULT_WORKER_CONCURRENCY),
+        maxReceiveCount: bounded('maxReceiveCount').default(DEFAULT_MAX_RECEIVE_COUNT),
       })
       .strict()
       .default({
         telemetryWindowRows: DEFAULT_TELEMETRY_WINDOW_ROWS,
         entityWindowRows: DEFAULT_ENTITY_WINDOW_ROWS,
         concurrency: DEFAULT_WORKER_CONCURRENCY,
-        maxReceiveCount: 5,
+        maxReceiveCount: DEFAULT_MAX_RECEIVE_COUNT,
       }),
     cutover: z
       .object({
@@ -307,4 +339,102 @@ export function loadConfig(
   if (schedule)
     setPath(base, ['cutover', 'schedule'], parseJsonSetting(CONFIG_ENV.cutoverSchedule, schedule));
   return parseConfig(base, file ? `configuration (${file} and environment)` : 'configuration (environment)');
+}
+
+const optional = (value: string | undefined) => (value === undefined || value === '' ? undefined : value);
+
+/** Where each field of the Lambdas' configuration comes from (LAMBDA_ENV and CONFIG_ENV). */
+const LAMBDA_FIELDS: readonly [string, string][] = [
+  ['v1.host', LAMBDA_ENV.v1Host],
+  ['v1.port', LAMBDA_ENV.v1Port],
+  ['v1.database', LAMBDA_ENV.v1Database],
+  ['v1.secretArn', LAMBDA_ENV.v1SecretArn],
+  ['v2.host', LAMBDA_ENV.v2Host],
+  ['v2.port', LAMBDA_ENV.v2Port],
+  ['v2.database', LAMBDA_ENV.v2Database],
+  ['v2.secretArn', LAMBDA_ENV.v2SecretArn],
+  ['schemas.v1', CONFIG_ENV.v1Schema],
+  ['schemas.v2', CONFIG_ENV.v2Schema],
+  ['schemas.control', CONFIG_ENV.controlSchema],
+  ['ssmPrefix', CONFIG_ENV.ssmPrefix],
+  ['telemetryStorage', CONFIG_ENV.telemetryStorage],
+  ['tenant.id', CONFIG_ENV.tenantId],
+  ['batch.telemetryWindowRows', CONFIG_ENV.telemetryWindowRows],
+  ['batch.concurrency', CONFIG_ENV.concurrency],
+  ['batch.maxReceiveCount', CONFIG_ENV.maxReceiveCount],
+  ['cutover.schedule', CONFIG_ENV.cutoverSchedule],
+  ['backup.rdsInstanceId', LAMBDA_ENV.rdsInstanceId],
+  ['backup.auroraClusterId', LAMBDA_ENV.auroraClusterId],
+];
+
+/** A field of the configuration as the variable that sets it: `batch.concurrency` → MIGRATION_CONCURRENCY. */
+function variableOf(field: string): string {
+  for (const [path, name] of LAMBDA_FIELDS) {
+    if (field === path) return name;
+    if (field.startsWith(`${path}.`)) return `${name}[${field.slice(path.length + 1)}]`;
+  }
+  return field;
+}
+
+/** The Lambdas' configuration schema: the one schema, with databases given by host (and secret). */
+const lambdaConfigSchema = configSchema.extend({ v1: hostDatabaseSchema, v2: hostDatabaseSchema });
+
+/**
+ * The run-time configuration of a migration Lambda, from its environment (LAMBDA_ENV and
+ * CONFIG_ENV), validated by the one config schema. A missing or bad variable gets ConfigError
+ * naming the variable. The Lambdas call this at cold start; `cdk synth` calls it on the exact
+ * environment it gives each function (lib/constructs/migration-function.ts), so a stack that
+ * the Lambdas would refuse never deploys.
+ */
+export function configFromLambdaEnvironment(
+  env: Record<string, string | undefined>,
+  source = 'Lambda environment',
+): MigrationConfig {
+  const database = (side: 'v1' | 'v2') => {
+    const name = (field: string) => LAMBDA_FIELDS.find(([path]) => path === `${side}.${field}`)![1];
+    return {
+      host: env[name('host')],
+      port: optional(env[name('port')]),
+      database: env[name('database')],
+      secretArn: env[name('secretArn')],
+      ssl: env[LAMBDA_ENV.dbSsl] !== 'false',
+    };
+  };
+  const schedule = optional(env[CONFIG_ENV.cutoverSchedule]);
+  const raw = {
+    v1: database('v1'),
+    v2: database('v2'),
+    schemas: {
+      v1: optional(env[CONFIG_ENV.v1Schema]),
+      v2: optional(env[CONFIG_ENV.v2Schema]),
+      control: optional(env[CONFIG_ENV.controlSchema]),
+    },
+    ssmPrefix: optional(env[CONFIG_ENV.ssmPrefix]),
+    telemetryStorage: optional(env[CONFIG_ENV.telemetryStorage]),
+    tenant: { id: optional(env[CONFIG_ENV.tenantId]) },
+    batch: {
+      telemetryWindowRows: optional(env[CONFIG_ENV.telemetryWindowRows]),
+      concurrency: optional(env[CONFIG_ENV.concurrency]),
+      maxReceiveCount: optional(env[CONFIG_ENV.maxReceiveCount]),
+    },
+    cutover: {
+      schedule: schedule ? parseJsonSetting(CONFIG_ENV.cutoverSchedule, schedule) : undefined,
+    },
+    backup: {
+      rdsInstanceId: optional(env[LAMBDA_ENV.rdsInstanceId]),
+      auroraClusterId: optional(env[LAMBDA_ENV.auroraClusterId]),
+    },
+  };
+  const result = lambdaConfigSchema.safeParse(raw);
+  if (!result.success) {
+    throw new ConfigError(
+      describeIssues(result.error).map((i) => ({
+        field: variableOf(i.field),
+        problem:
+          i.problem === 'Invalid input: expected string, received undefined' ? 'is required' : i.problem,
+      })),
+      source,
+    );
+  }
+  return result.data;
 }

@@ -23,7 +23,7 @@ export class MigrationError extends Error {
 export class ConfigError extends MigrationError {
   constructor(
     readonly issues: { field: string; problem: string }[],
-    source = 'configuration',
+    readonly source = 'configuration',
   ) {
     super(`Invalid ${source}: ${issues.map((i) => `${i.field}: ${i.problem}`).join('; ')}`, {
       issues,
@@ -64,15 +64,20 @@ export class DatabaseConnectionError extends MigrationError {
 /** A transient database failure (lock timeout, serialization failure, dropped connection). */
 export class TransientDatabaseError extends MigrationError {
   override readonly retryable = true;
-  constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
-    super(message, details, options);
-  }
 }
 
-/** V1 does not have the tables and columns the migration reads. */
+/** V1 does not have the tables and columns the migration reads; the message says what to check. */
 export class V1SchemaMismatchError extends MigrationError {
-  constructor(readonly missing: string[]) {
-    super(`The V1 database does not match the expected schema; missing: ${missing.join(', ')}`, { missing });
+  constructor(
+    readonly missing: string[],
+    readonly schema = 'public',
+  ) {
+    super(
+      `The V1 database does not match the expected schema; missing: ${missing.join(', ')}. Nothing was written. ` +
+        `Check that the configuration points at V1 (its database URL or host, and schemas.v1 / V1_SCHEMA, now "${schema}"): ` +
+        'V1 must have the tables and columns of sql/v1/schema.sql. Once it does, advance again.',
+      { missing, schema },
+    );
   }
 }
 
@@ -103,11 +108,7 @@ export class MigrationApplyError extends MigrationError {
 }
 
 /** The backup could not be made, or it was made but is not usable. */
-export class BackupError extends MigrationError {
-  constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
-    super(message, details, options);
-  }
-}
+export class BackupError extends MigrationError {}
 
 /** The default tenant cannot be created because another tenant already has its slug. */
 export class TenantConflictError extends MigrationError {
@@ -123,11 +124,7 @@ export class TenantConflictError extends MigrationError {
 }
 
 /** Telemetry storage (TimescaleDB or native partitioning) could not be set up. */
-export class StorageSetupError extends MigrationError {
-  constructor(message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
-    super(message, details, options);
-  }
-}
+export class StorageSetupError extends MigrationError {}
 
 /**
  * A runtime switch read by the backend (traffic percentage, dual-write) is invalid, missing,
@@ -391,39 +388,6 @@ export class AlarmLookupError extends MigrationError {
   ) {
     super(`Cannot read the alarms ${alarms.join(', ')}: ${reason}`, { alarms }, options);
     this.retryable = options?.retryable ?? false;
-  }
-}
-
-/** The ops CLI needs a state machine ARN that neither its flag nor its environment variable gives. */
-export class StateMachineArnMissingError extends MigrationError {
-  constructor(
-    readonly stateMachine: string,
-    readonly flag: string,
-    readonly envVar: string,
-  ) {
-    super(`No ${stateMachine} state machine ARN: pass ${flag} or set ${envVar}`, {
-      stateMachine,
-      flag,
-      envVar,
-    });
-  }
-}
-
-/** A Step Functions call of the ops CLI failed; `awsError` is the service's error name. */
-export class StepFunctionsCallError extends MigrationError {
-  constructor(
-    readonly operation: string,
-    readonly awsError: string,
-    reason: string,
-    readonly hint: string | undefined,
-    details: Record<string, unknown> = {},
-    options?: { cause?: unknown },
-  ) {
-    super(
-      `${operation} failed with ${awsError}: ${reason}${hint ? ` (${hint})` : ''}`,
-      { operation, awsError, hint, ...details },
-      options,
-    );
   }
 }
 

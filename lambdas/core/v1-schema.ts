@@ -39,7 +39,7 @@ export async function checkV1Schema(v1: Pool, schema: string): Promise<{ tables:
       else missing.push(`column ${table}.${column}`);
     }
   }
-  if (missing.length > 0) throw new V1SchemaMismatchError(missing);
+  if (missing.length > 0) throw new V1SchemaMismatchError(missing, schema);
   return { tables: V1_TABLE_NAMES.length, columns };
 }
 

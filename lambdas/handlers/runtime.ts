@@ -1,15 +1,7 @@
 import type { Pool } from 'pg';
 import { fetchDatabaseCredentials } from '../adapters/aws/secrets';
-import {
-  CONFIG_ENV,
-  parseConfig,
-  parseJsonSetting,
-  type DatabaseConfig,
-  type MigrationConfig,
-} from '../core/config';
+import { configFromLambdaEnvironment, type DatabaseConfig, type MigrationConfig } from '../core/config';
 import { openPool } from '../core/db';
-import { ConfigError } from '../core/errors';
-import { LAMBDA_ENV } from '../../lib/runtime-contract';
 
 /** What every migration Lambda needs: the validated configuration and a pool per database. */
 export interface Runtime {
@@ -21,80 +13,12 @@ export interface Runtime {
 /** Connections per pool and container; the worker copies one window at a time. */
 export const DEFAULT_POOL_MAX = 3;
 
-const optional = (value: string | undefined) => (value === undefined || value === '' ? undefined : value);
-
-function databaseFromEnv(env: NodeJS.ProcessEnv, side: 'v1' | 'v2'): Record<string, unknown> {
-  const names =
-    side === 'v1'
-      ? {
-          host: LAMBDA_ENV.v1Host,
-          port: LAMBDA_ENV.v1Port,
-          database: LAMBDA_ENV.v1Database,
-          secretArn: LAMBDA_ENV.v1SecretArn,
-        }
-      : {
-          host: LAMBDA_ENV.v2Host,
-          port: LAMBDA_ENV.v2Port,
-          database: LAMBDA_ENV.v2Database,
-          secretArn: LAMBDA_ENV.v2SecretArn,
-        };
-  return {
-    host: env[names.host],
-    port: optional(env[names.port]),
-    database: env[names.database],
-    secretArn: env[names.secretArn],
-    ssl: env[LAMBDA_ENV.dbSsl] !== 'false',
-  };
-}
-
 /**
  * The runtime configuration from the Lambda environment (LAMBDA_ENV and CONFIG_ENV), validated
- * by the one config schema: a missing or bad variable gets ConfigError naming the field.
+ * by the one config schema: a missing or bad variable gets ConfigError naming it.
  */
 export function configFromEnvironment(env: NodeJS.ProcessEnv = process.env): MigrationConfig {
-  // The database schema is a union (URL or host), whose error would only say "Invalid input".
-  const required = [
-    LAMBDA_ENV.v1Host,
-    LAMBDA_ENV.v1Database,
-    LAMBDA_ENV.v1SecretArn,
-    LAMBDA_ENV.v2Host,
-    LAMBDA_ENV.v2Database,
-    LAMBDA_ENV.v2SecretArn,
-  ];
-  const missing = required.filter((name) => optional(env[name]) === undefined);
-  if (missing.length > 0) {
-    throw new ConfigError(
-      missing.map((field) => ({ field, problem: 'is required' })),
-      'Lambda environment',
-    );
-  }
-  const raw: Record<string, unknown> = {
-    v1: databaseFromEnv(env, 'v1'),
-    v2: databaseFromEnv(env, 'v2'),
-    schemas: {
-      v1: optional(env[CONFIG_ENV.v1Schema]),
-      v2: optional(env[CONFIG_ENV.v2Schema]),
-      control: optional(env[CONFIG_ENV.controlSchema]),
-    },
-    ssmPrefix: optional(env[CONFIG_ENV.ssmPrefix]),
-    telemetryStorage: optional(env[CONFIG_ENV.telemetryStorage]),
-    tenant: { id: optional(env[CONFIG_ENV.tenantId]) },
-    batch: {
-      telemetryWindowRows: optional(env[CONFIG_ENV.telemetryWindowRows]),
-      concurrency: optional(env[CONFIG_ENV.concurrency]),
-      maxReceiveCount: optional(env[CONFIG_ENV.maxReceiveCount]),
-    },
-    cutover: {
-      schedule: env[CONFIG_ENV.cutoverSchedule]
-        ? parseJsonSetting(CONFIG_ENV.cutoverSchedule, env[CONFIG_ENV.cutoverSchedule]!)
-        : undefined,
-    },
-    backup: {
-      rdsInstanceId: optional(env[LAMBDA_ENV.rdsInstanceId]),
-      auroraClusterId: optional(env[LAMBDA_ENV.auroraClusterId]),
-    },
-  };
-  return parseConfig(raw, 'Lambda environment');
+  return configFromLambdaEnvironment(env);
 }
 
 async function open(db: DatabaseConfig, target: string, max: number): Promise<Pool> {

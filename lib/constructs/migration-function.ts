@@ -1,10 +1,11 @@
-import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Token, Validations } from 'aws-cdk-lib';
 import type * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { join } from 'node:path';
+import { configFromLambdaEnvironment } from '../../lambdas/core/config';
 import { LAMBDA_ENV } from '../runtime-contract';
 
 /** The repository root: where package-lock.json, lambdas/ and sql/ are. */
@@ -63,6 +64,42 @@ export interface MigrationFunctionProps {
   readonly logRetention?: logs.RetentionDays;
 }
 
+/**
+ * What the run-time parser sees at synth in place of a value CloudFormation fills in at deploy
+ * time (a database endpoint or a secret ARN of a resource in the stack): such a value is right by
+ * construction, so a placeholder of its kind stands in for it. A deploy-time value in any other
+ * variable the parser reads is not replaced, and the check refuses it.
+ */
+const DEPLOY_TIME_PLACEHOLDERS: Record<string, string> = {
+  [LAMBDA_ENV.v1Host]: 'deploy-time.invalid',
+  [LAMBDA_ENV.v2Host]: 'deploy-time.invalid',
+  [LAMBDA_ENV.v1Port]: '5432',
+  [LAMBDA_ENV.v2Port]: '5432',
+  [LAMBDA_ENV.v1Database]: 'deploy_time',
+  [LAMBDA_ENV.v2Database]: 'deploy_time',
+  [LAMBDA_ENV.v1SecretArn]: 'arn:aws:secretsmanager:deploy-time:000000000000:secret:deploy-time',
+  [LAMBDA_ENV.v2SecretArn]: 'arn:aws:secretsmanager:deploy-time:000000000000:secret:deploy-time',
+  [LAMBDA_ENV.rdsInstanceId]: 'deploy-time',
+  [LAMBDA_ENV.auroraClusterId]: 'deploy-time',
+};
+
+/**
+ * Checks a function's exact environment with the parser the Lambdas run at cold start
+ * (lambdas/core/config.ts); throws its ConfigError, naming the construct and each variable.
+ */
+export function checkLambdaEnvironment(path: string, environment: Readonly<Record<string, string>>): void {
+  const resolved = Object.fromEntries(
+    Object.entries(environment).map(([name, value]) => [
+      name,
+      Token.isUnresolved(value) ? (DEPLOY_TIME_PLACEHOLDERS[name] ?? value) : value,
+    ]),
+  );
+  configFromLambdaEnvironment(
+    resolved,
+    `Lambda environment of ${path} (the Lambdas would refuse it at cold start)`,
+  );
+}
+
 /** Environment variable names that must never be set on a function (they would carry secrets). */
 const SECRET_LIKE_NAME = /PASSWORD|PASSWD|TOKEN|PRIVATE_KEY|DATABASE_URL|SECRET(?!_ARN$)/i;
 
@@ -78,7 +115,8 @@ const SECRET_LIKE_NAME = /PASSWORD|PASSWD|TOKEN|PRIVATE_KEY|DATABASE_URL|SECRET(
  * - the `sql/` folder copied next to the bundle, and MIGRATION_SQL_DIR pointing at it;
  * - in the given VPC subnets with the given security groups;
  * - the runtime CA bundle trusted (NODE_EXTRA_CA_CERTS), so TLS to RDS is verified;
- * - environment variables for non-secret configuration only.
+ * - environment variables for non-secret configuration only, checked at synth by the run-time
+ *   configuration parser (a value the Lambdas would refuse fails `cdk synth` with ConfigError).
  */
 export class MigrationFunction extends Construct {
   /** The function. */
@@ -96,6 +134,7 @@ export class MigrationFunction extends Construct {
         );
       }
     }
+    checkLambdaEnvironment(this.node.path, props.environment);
     const memorySize = props.memorySize ?? DEFAULT_FUNCTION_MEMORY_MB;
     if (!Number.isInteger(memorySize) || memorySize < 128 || memorySize > 10_240) {
       throw new Error(

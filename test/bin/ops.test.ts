@@ -88,6 +88,12 @@ describe('commands start the right state machine with the documented input', () 
       { reason: 'p99 latency doubled', actor: 'cli:alice' },
       'rollback',
     ],
+    [
+      ['rollback', '--reason', 'V2 is corrupt', '--force'],
+      'Rollback',
+      { reason: 'V2 is corrupt', actor: 'cli:alice', force: true },
+      'rollback',
+    ],
   ])('%j starts %s with %j', async (argv, machine, input, label) => {
     answerStarts();
 
@@ -195,8 +201,9 @@ describe('missing or invalid state machine ARNs', () => {
     const { code, err } = await run(argv, { env: { ...ENV, [env]: undefined } });
 
     expect(code).toBe(2);
-    expect(err[0]).toBe(
-      `StateMachineArnMissingError: No ${title} state machine ARN: pass ${flag} or set ${env}`,
+    expect(err[0]).toMatch(
+      `StateMachineArnMissingError: No ${title} state machine ARN: pass ${flag} or set ${env} ` +
+        `to the stack output ${title}StateMachineArn`,
     );
     expect(started()).toHaveLength(0);
   });
@@ -286,10 +293,44 @@ describe('invalid command lines', () => {
   });
 
   it('prints the usage for help (exit 0) and for no command (exit 2)', async () => {
-    const help = await run(['help']);
-    expect(help.code).toBe(0);
-    expect(help.out[0]).toMatch(/^usage: migrate <command>/);
-    expect((await run([])).code).toBe(2);
+    for (const argv of [['help'], ['--help'], ['-h']]) {
+      const help = await run(argv);
+      expect(help.code).toBe(0);
+      expect(help.out[0]).toMatch(/^usage: npm run migrate -- <command>/);
+    }
+    const none = await run([]);
+    expect(none.code).toBe(2);
+    expect(none.err.join('\n')).toMatch(/missing command[\s\S]*usage: npm run migrate/);
+  });
+
+  it('prints a command’s flags for `<command> --help` and `help <command>`, starting nothing', async () => {
+    for (const argv of [
+      ['rollback', '--help'],
+      ['help', 'rollback'],
+      ['rollback', '--reason', '--help'],
+    ]) {
+      const help = await run(argv);
+      expect(help.code).toBe(0);
+      expect(help.out[0]).toMatch(/^usage: npm run migrate -- rollback \[flags\]/);
+      expect(help.out[0]).toMatch(/--reason TEXT +why traffic goes back to V1/);
+    }
+    expect(started()).toHaveLength(0);
+  });
+
+  it('lists the valid flags when one is unknown', () => {
+    expect(flagsError(['cutover', '--halt'])).toContainEqual({
+      field: '--halt',
+      problem: expect.stringMatching(
+        /^is not a flag of cutover; its flags are --step, --hold, --resume, .*--local/,
+      ),
+    });
+  });
+
+  it.each<[string[], string]>([
+    [['status', '--local', '--migration-arn', smArn('Migration')], '--migration-arn'],
+    [['reset'], '--local'],
+  ])('%j: refuses %s', (argv, field) => {
+    expect(flagsError(argv).map((i) => i.field)).toContain(field);
   });
 });
 

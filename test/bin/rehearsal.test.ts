@@ -1,11 +1,19 @@
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { runRehearsal, summaryLine, type RehearsalResult } from '../../bin/rehearsal/run';
+import { runRehearsal, summaryLine, summaryLines, type RehearsalResult } from '../../bin/rehearsal/run';
 import { dropDatabase, freshDatabases, type TestDatabases } from '../support/pg';
 
 const CHROMIUM = '/usr/bin/chromium';
+
+const reportDirs: string[] = [];
+afterAll(() => reportDirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+const reportDir = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rehearsal-'));
+  reportDirs.push(dir);
+  return dir;
+};
 
 const base = {
   devices: 30,
@@ -32,7 +40,7 @@ describe('rehearsal, end to end on small data', () => {
       ...base,
       v1Url: dbs.v1Url,
       v2Url: dbs.v2Url,
-      reportDir: mkdtempSync(join(tmpdir(), 'rehearsal-')),
+      reportDir: reportDir(),
       print: (line) => lines.push(line),
     });
   });
@@ -51,8 +59,28 @@ describe('rehearsal, end to end on small data', () => {
     for (const t of Object.values(tables)) expect(t.v2).toBe(t.v1);
     expect(tables.telemetry.v1).toBe(5000);
     expect(result.exitCode).toBe(0);
-    expect(lines.some((l) => /\[migration\] Phase 2/.test(l))).toBe(true);
     expect(lines.some((l) => /\[cutover\] Health gate/.test(l))).toBe(true);
+  });
+
+  it('prints each phase once, and each cutover step once per traffic level', () => {
+    for (const phase of ['Phase 1', 'Phase 2', 'Phase 3', 'Phase 5']) {
+      expect(lines.filter((l) => l.startsWith(`[migration] ${phase}:`))).toHaveLength(1);
+    }
+    expect(lines.filter((l) => l.startsWith('[cutover] Health gate'))).toEqual([
+      '[cutover] Health gate: alarms and drift · traffic to V2 10 %',
+      '[cutover] Health gate: alarms and drift · traffic to V2 25 %',
+      '[cutover] Health gate: alarms and drift · traffic to V2 50 %',
+      '[cutover] Health gate: alarms and drift · traffic to V2 100 %',
+    ]);
+    expect(lines.filter((l) => /Take the migration lock|Validate input/.test(l))).toEqual([]);
+  });
+
+  it('says that the unticked "rollback rehearsed" is expected in a run that did not roll back', () => {
+    const summary = summaryLines(result);
+    expect(summary).toContain(
+      '  [ ] rollback rehearsed — expected: this run did not roll back; rehearse one with --fail-at cutover:25',
+    );
+    expect(summary.filter((l) => l.startsWith('  [ ]'))).toHaveLength(1);
   });
 
   it('writes the report as JSON and as HTML', () => {
@@ -113,7 +141,7 @@ describe('rehearsal fault injection', () => {
         failAt: 'cutover:25',
         v1Url: dbs.v1Url,
         v2Url: dbs.v2Url,
-        reportDir: mkdtempSync(join(tmpdir(), 'rehearsal-')),
+        reportDir: reportDir(),
         print: () => undefined,
       });
       expect(result.exitCode).toBe(3);
@@ -126,6 +154,7 @@ describe('rehearsal fault injection', () => {
       });
       expect(result.report.error).toBeUndefined(); // V1 row counts unchanged
       expect(result.report.faults.rollback?.actor).toBe('alarm:RehearsalFault');
+      expect(summaryLines(result)).toContain('  [x] rollback rehearsed');
       expect(result.report.tables.telemetry).toMatchObject({ v1: 8000, v2: 8000 });
       const v1 = new (await import('pg')).Pool({ connectionString: dbs.v1Url });
       const tables = await v1.query(

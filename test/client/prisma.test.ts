@@ -34,6 +34,7 @@ async function setup(prefix: string, options: { devices: number; telemetry: numb
 function migrated(
   ctx: { dbs: TestDatabases; config: MigrationConfig; prisma: PrismaClient },
   v2: Pool = ctx.dbs.v2,
+  options: { v2TimeoutMs?: number } = {},
 ) {
   const router = migrationRouter(true);
   const queue = recordingQueue();
@@ -49,6 +50,9 @@ function migrated(
     onMetric: rec.onMetric,
     onV2Failure: (f) => void failures.push(f),
     shadowReads: { sampleRate: 1, onMismatch: (m) => void mismatches.push(m) },
+    // These tests are about correctness, not latency: on a loaded CI machine a V2 half may take
+    // seconds, and the default timeout would turn it into a queued repair the test never runs.
+    v2TimeoutMs: options.v2TimeoutMs ?? 60_000,
   });
   return { db, router, queue, rec, failures, mismatches };
 }

@@ -1,13 +1,16 @@
-import { App, Validations } from 'aws-cdk-lib';
+import { Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { loadStackConfig } from '../../lib/config';
 import { migrationStateMachines } from '../../lib/constructs/state-machines';
 import { MigrationStack } from '../../lib/migration-stack';
+import { appWithoutBundling } from './helpers';
 
 /** The app as bin/app.ts builds it (demo config, no context), without bundling assets. */
 function synthApp(): Template {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+  const app = appWithoutBundling();
   const stack = new MigrationStack(app, 'IotV2Migration', {
     config: loadStackConfig(app.node),
     stateMachines: migrationStateMachines,
@@ -66,6 +69,16 @@ describe('the CDK app with no context (demo config)', () => {
       }),
       Targets: Match.arrayWith([Match.objectLike({ Arn: { Ref: rollbackId } })]),
     });
+  });
+
+  it('documents every stack output in the README', () => {
+    const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
+    const outputs = Object.keys(template.toJSON().Outputs as Record<string, unknown>);
+    expect(outputs).toEqual(
+      expect.arrayContaining(['DashboardUrl', 'AlarmTopicArn', 'MigrationStateMachineArn']),
+    );
+    for (const output of outputs)
+      expect({ output, documented: readme.includes(`\`${output}\``) }).toEqual({ output, documented: true });
   });
 
   it('gives the orchestrator the health alarm’s name, and never a secret, in its environment', () => {

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -49,15 +49,25 @@ describe('stack configuration', () => {
       JSON.stringify(existingConfigInput({ worker: { concurrency: 4 } })),
     );
 
-    const config = loadStackConfig(context({ [CONFIG_FILE_CONTEXT_KEY]: 'prod.json' }), dir);
+    try {
+      const config = loadStackConfig(context({ [CONFIG_FILE_CONTEXT_KEY]: 'prod.json' }), dir);
 
-    expect(config.worker.concurrency).toBe(4);
+      expect(config.worker.concurrency).toBe(4);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('names the missing fields of a non-demo configuration', () => {
     const error = configError(() => parseStackConfig({ v1: existingConfigInput().v1 }));
 
-    expect(error.issues.map((i) => i.field).sort()).toEqual(['securityGroupId', 'subnetIds', 'v2', 'vpcId']);
+    expect(error.issues.map((i) => i.field).sort()).toEqual([
+      'securityGroupId',
+      'snapshot',
+      'subnetIds',
+      'v2',
+      'vpcId',
+    ]);
     expect(error.message).toMatch(/vpcId: is required unless demo: true/);
   });
 
@@ -110,6 +120,30 @@ describe('stack configuration', () => {
     expect(error.issues).toEqual([
       { field: 'worker.concurrency', problem: expect.stringMatching(/at least 2/) },
     ]);
+  });
+
+  it.each([
+    ['missing', undefined],
+    ['empty', {}],
+  ])(
+    'refuses a non-demo configuration whose snapshot is %s: Phase 1 could not back V1 up',
+    (_name, snapshot) => {
+      const error = configError(() => parseStackConfig({ ...existingConfigInput(), snapshot }));
+
+      expect(error.issues).toEqual([
+        { field: 'snapshot', problem: expect.stringMatching(/rdsInstanceId or auroraClusterId.*Phase 1/) },
+      ]);
+    },
+  );
+
+  it('refuses V1 and V2 in one schema of one database (their tables share names)', () => {
+    const input = existingConfigInput();
+    const error = configError(() => parseStackConfig({ ...input, v2: { ...input.v1 } }));
+
+    expect(error.issues).toEqual([{ field: 'schemas.v2', problem: expect.stringMatching(/must differ/) }]);
+    expect(() =>
+      parseStackConfig({ ...input, v2: { ...input.v1 }, schemas: { v2: 'iot_v2' } }),
+    ).not.toThrow();
   });
 
   it('refuses network and database fields together with demo: true', () => {

@@ -1,9 +1,26 @@
-import { App, Stack } from 'aws-cdk-lib';
+import { App, type AppProps, Stack } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseStackConfig, type StackConfigInput } from '../../lib/config';
 
+const outdirs: string[] = [];
+// Each test file that makes apps removes their cloud assemblies (an App without `outdir` would
+// leave a cdk.out* folder in the temp directory for every synth).
+afterAll(() => {
+  for (const dir of outdirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+/** An app whose cloud assembly goes to a temporary folder removed after the test file. */
+export function testApp(props: AppProps = {}): App {
+  const outdir = mkdtempSync(join(tmpdir(), 'cdk.out-test-'));
+  outdirs.push(outdir);
+  return new App({ ...props, outdir });
+}
+
 /** An app that skips asset bundling (esbuild), for fast assertion tests. */
-export const appWithoutBundling = () => new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+export const appWithoutBundling = () => testApp({ context: { 'aws:cdk:bundling-stacks': [] } });
 
 export const V1_SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:iot/v1-AbCdEf';
 export const V2_SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:iot/v2-GhIjKl';
@@ -22,6 +39,7 @@ export function existingConfigInput(overrides: Partial<StackConfigInput> = {}): 
       secretArn: V2_SECRET_ARN,
       rdsInstanceId: 'iot-v2',
     },
+    snapshot: { rdsInstanceId: 'iot-v1' },
     ...overrides,
   };
 }

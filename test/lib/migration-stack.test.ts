@@ -9,7 +9,7 @@ import { demoStackConfig, type StackConfig } from '../../lib/config';
 import { WORKER_ENTRY } from '../../lib/constructs/backfill-pipeline';
 import { MigrationStack, type MigrationStackProps } from '../../lib/migration-stack';
 import { LAMBDA_ENV } from '../../lib/runtime-contract';
-import { appWithoutBundling, existingConfig, V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
+import { appWithoutBundling, existingConfig, testApp, V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
 
 /** A stack in an app checked by cdk-nag's AwsSolutions pack, as bin/app.ts does. */
 function checkedStack(app: App, config: StackConfig, props: Partial<MigrationStackProps> = {}) {
@@ -36,7 +36,7 @@ describe('MigrationStack (demo, bundled: the real synth)', () => {
   let app: App;
   let template: Template;
   beforeAll(() => {
-    app = new App();
+    app = testApp();
     const stack = checkedStack(app, demoStackConfig());
     // Throws when cdk-nag reports a finding that is not acknowledged.
     template = Template.fromStack(stack);
@@ -111,6 +111,41 @@ describe('MigrationStack (existing databases)', () => {
     }
   });
 
+  it('outputs what ops need: the dashboard URL, the alarm topic, and the ARNs `npm run migrate` reads', () => {
+    template.hasOutput('DashboardUrl', {
+      Description: Match.stringLikeRegexp('dashboard'),
+      Value: {
+        'Fn::Join': [
+          '',
+          Match.arrayWith([
+            'https://',
+            { 'Fn::FindInMap': ['ConsoleDomains', { Ref: 'AWS::Partition' }, 'domain'] },
+            '#dashboards/dashboard/',
+            { Ref: Match.stringLikeRegexp('^Dashboard[0-9A-F]{8}$') },
+          ]),
+        ],
+      },
+    });
+    expect(template.toJSON().Mappings.ConsoleDomains).toEqual({
+      aws: { domain: 'console.aws.amazon.com' },
+      'aws-cn': { domain: 'console.amazonaws.cn' },
+      'aws-us-gov': { domain: 'console.amazonaws-us-gov.com' },
+    });
+    template.hasOutput('AlarmTopicArn', {
+      Description: Match.stringLikeRegexp('subscribe on-call'),
+      Value: { Ref: Match.stringLikeRegexp('^AlarmsTopic') },
+    });
+    template.hasOutput('RollbackStateMachineArn', {
+      Description:
+        'ARN of the Rollback state machine: `npm run migrate` reads it from ROLLBACK_STATE_MACHINE_ARN (or --rollback-arn)',
+    });
+    for (const output of Object.values(
+      template.toJSON().Outputs as Record<string, { Description: string }>,
+    )) {
+      expect(output.Description).not.toMatch(/bin\/ops\.ts/);
+    }
+  });
+
   it('routes MigrationHealth to the state machines’ rollback', () => {
     template.hasResourceProperties('AWS::Events::Rule', {
       Targets: [Match.objectLike({ Arn: { Ref: Match.stringLikeRegexp('^Rollback') } })],
@@ -142,7 +177,7 @@ describe('MigrationStack (existing databases)', () => {
 
 describe('cdk-nag', () => {
   it('reports a finding that is not acknowledged (a queue without enforceSSL)', () => {
-    const app = new App();
+    const app = testApp();
     const stack = new Stack(app, 'Unsafe');
     const dlq = new sqs.Queue(stack, 'Dlq', { enforceSSL: true });
     new sqs.Queue(stack, 'Plain', { deadLetterQueue: { queue: dlq, maxReceiveCount: 3 } });
@@ -152,7 +187,7 @@ describe('cdk-nag', () => {
   });
 
   it('reports nothing once that finding is acknowledged next to the construct', () => {
-    const app = new App();
+    const app = testApp();
     const stack = new Stack(app, 'Acknowledged');
     const dlq = new sqs.Queue(stack, 'Dlq', { enforceSSL: true });
     const plain = new sqs.Queue(stack, 'Plain', { deadLetterQueue: { queue: dlq, maxReceiveCount: 3 } });

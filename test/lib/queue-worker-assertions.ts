@@ -21,8 +21,10 @@ export function queueWorkerStack(): { stack: Stack; props: QueueWorkerOptions } 
     ],
     environment: {
       [LAMBDA_ENV.v1Host]: 'v1.example.internal',
+      [LAMBDA_ENV.v1Database]: 'iot',
       [LAMBDA_ENV.v1SecretArn]: V1_SECRET_ARN,
       [LAMBDA_ENV.v2Host]: 'v2.example.internal',
+      [LAMBDA_ENV.v2Database]: 'iot_v2',
       [LAMBDA_ENV.v2SecretArn]: V2_SECRET_ARN,
     },
   };

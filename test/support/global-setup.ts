@@ -4,9 +4,11 @@ import { join } from 'node:path';
 import { startLocalPostgres, type LocalPostgres } from '../../lambdas/adapters/local/embedded-pg';
 import { startTimescalePostgres, timescaleInstallation } from '../../lambdas/adapters/local/timescale-pg';
 import { ENV, timescaleRequired, type TestServerKind } from './servers';
+import { isolateTempDir } from './temp-dir';
 
 declare global {
   var __TEST_SERVERS__: LocalPostgres[] | undefined;
+  var __TEST_TMPDIR__: string | undefined;
 }
 
 /** The TimescaleDB server, or why there is none (an error when REQUIRE_TIMESCALEDB=1). */
@@ -57,4 +59,6 @@ export default async function globalSetup(): Promise<void> {
       void Promise.all(servers.map((s) => s.stop())).finally(() => process.exit(130));
     });
   }
+  // After the servers' own data folders are made: the workers' temporary files go to a checked one.
+  globalThis.__TEST_TMPDIR__ = isolateTempDir();
 }

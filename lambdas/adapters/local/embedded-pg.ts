@@ -98,7 +98,15 @@ export function reachableBinDir(
  * is closed to it.
  */
 export async function startLocalPostgres(
-  options: { port?: number; log?: (line: string) => void; cacheDir?: string } = {},
+  options: {
+    port?: number;
+    log?: (line: string) => void;
+    cacheDir?: string;
+    /** The cluster's folder (its data in `dataDir/data`), instead of a new temporary one. */
+    dataDir?: string;
+    /** Keep `dataDir` when the server stops: a later start on it finds its databases again. */
+    persistent?: boolean;
+  } = {},
 ): Promise<LocalPostgres> {
   const { binDir, version } = await embeddedPackage();
   const account = serverAccount();
@@ -111,5 +119,7 @@ export async function startLocalPostgres(
     label: `embedded PostgreSQL ${version.split('-')[0]}`,
     port: options.port,
     log: options.log,
+    dir: options.dataDir,
+    keep: options.persistent,
   });
 }

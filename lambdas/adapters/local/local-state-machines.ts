@@ -16,7 +16,8 @@ export interface LocalDefinitions {
 /** What happened in one local execution, as the console would show it. */
 export interface LocalExecution {
   executionId: string;
-  status: 'SUCCEEDED' | 'FAILED';
+  /** ABORTED: stopped through the run's AbortSignal, as StopExecution stops one on AWS. */
+  status: 'SUCCEEDED' | 'FAILED' | 'ABORTED';
   output?: unknown;
   error?: string;
   cause?: string;
@@ -77,7 +78,12 @@ export class LocalStateMachines {
     return out;
   }
 
-  async run(name: MachineName, input: unknown, executionName?: string): Promise<LocalExecution> {
+  async run(
+    name: MachineName,
+    input: unknown,
+    executionName?: string,
+    signal?: AbortSignal,
+  ): Promise<LocalExecution> {
     const id = `arn:aws:states:local-1:000000000000:execution:${name}:${executionName ?? `${name}-${Date.now()}-${randomBytes(3).toString('hex')}`}`;
     const handlers: Record<string, (input: Json) => Promise<Json>> = {};
     for (const [stateName, resource] of this.tasks(name)) {
@@ -121,6 +127,8 @@ export class LocalStateMachines {
         StateMachine: { Id: `arn:aws:states:local-1:000000000000:stateMachine:${name}`, Name: name },
       } as never,
     });
+    const abort = () => execution.abort();
+    signal?.addEventListener('abort', abort, { once: true });
     const path: string[] = [];
     const retries: string[] = [];
     const caught: string[] = [];
@@ -140,6 +148,18 @@ export class LocalStateMachines {
       return { executionId: id, status: 'SUCCEEDED', output, path, retries, caught };
     } catch (error) {
       await logging.catch(() => undefined);
+      if (signal?.aborted) {
+        const cause = signal.reason instanceof Error ? signal.reason.message : String(signal.reason ?? '');
+        return {
+          executionId: id,
+          status: 'ABORTED',
+          error: 'ExecutionAborted',
+          cause,
+          path,
+          retries,
+          caught,
+        };
+      }
       const e = error as { name?: string; message?: string; cause?: { name?: string; message?: string } };
       return {
         executionId: id,
@@ -150,6 +170,8 @@ export class LocalStateMachines {
         retries,
         caught,
       };
+    } finally {
+      signal?.removeEventListener('abort', abort);
     }
   }
 }

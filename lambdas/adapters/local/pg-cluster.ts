@@ -1,5 +1,5 @@
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,6 +111,10 @@ export interface ClusterOptions {
   log?: (line: string) => void;
   /** Where the temporary data folder goes (default: the system's temp folder). */
   parentDir?: string;
+  /** Use this folder for the cluster (created if missing) instead of a new temporary one. */
+  dir?: string;
+  /** Keep `dir` when the server stops: a later start on it finds its databases again. */
+  keep?: boolean;
 }
 
 /** Quotes a database name (local use only: names come from this code or the harness). */
@@ -147,7 +151,10 @@ export async function startCluster(options: ClusterOptions): Promise<LocalPostgr
       { binary: postgres },
     );
   }
-  const root = mkdtempSync(join(options.parentDir ?? tmpdir(), 'iot-migration-pg-'));
+  const root = options.dir ?? mkdtempSync(join(options.parentDir ?? tmpdir(), 'iot-migration-pg-'));
+  if (options.dir) mkdirSync(root, { recursive: true });
+  const dataDir = join(root, 'data');
+  const existing = options.keep === true && existsSync(join(dataDir, 'PG_VERSION'));
   const user = 'postgres';
   const password = 'local-only';
   const log = options.log ?? (() => undefined);
@@ -165,22 +172,22 @@ export async function startCluster(options: ClusterOptions): Promise<LocalPostgr
     const pwfile = join(root, 'pwfile');
     writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
     if (account) chownSync(pwfile, account.uid, account.gid);
-    const dataDir = join(root, 'data');
-    run(
-      initdb,
-      [
-        `--pgdata=${dataDir}`,
-        `--username=${user}`,
-        `--pwfile=${pwfile}`,
-        '--auth=scram-sha-256',
-        '--encoding=UTF8',
-        `--locale=${clusterLocale()}`,
-        '--lc-messages=C',
-        '--no-sync',
-      ],
-      account,
-      options.label,
-    );
+    if (!existing)
+      run(
+        initdb,
+        [
+          `--pgdata=${dataDir}`,
+          `--username=${user}`,
+          `--pwfile=${pwfile}`,
+          '--auth=scram-sha-256',
+          '--encoding=UTF8',
+          `--locale=${clusterLocale()}`,
+          '--lc-messages=C',
+          '--no-sync',
+        ],
+        account,
+        options.label,
+      );
     rmSync(pwfile, { force: true });
 
     let lastError: unknown;
@@ -188,7 +195,15 @@ export async function startCluster(options: ClusterOptions): Promise<LocalPostgr
       const port = options.port ?? (await freePort());
       try {
         const child = await launch(postgres, dataDir, root, port, options, account, log);
-        return handle(child, { port, user, password, root, dataDir, label: options.label });
+        return handle(child, {
+          port,
+          user,
+          password,
+          root,
+          dataDir,
+          label: options.label,
+          keep: options.keep === true,
+        });
       } catch (error) {
         lastError = error;
         // Another process took the port between the probe and the start: try another one.
@@ -197,7 +212,7 @@ export async function startCluster(options: ClusterOptions): Promise<LocalPostgr
     }
     throw lastError;
   } catch (error) {
-    rmSync(root, { recursive: true, force: true });
+    if (!options.keep) rmSync(root, { recursive: true, force: true });
     throw error;
   }
 }
@@ -264,7 +279,15 @@ async function launch(
 
 function handle(
   child: ChildProcess,
-  s: { port: number; user: string; password: string; root: string; dataDir: string; label: string },
+  s: {
+    port: number;
+    user: string;
+    password: string;
+    root: string;
+    dataDir: string;
+    label: string;
+    keep: boolean;
+  },
 ): LocalPostgres {
   // Keep draining the server's log so it never blocks on a full pipe.
   child.stderr?.resume();
@@ -319,7 +342,7 @@ function handle(
           child.kill('SIGINT');
         });
       }
-      rmSync(s.root, { recursive: true, force: true });
+      if (!s.keep) rmSync(s.root, { recursive: true, force: true });
     },
   };
 }

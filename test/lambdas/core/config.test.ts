@@ -1,8 +1,16 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONFIG_ENV, loadConfig, parseConfig } from '../../../lambdas/core/config';
 import { ConfigError } from '../../../lambdas/core/errors';
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+const scratch = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+  dirs.push(dir);
+  return dir;
+};
 
 const minimal = { v1: { url: 'postgres://u:p@h:5432/v1' }, v2: { url: 'postgres://u:p@h:5432/v2' } };
 
@@ -43,7 +51,7 @@ describe('configuration', () => {
   });
 
   it('reads a file and overlays the environment', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const dir = scratch();
     const file = join(dir, 'c.json');
     writeFileSync(file, JSON.stringify({ ...minimal, tenant: { id: 'acme', slug: 'acme' } }));
     const config = loadConfig({
@@ -60,7 +68,7 @@ describe('configuration', () => {
     expect(() => loadConfig({ [CONFIG_ENV.file]: '/no/such/file.json' })).toThrow(
       /MIGRATION_CONFIG_FILE: cannot read/,
     );
-    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const dir = scratch();
     writeFileSync(join(dir, 'bad.json'), '{ nope');
     expect(() => loadConfig({ [CONFIG_ENV.file]: join(dir, 'bad.json') })).toThrow(/not valid JSON/);
     expect(() =>

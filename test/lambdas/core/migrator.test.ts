@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MigrationApplyError, MigrationChecksumMismatchError } from '../../../lambdas/core/errors';
@@ -9,10 +9,15 @@ let dbs: TestDatabases;
 beforeAll(async () => {
   dbs = await freshDatabases('migrator');
 });
-afterAll(() => dbs.drop());
+const scratchDirs: string[] = [];
+afterAll(async () => {
+  for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
+  await dbs.drop();
+});
 
 function scratchSet(files: Record<string, string>) {
   const dir = mkdtempSync(join(tmpdir(), 'migr-'));
+  scratchDirs.push(dir);
   for (const [name, sql] of Object.entries(files)) writeFileSync(join(dir, name), sql);
   return dir;
 }

@@ -1,6 +1,6 @@
 import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import { runVerificationLocally } from '../../../lambdas/adapters/local/local-verify';
-import { verificationFailure, type VerificationReport } from '../../../lambdas/core/verify';
+import { recheckInFlight, verificationFailure, type VerificationReport } from '../../../lambdas/core/verify';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { prepared } from '../../support/migration';
@@ -372,39 +372,36 @@ describe('verification: deep-compare findings and writes in flight', () => {
     const legacyId = await nth(ctx.dbs, 'telemetry', 'legacy_id', 1234);
     const user = await nth(ctx.dbs, 'users', 'id', 0);
     const row = (await ctx.dbs.v2.query(`SELECT * FROM telemetry WHERE legacy_id = $1`, [legacyId])).rows[0];
-    // A V1 insert whose V2 half has not landed yet when the window is checked.
-    await ctx.dbs.v2.query(`DELETE FROM telemetry WHERE legacy_id = $1`, [legacyId]);
     const name = (await ctx.dbs.v2.query(`SELECT name FROM users WHERE id = $1`, [user])).rows[0].name;
-    let landed = false;
-    const report = await verify({ recheckDelayMs: 1500, repair: false }, async () => {
-      // A V1 update whose V2 half is still on its way when the sample reads it.
+    // A V1 insert whose V2 half has not landed yet when the window is checked, and a V1 update
+    // whose V2 half is still on its way when the sample reads it.
+    await ctx.dbs.v2.query(`DELETE FROM telemetry WHERE legacy_id = $1`, [legacyId]);
+    const found = await verify({ recheckDelayMs: 10, repair: false }, async () => {
       await ctx.dbs.v2.query(`UPDATE users SET name = 'in flight' WHERE id = $1`, [user]);
-      setTimeout(() => {
-        void (async () => {
-          await ctx.dbs.v2.query(
-            `INSERT INTO telemetry (tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-            [
-              row.tenant_id,
-              row.device_id,
-              row.timestamp,
-              row.metrics,
-              row.protocol,
-              row.source,
-              row.quality,
-              legacyId,
-            ],
-          );
-          await ctx.dbs.v2.query(`UPDATE users SET name = $2 WHERE id = $1`, [user, name]);
-          landed = true;
-        })();
-      }, 300);
     });
-    expect(landed).toBe(true);
-    // The missing telemetry row (by its window, and by the sample when it drew that row) and the user.
-    expect(report.recheck).toMatchObject({ delayMs: 1500, windows: 1, windowsSettled: 1 });
-    expect(report.recheck!.rows).toBeGreaterThanOrEqual(2);
-    expect(report.recheck!.rowsSettled).toBe(report.recheck!.rows);
+    // Nothing has landed yet: both differences are still there after the re-check.
+    expect(found.clean).toBe(false);
+    expect(found.recheck).toMatchObject({ windows: 1, windowsSettled: 0, rowsSettled: 0 });
+    expect(found.sample.differences).toContainEqual(expect.objectContaining({ table: 'users', key: user }));
+    // Now the two V2 halves land; the re-check of the same findings no longer counts them.
+    await ctx.dbs.v2.query(
+      `INSERT INTO telemetry (tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [
+        row.tenant_id,
+        row.device_id,
+        row.timestamp,
+        row.metrics,
+        row.protocol,
+        row.source,
+        row.quality,
+        legacyId,
+      ],
+    );
+    await ctx.dbs.v2.query(`UPDATE users SET name = $2 WHERE id = $1`, [user, name]);
+    const report = await recheckInFlight(ctx.deps, found, 10);
+    const rows = found.mismatches[0].differences.length + found.sample.differences.length;
+    expect(report.recheck).toEqual({ delayMs: 10, windows: 1, windowsSettled: 1, rows, rowsSettled: rows });
     expect(report.mismatches).toEqual([]);
     expect(report.sample.differences).toEqual([]);
     expect(report.clean).toBe(true);

@@ -1,0 +1,314 @@
+/**
+ * The ops CLI's command line: its commands, their flags (each flag's description is its `--help`
+ * line), and what each command starts (which state machine, with which input).
+ */
+import { z } from 'zod';
+import { InvalidInputError } from '../../lambdas/core/errors';
+import { helpText, HelpRequest, parseArgs, wantsHelp, type CommandHelp } from '../cli-args';
+import { DEFAULT_LOCAL_DIR } from '../rehearsal/options';
+
+/** The migration's phases, in order; `advance --through` names one. */
+export const PHASES = ['PREPARE', 'BACKFILL', 'VERIFY', 'CUTOVER', 'CLEANUP'] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** The three deployed state machines and where the CLI finds their ARNs. */
+export const STATE_MACHINES = {
+  migration: { title: 'Migration', flag: '--migration-arn', env: 'MIGRATION_STATE_MACHINE_ARN' },
+  cutover: { title: 'Cutover', flag: '--cutover-arn', env: 'CUTOVER_STATE_MACHINE_ARN' },
+  rollback: { title: 'Rollback', flag: '--rollback-arn', env: 'ROLLBACK_STATE_MACHINE_ARN' },
+} as const;
+export type StateMachineKey = keyof typeof STATE_MACHINES;
+
+/** `arn:<partition>:states:<region>:<account>:stateMachine:<name>`, in a partition with a console (aws, aws-cn, aws-us-gov). */
+export const STATE_MACHINE_ARN =
+  /^arn:aws(?:-cn|-us-gov)?:states:([a-z]{2}(?:-[a-z]+)+-\d+):\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$/;
+
+export const NOT_A_STATE_MACHINE_ARN =
+  'must be a Step Functions state machine ARN (arn:aws:states:…:stateMachine:…, partition aws, aws-cn or aws-us-gov)';
+
+/**
+ * How long `status --wait` waits for the execution, in seconds.
+ * @default DEFAULT_WAIT_TIMEOUT_SECONDS
+ */
+export const DEFAULT_WAIT_TIMEOUT_SECONDS = 300;
+
+const arnFlag = (which: StateMachineKey) =>
+  z
+    .string()
+    .regex(STATE_MACHINE_ARN, NOT_A_STATE_MACHINE_ARN)
+    .optional()
+    .describe(`the ${STATE_MACHINES[which].title} state machine (or ${STATE_MACHINES[which].env})`);
+
+const common = {
+  migrationArn: arnFlag('migration'),
+  cutoverArn: arnFlag('cutover'),
+  rollbackArn: arnFlag('rollback'),
+  local: z
+    .boolean()
+    .default(false)
+    .describe('run on a local migration (embedded PostgreSQL, the same state machines), no AWS'),
+  localDir: z
+    .string()
+    .min(1)
+    .default(DEFAULT_LOCAL_DIR)
+    .describe('with --local: where the local migration is kept'),
+  json: z.boolean().default(false).describe('print one JSON object as the last line'),
+};
+
+const phase = z
+  .string()
+  .transform((s) => s.trim().toUpperCase())
+  .pipe(z.enum(PHASES, { error: `must be one of ${PHASES.join(', ')}` }));
+
+const VALUES = {
+  migrationArn: 'ARN',
+  cutoverArn: 'ARN',
+  rollbackArn: 'ARN',
+  localDir: 'DIR',
+  timeout: 'SECONDS',
+  through: 'PHASE',
+  reason: 'TEXT',
+};
+
+/** Each command: its flags and its help. */
+export const COMMAND_SPECS = {
+  status: {
+    schema: z
+      .object({
+        wait: z
+          .boolean()
+          .default(false)
+          .describe('wait for the execution and print its output (status, checklist)'),
+        timeout: z.coerce
+          .number()
+          .int()
+          .min(1)
+          .max(86_400)
+          .optional()
+          .describe(`with --wait: give up after SECONDS (default: ${DEFAULT_WAIT_TIMEOUT_SECONDS})`),
+        ...common,
+      })
+      .strict()
+      .refine((f) => f.timeout === undefined || f.wait, { path: ['timeout'], error: 'needs --wait' }),
+    summary: 'Starts a status run of the Migration state machine: phases, traffic, dual-write, checklist.',
+  },
+  advance: {
+    schema: z
+      .object({
+        through: phase.optional().describe(`advance phase after phase through PHASE (${PHASES.join(', ')})`),
+        ...common,
+      })
+      .strict(),
+    summary: 'Advances the migration one phase (Migration state machine), or through --through PHASE.',
+  },
+  cutover: {
+    schema: z
+      .object({
+        step: z.boolean().default(false).describe('set traffic one level up, then stop'),
+        hold: z.boolean().default(false).describe('hold the running cutover where it is'),
+        resume: z.boolean().default(false).describe('resume a held cutover'),
+        ...common,
+      })
+      .strict()
+      .refine((f) => [f.step, f.hold, f.resume].filter(Boolean).length <= 1, {
+        path: ['step'],
+        error: 'give at most one of --step, --hold, --resume',
+      }),
+    summary: 'Runs the traffic cutover (Cutover state machine): every level, one step, hold, or resume.',
+  },
+  rollback: {
+    schema: z
+      .object({
+        reason: z
+          .string({
+            error: (issue) =>
+              issue.input === undefined ? 'is required: say why traffic goes back to V1' : 'must be text',
+          })
+          .trim()
+          .min(1, 'must not be empty')
+          .max(500, 'must be at most 500 characters')
+          .describe('why traffic goes back to V1 (required; recorded in the audit log)'),
+        force: z
+          .boolean()
+          .default(false)
+          .describe('roll back even after cleanup stopped dual-write (V1 has missed every write since)'),
+        ...common,
+      })
+      .strict(),
+    summary: 'Sends V2 read traffic back to 0 % now (Rollback state machine).',
+  },
+  reset: {
+    schema: z
+      .object({
+        local: common.local,
+        localDir: common.localDir,
+        json: common.json,
+      })
+      .strict(),
+    summary: 'Deletes the local migration (--local only: a deployed migration is never reset).',
+  },
+} as const;
+
+export type CommandName = keyof typeof COMMAND_SPECS;
+export const COMMANDS = Object.keys(COMMAND_SPECS) as CommandName[];
+
+/**
+ * How the user typed the command: `migrate` where it runs as the installed package's bin
+ * (`node_modules/.bin/migrate`, `dist/bin/migrate.js`), `npm run migrate --` in this checkout.
+ */
+export const MIGRATE_COMMAND = /(node_modules[\\/]\.bin[\\/]migrate|dist[\\/]bin[\\/]migrate\.js)$/.test(
+  process.argv[1] ?? '',
+)
+  ? 'migrate'
+  : 'npm run migrate --';
+
+const commandHelp = (name: CommandName): CommandHelp => ({
+  usage: `${MIGRATE_COMMAND} ${name} [flags]`,
+  summary: COMMAND_SPECS[name].summary,
+  values: VALUES,
+  notes: [
+    'Without --local, the state machine ARNs come from the flags or the environment variables',
+    '(stack outputs MigrationStateMachineArn, CutoverStateMachineArn, RollbackStateMachineArn).',
+    'exit status: 0 done; 1 the AWS call or the execution failed; 2 invalid command line or no ARN',
+  ],
+});
+
+/** `migrate --help`: the commands. */
+export const USAGE = [
+  `usage: ${MIGRATE_COMMAND} <command> [flags]`,
+  '',
+  'Starts executions of the deployed Migration, Cutover and Rollback state machines (or, with',
+  '--local, runs them on a local migration) and prints what they did.',
+  '',
+  'commands:',
+  ...COMMANDS.map((name) => `  ${name.padEnd(10)}${COMMAND_SPECS[name].summary}`),
+  '',
+  `Run \`${MIGRATE_COMMAND} <command> --help\` for the flags of a command.`,
+].join('\n');
+
+/** The `--help` text of one command. */
+export const commandUsage = (name: CommandName) => helpText(COMMAND_SPECS[name].schema, commandHelp(name));
+
+export interface StateMachineArnFlags {
+  migrationArn?: string;
+  cutoverArn?: string;
+  rollbackArn?: string;
+}
+
+/** Flags every command has. */
+export type CommonFlags = StateMachineArnFlags & { json: boolean; local: boolean; localDir: string };
+
+/** A parsed command line. */
+export type OpsCommand = CommonFlags &
+  (
+    | { command: 'status'; wait: boolean; timeoutSeconds: number }
+    | { command: 'advance'; through?: Phase }
+    | { command: 'cutover'; mode: 'run' | 'step' | 'hold' | 'resume' }
+    | { command: 'rollback'; reason: string; force: boolean }
+    | { command: 'reset' }
+  );
+
+function commonOf(
+  f: Partial<CommonFlags> & { json: boolean; local: boolean; localDir: string },
+): CommonFlags {
+  const out: CommonFlags = { json: f.json, local: f.local, localDir: f.localDir };
+  for (const key of ['migrationArn', 'cutoverArn', 'rollbackArn'] as const) {
+    if (f[key]) {
+      if (f.local) {
+        throw new InvalidInputError('command-line flags', [
+          {
+            field: STATE_MACHINES[key.replace('Arn', '') as StateMachineKey].flag,
+            problem: 'has no meaning with --local',
+          },
+        ]);
+      }
+      out[key] = f[key];
+    }
+  }
+  return out;
+}
+
+/**
+ * Parses `<command> [flags]`. Throws HelpRequest for `--help` (of the CLI or of a command),
+ * InvalidInputError naming the bad command or flag.
+ */
+export function parseCommand(argv: readonly string[]): OpsCommand {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    const about = command === 'help' ? rest[0] : undefined;
+    if (about && (COMMANDS as string[]).includes(about))
+      throw new HelpRequest(commandUsage(about as CommandName));
+    if (command !== undefined) throw new HelpRequest(USAGE);
+  }
+  if (!command || command.startsWith('-')) {
+    throw new InvalidInputError('command line', [
+      { field: '(command)', problem: `missing command; expected one of ${COMMANDS.join(', ')}` },
+    ]);
+  }
+  if (!(COMMANDS as string[]).includes(command)) {
+    throw new InvalidInputError('command line', [
+      { field: '(command)', problem: `unknown command "${command}"; expected one of ${COMMANDS.join(', ')}` },
+    ]);
+  }
+  const name = command as CommandName;
+  if (wantsHelp(rest)) throw new HelpRequest(commandUsage(name));
+  switch (name) {
+    case 'status': {
+      const f = parseArgs(rest, COMMAND_SPECS.status.schema, undefined, name);
+      return {
+        ...commonOf(f),
+        command: 'status',
+        wait: f.wait,
+        timeoutSeconds: f.timeout ?? DEFAULT_WAIT_TIMEOUT_SECONDS,
+      };
+    }
+    case 'advance': {
+      const f = parseArgs(rest, COMMAND_SPECS.advance.schema, undefined, name);
+      return { ...commonOf(f), command: 'advance', ...(f.through ? { through: f.through } : {}) };
+    }
+    case 'cutover': {
+      const f = parseArgs(rest, COMMAND_SPECS.cutover.schema, undefined, name);
+      const mode = f.step ? 'step' : f.hold ? 'hold' : f.resume ? 'resume' : 'run';
+      return { ...commonOf(f), command: 'cutover', mode };
+    }
+    case 'rollback': {
+      const f = parseArgs(rest, COMMAND_SPECS.rollback.schema, undefined, name);
+      return { ...commonOf(f), command: 'rollback', reason: f.reason, force: f.force };
+    }
+    case 'reset': {
+      const f = parseArgs(rest, COMMAND_SPECS.reset.schema, undefined, name);
+      if (!f.local) {
+        throw new InvalidInputError('command-line flags', [
+          {
+            field: '--local',
+            problem: 'is required: reset deletes a local migration; a deployed one is never reset',
+          },
+        ]);
+      }
+      return { ...commonOf(f), command: 'reset' };
+    }
+  }
+}
+
+/** Which state machine a command starts, and with what input (the console input of the runbook). */
+export function executionRequest(
+  command: Exclude<OpsCommand, { command: 'reset' }>,
+  user: string,
+): { stateMachine: StateMachineKey; input: Record<string, unknown> } {
+  switch (command.command) {
+    case 'status':
+      return { stateMachine: 'migration', input: { action: 'status' } };
+    case 'advance':
+      return {
+        stateMachine: 'migration',
+        input: command.through ? { action: 'advance', through: command.through } : { action: 'advance' },
+      };
+    case 'cutover':
+      return { stateMachine: 'cutover', input: { action: command.mode } };
+    case 'rollback':
+      return {
+        stateMachine: 'rollback',
+        input: { reason: command.reason, actor: `cli:${user}`, ...(command.force ? { force: true } : {}) },
+      };
+  }
+}

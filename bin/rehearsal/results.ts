@@ -1,0 +1,103 @@
+import { runVerificationLocally } from '../../lambdas/adapters/local/local-verify';
+import { backfillProgress } from '../../lambdas/core/backfill';
+import { migrationStatus } from '../../lambdas/core/checklist';
+import { controlSchema } from '../../lambdas/core/db';
+import { phaseStates } from '../../lambdas/core/migration-state';
+import { countV1Rows } from '../../lambdas/core/v1-schema';
+import { runTotals } from '../../lambdas/core/verify';
+import type { LoadStats } from './load';
+import type { LocalEnvironment } from './local-environment';
+import type { RehearsalReport } from './report';
+
+type Env = Pick<LocalEnvironment, 'v1' | 'v2' | 'config' | 'deps' | 'parameters' | 'names' | 'source'>;
+
+/**
+ * The final comparison of every table, V1 against V2 (run before cleanup renames V1): row
+ * counts and checksums per table, without repairing anything. Nothing to compare before the
+ * backfill is complete.
+ */
+export async function finalComparison(env: Env): Promise<Pick<RehearsalReport, 'verification' | 'tables'>> {
+  if (!(await backfillProgress(env.v2, env.config)).complete) {
+    return { verification: { clean: false, mismatchedWindows: 0, runId: null }, tables: {} };
+  }
+  const final = await runVerificationLocally(
+    { v1: env.v1, v2: env.v2, config: env.config },
+    { repair: false },
+  );
+  const totals = await runTotals(env.v2, env.config, final.runId);
+  return {
+    verification: { clean: final.clean, mismatchedWindows: final.mismatches.length, runId: final.runId },
+    tables: Object.fromEntries(
+      Object.entries(totals).map(([name, t]) => [
+        name,
+        { v1: t.v1Rows, v2: t.v2Rows, v1Checksum: t.v1Checksum, v2Checksum: t.v2Checksum },
+      ]),
+    ),
+  };
+}
+
+/** V1's row counts, when a rollback must have left V1 as it was (no synthetic writes). */
+export async function v1Changes(env: Env, before: Record<string, number>): Promise<string | undefined> {
+  const after: Record<string, number> = await countV1Rows(env.v1, 'public');
+  for (const [table, n] of Object.entries(before)) {
+    if (after[table] !== n) return `V1 table ${table} changed from ${n} to ${after[table]} rows`;
+  }
+  return undefined;
+}
+
+/** What the run produced, gathered into the report (the checklist from the control schema). */
+export async function buildReport(
+  env: Env,
+  run: {
+    startedAt: Date;
+    outcome: RehearsalReport['outcome'];
+    error?: string;
+    comparison: Pick<RehearsalReport, 'verification' | 'tables'>;
+    samples: RehearsalReport['throughput']['samples'];
+    failAt?: string;
+    killedWorkers: number;
+    load?: LoadStats;
+  },
+): Promise<RehearsalReport> {
+  const ctx = { ...env.deps, actor: 'rehearsal' };
+  const status = await migrationStatus(ctx);
+  const phases = (await phaseStates(ctx)).map((p) => ({
+    phase: p.phase,
+    status: p.status,
+    startedAt: p.startedAt ?? '',
+    finishedAt: p.finishedAt,
+    seconds: p.startedAt && p.finishedAt ? (Date.parse(p.finishedAt) - Date.parse(p.startedAt)) / 1000 : null,
+  }));
+  const rollback = (
+    await env.v2.query<{ actor: string; details: { reason: string } }>(
+      `SELECT actor, details FROM ${controlSchema(env.config)}.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
+    )
+  ).rows[0];
+  const { tables, verification } = run.comparison;
+  const backfill = phases.find((p) => p.phase === 'BACKFILL');
+  const rows = Object.values(tables).reduce((a, t) => a + t.v1, 0);
+  return {
+    ok: run.outcome === 'COMPLETED' && verification.clean && !run.error && (run.load?.errors ?? 0) === 0,
+    outcome: run.outcome,
+    startedAt: run.startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    source: env.source,
+    phases,
+    trafficPercentage: Number((await env.parameters.get(env.names.trafficPercentage)) ?? 0),
+    verification,
+    tables,
+    throughput: {
+      backfillRowsPerSecond:
+        backfill?.seconds && tables.telemetry ? Math.round(rows / backfill.seconds) : null,
+      samples: run.samples,
+    },
+    checklist: status.checklist,
+    faults: {
+      failAt: run.failAt,
+      killedWorkers: run.killedWorkers,
+      ...(rollback ? { rollback: { actor: rollback.actor, reason: rollback.details.reason } } : {}),
+    },
+    ...(run.load ? { load: run.load } : {}),
+    ...(run.error ? { error: run.error } : {}),
+  };
+}

@@ -1,0 +1,42 @@
+import { backfillLine, ETA_AFTER_FRACTION, knownEta } from '../../bin/rehearsal/progress';
+import type { BackfillProgress } from '../../lambdas/core/backfill';
+
+/** Backfill progress as backfillProgress reports it, with the given rows copied of 1,000,000. */
+const progress = (rowsCopied: number, over: Partial<BackfillProgress> = {}): BackfillProgress => ({
+  planned: true,
+  complete: false,
+  windowsTotal: 23,
+  windowsDone: 2,
+  windowsFailed: 0,
+  rowsCopied,
+  rowsExpected: 1_000_000,
+  rowsPerSecond: 500,
+  etaSeconds: Math.round((1_000_000 - rowsCopied) / 500),
+  elapsedSeconds: 2,
+  tables: {},
+  failures: [],
+  ...over,
+});
+
+describe('backfill progress line', () => {
+  it('shows no ETA while the rate comes only from the first small windows', () => {
+    const early = progress(1100);
+
+    expect(knownEta(early)).toBeUndefined();
+    expect(backfillLine(early)).toBe(
+      '[BACKFILL] ██░░░░░░░░░░░░░░░░░░░░░░ 2/23 windows · 1,100 rows · 500 rows/s',
+    );
+  });
+
+  it('shows the ETA once enough rows are copied for the rate to mean something', () => {
+    const rows = ETA_AFTER_FRACTION * 1_000_000;
+    const later = progress(rows, { windowsDone: 3, rowsPerSecond: 25_000, etaSeconds: 38 });
+
+    expect(knownEta(later)).toBe(38);
+    expect(backfillLine(later)).toMatch(/ · 25,000 rows\/s · ETA 38 s$/);
+  });
+
+  it('shows no ETA without a rate', () => {
+    expect(knownEta(progress(200_000, { rowsPerSecond: 0, etaSeconds: null }))).toBeUndefined();
+  });
+});
