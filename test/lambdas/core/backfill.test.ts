@@ -143,10 +143,10 @@ describeEachStorage('backfill', (storage) => {
   });
 });
 
-describe('backfill failures', () => {
+describeEachStorage('backfill failures', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    ctx = await setup('backfill_fail', 9, 6000);
+    ctx = await setup('backfill_fail', 9, 6000, storage);
   });
   afterAll(() => ctx.dbs.drop());
 
@@ -228,10 +228,10 @@ describe('backfill failures', () => {
   });
 });
 
-describe('backfill with concurrent writes and bad rows', () => {
+describeEachStorage('backfill with concurrent writes and bad rows', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    ctx = await setup('backfill_race', 11, 4000);
+    ctx = await setup('backfill_race', 11, 4000, storage);
   });
   afterAll(() => ctx.dbs.drop());
 
@@ -289,7 +289,7 @@ describe('backfill with concurrent writes and bad rows', () => {
   });
 
   it('fails a window loudly, naming the V1 row it cannot map', async () => {
-    const dbs = await freshDatabases('backfill_bad');
+    const dbs = await freshDatabases('backfill_bad', storage.server);
     try {
       await seedV1(dbs.v1, { devices: 5, telemetry: 50 });
       await dbs.v1.query(`ALTER TYPE "UserRole" ADD VALUE 'SUPERADMIN'`);

@@ -18,6 +18,7 @@ import {
   testUrl,
   type TestDatabases,
 } from '../../../support/pg';
+import { describeEachStorage } from '../../../support/servers';
 import { insertV1Batch, v1Batch } from '../../../support/v1-arbitraries';
 
 /**
@@ -81,7 +82,7 @@ function differences(a: Map<string, string>, b: Map<string, string>, limit = 5):
   return out.slice(0, limit);
 }
 
-describe(`one mapping: backfill and row sync agree on generated V1 rows (MAPPING_SEED=${SEED}, ${ROWS} rows a table)`, () => {
+describeEachStorage(`one mapping: backfill and row sync agree on generated V1 rows (MAPPING_SEED=${SEED}, ${ROWS} rows a table)`, (storage) => {
   let dbs: TestDatabases;
   let rowSyncV2: Pool;
   let rowSyncName: string;
@@ -89,14 +90,14 @@ describe(`one mapping: backfill and row sync agree on generated V1 rows (MAPPING
   let rowSyncConfig: MigrationConfig;
 
   beforeAll(async () => {
-    dbs = await freshDatabases('map');
+    dbs = await freshDatabases('map', storage.server);
     rowSyncName = `${dbs.v2Name}_rows`;
-    await createDatabase(rowSyncName);
-    rowSyncV2 = new Pool({ connectionString: testUrl(rowSyncName), max: 4 });
-    config = testConfig(dbs, { telemetryStorage: 'partitioned' });
+    await createDatabase(rowSyncName, storage.server);
+    rowSyncV2 = new Pool({ connectionString: testUrl(rowSyncName, storage.server), max: 4 });
+    config = testConfig(dbs, { telemetryStorage: storage.storage });
     rowSyncConfig = testConfig(
-      { v1Url: dbs.v1Url, v2Url: testUrl(rowSyncName) },
-      { telemetryStorage: 'partitioned' },
+      { v1Url: dbs.v1Url, v2Url: testUrl(rowSyncName, storage.server) },
+      { telemetryStorage: storage.storage },
     );
     await applyV1Schema(dbs.v1);
     await insertV1Batch(dbs.v1, v1Batch(SEED, ROWS));
@@ -116,7 +117,7 @@ describe(`one mapping: backfill and row sync agree on generated V1 rows (MAPPING
 
   afterAll(async () => {
     await rowSyncV2?.end();
-    await dropDatabase(rowSyncName);
+    await dropDatabase(rowSyncName, storage.server);
     await dbs?.drop();
   });
 
