@@ -1,5 +1,5 @@
 /**
- * `npm run bench:backfill -- [--rows 1000000] [--storage both|partitioned|timescaledb] [--guide-seconds 60]`
+ * `npm run bench:backfill -- [--rows 1000000] [--storage both|partitioned|timescaledb] [--guide-seconds 60] [--pipeline-only]`
  *
  * Generates one V1 on one PostgreSQL server, then measures in one run, on that server:
  *  (p) pgcopydb: `pgcopydb clone --table-jobs 2 --index-jobs 2` of the whole V1 into an empty
@@ -19,6 +19,8 @@
  * `vsPgcopydb` is the pipeline's rows/s over pgcopydb's, each over the whole V1 (every table).
  * Where PostgreSQL 15 with TimescaleDB cannot be had, it runs on embedded PostgreSQL, native
  * partitions only, without pgcopydb (`vsPgcopydb` null, the reason printed).
+ * `--pipeline-only` leaves out (a) and (b) (their figures null): at 10M rows the limit's single
+ * COPY alone takes longer than the pipeline, and the guide's rate is known.
  * One JSON line per storage; the last line is one JSON object holding them all.
  */
 import { pipeline } from 'node:stream/promises';
@@ -47,6 +49,10 @@ const flags = z
       .enum(['both', 'partitioned', 'timescaledb'])
       .default('both')
       .describe('V2 telemetry storage(s) to measure: native partitions, a TimescaleDB hypertable, or both'),
+    pipelineOnly: z
+      .boolean()
+      .default(false)
+      .describe('measure pgcopydb and the pipeline only, not the limit and the guide (their figures null)'),
   })
   .strict();
 
@@ -68,12 +74,12 @@ async function measureStorage(
   v1: Pool,
   storage: Storage,
   rows: number,
-  guideBudget: number,
+  guideBudget: number | null,
 ): Promise<{
   pipelineSeconds: number;
   pipelineRowsPerSec: number;
-  limitRowsPerSec: number;
-  guideRowsPerSec: number;
+  limitRowsPerSec: number | null;
+  guideRowsPerSec: number | null;
   rowsCopied: number;
 }> {
   const { v2, config, close } = await benchV2(pg, v1, `v2_${storage}`, storage);
@@ -90,7 +96,7 @@ async function measure(
   config: MigrationConfig,
   storage: Storage,
   rows: number,
-  guideBudget: number,
+  guideBudget: number | null,
 ) {
   const telemetryCount = async () =>
     Number((await v2.query('SELECT count(*) AS n FROM telemetry')).rows[0].n);
@@ -121,6 +127,15 @@ async function measure(
   log(
     `${storage}: pipeline: ${rows.toLocaleString('en-US')} telemetry rows (all tables: ${progress.rowsCopied.toLocaleString('en-US')}) in ${pipelineSeconds.toFixed(2)} s`,
   );
+
+  if (guideBudget === null)
+    return {
+      pipelineSeconds,
+      pipelineRowsPerSec: rows / pipelineSeconds,
+      limitRowsPerSec: null,
+      guideRowsPerSec: null,
+      rowsCopied: progress.rowsCopied,
+    };
 
   // (a) the limit
   await v2.query('TRUNCATE telemetry');
@@ -232,17 +247,24 @@ async function main() {
       pgcopydbRowsPerSec: pgcopydb ? Math.round(pgcopydb.rowsPerSec) : null,
     };
     for (const storage of storages) {
-      const m = await measureStorage(pg, v1, storage, args.rows, args.guideSeconds);
+      const m = await measureStorage(
+        pg,
+        v1,
+        storage,
+        args.rows,
+        args.pipelineOnly ? null : args.guideSeconds,
+      );
+      const { limitRowsPerSec: limit, guideRowsPerSec: guide } = m;
       const line = {
         storage,
         rows: args.rows,
         pipelineSeconds: round3(m.pipelineSeconds),
-        limitRowsPerSec: Math.round(m.limitRowsPerSec),
-        guideRowsPerSec: Math.round(m.guideRowsPerSec),
+        limitRowsPerSec: limit === null ? null : Math.round(limit),
+        guideRowsPerSec: guide === null ? null : Math.round(guide),
         pipelineRowsPerSec: Math.round(m.pipelineRowsPerSec),
         pgcopydbRowsPerSec: pgcopydb ? Math.round(pgcopydb.rowsPerSec) : null,
-        vsLimit: round3(m.pipelineRowsPerSec / m.limitRowsPerSec),
-        vsGuide: Math.round((m.pipelineRowsPerSec / m.guideRowsPerSec) * 100) / 100,
+        vsLimit: limit === null ? null : round3(m.pipelineRowsPerSec / limit),
+        vsGuide: guide === null ? null : Math.round((m.pipelineRowsPerSec / guide) * 100) / 100,
         // Whole V1 each: every row the backfill copied over its whole time, against pgcopydb's.
         vsPgcopydb: pgcopydb ? round3(m.rowsCopied / m.pipelineSeconds / pgcopydb.rowsPerSec) : null,
       };
