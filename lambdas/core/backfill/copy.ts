@@ -32,7 +32,7 @@ export interface CopyResult {
   path: 'fast' | 'staging' | 'skipped';
   /**
    * How the copied rows' foreign keys were checked: once for the window (telemetry's COPY, see
-   * checkTelemetryParentsOnce), or row by row by PostgreSQL.
+   * checkTelemetryParents), or row by row by PostgreSQL.
    */
   foreignKeys?: 'window' | 'row';
 }
@@ -109,23 +109,24 @@ async function skipRowTriggers(v2Client: PoolClient, v2: Pool, config: Migration
 }
 
 /**
- * Telemetry's foreign keys (tenant, device), checked once per window instead of once per row:
- * the tenant and every device that owns a row of the window (read from V1 in the snapshot the
- * COPY reads) must be in V2, and are locked `FOR KEY SHARE` until the window commits, exactly
- * the lock PostgreSQL's own check takes per row, so a device deleted meanwhile (its cascade
- * included) waits for the window and then removes its rows, or has gone before and the window
- * fails with ParentRowsMissingError and is retried. With the checks done, the per-row ones are
- * skipped for this transaction (about half the CPU time of a window's COPY). Returns 'row' where
- * they cannot be skipped (see skipRowTriggers): PostgreSQL then checks every row as usual.
+ * Telemetry's foreign keys (tenant, device), checked once per window instead of once per row
+ * (the per-row checks skipped by skipRowTriggers, about half the CPU time of a window's COPY),
+ * after the window's COPY and before its commit: the tenant and every device that owns a row of
+ * the window (read from V1 in the snapshot the COPY read) must be in V2, and are locked
+ * `FOR KEY SHARE` until the window commits, the lock PostgreSQL's own check takes per row. A
+ * device deleted meanwhile has either gone (or is going: the lock waits for its deletion to
+ * commit) and the window fails with ParentRowsMissingError and is retried, or its deletion waits
+ * for the window and its cascade then removes the window's rows too. No V2 row is ever left
+ * without its device. Checking after the COPY, not before, means the window holds no device lock
+ * while it copies: a hypertable chunk the COPY creates (which locks `devices` to add its foreign
+ * keys) cannot deadlock with a device deletion waiting on such a lock.
  */
-async function checkTelemetryParentsOnce(
+async function checkTelemetryParents(
   v1Client: PoolClient,
   v2Client: PoolClient,
-  deps: BackfillDeps,
+  config: MigrationConfig,
   window: WindowRow,
-): Promise<'window' | 'row'> {
-  const { config } = deps;
-  if (!(await skipRowTriggers(v2Client, deps.v2, config))) return 'row';
+): Promise<void> {
   const tenant = await v2Client.query(
     `SELECT id FROM ${qualified(config.schemas.v2, 'tenants')} WHERE id = $1 FOR KEY SHARE`,
     [config.tenant.id],
@@ -146,7 +147,6 @@ async function checkTelemetryParentsOnce(
       `${missing.length} device(s) not in V2: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`,
     );
   }
-  return 'window';
 }
 
 /**
@@ -188,7 +188,7 @@ export async function copyWindow(
       let rowsInserted: number;
       let foreignKeys: CopyResult['foreignKeys'] = 'row';
       if (fast) {
-        foreignKeys = await checkTelemetryParentsOnce(v1Client, v2Client, deps, window);
+        if (await skipRowTriggers(v2Client, v2, config)) foreignKeys = 'window';
         rowsCopied = await streamWindow(
           v1Client,
           v2Client,
@@ -196,6 +196,7 @@ export async function copyWindow(
           window,
           qualified(config.schemas.v2, 'telemetry'),
         );
+        if (foreignKeys === 'window') await checkTelemetryParents(v1Client, v2Client, config, window);
         rowsInserted = rowsCopied;
       } else {
         await v2Client.query(`CREATE TEMP TABLE stage (${stagingColumns(table)}) ON COMMIT DROP`);
