@@ -68,10 +68,10 @@ export async function streamWindow(
   );
   // Binary COPY passes text bytes as they are stored: only between equal encodings.
   const binary = v1Session.rows[0].encoding === v2Session.rows[0].encoding;
-  await v1Client.query(`SELECT set_config('migration.tenant_id', $1, true), set_config('work_mem', $2, true)`, [
-    config.tenant.id,
-    SORT_WORK_MEM,
-  ]);
+  await v1Client.query(
+    `SELECT set_config('migration.tenant_id', $1, true), set_config('work_mem', $2, true)`,
+    [config.tenant.id, SORT_WORK_MEM],
+  );
   const where = await bindWindow(v1Client, window.table_name, window, 'v1');
   // For telemetry, reading each device's slice through the ("deviceId", "timestamp") index
   // keeps a window's cost proportional to its size instead of a scan of the whole table.
