@@ -15,28 +15,32 @@
 import '../lambdas/core/polyfills';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { z } from 'zod';
+import { exitOnError, parseArgs } from '../bin/cli-args';
 import { withMigration } from '../client/prisma';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
 import type { QueuePort } from '../lambdas/ports/queue';
 import { PrismaClient } from '../prisma/v1/generated/client';
-import { benchEnv, log, sizeFlags } from './support';
+import { benchEnv, benchHelp, log, sizeFlags } from './support';
 
 const flags = z
   .object({
-    writes: z.coerce.number().int().min(40).max(1_000_000).default(2_000),
+    writes: z.coerce.number().int().min(40).max(1_000_000).default(2_000).describe('writes per mode'),
     rows: sizeFlags.rows.default(10_000),
     devices: sizeFlags.devices.default(100),
   })
   .strict();
 
-function parseFlags(argv: string[]) {
-  const raw: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--')) throw new Error(`unexpected argument ${JSON.stringify(argv[i])}`);
-    raw[argv[i].slice(2)] = argv[i + 1];
-  }
-  return flags.parse(raw);
-}
+const parseFlags = (argv: string[]) =>
+  parseArgs(
+    argv,
+    flags,
+    benchHelp(
+      'bench:prisma',
+      'Per-write latency (p50, p99) of the same Prisma writes plain, through withMigration with dual-write off, and on.',
+      { writes: 'N' },
+    ),
+    'bench:prisma',
+  );
 
 const OPERATIONS = ['deviceData.create', 'device.update', 'alert.create', 'alert.delete'] as const;
 type Operation = (typeof OPERATIONS)[number];
@@ -145,7 +149,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exitCode = 1;
-});
+main().catch(exitOnError);

@@ -62,6 +62,8 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
           'bench:backfill': ['--rows'],
           'bench:verify': ['--repeat'],
           'bench:router': ['--seconds'],
+          'bench:prisma': ['--writes'],
+          'backup:restore': ['--target-url'],
         }[name] ?? [],
     })),
   { label: 'npm run migrate', file: migrate, args: [], valued: [] },
@@ -82,7 +84,16 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
 describe('every command and subcommand', () => {
   it('covers every tsx script of package.json', () => {
     expect(scripts.map(([name]) => name).sort()).toEqual(
-      ['bench:backfill', 'bench:router', 'bench:verify', 'migrate', 'rehearse', 'seed:v1'].sort(),
+      [
+        'backup:restore',
+        'bench:backfill',
+        'bench:prisma',
+        'bench:router',
+        'bench:verify',
+        'migrate',
+        'rehearse',
+        'seed:v1',
+      ].sort(),
     );
   });
 

@@ -133,7 +133,7 @@ describe('the installable package (npm pack, installed into a plain Node.js proj
     );
     // npm prunes what the backend's package.json does not name: its type packages come after.
     ['@types/node', '@types/pg'].forEach(link);
-  }, 300_000);
+  }, 600_000);
   afterAll(async () => {
     if (work) rmSync(work, { recursive: true, force: true });
     await dbs?.drop();

@@ -52,6 +52,39 @@ export interface LocalRunOptions {
  * binding every Lambda task to the real orchestrator (the same `orchestrate` the Lambda runs)
  * and the Cutover's "start Rollback" task to a local run of the Rollback definition.
  */
+/**
+ * The longest task timeout a local run can honour: Node's timers hold at most 2^31 - 1 ms (a
+ * longer delay fires at once), about 24.8 days.
+ */
+export const LOCAL_TASK_TIMEOUT_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
+/**
+ * The definition with AWS's default for Task states that set no timeout. Step Functions lets
+ * such a task run for as long as the execution (99,999,999 s); aws-local-stepfunctions gives it
+ * 60 s and fails it with States.Timeout, so a long local task (a pg_dump backup of a large V1 on
+ * a busy machine) would fail only in a rehearsal. Tasks that do set a timeout keep it.
+ */
+export function withAwsTaskTimeouts(definition: Record<string, unknown>): Record<string, unknown> {
+  const copy = structuredClone(definition);
+  const visit = (machine: unknown): void => {
+    const states = (machine as { States?: Record<string, Record<string, unknown>> } | undefined)?.States;
+    for (const state of Object.values(states ?? {})) {
+      if (
+        state.Type === 'Task' &&
+        state.TimeoutSeconds === undefined &&
+        state.TimeoutSecondsPath === undefined
+      ) {
+        state.TimeoutSeconds = LOCAL_TASK_TIMEOUT_SECONDS;
+      }
+      for (const branch of (state.Branches as unknown[] | undefined) ?? []) visit(branch);
+      visit(state.Iterator);
+      visit(state.ItemProcessor);
+    }
+  };
+  visit(copy);
+  return copy;
+}
+
 export class LocalStateMachines {
   constructor(
     private readonly definitions: LocalDefinitions,
@@ -108,9 +141,12 @@ export class LocalStateMachines {
     if (this.options.retryMs !== undefined)
       for (const [stateName] of this.tasks(name)) retryOverrides[stateName] = this.options.retryMs;
 
-    const machine = new StateMachine(this.definitions[name] as unknown as StateMachineDefinition, {
-      validationOptions: { checkArn: false, checkPaths: true },
-    });
+    const machine = new StateMachine(
+      withAwsTaskTimeouts(this.definitions[name]) as unknown as StateMachineDefinition,
+      {
+        validationOptions: { checkArn: false, checkPaths: true },
+      },
+    );
     const execution = machine.run(input as Json, {
       overrides: {
         taskResourceLocalHandlers: handlers,
