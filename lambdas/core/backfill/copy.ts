@@ -79,8 +79,8 @@ async function findUnmappableRow(
 const rowTriggersRequired = new WeakSet<Pool>();
 
 /**
- * Turns off, for the rest of the V2 transaction only, the per-row triggers that check V2
- * telemetry's foreign keys (`session_replication_role = replica`, which needs a superuser, RDS's
+ * Turns off, in the V2 transaction only (copyWindow turns them on again after its COPY), the
+ * per-row triggers that check V2 telemetry's foreign keys (`session_replication_role = replica`, which needs a superuser, RDS's
  * master user, or `GRANT SET ON PARAMETER session_replication_role`). Returns false, changing
  * nothing, where the role may not, or where telemetry (or one of its partitions or chunks) has
  * a trigger of its own, which must keep firing.
@@ -196,7 +196,11 @@ export async function copyWindow(
           window,
           qualified(config.schemas.v2, 'telemetry'),
         );
-        if (foreignKeys === 'window') await checkTelemetryParents(v1Client, v2Client, config, window);
+        if (foreignKeys === 'window') {
+          // Only the COPY runs without triggers: the rest of the transaction fires them again.
+          await v2Client.query(`SELECT set_config('session_replication_role', 'origin', true)`);
+          await checkTelemetryParents(v1Client, v2Client, config, window);
+        }
         rowsInserted = rowsCopied;
       } else {
         await v2Client.query(`CREATE TEMP TABLE stage (${stagingColumns(table)}) ON COMMIT DROP`);
