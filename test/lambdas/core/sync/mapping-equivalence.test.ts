@@ -102,8 +102,8 @@ describeEachStorage(
         { telemetryStorage: storage.storage },
       );
       await applyV1Schema(dbs.v1);
-      // A hypertable refuses instants beyond its range (the backfill names such rows, see the
-      // backfill tests): its batch draws telemetry instants inside it.
+      // A hypertable refuses instants beyond its range (the backfill then fails that window with
+      // UnmappableRowError naming the row): its batch draws telemetry instants inside it.
       await insertV1Batch(
         dbs.v1,
         v1Batch(SEED, ROWS, storage.storage === 'timescaledb' ? { telemetry: 'hypertable' } : {}),
