@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from '../config';
-import { controlSchema, isConnectionFailure, isTransient } from '../db';
+import { controlSchema, ident, isConnectionFailure, isTransient } from '../db';
 import {
   MigrationError,
   ParentRowsMissingError,
@@ -14,6 +14,7 @@ import {
   insertTemplatesFromStaging,
   stagingColumns,
   streamWindow,
+  telemetryWindowDevices,
 } from '../sync/window-copy';
 import { loadWindow, qualified, type WindowRow } from '../windows';
 import { safeMessage } from '../safe-error';
@@ -30,6 +31,11 @@ export interface CopyResult {
   rowsCopied: number;
   rowsInserted: number;
   path: 'fast' | 'staging' | 'skipped';
+  /**
+   * How the copied rows' foreign keys were checked: once for the window (telemetry's COPY, see
+   * checkTelemetryParents), or row by row by PostgreSQL.
+   */
+  foreignKeys?: 'window' | 'row';
 }
 
 const sqlState = (e: unknown) => (e as { code?: string }).code ?? '';
@@ -64,6 +70,80 @@ async function findUnmappableRow(
   throw new UnmappableRowError(m.v1Table, window.id, '(unknown)', safeMessage(bulkError), {
     cause: bulkError,
   });
+}
+
+/** V2 pools whose role may not set `session_replication_role` (asked once per pool). */
+const rowTriggersRequired = new WeakSet<Pool>();
+
+/**
+ * Turns off, in the V2 transaction only (copyWindow turns them on again after its COPY), the
+ * per-row triggers that check V2 telemetry's foreign keys (`session_replication_role = replica`, which needs a superuser, RDS's
+ * master user, or `GRANT SET ON PARAMETER session_replication_role`). Returns false, changing
+ * nothing, where the role may not, or where telemetry (or one of its partitions or chunks) has
+ * a trigger of its own, which must keep firing.
+ */
+async function skipRowTriggers(v2Client: PoolClient, v2: Pool, config: MigrationConfig): Promise<boolean> {
+  if (rowTriggersRequired.has(v2)) return false;
+  const own = await v2Client.query(
+    `SELECT 1 FROM pg_catalog.pg_trigger
+      WHERE NOT tgisinternal
+        AND (tgrelid = $1::regclass OR tgrelid IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = $1::regclass))
+      LIMIT 1`,
+    [`${ident(config.schemas.v2)}.telemetry`],
+  );
+  if (own.rows.length > 0) return false;
+  await v2Client.query('SAVEPOINT replica_role');
+  try {
+    await v2Client.query(`SELECT set_config('session_replication_role', 'replica', true)`);
+    await v2Client.query('RELEASE SAVEPOINT replica_role');
+    return true;
+  } catch (error) {
+    if (sqlState(error) !== '42501') throw error;
+    await v2Client.query('ROLLBACK TO SAVEPOINT replica_role');
+    rowTriggersRequired.add(v2);
+    return false;
+  }
+}
+
+/**
+ * Telemetry's foreign keys (tenant, device), checked once per window instead of once per row
+ * (the per-row checks skipped by skipRowTriggers, about half the CPU time of a window's COPY),
+ * after the window's COPY and before its commit: the tenant and every device that owns a row of
+ * the window (read from V1 in the snapshot the COPY read) must be in V2, and are locked
+ * `FOR KEY SHARE` until the window commits, the lock PostgreSQL's own check takes per row. A
+ * device deleted meanwhile has either gone (or is going: the lock waits for its deletion to
+ * commit) and the window fails with ParentRowsMissingError and is retried, or its deletion waits
+ * for the window and its cascade then removes the window's rows too. No V2 row is ever left
+ * without its device. Checking after the COPY, not before, means the window holds no device lock
+ * while it copies: a hypertable chunk the COPY creates (which locks `devices` to add its foreign
+ * keys) cannot deadlock with a device deletion waiting on such a lock.
+ */
+async function checkTelemetryParents(
+  v1Client: PoolClient,
+  v2Client: PoolClient,
+  config: MigrationConfig,
+  window: WindowRow,
+): Promise<void> {
+  const tenant = await v2Client.query(
+    `SELECT id FROM ${qualified(config.schemas.v2, 'tenants')} WHERE id = $1 FOR KEY SHARE`,
+    [config.tenant.id],
+  );
+  if (tenant.rows.length === 0)
+    throw new ParentRowsMissingError('telemetry', window.id, `tenant ${config.tenant.id} is not in V2`);
+  const devices = await telemetryWindowDevices(v1Client, config, window);
+  const found = await v2Client.query<{ id: string }>(
+    `SELECT id FROM ${qualified(config.schemas.v2, 'devices')} WHERE id = ANY($1::text[]) FOR KEY SHARE`,
+    [devices],
+  );
+  if (found.rows.length !== devices.length) {
+    const present = new Set(found.rows.map((r) => r.id));
+    const missing = devices.filter((d) => !present.has(d));
+    throw new ParentRowsMissingError(
+      'telemetry',
+      window.id,
+      `${missing.length} device(s) not in V2: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`,
+    );
+  }
 }
 
 /**
@@ -103,7 +183,9 @@ export async function copyWindow(
       await v2Client.query('BEGIN');
       let rowsCopied: number;
       let rowsInserted: number;
+      let foreignKeys: CopyResult['foreignKeys'] = 'row';
       if (fast) {
+        if (await skipRowTriggers(v2Client, v2, config)) foreignKeys = 'window';
         rowsCopied = await streamWindow(
           v1Client,
           v2Client,
@@ -111,6 +193,11 @@ export async function copyWindow(
           window,
           qualified(config.schemas.v2, 'telemetry'),
         );
+        if (foreignKeys === 'window') {
+          // Only the COPY runs without triggers: the rest of the transaction fires them again.
+          await v2Client.query(`SELECT set_config('session_replication_role', 'origin', true)`);
+          await checkTelemetryParents(v1Client, v2Client, config, window);
+        }
         rowsInserted = rowsCopied;
       } else {
         await v2Client.query(`CREATE TEMP TABLE stage (${stagingColumns(table)}) ON COMMIT DROP`);
@@ -134,7 +221,7 @@ export async function copyWindow(
       );
       await v2Client.query('COMMIT');
       await v1Client.query('COMMIT');
-      return { windowId, table, rowsCopied, rowsInserted, path: fast ? 'fast' : 'staging' };
+      return { windowId, table, rowsCopied, rowsInserted, path: fast ? 'fast' : 'staging', foreignKeys };
     } catch (error) {
       await v2Client.query('ROLLBACK').catch(() => {
         broken = true;

@@ -16,6 +16,8 @@ import {
   UnmappableRowError,
 } from '../../../lambdas/core/errors';
 import type { MappedTable } from '../../../lambdas/core/mapping';
+import { telemetryWindowDevices } from '../../../lambdas/core/sync/window-copy';
+import { loadWindow } from '../../../lambdas/core/windows';
 import { workerBatchHandler } from '../../../lambdas/core/worker';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
@@ -143,10 +145,10 @@ describeEachStorage('backfill', (storage) => {
   });
 });
 
-describe('backfill failures', () => {
+describeEachStorage('backfill failures', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    ctx = await setup('backfill_fail', 9, 6000);
+    ctx = await setup('backfill_fail', 9, 6000, storage);
   });
   afterAll(() => ctx.dbs.drop());
 
@@ -228,10 +230,10 @@ describe('backfill failures', () => {
   });
 });
 
-describe('backfill with concurrent writes and bad rows', () => {
+describeEachStorage('backfill with concurrent writes and bad rows', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    ctx = await setup('backfill_race', 11, 4000);
+    ctx = await setup('backfill_race', 11, 4000, storage);
   });
   afterAll(() => ctx.dbs.drop());
 
@@ -288,8 +290,92 @@ describe('backfill with concurrent writes and bad rows', () => {
     expect(tpl.rows).toEqual([{ template_id: 'tpl_custom' }]);
   });
 
+  it('checks telemetry parents once per window: a device deleted while its window copies leaves no row behind', async () => {
+    const race = await setup('backfill_del', 13, 4000, storage);
+    const { dbs, deps, config } = race;
+    const holder = await dbs.v2.connect();
+    const deleter = await dbs.v2.connect();
+    try {
+      await planBackfill(deps);
+      const parents = await dbs.v2.query(
+        `SELECT id FROM migration_control.windows WHERE table_name IN ('users', 'devices') ORDER BY id`,
+      );
+      for (const r of parents.rows) await copyWindow(deps, Number(r.id));
+      const windowId = Number(
+        (
+          await dbs.v2.query(
+            `SELECT id FROM migration_control.windows WHERE table_name = 'telemetry' ORDER BY seq LIMIT 1`,
+          )
+        ).rows[0].id,
+      );
+      const reader = await dbs.v1.connect();
+      let device: string;
+      try {
+        await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        device = (
+          await telemetryWindowDevices(reader, config, await loadWindow(dbs.v2, config, windowId))
+        )[0];
+        await reader.query('COMMIT');
+      } finally {
+        reader.release();
+      }
+      /** Until a V2 session runs a statement starting with `prefix` and waits for a lock. */
+      const waitingOnLock = async (prefix: string) => {
+        for (let i = 0; i < 6000; i++) {
+          const { rows } = await dbs.v2.query(
+            `SELECT 1 FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE $1 || '%'`,
+            [prefix],
+          );
+          if (rows.length > 0) return;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        throw new Error(`no session waits on a lock running ${prefix}…`);
+      };
+      // The window's COPY waits behind a lock on telemetry while the device is deleted from V2
+      // (a dual write): its cascade, which cannot see the window's rows, runs and commits first.
+      // The window, checking its devices after its COPY, must then fail and leave nothing.
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE telemetry IN SHARE MODE');
+      const copying = copyWindow(deps, windowId).catch((e: unknown) => e);
+      await waitingOnLock('COPY');
+      await deleter.query('BEGIN');
+      const deleting = deleter.query('DELETE FROM devices WHERE id = $1', [device]);
+      await waitingOnLock('DELETE FROM devices');
+      await holder.query('COMMIT');
+      expect((await deleting).rowCount).toBe(1);
+      await deleter.query('COMMIT');
+      const error = await copying;
+      expect(error).toBeInstanceOf(ParentRowsMissingError);
+      expect((error as Error).message).toContain(device);
+      const count = async (sql: string) => (await dbs.v2.query(sql)).rows[0].n;
+      expect(await count('SELECT count(*)::int AS n FROM telemetry')).toBe(0);
+      // The dual write deletes the device from V1 too; the window's next delivery then copies
+      // every other device's rows, its devices checked once, not row by row.
+      await dbs.v1.query('DELETE FROM device_data WHERE "deviceId" = $1', [device]);
+      await dbs.v1.query('DELETE FROM alerts WHERE "deviceId" = $1', [device]);
+      await dbs.v1.query('DELETE FROM devices WHERE id = $1', [device]);
+      const result = await copyWindow(deps, windowId);
+      expect(result).toMatchObject({ path: 'fast', foreignKeys: 'window' });
+      expect(result.rowsCopied).toBeGreaterThan(0);
+      expect(await count('SELECT count(*)::int AS n FROM telemetry')).toBe(result.rowsCopied);
+      // No V2 row without its device.
+      expect(
+        await count(
+          'SELECT count(*)::int AS n FROM telemetry t WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = t.device_id)',
+        ),
+      ).toBe(0);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await deleter.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      deleter.release();
+      await dbs.drop();
+    }
+  });
+
   it('fails a window loudly, naming the V1 row it cannot map', async () => {
-    const dbs = await freshDatabases('backfill_bad');
+    const dbs = await freshDatabases('backfill_bad', storage.server);
     try {
       await seedV1(dbs.v1, { devices: 5, telemetry: 50 });
       await dbs.v1.query(`ALTER TYPE "UserRole" ADD VALUE 'SUPERADMIN'`);
