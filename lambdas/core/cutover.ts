@@ -13,6 +13,7 @@ import {
   type MigrationContext,
 } from './migration-state';
 import { verifyTouchedWindows } from './verify';
+import type { QueueDepthPort } from '../ports/queue';
 
 /**
  * Phase 4 and rollback. The cutover steps the V2 traffic percentage through the schedule;
@@ -162,14 +163,54 @@ export interface GateResult {
   reason: string | null;
 }
 
-/** The health gate: alarms in ALARM, and drift in the windows touched since the last gate. */
-export async function healthGate(ctx: MigrationContext): Promise<GateResult> {
+/** How long the gate waits for the repair queue before it takes drift as real. */
+export const DRIFT_REPAIR_WAIT_MS = 60_000;
+
+/**
+ * Whether the repair queue still holds writes whose V2 half failed: each is a row V2 is known
+ * to be behind on, which its repair will bring level. Waits (polling each second, at most
+ * `maxWaitMs`) for it to empty; true when it did, false when there is no queue to ask, it stayed
+ * busy, or it was empty from the start (then waiting changes nothing).
+ */
+async function repairsLanded(repairQueue: QueueDepthPort | undefined, maxWaitMs: number): Promise<boolean> {
+  if (!repairQueue) return false;
+  const pending = async () => {
+    const { waiting, inFlight } = await repairQueue.depth();
+    return waiting + inFlight;
+  };
+  if ((await pending()) === 0) return false;
+  const deadline = Date.now() + maxWaitMs;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    if ((await pending()) === 0) return true;
+  }
+  return false;
+}
+
+/**
+ * The health gate: alarms in ALARM, and drift in the windows touched since the last gate. Drift
+ * found while the repair queue still holds failed V2 writes is checked once more after the
+ * queue has emptied (at most DRIFT_REPAIR_WAIT_MS): a row whose repair is queued is behind, not
+ * lost, and what still differs then is drift.
+ */
+export async function healthGate(
+  ctx: MigrationContext & { repairQueue?: QueueDepthPort },
+  options: { repairWaitMs?: number } = {},
+): Promise<GateResult> {
   const firing = ctx.alarms ? await ctx.alarms.firing() : [];
   const last = await ctx.v2.query<{ last_gate_at: Date }>(
     `SELECT last_gate_at FROM ${controlSchema(ctx.config)}.cutover_state WHERE id = 1`,
   );
   const since = last.rows[0]?.last_gate_at ?? new Date(Date.now() - 3_600_000);
-  const drift = await verifyTouchedWindows(ctx, since);
+  let drift = await verifyTouchedWindows(ctx, since);
+  if (!drift.clean && (await repairsLanded(ctx.repairQueue, options.repairWaitMs ?? DRIFT_REPAIR_WAIT_MS))) {
+    await auditEvent(ctx, 'gate.drift-rechecked', {
+      reason: 'the repair queue held failed V2 writes; checked again once it was empty',
+      firstRun: drift.runId,
+      windows: drift.mismatches.map((m) => `${m.table}#${m.windowId}`),
+    });
+    drift = await verifyTouchedWindows(ctx, since);
+  }
   await ctx.v2.query(
     `UPDATE ${controlSchema(ctx.config)}.cutover_state SET last_gate_at = now() WHERE id = 1`,
   );

@@ -356,7 +356,7 @@ async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Recor
       const status = await cutoverStatus(ctx);
       if (status.status === 'rolled-back')
         return { healthy: false, reason: 'rolled back while baking', rolledBack: true };
-      const gate = await healthGate(ctx);
+      const gate = await healthGate({ ...ctx, repairQueue: deps.repairQueue });
       return {
         healthy: gate.healthy,
         rolledBack: false,
