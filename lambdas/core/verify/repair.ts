@@ -1,5 +1,5 @@
 import { ident } from '../db';
-import { MAPPINGS } from '../mapping';
+import { MAPPINGS, type MappedTable } from '../mapping';
 import {
   insertFromStaging,
   insertTemplatesFromStaging,
@@ -43,13 +43,18 @@ export async function repairWindow(
     const where = await bindWindow(v2Client, table, window, 'v2');
     const t = ident(m.v2Table);
     // Only the migrated tenant's rows: another tenant's rows in the window's range stay.
-    const deleted = await v2Client.query(
+    const deleted = await v2Client.query<{ id: string }>(
       `DELETE FROM ${qualified(config.schemas.v2, m.v2Table)} WHERE ${where} AND ${V2_TENANT_FILTER}
-          AND NOT EXISTS (SELECT 1 FROM pg_temp.stage s WHERE s.id = ${t}.id)`,
+          AND NOT EXISTS (SELECT 1 FROM pg_temp.stage s WHERE s.id = ${t}.id) RETURNING id::text AS id`,
     );
     if (table === 'devices') await v2Client.query(insertTemplatesFromStaging(config));
     const written = await v2Client.query(insertFromStaging(config, table, '', 'update'));
     await v2Client.query('COMMIT');
+    await resyncRaced(
+      deps,
+      table,
+      deleted.rows.map((r) => r.id),
+    );
     return { deleted: deleted.rowCount ?? 0, written: written.rowCount ?? 0 };
   } catch (error) {
     await v1Client.query('ROLLBACK').catch(() => undefined);
@@ -59,6 +64,24 @@ export async function repairWindow(
     v1Client.release();
     v2Client.release();
   }
+}
+
+/** Rows a window repair re-syncs from V1 after it (see resyncRaced); a larger repair skips it. */
+export const RESYNC_AFTER_REPAIR_MAX_ROWS = 1_000;
+
+/**
+ * A window repair writes V2 from a snapshot of V1, while the backend keeps dual-writing: a row
+ * V1 committed after the snapshot, whose V2 half landed before the repair's delete, would be
+ * deleted from V2 (and an update likewise overwritten with the older value). So every row the
+ * repair deleted or rewrote is re-synced from V1 as V1 holds it now (syncRow: written when V1
+ * has it, deleted when not), as the repair worker does. Skipped above
+ * RESYNC_AFTER_REPAIR_MAX_ROWS rows: the window is checked again either way.
+ */
+async function resyncRaced(deps: VerifyDeps, table: MappedTable, ids: string[]): Promise<void> {
+  const unique = [...new Set(ids)];
+  if (unique.length === 0 || unique.length > RESYNC_AFTER_REPAIR_MAX_ROWS) return;
+  const rowDeps = { v1: deps.v1, v2: deps.v2, schemas: deps.config.schemas, tenantId: deps.config.tenant.id };
+  for (const id of unique) await syncRow(rowDeps, table, id);
 }
 
 /**
@@ -144,6 +167,10 @@ async function repairTelemetryWindow(
       }
       await v2Client.query('COMMIT');
     }
+    await resyncRaced(deps, 'telemetry', [
+      ...extra.rows.map((r) => r.legacy),
+      ...differing.rows.map((r) => r.legacy),
+    ]);
     return { deleted, written };
   } catch (error) {
     await v1Client.query('ROLLBACK').catch(() => undefined);
