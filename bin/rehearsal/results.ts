@@ -151,7 +151,11 @@ export async function buildReport(
       ...(rollback
         ? {
             rollback: {
-              actor: rollback.details.requestedBy ?? rollback.actor,
+              // The alarm rule asks as `alarm` and names the alarm in the reason (`alarm:<name>`).
+              actor:
+                rollback.details.requestedBy === 'alarm' && rollback.details.reason.startsWith('alarm:')
+                  ? rollback.details.reason
+                  : (rollback.details.requestedBy ?? rollback.actor),
               execution: rollback.actor,
               reason: rollback.details.reason,
             },

@@ -196,6 +196,7 @@ describe('rehearsal fault injection', () => {
       const result = await runRehearsal({
         ...base,
         failAt: 'write-switch',
+        generateV1In: dbs.v1Name,
         v1Url: dbs.v1Url,
         v2Url: dbs.v2Url,
         reportDir: reportDir(),

@@ -14,6 +14,7 @@ import type { MigrationContext } from '../../../lambdas/core/migration-state';
 import { prepareStep } from '../../../lambdas/core/phases';
 import { waitForBackup } from '../../../lambdas/core/prepare';
 import { V1_TABLE_NAMES } from '../../../lambdas/core/v1-schema';
+import { switchWrites } from '../../../lambdas/core/write-switch';
 import { rowCounts, seedV1, testConfig } from '../../support/fixtures';
 import { testBackup } from '../../support/migration';
 import { freshDatabases, testServer, testUrl, type TestDatabases } from '../../support/pg';
@@ -85,6 +86,8 @@ describe('a migration reading V1 with a read-only role', () => {
   }, 300_000);
 
   it('renames V1’s tables only through the owner pool: without it the rename is refused and V1 unchanged', async () => {
+    // Cleanup ends the reverse mirror: the writes are switched to V2 first (no write to V1).
+    expect(await switchWrites(ctx)).toMatchObject({ primary: 'v2' });
     const before = await rowCounts(dbs.v1, 'public');
     const archive = await startCleanup(ctx, { confirm: RENAME_CONFIRMATION });
     await waitForBackup(ctx.backup!, archive, { pollMs: 10 });
