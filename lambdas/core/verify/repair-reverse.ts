@@ -8,6 +8,7 @@ import { bindWindow, loadWindows, qualified } from '../windows';
 import { checkWindows, type VerifyDeps } from './checksums';
 import type { VerificationReport } from './report';
 import { buildReport, mismatchedWindows } from './report';
+import { describeError } from '../safe-error';
 import { compareAgain } from './row-diff';
 import { recordResults } from './runs';
 
@@ -107,7 +108,7 @@ export async function repairRunFromV2(
       try {
         await repairWindowFromV2(deps, window.id);
       } catch (error) {
-        lastError = `${(error as Error).name}: ${(error as Error).message}`;
+        lastError = describeError(error);
       }
       const { windows: results } = await checkWindows(deps, [window.id]);
       await recordResults(deps.v2, deps.config, runId, results, attempts);
@@ -127,7 +128,7 @@ export async function repairRunFromV2(
     try {
       await syncRowToV1(rowDeps, d.table, d.key);
     } catch (error) {
-      errors.set(`${d.table} ${d.key}`, `${(error as Error).name}: ${(error as Error).message}`);
+      errors.set(`${d.table} ${d.key}`, describeError(error));
     }
   }
   const remaining = await compareAgain(deps, found.sample.differences);
