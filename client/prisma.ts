@@ -483,17 +483,15 @@ export function withMigration<C extends PrismaClientLike>(
 
   const delegate = (db: ClientObject, info: ModelInfo) => db[info.delegate] as Delegate;
 
-  /** Mirrors table by table in foreign-key order (a device's new owner before the device). */
+  /**
+   * Mirrors table by table in foreign-key order (a device's new owner before the device). In a
+   * table, deletes and re-reads by id (which delete what V1 no longer has) go before the rows
+   * written: a renamed row's old id must leave V2 before its new id arrives, or V2's unique
+   * keys (a user's email) refuse the new one.
+   */
   async function mirror(changes: Changes): Promise<void> {
     for (const table of TABLE_ORDER) {
-      const work: (() => Promise<void>)[] = [
-        ...changes.rows
-          .filter(([t]) => t === table)
-          .map(
-            ([t, row]) =>
-              () =>
-                writer.mirror(t, row as unknown as V1Rows[typeof t], 'v1'),
-          ),
+      const removals: (() => Promise<void>)[] = [
         ...changes.deleted
           .filter(([t]) => t === table)
           .map(
@@ -507,7 +505,15 @@ export function withMigration<C extends PrismaClientLike>(
               writer.mirrorById(t, id, 'v1'),
         ),
       ];
-      await eachLimited(work, concurrency, (w) => w());
+      const writes: (() => Promise<void>)[] = changes.rows
+        .filter(([t]) => t === table)
+        .map(
+          ([t, row]) =>
+            () =>
+              writer.mirror(t, row as unknown as V1Rows[typeof t], 'v1'),
+        );
+      await eachLimited(removals, concurrency, (w) => w());
+      await eachLimited(writes, concurrency, (w) => w());
     }
   }
 
