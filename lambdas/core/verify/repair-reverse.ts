@@ -1,16 +1,13 @@
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { ident } from '../db';
-import { MAPPINGS, TABLE_ORDER, type MappedTable } from '../mapping';
+import { MAPPINGS } from '../mapping';
 import { INVERSE_MAPPINGS, v2SourceColumns } from '../mapping-inverse';
 import { syncRowToV1, v1UpsertSql } from '../sync/reverse';
 import { bindWindow, loadWindows, qualified } from '../windows';
-import { checkWindows, type VerifyDeps } from './checksums';
+import type { VerifyDeps } from './checksums';
+import { repairFindings } from './repair';
 import type { VerificationReport } from './report';
-import { buildReport, mismatchedWindows } from './report';
-import { describeError } from '../safe-error';
-import { compareAgain } from './row-diff';
-import { recordResults } from './runs';
 
 /**
  * Repair with V2 as the truth, for the time V2 is the write primary: a window's rows are copied
@@ -82,72 +79,20 @@ export async function repairWindowFromV2(
   }
 }
 
-const tableOrder = (t: MappedTable) => TABLE_ORDER.indexOf(t);
-
 /**
  * Repairs what a report found, V2 the truth: every mismatched window is re-copied V2 → V1
  * (parents first) and checked again, up to `maxAttempts` times; every differing sampled row is
  * re-synced V2 → V1 and compared again. Returns the report with the repairs.
  */
-export async function repairRunFromV2(
+export function repairRunFromV2(
   deps: VerifyDeps,
   found: VerificationReport,
   options: { maxAttempts?: number } = {},
 ): Promise<VerificationReport> {
-  const runId = found.runId;
-  const repaired: VerificationReport['repaired'] = [];
-  const windows = (await mismatchedWindows(deps, runId)).sort(
-    (a, b) => tableOrder(a.table_name) - tableOrder(b.table_name) || a.seq - b.seq,
+  return repairFindings(
+    deps,
+    found,
+    { repairWindow: repairWindowFromV2, syncRow: syncRowToV1, parentsFirst: true },
+    options,
   );
-  for (const window of windows) {
-    let clean = false;
-    let attempts = 0;
-    let lastError: string | undefined;
-    while (!clean && attempts < (options.maxAttempts ?? 3)) {
-      attempts++;
-      try {
-        await repairWindowFromV2(deps, window.id);
-      } catch (error) {
-        lastError = describeError(error);
-      }
-      const { windows: results } = await checkWindows(deps, [window.id]);
-      await recordResults(deps.v2, deps.config, runId, results, attempts);
-      clean = results[0].matched;
-    }
-    repaired.push({
-      windowId: window.id,
-      table: window.table_name,
-      attempts,
-      clean,
-      ...(lastError && !clean ? { error: lastError } : {}),
-    });
-  }
-  const rowDeps = { v1: deps.v1, v2: deps.v2, schemas: deps.config.schemas, tenantId: deps.config.tenant.id };
-  const errors = new Map<string, string>();
-  for (const d of [...found.sample.differences].sort((a, b) => tableOrder(a.table) - tableOrder(b.table))) {
-    try {
-      await syncRowToV1(rowDeps, d.table, d.key);
-    } catch (error) {
-      errors.set(`${d.table} ${d.key}`, describeError(error));
-    }
-  }
-  const remaining = await compareAgain(deps, found.sample.differences);
-  const still = new Set(remaining.map((d) => `${d.table} ${d.key}`));
-  const report = await buildReport(deps, runId);
-  return {
-    ...report,
-    clean: report.mismatches.length === 0 && remaining.length === 0,
-    sample: { checked: found.sample.checked, differences: remaining },
-    repaired,
-    repairedRows: found.sample.differences.map((d) => {
-      const error = errors.get(`${d.table} ${d.key}`);
-      return {
-        table: d.table,
-        key: d.key,
-        clean: !still.has(`${d.table} ${d.key}`),
-        ...(error ? { error } : {}),
-      };
-    }),
-    ...(found.recheck ? { recheck: found.recheck } : {}),
-  };
 }

@@ -1,5 +1,5 @@
 import { ident } from '../db';
-import { MAPPINGS, type MappedTable } from '../mapping';
+import { MAPPINGS, TABLE_ORDER, type MappedTable } from '../mapping';
 import {
   insertFromStaging,
   insertTemplatesFromStaging,
@@ -8,7 +8,7 @@ import {
 } from '../sync/window-copy';
 import { bindWindow, loadWindows, qualified, type WindowRow } from '../windows';
 import { checkWindows, V2_TENANT_FILTER, type VerifyDeps } from './checksums';
-import { syncRow } from '../sync/repair';
+import { syncRow, type RepairDeps } from '../sync/repair';
 import { buildReport, mismatchedWindows, type VerificationReport } from './report';
 import { compareAgain } from './row-diff';
 import { recordResults } from './runs';
@@ -187,26 +187,53 @@ async function repairTelemetryWindow(
   }
 }
 
+/** Which way a repair writes: the window repair, the row re-sync, and their order. */
+export interface RepairDirection {
+  repairWindow(deps: VerifyDeps, windowId: number): Promise<unknown>;
+  syncRow(deps: RepairDeps, table: MappedTable, id: string): Promise<unknown>;
+  /** Windows and sampled rows parents first (V1's foreign keys need them, writing V2 → V1). */
+  parentsFirst?: boolean;
+}
+
+const tableOrder = (t: MappedTable) => TABLE_ORDER.indexOf(t);
+
 /**
  * Repairs what a report found: every mismatched window is re-copied from V1 and checked again,
  * up to `maxAttempts` times; every differing sampled row is re-synced from V1 through the
  * mapping and compared again. Returns the report with the repairs; what still differs fails it.
  */
-export async function repairRun(
+export function repairRun(
   deps: VerifyDeps,
   found: VerificationReport,
   options: { maxAttempts?: number } = {},
 ): Promise<VerificationReport> {
+  return repairFindings(deps, found, { repairWindow, syncRow }, options);
+}
+
+/**
+ * The repair loop of both directions: each mismatched window repaired and checked again, up to
+ * `maxAttempts` times; each differing sampled row re-synced and compared again.
+ */
+export async function repairFindings(
+  deps: VerifyDeps,
+  found: VerificationReport,
+  direction: RepairDirection,
+  options: { maxAttempts?: number } = {},
+): Promise<VerificationReport> {
   const runId = found.runId;
   const repaired: VerificationReport['repaired'] = [];
-  for (const window of await mismatchedWindows(deps, runId)) {
+  const windows = await mismatchedWindows(deps, runId);
+  if (direction.parentsFirst) {
+    windows.sort((a, b) => tableOrder(a.table_name) - tableOrder(b.table_name) || a.seq - b.seq);
+  }
+  for (const window of windows) {
     let clean = false;
     let attempts = 0;
     let lastError: string | undefined;
     while (!clean && attempts < (options.maxAttempts ?? 3)) {
       attempts++;
       try {
-        await repairWindow(deps, window.id);
+        await direction.repairWindow(deps, window.id);
       } catch (error) {
         // A repair that cannot write leaves the window mismatched; it is named below.
         lastError = describeError(error);
@@ -225,9 +252,12 @@ export async function repairRun(
   }
   const rowDeps = { v1: deps.v1, v2: deps.v2, schemas: deps.config.schemas, tenantId: deps.config.tenant.id };
   const errors = new Map<string, string>();
-  for (const d of found.sample.differences) {
+  const rows = direction.parentsFirst
+    ? [...found.sample.differences].sort((a, b) => tableOrder(a.table) - tableOrder(b.table))
+    : found.sample.differences;
+  for (const d of rows) {
     try {
-      await syncRow(rowDeps, d.table, d.key);
+      await direction.syncRow(rowDeps, d.table, d.key);
     } catch (error) {
       errors.set(`${d.table} ${d.key}`, describeError(error));
     }
