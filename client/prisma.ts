@@ -201,8 +201,11 @@ interface Scope {
   kind: 'itx' | 'batch';
   /** The transaction's client (interactive transactions). */
   tx?: ClientObject;
-  /** Rows to mirror by id once the transaction has committed. */
-  pending: Map<string, [ClientTable, string]>;
+  /**
+   * Rows to mirror by id once the transaction has committed; `first` marks ids the
+   * transaction deleted or may have moved away (mirrored before the others).
+   */
+  pending: Map<string, { table: ClientTable; id: string; first: boolean }>;
   /** Queries the extension makes itself inside its own transaction: passed through. */
   raw?: boolean;
 }
@@ -211,10 +214,15 @@ interface Scope {
 interface Changes {
   rows: [ClientTable, Row][];
   deleted: [ClientTable, string][];
+  /**
+   * Ids read before a write that may have taken them out of V1 (an update of the id itself):
+   * mirrored by id, before the table's other rows.
+   */
+  gone: [ClientTable, string][];
   ids: [ClientTable, string][];
 }
 
-const noChanges = (): Changes => ({ rows: [], deleted: [], ids: [] });
+const noChanges = (): Changes => ({ rows: [], deleted: [], gone: [], ids: [] });
 
 const isObject = (v: unknown): v is Row => typeof v === 'object' && v !== null && !Array.isArray(v);
 const asArray = (v: unknown): unknown[] => (Array.isArray(v) ? v : v === undefined ? [] : [v]);
@@ -485,33 +493,30 @@ export function withMigration<C extends PrismaClientLike>(
 
   /**
    * Mirrors table by table in foreign-key order (a device's new owner before the device). In a
-   * table, deletes and re-reads by id (which delete what V1 no longer has) go before the rows
-   * written: a renamed row's old id must leave V2 before its new id arrives, or V2's unique
-   * keys (a user's email) refuse the new one.
+   * table, deletes and re-reads of the ids a write may have moved away go first, and only then
+   * the rows written and the other ids: a renamed row's old id must leave V2 before its new id
+   * arrives, or V2's unique keys (a user's email) refuse the new one.
    */
   async function mirror(changes: Changes): Promise<void> {
     for (const table of TABLE_ORDER) {
+      const of = (list: [ClientTable, string][]) => dedupe(list.filter(([t]) => t === table));
+      const deleted = of(changes.deleted);
+      const gone = of(changes.gone);
+      const first = new Set([...deleted, ...gone].map(([, id]) => id));
       const removals: (() => Promise<void>)[] = [
-        ...changes.deleted
-          .filter(([t]) => t === table)
-          .map(
-            ([t, id]) =>
-              () =>
-                writer.mirrorDelete(t, id, 'v1'),
-          ),
-        ...dedupe(changes.ids.filter(([t]) => t === table)).map(
-          ([t, id]) =>
-            () =>
-              writer.mirrorById(t, id, 'v1'),
-        ),
+        ...deleted.map(([t, id]) => () => writer.mirrorDelete(t, id, 'v1')),
+        ...gone
+          .filter(([, id]) => !deleted.some(([, d]) => d === id))
+          .map(([t, id]) => () => writer.mirrorById(t, id, 'v1')),
       ];
-      const writes: (() => Promise<void>)[] = changes.rows
-        .filter(([t]) => t === table)
-        .map(
-          ([t, row]) =>
-            () =>
-              writer.mirror(t, row as unknown as V1Rows[typeof t], 'v1'),
-        );
+      const writes: (() => Promise<void>)[] = [
+        ...of(changes.ids)
+          .filter(([, id]) => !first.has(id))
+          .map(([t, id]) => () => writer.mirrorById(t, id, 'v1')),
+        ...changes.rows
+          .filter(([t]) => t === table)
+          .map(([t, row]) => () => writer.mirror(t, row as unknown as V1Rows[typeof t], 'v1')),
+      ];
       await eachLimited(removals, concurrency, (w) => w());
       await eachLimited(writes, concurrency, (w) => w());
     }
@@ -524,12 +529,20 @@ export function withMigration<C extends PrismaClientLike>(
   /** Mirrors now, or (inside a transaction) once it has committed. */
   async function record(scope: Scope | undefined, changes: Changes): Promise<void> {
     if (!scope) return mirror(changes);
-    for (const [t, row] of changes.rows) scope.pending.set(`${t}:${String(row.id)}`, [t, String(row.id)]);
-    for (const [t, id] of [...changes.deleted, ...changes.ids]) scope.pending.set(`${t}:${id}`, [t, id]);
+    const add = (table: ClientTable, id: string, first: boolean) => {
+      const key = `${table}:${id}`;
+      scope.pending.set(key, { table, id, first: first || scope.pending.get(key)?.first === true });
+    };
+    for (const [t, row] of changes.rows) add(t, String(row.id), false);
+    for (const [t, id] of changes.ids) add(t, id, false);
+    for (const [t, id] of [...changes.deleted, ...changes.gone]) add(t, id, true);
   }
 
   async function flush(scope: Scope): Promise<void> {
-    await mirror({ ...noChanges(), ids: [...scope.pending.values()] });
+    const pending = [...scope.pending.values()];
+    const pairs = (first: boolean) =>
+      pending.filter((p) => p.first === first).map((p) => [p.table, p.id] as [ClientTable, string]);
+    await mirror({ ...noChanges(), gone: pairs(true), ids: pairs(false) });
   }
 
   /** Runs `work` in an interactive transaction of the extension's own, mirrored at commit. */
@@ -596,7 +609,10 @@ export function withMigration<C extends PrismaClientLike>(
         options.onMetric?.(PRISMA_SNAPSHOT_ERROR_METRIC, 1);
         return [[table, String(id)]] as [ClientTable, string][];
       });
-      changes.ids.push(...before, ...after);
+      // Without a change of id, `before` holds the rows the write touched (and may have
+      // detached); with one, it also holds the old id, now gone from V1.
+      changes.gone.push(...before);
+      changes.ids.push(...after);
       await record(scope, changes);
       return stripId(result, run.strip);
     }
@@ -646,7 +662,7 @@ export function withMigration<C extends PrismaClientLike>(
           if (whole && !scope) changes.rows.push([table, whole]);
           else changes.ids.push([table, String((row as Row).id)]);
         }
-        changes.ids.push(...before.map((id) => [table, id] as [ClientTable, string]));
+        changes.gone.push(...before.map((id) => [table, id] as [ClientTable, string]));
         await record(scope, changes);
         return stripId(result, run.strip);
       }
