@@ -36,6 +36,68 @@ export interface BenchEnv {
 export const seconds = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e9;
 export const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
 
+/** Pools on a bench server's database (8 connections, errors of idle clients ignored). */
+export function benchPool(pg: LocalPostgres, database: string): Pool {
+  const pool = new Pool({ connectionString: pg.url(database), max: 8, application_name: APPLICATION_NAME });
+  pool.on('error', () => undefined);
+  return pool;
+}
+
+/** Creates database `v1` on the server and generates V1 into it (then VACUUM ANALYZE). */
+export async function benchV1(
+  pg: LocalPostgres,
+  rows: number,
+  options: { devices?: number; seed?: number } = {},
+): Promise<Pool> {
+  await pg.createDatabase('v1');
+  const v1 = benchPool(pg, 'v1');
+  await applyV1Schema(v1);
+  const generated = await generateV1(v1, {
+    devices: options.devices ?? 1000,
+    telemetry: rows,
+    seed: options.seed ?? 1,
+  });
+  log(
+    `V1 generated: ${rows.toLocaleString('en-US')} telemetry rows at ${generated.telemetryRowsPerSec.toLocaleString('en-US')} rows/s`,
+  );
+  await v1.query('VACUUM ANALYZE');
+  return v1;
+}
+
+/**
+ * Creates a V2 database on the server and runs Phase 1 into it (backup of V1 and its check
+ * included), with V2 telemetry on the given storage.
+ */
+export async function benchV2(
+  pg: LocalPostgres,
+  v1: Pool,
+  database: string,
+  storage: 'partitioned' | 'timescaledb',
+  overrides: Partial<MigrationConfigInput> = {},
+): Promise<{ v2: Pool; config: MigrationConfig; close(): Promise<void> }> {
+  await pg.createDatabase(database);
+  const v2 = benchPool(pg, database);
+  const config = parseConfig({
+    v1: { url: pg.url('v1') },
+    v2: { url: pg.url(database) },
+    telemetryStorage: storage,
+    ...overrides,
+  });
+  const backups = mkdtempSync(join(tmpdir(), 'bench-backups-'));
+  try {
+    await runPrepare({
+      v1,
+      v2,
+      config,
+      actor: 'bench',
+      backup: new LocalBackup({ v1Url: pg.url('v1'), v1Schema: 'public', mode: 'auto', directory: backups }),
+    });
+  } finally {
+    rmSync(backups, { recursive: true, force: true });
+  }
+  return { v2, config, close: () => v2.end() };
+}
+
 /**
  * A throw-away PostgreSQL with a generated V1 of `rows` telemetry rows and a prepared V2
  * (Phase 1 done), as every benchmark starts from: embedded PostgreSQL (V2 telemetry on native
@@ -52,36 +114,8 @@ export async function benchEnv(
 ): Promise<BenchEnv> {
   const pg = options.storage === 'timescaledb' ? await startTimescalePostgres() : await startLocalPostgres();
   log(`server: ${pg.label}`);
-  await pg.createDatabase('v1');
-  await pg.createDatabase('v2');
-  const v1 = new Pool({ connectionString: pg.url('v1'), max: 8, application_name: APPLICATION_NAME });
-  const v2 = new Pool({ connectionString: pg.url('v2'), max: 8, application_name: APPLICATION_NAME });
-  v1.on('error', () => undefined);
-  v2.on('error', () => undefined);
-  await applyV1Schema(v1);
-  const generated = await generateV1(v1, {
-    devices: options.devices ?? 1000,
-    telemetry: rows,
-    seed: options.seed ?? 1,
-  });
-  log(
-    `V1 generated: ${rows.toLocaleString('en-US')} telemetry rows at ${generated.telemetryRowsPerSec.toLocaleString('en-US')} rows/s`,
-  );
-  const config = parseConfig({
-    v1: { url: pg.url('v1') },
-    v2: { url: pg.url('v2') },
-    telemetryStorage: options.storage ?? 'partitioned',
-    ...options.config,
-  });
-  const backups = mkdtempSync(join(tmpdir(), 'bench-backups-'));
-  await runPrepare({
-    v1,
-    v2,
-    config,
-    actor: 'bench',
-    backup: new LocalBackup({ v1Url: pg.url('v1'), v1Schema: 'public', mode: 'auto', directory: backups }),
-  });
-  await v1.query('VACUUM ANALYZE');
+  const v1 = await benchV1(pg, rows, options);
+  const { v2, config } = await benchV2(pg, v1, 'v2', options.storage ?? 'partitioned', options.config);
   return {
     pg,
     v1,
@@ -90,7 +124,6 @@ export async function benchEnv(
     close: async () => {
       await Promise.all([v1.end(), v2.end()]);
       await pg.stop();
-      rmSync(backups, { recursive: true, force: true });
     },
   };
 }

@@ -67,3 +67,27 @@ export class EmbeddedPostgresError extends MigrationError {
     super(`The embedded PostgreSQL (data in ${dataDir}) did not start: ${reason}`, { dataDir }, options);
   }
 }
+
+/**
+ * A V1 given by URL has none of V1's tables: the rehearsal only reads a given V1, so it stops
+ * (nothing written) and says what it found there, instead of generating a V1 into what may be
+ * the wrong database.
+ */
+export class V1NotFoundError extends MigrationError {
+  constructor(
+    readonly database: string,
+    readonly schema: string,
+    readonly found: readonly string[],
+  ) {
+    super(
+      `V1 not found: database "${database}" has none of V1's tables (users, devices, device_data, alerts) in ` +
+        `schema ${schema}; ${
+          found.length === 0
+            ? 'it holds no tables at all'
+            : `it holds ${found.length} other table(s): ${found.slice(0, 10).join(', ')}${found.length > 10 ? ', …' : ''}`
+        }. A V1 given with --v1-url is only read, so nothing was written. Check the URL, or pass ` +
+        `--generate-v1-in ${database} to generate a synthetic V1 into that database`,
+      { database, schema, found: found.slice(0, 50) },
+    );
+  }
+}

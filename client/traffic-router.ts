@@ -2,7 +2,12 @@ import { SSMProvider } from '@aws-lambda-powertools/parameters/ssm';
 import type { SSMClient } from '@aws-sdk/client-ssm';
 import { z } from 'zod';
 import { TrafficParameterError } from '../lambdas/core/errors';
-import { parameterNames, type ParameterPort } from '../lambdas/ports/parameters';
+import {
+  parameterNames,
+  WRITE_PRIMARIES,
+  type ParameterPort,
+  type WritePrimary,
+} from '../lambdas/ports/parameters';
 
 /** Which schema a read goes to. */
 export type TrafficTarget = 'v1' | 'v2';
@@ -11,6 +16,7 @@ export type TrafficTarget = 'v1' | 'v2';
 export interface TrafficParameterValues {
   percentage?: string;
   dualWrite?: string;
+  writePrimary?: string;
 }
 
 /**
@@ -23,13 +29,13 @@ export interface TrafficParameterSource {
 
 /** What the router tells `onInvalid` when it could not use a parameter and kept its last good value. */
 export interface TrafficParameterReport {
-  /** The full parameter name (`<prefix>/v2-traffic-percentage` or `<prefix>/dual-write`). */
+  /** The full parameter name (`<prefix>/v2-traffic-percentage`, `<prefix>/dual-write` or `<prefix>/write-primary`). */
   parameter: string;
   problem: TrafficParameterError['problem'];
   /** The rejected value, when there was one. */
   value?: string;
-  /** The value the router keeps using: a percentage, or whether dual-write is on. */
-  kept: number | boolean;
+  /** The value the router keeps using: a percentage, whether dual-write is on, or the write primary. */
+  kept: number | boolean | WritePrimary;
   /** A named error carrying the same facts; for a failed fetch its `cause` is the store's error. */
   error: TrafficParameterError;
 }
@@ -37,6 +43,8 @@ export interface TrafficParameterReport {
 export interface TrafficRouterSnapshot {
   percentage: number;
   dualWrite: boolean;
+  /** Which side writes go to first (`v1` until the write switch). */
+  writePrimary: WritePrimary;
   /** When the last refresh finished (successful or not); undefined before the first. */
   lastRefreshAt?: Date;
   /** The last problem of the most recent refresh; absent when that refresh was clean. */
@@ -131,23 +139,25 @@ const percentageSchema = z
   .regex(/^(?:0|[1-9][0-9]?|100)$/, 'must be an integer 0–100 written without sign, spaces or leading zeros')
   .transform(Number);
 const dualWriteSchema = z.enum(['on', 'off'], { error: 'must be "on" or "off"' });
+const writePrimarySchema = z.enum(WRITE_PRIMARIES, { error: 'must be "v1" or "v2"' });
 
-/** Reads both parameters from a parameter port (the local rehearsal's store, or SSM through `SsmParameters`). */
+/** Reads the parameters from a parameter port (the local rehearsal's store, or SSM through `SsmParameters`). */
 export function parameterPortSource(port: ParameterPort, prefix: string): TrafficParameterSource {
   const names = parameterNames(prefix);
   return {
     async fetch() {
-      const [percentage, dualWrite] = await Promise.all([
+      const [percentage, dualWrite, writePrimary] = await Promise.all([
         port.get(names.trafficPercentage),
         port.get(names.dualWrite),
+        port.get(names.writePrimary),
       ]);
-      return { percentage, dualWrite };
+      return { percentage, dualWrite, writePrimary };
     },
   };
 }
 
 /**
- * Reads both parameters with one SSM GetParameters call through Powertools' `SSMProvider`,
+ * Reads the parameters with one SSM GetParameters call through Powertools' `SSMProvider`,
  * whose cache holds values for half the refresh interval: readers sharing the provider within
  * that window are served from the cache, while each background refresh finds it expired and goes
  * to SSM. Powertools caches in whole seconds and treats 0 as its 5 s default, so for intervals
@@ -169,13 +179,14 @@ export function ssmTrafficSource(options: {
       if (force || maxAge < 1) provider.clearCache();
       // Fresh option objects each call: Powertools writes its resolved options into them.
       const result = (await provider.getParametersByName(
-        { [names.trafficPercentage]: {}, [names.dualWrite]: {} },
+        { [names.trafficPercentage]: {}, [names.dualWrite]: {}, [names.writePrimary]: {} },
         { maxAge, decrypt: false, throwOnError: false },
       )) as Record<string, unknown>;
       const asString = (v: unknown) => (typeof v === 'string' ? v : undefined);
       return {
         percentage: asString(result[names.trafficPercentage]),
         dualWrite: asString(result[names.dualWrite]),
+        writePrimary: asString(result[names.writePrimary]),
       };
     },
   };
@@ -183,19 +194,21 @@ export function ssmTrafficSource(options: {
 
 /**
  * Routes backend reads between V1 and V2 by the `<prefix>/v2-traffic-percentage` parameter and
- * tells writers whether `<prefix>/dual-write` is on.
+ * tells writers whether `<prefix>/dual-write` is on and which side `<prefix>/write-primary` says
+ * they write first.
  *
- * `route` and `dualWriteEnabled` are synchronous and do no I/O: they read the router's last good
+ * `route`, `dualWriteEnabled` and `writePrimary` are synchronous and do no I/O: they read the router's last good
  * values, which a background timer refreshes every `refreshMs`. A key (tenant or device id) always
  * lands in the same bucket, and goes to V2 iff its bucket is below the percentage, so raising the
  * percentage only moves keys from V1 to V2. A value that is invalid, missing, or cannot be fetched
- * never changes the routing: the last good value (0 / off before any) is kept and reported.
+ * never changes the routing: the last good value (0 / off / v1 before any) is kept and reported.
  */
 export class TrafficRouter {
   readonly refreshMs: number;
   private readonly names: ReturnType<typeof parameterNames>;
   private percentage = 0;
   private dualWrite = false;
+  private primary: WritePrimary = 'v1';
   private lastRefreshAt: Date | undefined;
   private lastError: TrafficParameterError | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -233,9 +246,14 @@ export class TrafficRouter {
     return bucketOf(key) < p ? 'v2' : 'v1';
   }
 
-  /** Whether writers should also write V2. */
+  /** Whether writers should also write the other side (V2, or V1 once V2 is the write primary). */
   dualWriteEnabled(): boolean {
     return this.dualWrite;
+  }
+
+  /** Which side writers write first: `v1` until the write switch, then `v2`. Never throws, never waits. */
+  writePrimary(): WritePrimary {
+    return this.primary;
   }
 
   /** Loads the parameters once (resolves even when they are unusable), then refreshes in the background. */
@@ -262,6 +280,7 @@ export class TrafficRouter {
     return {
       percentage: this.percentage,
       dualWrite: this.dualWrite,
+      writePrimary: this.primary,
       lastRefreshAt: this.lastRefreshAt,
       ...(this.lastError ? { lastError: this.lastError } : {}),
     };
@@ -292,6 +311,7 @@ export class TrafficRouter {
       problems.push(
         this.problem(this.names.trafficPercentage, 'fetch-failed', undefined, this.percentage, reason, error),
         this.problem(this.names.dualWrite, 'fetch-failed', undefined, this.dualWrite, reason, error),
+        this.problem(this.names.writePrimary, 'fetch-failed', undefined, this.primary, reason, error),
       );
     }
     if (values) {
@@ -306,6 +326,9 @@ export class TrafficRouter {
       const dualWrite = this.parse(this.names.dualWrite, values.dualWrite, dualWriteSchema, this.dualWrite);
       if (typeof dualWrite === 'string') this.dualWrite = dualWrite === 'on';
       else problems.push(dualWrite);
+      const primary = this.parse(this.names.writePrimary, values.writePrimary, writePrimarySchema, this.primary);
+      if (typeof primary === 'string') this.primary = primary;
+      else problems.push(primary);
     }
     this.lastRefreshAt = new Date();
     this.lastError = problems.at(-1)?.error;
@@ -319,7 +342,7 @@ export class TrafficRouter {
     parameter: string,
     raw: string | undefined,
     schema: z.ZodType<T, string>,
-    kept: number | boolean,
+    kept: number | boolean | WritePrimary,
   ): T | TrafficParameterReport {
     if (raw === undefined) return this.problem(parameter, 'missing', undefined, kept, 'does not exist');
     const parsed = schema.safeParse(raw);
@@ -332,7 +355,7 @@ export class TrafficRouter {
     parameter: string,
     problem: TrafficParameterError['problem'],
     value: string | undefined,
-    kept: number | boolean,
+    kept: number | boolean | WritePrimary,
     reason: string,
     cause?: unknown,
   ): TrafficParameterReport {

@@ -55,14 +55,30 @@ const identifier = z
   .string()
   .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier (letters, digits, _; max 63)');
 
+const secretArn = z.string().regex(/^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+/, {
+  message: 'must be a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:…)',
+});
+
+/**
+ * An RDS DB instance or Aurora cluster identifier: 1–63 letters, digits and hyphens, starting
+ * with a letter, no two hyphens in a row, not ending in one. Snapshot ids go into IAM resource
+ * ARNs, so anything else (a `*`, a `/`) is refused.
+ */
+export const RDS_IDENTIFIER = /^[A-Za-z](?!.*--)[A-Za-z0-9-]{0,62}(?<!-)$/;
+const rdsIdentifier = z
+  .string()
+  .regex(
+    RDS_IDENTIFIER,
+    'must be an RDS identifier (1–63 letters, digits and hyphens, starting with a letter, no "--", not ending in "-"); it goes into IAM resource ARNs',
+  );
+
 const endpointSchema = z
   .object({
     host: z.string().min(1),
     port: z.number().int().min(1).max(65535).default(5432),
     database: z.string().min(1),
-    secretArn: z.string().regex(/^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+/, {
-      message: 'must be a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:…)',
-    }),
+    /** The credentials every function uses: for V1, a read-only role's (see the README). */
+    secretArn,
     /**
      * The RDS instance that hosts this database, for CPU and connection alarms (V2 only).
      * Snapshots are configured separately, under `snapshot`.
@@ -114,11 +130,20 @@ export const stackConfigSchema = z
       .string()
       .regex(/^sg-[0-9a-f]+$/, 'must be a security group id (sg-…)')
       .optional(),
-    v1: endpointSchema.optional(),
+    v1: endpointSchema
+      .extend({
+        /**
+         * The secret of a V1 role that owns V1's tables, used only by the orchestrator for
+         * cleanup's rename and the archives' drop (`secretArn` can then be read-only).
+         * @default - none: `secretArn`'s role must own the tables for those two steps
+         */
+        ownerSecretArn: secretArn.optional(),
+      })
+      .optional(),
     v2: endpointSchema.optional(),
     /** What phase 1 snapshots (V1's host): an RDS instance or an Aurora cluster, not both. */
     snapshot: z
-      .object({ rdsInstanceId: z.string().min(1).optional(), auroraClusterId: z.string().min(1).optional() })
+      .object({ rdsInstanceId: rdsIdentifier.optional(), auroraClusterId: rdsIdentifier.optional() })
       .strict()
       .refine(
         (s) => !(s.rdsInstanceId && s.auroraClusterId),
@@ -243,7 +268,7 @@ export const stackConfigSchema = z
 
 export type StackConfigInput = z.input<typeof stackConfigSchema>;
 type ParsedStackConfig = z.output<typeof stackConfigSchema>;
-export type DatabaseEndpoint = z.output<typeof endpointSchema>;
+export type DatabaseEndpoint = z.output<typeof endpointSchema> & { readonly ownerSecretArn?: string };
 
 /** A validated demo configuration: the databases and network are created by the stack. */
 export type DemoStackConfig = ParsedStackConfig & { readonly demo: true };

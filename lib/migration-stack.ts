@@ -13,6 +13,7 @@ import { BackfillPipeline } from './constructs/backfill-pipeline';
 import { MigrationDashboard } from './constructs/dashboard';
 import { DemoEnvironment } from './constructs/demo-environment';
 import type { MigrationFunction } from './constructs/migration-function';
+import { OpsPolicy } from './constructs/ops-policy';
 import { ORCHESTRATOR_ENTRY, Orchestrator } from './constructs/orchestrator';
 import { RepairPipeline } from './constructs/repair-pipeline';
 import { TrafficSwitch } from './constructs/traffic-switch';
@@ -76,8 +77,11 @@ export class MigrationStack extends Stack {
   public readonly securityGroups: readonly ec2.ISecurityGroup[];
   /** The database credentials (Secrets Manager); only their ARNs reach the Lambdas. */
   public readonly databaseSecrets: {
+    /** V1, read-only: every function reads V1 with it. */
     readonly v1: secretsmanager.ISecret;
     readonly v2: secretsmanager.ISecret;
+    /** A V1 role that owns V1's tables, for cleanup's rename only (the orchestrator's). */
+    readonly v1Owner?: secretsmanager.ISecret;
   };
   /** The non-secret runtime configuration every migration Lambda gets (LAMBDA_ENV, CONFIG_ENV). */
   public readonly lambdaEnvironment: Readonly<Record<string, string>>;
@@ -93,6 +97,8 @@ export class MigrationStack extends Stack {
   public readonly snapshot?: { readonly rdsInstanceId?: string; readonly auroraClusterId?: string };
   /** Set once the state machines are added (props.stateMachines or addStateMachines). */
   public stateMachines?: MigrationStateMachines;
+  /** Set with the state machines: the managed policy for the ops role (OpsPolicy). */
+  public opsPolicy?: OpsPolicy;
 
   private readonly orchestratorEntry: string;
   private orchestratorConstruct?: Orchestrator;
@@ -140,6 +146,9 @@ export class MigrationStack extends Stack {
       this.databaseSecrets = {
         v1: importSecret(this, 'V1Secret', config.v1.secretArn),
         v2: importSecret(this, 'V2Secret', config.v2.secretArn),
+        ...(config.v1.ownerSecretArn
+          ? { v1Owner: importSecret(this, 'V1OwnerSecret', config.v1.ownerSecretArn) }
+          : {}),
       };
       const toEndpoint = (e: typeof config.v1): Endpoint => ({ ...e, port: String(e.port) });
       endpoints = { v1: toEndpoint(config.v1), v2: toEndpoint(config.v2) };
@@ -224,6 +233,10 @@ export class MigrationStack extends Stack {
       description: 'SSM parameter holding the dual-write switch (on/off) the IoT backend reads',
       value: this.trafficSwitch.dualWrite.parameterName,
     });
+    new CfnOutput(this, 'WritePrimaryParameterName', {
+      description: 'SSM parameter naming the side the IoT backend writes first (v1/v2), set by the write switch',
+      value: this.trafficSwitch.writePrimary.parameterName,
+    });
     const consoleDomains = new CfnMapping(this, 'ConsoleDomains', {
       mapping: Object.fromEntries(Object.entries(CONSOLE_DOMAINS).map(([p, domain]) => [p, { domain }])),
     });
@@ -277,8 +290,8 @@ export class MigrationStack extends Stack {
       securityGroups: this.securityGroups,
       environment: this.lambdaEnvironment,
       databaseSecrets: this.uniqueSecrets(),
+      v1OwnerSecret: this.databaseSecrets.v1Owner,
       workerQueue: this.backfill.queue,
-      deadLetterQueue: this.backfill.deadLetterQueue,
       trafficSwitch: this.trafficSwitch,
       rdsInstanceId: this.snapshot?.rdsInstanceId,
       auroraClusterId: this.snapshot?.auroraClusterId,
@@ -297,6 +310,14 @@ export class MigrationStack extends Stack {
       ['Cutover', machines.cutover, 'CUTOVER_STATE_MACHINE_ARN', '--cutover-arn'],
       ['Rollback', machines.rollback, 'ROLLBACK_STATE_MACHINE_ARN', '--rollback-arn'],
     ] as const;
+    this.opsPolicy = new OpsPolicy(this, 'Ops', {
+      stateMachines: outputs.flatMap(([, machine]) => (machine ? [machine] : [])),
+    });
+    new CfnOutput(this, 'OpsPolicyArn', {
+      description:
+        'Managed policy for the ops role: start the Migration, Cutover and Rollback state machines, follow and stop their executions',
+      value: this.opsPolicy.policy.managedPolicyArn,
+    });
     for (const [name, machine, env, flag] of outputs) {
       if (!machine) continue;
       new CfnOutput(this, `${name}StateMachineArn`, {

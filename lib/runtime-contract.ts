@@ -18,14 +18,17 @@ export const LAMBDA_ENV = {
   v2Port: 'V2_DB_PORT',
   v2Database: 'V2_DB_NAME',
   v2SecretArn: 'V2_DB_SECRET_ARN',
+  /**
+   * Orchestrator only: the secret of a V1 role that owns V1's tables, for cleanup's rename and
+   * the archives' drop (every other V1 access uses the read-only V1_DB_SECRET_ARN).
+   */
+  v1OwnerSecretArn: 'V1_DB_OWNER_SECRET_ARN',
   /** `true` (the default on AWS) or `false`: whether connections use TLS with certificate checks. */
   dbSsl: 'MIGRATION_DB_SSL',
   /** Where the bundled `sql/` folder is (read by lambdas/core/migrator.ts). */
   sqlDir: 'MIGRATION_SQL_DIR',
   /** The worker queue's URL (the orchestrator sends window messages to it). */
   workerQueueUrl: 'MIGRATION_WORKER_QUEUE_URL',
-  /** The dead-letter queue's URL (the orchestrator reports the windows that ended there). */
-  deadLetterQueueUrl: 'MIGRATION_DLQ_URL',
   /** RDS instance or Aurora cluster to snapshot in phase 1 (when configured). */
   rdsInstanceId: 'MIGRATION_RDS_INSTANCE_ID',
   auroraClusterId: 'MIGRATION_AURORA_CLUSTER_ID',
@@ -62,6 +65,8 @@ export const METRIC_NAMES = {
   trafficPercentage: 'TrafficPercentage',
   /** Orchestrator: backfill windows done so far, at each progress poll (gauge). */
   backfillWindowsDone: 'BackfillWindowsDone',
+  /** Orchestrator: 1 while the backfill workers are held back (paused, a ceiling, V1 pressure), else 0 (gauge). */
+  backfillThrottled: 'BackfillThrottled',
   /** Orchestrator: windows whose verification found a mismatch (count per run). */
   verificationMismatchedWindows: 'VerificationMismatchedWindows',
   /**

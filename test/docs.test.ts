@@ -97,7 +97,9 @@ describe('the runbook covers every console input and CLI command', () => {
       expect(readme).toContain(`{"action":"${action}"}`);
     }
     expect(readme).toContain('{"reason":"p99 latency up after 25 %"}');
-    expect(readme).toContain('{"reason":"…","force":true}');
+    expect(readme).toContain('{"reason":"…","force":true,"confirm":"ROLL BACK TO STALE V1"}');
+    expect(readme).toContain('{"action":"advance","confirm":"RENAME V1 TABLES"}');
+    expect(readme).toContain('{"action":"drop-archives","confirm":"DROP V1 ARCHIVES"}');
   });
 
   it('lists every rehearsal flag', () => {

@@ -3,6 +3,9 @@
  * line), and what each command starts (which state machine, with which input).
  */
 import { z } from 'zod';
+import type { ControlChange } from '../../lambdas/core/backfill/throttle';
+import { DROP_CONFIRMATION, RENAME_CONFIRMATION } from '../../lambdas/core/cleanup';
+import { ROLLBACK_CONFIRMATION } from '../../lambdas/core/cutover';
 import { InvalidInputError } from '../../lambdas/core/errors';
 import { helpText, HelpRequest, parseArgs, wantsHelp, type CommandHelp } from '../cli-args';
 import { DEFAULT_LOCAL_DIR } from '../rehearsal/options';
@@ -68,7 +71,21 @@ const VALUES = {
   timeout: 'SECONDS',
   through: 'PHASE',
   reason: 'TEXT',
+  rowsPerSecond: 'N',
+  windowRows: 'N',
+  autoThrottle: 'on|off',
+  confirm: 'WORDS',
 };
+
+/** `--confirm WORDS`: a destructive step's confirmation, passed on as the input's `confirm`. */
+const confirmFlag = (what: string) =>
+  z
+    .string()
+    .trim()
+    .min(1, 'must not be empty')
+    .max(100, 'must be at most 100 characters')
+    .optional()
+    .describe(what);
 
 /** Each command: its flags and its help. */
 export const COMMAND_SPECS = {
@@ -96,6 +113,9 @@ export const COMMAND_SPECS = {
     schema: z
       .object({
         through: phase.optional().describe(`advance phase after phase through PHASE (${PHASES.join(', ')})`),
+        confirm: confirmFlag(
+          `"${RENAME_CONFIRMATION}": lets cleanup stop dual-write and rename V1's tables (refused without it)`,
+        ),
         ...common,
       })
       .strict(),
@@ -116,6 +136,11 @@ export const COMMAND_SPECS = {
       }),
     summary: 'Runs the traffic cutover (Cutover state machine): every level, one step, hold, or resume.',
   },
+  'switch-writes': {
+    schema: z.object({ ...common }).strict(),
+    summary:
+      'Switches the writes to V2 (Cutover state machine): V2 becomes the write primary, V1 is mirrored from V2.',
+  },
   rollback: {
     schema: z
       .object({
@@ -131,11 +156,78 @@ export const COMMAND_SPECS = {
         force: z
           .boolean()
           .default(false)
-          .describe('roll back even after cleanup stopped dual-write (V1 has missed every write since)'),
+          .describe(
+            'roll back even after cleanup stopped dual-write (V1 has missed every write since; needs --confirm), or past V2 rows V1 cannot take (another tenant; they stay in V2 only)',
+          ),
+        confirm: confirmFlag(
+          `with --force: "${ROLLBACK_CONFIRMATION}" (a forced rollback is refused without it)`,
+        ),
+        ...common,
+      })
+      .strict()
+      .refine((f) => f.confirm === undefined || f.force, { path: ['confirm'], error: 'needs --force' }),
+    summary:
+      'Sends the writes back to V1 first (if switched), then V2 read traffic to 0 % (Rollback state machine).',
+  },
+  'drop-archives': {
+    schema: z
+      .object({
+        confirm: z
+          .string({
+            error: (issue) =>
+              issue.input === undefined
+                ? `is required: pass --confirm "${DROP_CONFIRMATION}"`
+                : 'must be text',
+          })
+          .trim()
+          .min(1, 'must not be empty')
+          .max(100, 'must be at most 100 characters')
+          .describe(`"${DROP_CONFIRMATION}" (required): the archived V1 tables are dropped for good`),
         ...common,
       })
       .strict(),
-    summary: 'Sends V2 read traffic back to 0 % now (Rollback state machine).',
+    summary: `Drops the archived V1 tables after the retention period (Migration state machine; needs --confirm).`,
+  },
+  throttle: {
+    schema: z
+      .object({
+        pause: z.boolean().default(false).describe('pause the backfill and verification workers'),
+        resume: z.boolean().default(false).describe('let paused workers go on'),
+        rowsPerSecond: z.coerce
+          .number()
+          .int()
+          .min(0)
+          .max(10_000_000)
+          .optional()
+          .describe('at most N V1 rows read per second by all workers together (0 lifts the ceiling)'),
+        windowRows: z.coerce
+          .number()
+          .int()
+          .refine((n) => n === 0 || (n >= 100 && n <= 5_000_000), 'must be 0 or between 100 and 5000000')
+          .optional()
+          .describe('split windows larger than N rows before they are copied (0: as planned)'),
+        autoThrottle: z
+          .enum(['on', 'off'], { error: 'must be on or off' })
+          .optional()
+          .describe('the automatic throttle on V1 pressure: on (default) or off'),
+        reason: z.string().trim().min(1).max(500).optional().describe('why (recorded in the audit log)'),
+        ...common,
+      })
+      .strict()
+      .refine((f) => !(f.pause && f.resume), { path: ['pause'], error: 'give --pause or --resume, not both' })
+      .refine(
+        (f) =>
+          f.pause ||
+          f.resume ||
+          f.rowsPerSecond !== undefined ||
+          f.windowRows !== undefined ||
+          f.autoThrottle !== undefined,
+        {
+          path: ['pause'],
+          error: 'say what to change: --pause, --resume, --rows-per-second, --window-rows or --auto-throttle',
+        },
+      ),
+    summary: 'Pauses, resumes or slows the backfill workers now (their next window obeys).',
   },
   reset: {
     schema: z
@@ -181,7 +273,7 @@ export const USAGE = [
   '--local, runs them on a local migration) and prints what they did.',
   '',
   'commands:',
-  ...COMMANDS.map((name) => `  ${name.padEnd(10)}${COMMAND_SPECS[name].summary}`),
+  ...COMMANDS.map((name) => `  ${name.padEnd(15)}${COMMAND_SPECS[name].summary}`),
   '',
   `Run \`${MIGRATE_COMMAND} <command> --help\` for the flags of a command.`,
 ].join('\n');
@@ -202,10 +294,13 @@ export type CommonFlags = StateMachineArnFlags & { json: boolean; local: boolean
 export type OpsCommand = CommonFlags &
   (
     | { command: 'status'; wait: boolean; timeoutSeconds: number }
-    | { command: 'advance'; through?: Phase }
+    | { command: 'advance'; through?: Phase; confirm?: string }
+    | { command: 'drop-archives'; confirm: string }
     | { command: 'cutover'; mode: 'run' | 'step' | 'hold' | 'resume' }
-    | { command: 'rollback'; reason: string; force: boolean }
+    | { command: 'switch-writes' }
+    | { command: 'rollback'; reason: string; force: boolean; confirm?: string }
     | { command: 'reset' }
+    | { command: 'throttle'; change: ControlChange }
   );
 
 function commonOf(
@@ -264,16 +359,46 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
     }
     case 'advance': {
       const f = parseArgs(rest, COMMAND_SPECS.advance.schema, undefined, name);
-      return { ...commonOf(f), command: 'advance', ...(f.through ? { through: f.through } : {}) };
+      return {
+        ...commonOf(f),
+        command: 'advance',
+        ...(f.through ? { through: f.through } : {}),
+        ...(f.confirm ? { confirm: f.confirm } : {}),
+      };
+    }
+    case 'drop-archives': {
+      const f = parseArgs(rest, COMMAND_SPECS['drop-archives'].schema, undefined, name);
+      return { ...commonOf(f), command: 'drop-archives', confirm: f.confirm };
     }
     case 'cutover': {
       const f = parseArgs(rest, COMMAND_SPECS.cutover.schema, undefined, name);
       const mode = f.step ? 'step' : f.hold ? 'hold' : f.resume ? 'resume' : 'run';
       return { ...commonOf(f), command: 'cutover', mode };
     }
+    case 'switch-writes': {
+      const f = parseArgs(rest, COMMAND_SPECS['switch-writes'].schema, undefined, name);
+      return { ...commonOf(f), command: 'switch-writes' };
+    }
     case 'rollback': {
       const f = parseArgs(rest, COMMAND_SPECS.rollback.schema, undefined, name);
-      return { ...commonOf(f), command: 'rollback', reason: f.reason, force: f.force };
+      return {
+        ...commonOf(f),
+        command: 'rollback',
+        reason: f.reason,
+        force: f.force,
+        ...(f.confirm ? { confirm: f.confirm } : {}),
+      };
+    }
+    case 'throttle': {
+      const f = parseArgs(rest, COMMAND_SPECS.throttle.schema, undefined, name);
+      const change: ControlChange = {
+        ...(f.pause ? { pause: true } : f.resume ? { pause: false } : {}),
+        ...(f.rowsPerSecond === undefined ? {} : { rowsPerSecond: f.rowsPerSecond || null }),
+        ...(f.windowRows === undefined ? {} : { windowRows: f.windowRows || null }),
+        ...(f.autoThrottle ? { autoThrottle: f.autoThrottle === 'on' } : {}),
+        ...(f.reason ? { reason: f.reason } : {}),
+      };
+      return { ...commonOf(f), command: 'throttle', change };
     }
     case 'reset': {
       const f = parseArgs(rest, COMMAND_SPECS.reset.schema, undefined, name);
@@ -301,14 +426,29 @@ export function executionRequest(
     case 'advance':
       return {
         stateMachine: 'migration',
-        input: command.through ? { action: 'advance', through: command.through } : { action: 'advance' },
+        input: {
+          action: 'advance',
+          ...(command.through ? { through: command.through } : {}),
+          ...(command.confirm ? { confirm: command.confirm } : {}),
+        },
       };
+    case 'drop-archives':
+      return { stateMachine: 'migration', input: { action: 'drop-archives', confirm: command.confirm } };
     case 'cutover':
       return { stateMachine: 'cutover', input: { action: command.mode } };
+    case 'switch-writes':
+      return { stateMachine: 'cutover', input: { action: 'switch-writes' } };
+    case 'throttle':
+      return { stateMachine: 'migration', input: { action: 'throttle', ...command.change } };
     case 'rollback':
       return {
         stateMachine: 'rollback',
-        input: { reason: command.reason, actor: `cli:${user}`, ...(command.force ? { force: true } : {}) },
+        input: {
+          reason: command.reason,
+          actor: `cli:${user}`,
+          ...(command.force ? { force: true } : {}),
+          ...(command.confirm ? { confirm: command.confirm } : {}),
+        },
       };
   }
 }

@@ -10,6 +10,7 @@ import { orchestrate } from '../../lambdas/core/orchestrator';
 import { removeNow } from '../rehearsal/exit-cleanup';
 import { localExecutor } from '../rehearsal/executions';
 import { claim, openLocalEnvironment, type LocalSettings } from '../rehearsal/local-environment';
+import { databaseOfUrl } from '../rehearsal/options';
 import { startProgress } from '../rehearsal/progress';
 import type { OpsDeps } from './aws';
 import { executionRequest, STATE_MACHINES, type OpsCommand } from './commands';
@@ -68,6 +69,8 @@ export async function runLocal(
   const env = await openLocalEnvironment({
     keepIn: command.localDir,
     ...options.databases,
+    // Test databases are created empty for the purpose: generating into them is asked for.
+    ...(options.databases ? { generateGivenV1In: databaseOfUrl(options.databases.v1Url) } : {}),
     generate: options.v1 ?? LOCAL_V1,
     ...LOCAL_SETTINGS,
     backupDirectory: join(command.localDir, 'backups'),

@@ -13,8 +13,11 @@ export interface WorkerKiller {
 }
 
 /**
- * Terminates the worker's V2 session 15 ms into every third first delivery of a window, as a
- * Lambda timeout would: the window is delivered again and must still land every row once.
+ * Terminates one worker's V2 COPY session 15 ms into every third first delivery of a window, as
+ * a failover or an administrator's `pg_terminate_backend` would: the worker rides it out (the
+ * window is copied again within its delivery, after a backoff) or the window is delivered again,
+ * and every row must still land once. One session per fault, not every COPY at once: a fault
+ * that killed each retry too would model no real failure.
  */
 export function workerKiller(v2: () => Pool): WorkerKiller {
   let killed = 0;
@@ -27,8 +30,10 @@ export function workerKiller(v2: () => Pool): WorkerKiller {
       const timer = setTimeout(() => {
         void v2()
           .query(
-            `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-              WHERE datname = current_database() AND application_name = $1 AND query LIKE 'COPY%' AND pid <> pg_backend_pid()`,
+            `SELECT pg_terminate_backend(pid) FROM (
+               SELECT pid FROM pg_stat_activity
+                WHERE datname = current_database() AND application_name = $1 AND query LIKE 'COPY%'
+                  AND pid <> pg_backend_pid() LIMIT 1) AS one`,
             [APPLICATION_NAME],
           )
           .then((r) => {

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { PrismaPg } from '@prisma/adapter-pg';
 import type { Pool } from 'pg';
-import { withMigration } from '../../client/prisma';
+import { PrismaWriteAfterWriteSwitchError, withMigration } from '../../client/prisma';
 import { repairBatchHandler } from '../../lambdas/core/sync/repair';
 import { TrafficRouter } from '../../client/traffic-router';
-import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
+import type { LocalQueue } from '../../lambdas/adapters/local/local-queue';
 import type { ParameterPort } from '../../lambdas/ports/parameters';
 import { PrismaClient } from '../../prisma/v1/generated/client';
 
@@ -20,6 +20,12 @@ export interface LoadStats {
   v2Failures: number;
   repaired: number;
   firstErrors: string[];
+  /** Writes made V2 first (after the write switch) through the DualWriter. */
+  writesV2First: number;
+  /** Rows those writes inserted (telemetry, alerts); each must be in V1 at the end. */
+  rowsInsertedV2First: number;
+  /** Of those, rows V1 does not hold when the backend stops (a lost reverse mirror). */
+  rowsMissingInV1: number;
 }
 
 /**
@@ -27,7 +33,10 @@ export interface LoadStats {
  * devices through the TrafficRouter (V1 or V2 by key) and writes with Prisma through
  * `withMigration` (telemetry inserts one by one and in batches, device updates, alerts created,
  * acknowledged and deleted, nested writes, interactive transactions), with a repair worker
- * behind it, exactly as a real Prisma backend wired like client/README.md would.
+ * behind it, exactly as a real Prisma backend wired like client/README.md would. After the
+ * write switch (V2 the write primary) Prisma's writes are refused, so it writes through
+ * `$migration.writer` (V2 first, V1 mirrored), and remembers the rows it inserted so: each must
+ * be in V1 when it stops, whether the writes were rolled back to V1 or not.
  */
 export class SyntheticBackend {
   readonly stats: LoadStats = {
@@ -40,11 +49,16 @@ export class SyntheticBackend {
     v2Failures: 0,
     repaired: 0,
     firstErrors: [],
+    writesV2First: 0,
+    rowsInsertedV2First: 0,
+    rowsMissingInV1: 0,
   };
+  /** Rows inserted V2 first, by V1 table. */
+  private readonly insertedV2First = { device_data: [] as string[], alerts: [] as string[] };
+  private lastV2Alert?: string;
   private readonly router: TrafficRouter;
   private readonly prisma: PrismaClient;
   private readonly db: ReturnType<typeof withMigration<PrismaClient>>;
-  private readonly repairs: LocalQueue;
   private timer?: NodeJS.Timeout;
   private inFlight = new Set<Promise<void>>();
   private devices: string[] = [];
@@ -52,6 +66,8 @@ export class SyntheticBackend {
   /** Part of the ids this backend gives new rows, so that two backends never collide. */
   private readonly run = randomBytes(4).toString('hex');
   private readying?: Promise<void>;
+  /** Each write's round trip through the client, in ms (bench:impact's percentiles). */
+  readonly writeLatenciesMs: number[] = [];
 
   constructor(
     private readonly v1: Pool,
@@ -63,17 +79,13 @@ export class SyntheticBackend {
       tenantId: string;
       v2Schema: string;
       v1Schema: string;
+      /** The backend's repair queue (the rollback from the write switch waits for it). */
+      repairs: LocalQueue;
     },
   ) {
     this.router = TrafficRouter.fromParameters(parameters, { prefix: options.prefix, refreshMs: 500 });
-    this.repairs = new LocalQueue({
-      visibilityTimeoutMs: 30_000,
-      maxReceiveCount: 10,
-      concurrency: 1,
-      retryDelayMs: 500,
-    });
     const settings = { tenantId: options.tenantId, schemas: { v1: options.v1Schema, v2: options.v2Schema } };
-    this.repairs.start(
+    options.repairs.start(
       repairBatchHandler({ v1, v2, ...settings }, { onRepaired: () => this.stats.repaired++ }),
     );
     this.prisma = new PrismaClient({ adapter: new PrismaPg(v1, { schema: options.v1Schema }) });
@@ -81,11 +93,11 @@ export class SyntheticBackend {
       v1,
       v2,
       router: this.router,
-      repairQueue: this.repairs,
+      repairQueue: options.repairs,
       ...settings,
       shadowReads: false,
       onMetric: (name, value) => {
-        if (name === 'DualWriteV2Failure') this.stats.v2Failures += value;
+        if (name === 'DualWriteV2Failure' || name === 'DualWriteV1Failure') this.stats.v2Failures += value;
       },
     });
   }
@@ -128,7 +140,9 @@ export class SyntheticBackend {
     try {
       if (n % 3 === 0) {
         this.stats.writes++;
+        const started = performance.now();
         const operation = await this.write(n, device);
+        this.writeLatenciesMs.push(performance.now() - started);
         this.stats.writesByOperation[operation] = (this.stats.writesByOperation[operation] ?? 0) + 1;
       } else {
         this.stats.reads++;
@@ -148,8 +162,59 @@ export class SyntheticBackend {
     }
   }
 
-  /** One write of the mix, through the extended Prisma client; returns its name. */
+  /** One write of the mix: V2 first through the writer after the write switch, else Prisma. */
   private async write(n: number, device: string): Promise<string> {
+    if (this.router.writePrimary() === 'v2') return this.writeV2First(n, device);
+    try {
+      return await this.writeWithPrisma(n, device);
+    } catch (error) {
+      // The switch moved between the backend's look and the write: nothing was written.
+      if (error instanceof PrismaWriteAfterWriteSwitchError) return this.writeV2First(n, device);
+      throw error;
+    }
+  }
+
+  /** A write of the V2-first mix through `$migration.writer`; returns its name. */
+  private async writeV2First(n: number, device: string): Promise<string> {
+    const writer = this.db.$migration.writer;
+    const now = new Date();
+    this.stats.writesV2First++;
+    switch ((n / 3) % 4) {
+      case 0:
+        await writer.update('devices', device, { lastSeenAt: now, status: 'ONLINE' });
+        return 'writer.devices.update';
+      case 2: {
+        const id = `rehearsal_v2_alert_${this.run}_${n}`;
+        await writer.insert('alerts', { id, deviceId: device, severity: 'LOW', message: `load ${n}` });
+        this.insertedV2First.alerts.push(id);
+        this.lastV2Alert = id;
+        return 'writer.alerts.insert';
+      }
+      case 3:
+        if (this.lastV2Alert) {
+          await writer.update('alerts', this.lastV2Alert, { message: `updated by ${n}` });
+          return 'writer.alerts.update';
+        }
+        return this.insertTelemetryV2First(n, device);
+      default:
+        return this.insertTelemetryV2First(n, device);
+    }
+  }
+
+  private async insertTelemetryV2First(n: number, device: string): Promise<string> {
+    const row = await this.db.$migration.writer.insert('telemetry', {
+      deviceId: device,
+      timestamp: new Date(),
+      data: { load: n },
+      protocol: 'MQTT',
+      source: 'rehearsal',
+    });
+    this.insertedV2First.device_data.push(String(row.id));
+    return 'writer.telemetry.insert';
+  }
+
+  /** One write of the mix, through the extended Prisma client; returns its name. */
+  private async writeWithPrisma(n: number, device: string): Promise<string> {
     const db = this.db;
     const now = new Date();
     switch ((n / 3) % 12) {
@@ -220,14 +285,36 @@ export class SyntheticBackend {
     }
   }
 
-  /** Stops sending, waits for operations in flight and for the repair queue to drain. */
+  /**
+   * Resolves once `count` writes were made V2 first (or after `maxMs`, when the backend cannot
+   * write that many: the run goes on, and the report shows how many it made).
+   */
+  async whenWrittenV2First(count: number, maxMs = 120_000): Promise<void> {
+    const until = Date.now() + maxMs;
+    while (this.stats.writesV2First < count && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  /**
+   * Stops sending, waits for operations in flight and for the repair queue to drain, then
+   * counts the rows inserted V2 first that V1 does not hold.
+   */
   async stop(): Promise<LoadStats> {
     if (this.timer) clearInterval(this.timer);
     await Promise.allSettled([...this.inFlight]);
-    await this.repairs.whenIdle();
-    await this.repairs.stop();
+    await this.options.repairs.whenIdle();
+    await this.options.repairs.stop();
     this.router.stop();
     await this.prisma.$disconnect();
+    const { device_data: telemetry, alerts } = this.insertedV2First;
+    this.stats.rowsInsertedV2First = telemetry.length + alerts.length;
+    const inV1 = await this.v1.query<{ n: number }>(
+      `SELECT (SELECT count(*) FROM "${this.options.v1Schema}".device_data WHERE id = ANY($1::bigint[]))::int
+            + (SELECT count(*) FROM "${this.options.v1Schema}".alerts WHERE id = ANY($2::text[]))::int AS n`,
+      [telemetry, alerts],
+    );
+    this.stats.rowsMissingInV1 = this.stats.rowsInsertedV2First - inV1.rows[0].n;
     return this.stats;
   }
 }

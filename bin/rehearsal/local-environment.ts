@@ -5,19 +5,24 @@ import type { Pool } from 'pg';
 import { startLocalPostgres, type LocalPostgres } from '../../lambdas/adapters/local/embedded-pg';
 import { FileParameters } from '../../lambdas/adapters/local/file-parameters';
 import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
+import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
+import { ControlSchemaParameters, requeueLostWork } from '../../lambdas/adapters/local/local-resume';
 import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-workers';
 import { MemoryParameters } from '../../lambdas/adapters/local/memory-parameters';
 import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
 import { applyV1Schema, generateV1 } from '../../lambdas/adapters/local/v1-generator';
 import { DEFAULT_CUTOVER_SCHEDULE, parseConfig, type MigrationConfig } from '../../lambdas/core/config';
 import { openPool } from '../../lambdas/core/db';
-import { EmbeddedPostgresError, LocalMigrationInUseError } from '../cli-errors';
+import { EmbeddedPostgresError, LocalMigrationInUseError, V1NotFoundError } from '../cli-errors';
 import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
 import type { BatchHandler } from '../../lambdas/ports/queue';
 import { parameterNames, type ParameterPort } from '../../lambdas/ports/parameters';
 import { removeOnExit } from './exit-cleanup';
 
 export { DEFAULT_LOCAL_DIR } from './options';
+
+/** V1's tables: a given V1 holding none of them is refused, not generated into. */
+const V1_TABLE_NAMES = ['users', 'devices', 'device_data', 'alerts'];
 
 /** The settings a local migration was created with, kept next to it for the next command. */
 export interface LocalSettings {
@@ -37,7 +42,13 @@ export interface LocalEnvironmentOptions extends LocalSettings {
    * switches live in memory and the database in a temporary folder removed on any exit.
    */
   keepIn?: string;
-  /** The V1 to generate when V1 is empty. */
+  /**
+   * A given V1 (v1Url) is only read: when it has none of V1's tables, the environment refuses it
+   * (V1NotFoundError), unless this names its database (`--generate-v1-in`), which is then
+   * generated into. The embedded database is generated into whenever it is empty.
+   */
+  generateGivenV1In?: string;
+  /** The V1 to generate when V1 is empty (and may be written, see generateGivenV1In). */
   generate: { devices: number; telemetry: number; seed: number };
   /** Where local backups (pg_dump files) go. */
   backupDirectory: string;
@@ -62,6 +73,11 @@ export interface LocalEnvironment {
   names: ReturnType<typeof parameterNames>;
   alarms: LocalAlarms;
   workers: LocalWorkers;
+  /**
+   * The backend's repair queue (its worker is started by the synthetic backend): the rollback
+   * from the write switch waits for it to drain.
+   */
+  repairs: LocalQueue;
   /** What the orchestrator's tasks run with. */
   deps: OrchestratorDeps;
   /** Stops the workers, closes the pools, stops the server (removing a temporary folder). */
@@ -184,7 +200,11 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
     }
     v1 = await openPool({ url: v1Url }, 'V1', { max: 8 });
     v2 = await openPool({ url: v2Url }, 'V2', { max: 8 });
-    await generateWhenEmpty(v1, options);
+    if (!embedded) {
+      await warnWhenUnencrypted(v1, 'V1', '--v1-url', print);
+      await warnWhenUnencrypted(v2, 'V2', '--v2-url', print);
+    }
+    await generateWhenEmpty(v1, options, embedded ? 'embedded' : 'given');
 
     const wanted = {
       concurrency: options.concurrency,
@@ -204,24 +224,48 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
         soakMinutes: 0,
       },
       backup: { mode: 'auto', directory: options.backupDirectory },
+      // One machine runs V1, V2, the workers and the backend: a commit is slower than on a
+      // production V1, so the automatic throttle waits only for what is slow even here.
+      throttle: { commitLatencyMs: 500, probeTimeoutMs: 5000, maxWaitSeconds: 15, pressureHoldSeconds: 2 },
     });
     const names = parameterNames(config.ssmPrefix);
-    const initial = { [names.trafficPercentage]: '0', [names.dualWrite]: 'off' };
+    const initial = {
+      [names.trafficPercentage]: '0',
+      [names.dualWrite]: 'off',
+      [names.writePrimary]: 'v1',
+    };
+    // Kept with the migration: next to a kept database, or in given V2's control schema (a run
+    // again after a crash finds the switches as the last one left them); else in memory.
     const parameters = directory
       ? new FileParameters(join(directory, 'parameters.json'), initial)
-      : new MemoryParameters(initial);
+      : embedded
+        ? new MemoryParameters(initial)
+        : await ControlSchemaParameters.open({ v2, config }, initial);
+    const requeued = await requeueLostWork({ v2, config });
+    if (requeued.windows + requeued.slices > 0) {
+      print(
+        `resuming: ${requeued.windows} backfill windows and ${requeued.slices} verification slices the last run had queued go out again`,
+      );
+    }
     const alarms = new LocalAlarms();
     const pools = { v1, v2 };
     const workers = startLocalWorkers(
       { ...pools, config },
       options.wrapHandler ? { wrapHandler: options.wrapHandler } : {},
     );
+    const repairs = new LocalQueue({
+      visibilityTimeoutMs: 30_000,
+      maxReceiveCount: 10,
+      concurrency: 1,
+      retryDelayMs: 500,
+    });
     const deps: OrchestratorDeps = {
       ...pools,
       config,
       parameters,
       alarms,
       queue: workers.queue,
+      repairQueue: repairs,
       backup: new LocalBackup({
         v1Url,
         v1Schema: 'public',
@@ -240,8 +284,10 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
       names,
       alarms,
       workers,
+      repairs,
       deps,
       close: async () => {
+        await repairs.stop().catch(() => undefined);
         await workers.stop().catch(() => undefined);
         await Promise.all([pools.v1.end(), pools.v2.end()].map((p) => p.catch(() => undefined)));
         await opened?.pg.stop();
@@ -258,11 +304,57 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
   }
 }
 
-async function generateWhenEmpty(v1: Pool, options: LocalEnvironmentOptions): Promise<void> {
+/**
+ * Whether the pool's connections are encrypted (TLS), as the server sees one of them.
+ * A URL's `sslmode` decides it (pg honours `disable`, `require`, `verify-full`, …).
+ */
+export async function connectionEncrypted(pool: Pool): Promise<boolean> {
+  const { rows } = await pool.query<{ ssl: boolean | null }>(
+    'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+  );
+  return rows[0]?.ssl === true;
+}
+
+/** Says, in the rehearsal's output, when a given database's connection is not encrypted. */
+async function warnWhenUnencrypted(
+  pool: Pool,
+  target: string,
+  flag: string,
+  print: (line: string) => void,
+): Promise<void> {
+  if (await connectionEncrypted(pool)) return;
+  print(
+    `warning: the ${target} connection (${flag}) is not encrypted: add sslmode=verify-full (or require) to the ` +
+      'URL to use TLS',
+  );
+}
+
+/**
+ * Generates V1 when it has none of its tables: always in the embedded database; in a given one
+ * only when `generateGivenV1In` names it (V1NotFoundError otherwise, nothing written).
+ */
+async function generateWhenEmpty(
+  v1: Pool,
+  options: LocalEnvironmentOptions,
+  source: 'embedded' | 'given',
+): Promise<void> {
   const hasV1 = (await v1.query(`SELECT to_regclass('public.device_data') AS t`)).rows[0].t;
   // A V1 already migrated and archived by cleanup is not empty either.
   const archived = (await v1.query(`SELECT to_regclass('public.device_data_v1_archived') AS t`)).rows[0].t;
   if (hasV1 || archived) return;
+  if (source === 'given') {
+    const { rows } = await v1.query<{ database: string; tables: string[] | null }>(
+      `SELECT current_database() AS database,
+              (SELECT array_agg(table_name::text ORDER BY table_name) FROM information_schema.tables
+                WHERE table_schema = 'public') AS tables`,
+    );
+    const { database, tables } = rows[0];
+    const present = (tables ?? []).filter((t) => V1_TABLE_NAMES.includes(t));
+    // Some of V1's tables: Phase 1's schema check names what is missing, before any write.
+    if (present.length > 0) return;
+    if (options.generateGivenV1In !== database) throw new V1NotFoundError(database, 'public', tables ?? []);
+    options.print(`V1 database "${database}" has none of V1's tables: generating into it (--generate-v1-in)`);
+  }
   const { devices, telemetry, seed } = options.generate;
   options.print(
     `V1 is empty: generating ${devices.toLocaleString('en-US')} devices and ${telemetry.toLocaleString('en-US')} telemetry rows (seed ${seed})…`,

@@ -36,6 +36,14 @@ export const rehearsalFlags = z
       .describe('seed of the generated V1 (same seed, same data)'),
     v1Url: postgresUrl.optional().describe('rehearse against your own V1 (only read); needs --v2-url'),
     v2Url: postgresUrl.optional().describe('…and your own V2 database'),
+    generateV1In: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'with --v1-url: when that database has none of V1’s tables, generate a V1 into it; must name ' +
+          'the database --v1-url points to (without this flag such a V1 is refused, nothing written)',
+      ),
     includeCleanup: z
       .boolean()
       .default(false)
@@ -44,7 +52,8 @@ export const rehearsalFlags = z
       .string()
       .optional()
       .describe(
-        `the health gate turns unhealthy at that level (${REHEARSAL_LEVELS.join(', ')}): watch the rollback`,
+        `cutover:<level> (${REHEARSAL_LEVELS.join(', ')}): the health gate turns unhealthy at that level; ` +
+          'write-switch: the alarm fires after the write switch: watch the rollback',
       ),
     killWorkers: z
       .boolean()
@@ -103,7 +112,8 @@ export const REHEARSAL_HELP: CommandHelp = {
     seed: 'S',
     v1Url: 'URL',
     v2Url: 'URL',
-    failAt: 'cutover:25',
+    generateV1In: 'DATABASE',
+    failAt: 'cutover:25|write-switch',
     dualWriteLoad: 'N',
     bakeSeconds: 'S',
     concurrency: 'N',
@@ -124,10 +134,18 @@ export interface RehearsalOptions {
   devices: number;
   telemetry: number;
   seed: number;
-  /** `cutover:<percentage>`: the health gate turns unhealthy at that traffic level. */
+  /**
+   * `cutover:<percentage>`: the health gate turns unhealthy at that traffic level;
+   * `write-switch`: the rollback alarm fires after the write switch.
+   */
   failAt?: string;
   killWorkers: boolean;
   dualWriteLoad?: number;
+  /**
+   * With `v1Url`: the database it names, which the rehearsal may generate a V1 into when it has
+   * none of V1's tables (refused otherwise, V1NotFoundError).
+   */
+  generateV1In?: string;
   includeCleanup: boolean;
   bakeSeconds: number;
   concurrency: number;
@@ -143,28 +161,47 @@ export interface RehearsalOptions {
   tty: boolean;
 }
 
-/** `cutover:<level>`, a level of the schedule: the level; InvalidInputError otherwise. */
-export function parseFailAt(value: string | undefined): number | undefined {
+/** Where `--fail-at` injects the fault: a cutover level, or after the write switch. */
+export type FailAt = { at: 'cutover'; level: number } | { at: 'write-switch' };
+
+/**
+ * `cutover:<level>` (a level of the schedule) or `write-switch`; InvalidInputError otherwise.
+ */
+export function parseFailAt(value: string | undefined): FailAt | undefined {
   if (value === undefined) return undefined;
+  if (value === 'write-switch') return { at: 'write-switch' };
   const match = /^cutover:(\d{1,3})$/.exec(value);
   if (!match || !REHEARSAL_LEVELS.includes(Number(match[1]))) {
     throw new InvalidInputError('command-line flags', [
       {
         field: '--fail-at',
-        problem: `must be cutover:<level>, a level being one of ${REHEARSAL_LEVELS.join(', ')} (e.g. cutover:25)`,
+        problem: `must be cutover:<level>, a level being one of ${REHEARSAL_LEVELS.join(', ')} (e.g. cutover:25), or write-switch`,
       },
     ]);
   }
-  return Number(match[1]);
+  return { at: 'cutover', level: Number(match[1]) };
 }
 
 /** Checks what the flags' schema cannot see alone; throws InvalidInputError before anything runs. */
-export function checkOptions(options: RehearsalOptions): { failAt?: number } {
+export function checkOptions(options: RehearsalOptions): { failAt?: FailAt } {
   const failAt = parseFailAt(options.failAt);
   if (Boolean(options.v1Url) !== Boolean(options.v2Url)) {
     throw new InvalidInputError('command-line flags', [
       { field: '--v1-url/--v2-url', problem: 'give both, or neither' },
     ]);
+  }
+  if (options.generateV1In !== undefined) {
+    const named = options.v1Url ? databaseOfUrl(options.v1Url) : undefined;
+    if (named !== options.generateV1In) {
+      throw new InvalidInputError('command-line flags', [
+        {
+          field: '--generate-v1-in',
+          problem: options.v1Url
+            ? `must name the database --v1-url points to (${named ?? 'none'}), not ${options.generateV1In}`
+            : 'needs --v1-url (the embedded database is generated into anyway)',
+        },
+      ]);
+    }
   }
   if (options.keepDb && options.v1Url) {
     throw new InvalidInputError('command-line flags', [
@@ -172,4 +209,14 @@ export function checkOptions(options: RehearsalOptions): { failAt?: number } {
     ]);
   }
   return { failAt };
+}
+
+/** The database a postgres:// URL names (its path), or undefined when it names none. */
+export function databaseOfUrl(url: string): string | undefined {
+  try {
+    const name = decodeURIComponent(new URL(url).pathname.replace(/^\//, ''));
+    return name || undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -33,13 +33,16 @@ const bar = (done: number, total: number, width = 24) => {
   return `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
 };
 
-/** One backfill progress line: windows, rows, rate, and an ETA once it is known. */
+/** One backfill progress line: windows, rows, rate, an ETA once it is known, and the throttle when it holds the workers back. */
 export function backfillLine(p: BackfillProgress): string {
   const eta = knownEta(p);
   return (
     `[BACKFILL] ${bar(p.windowsDone, p.windowsTotal)} ${p.windowsDone}/${p.windowsTotal} windows · ` +
     `${p.rowsCopied.toLocaleString('en-US')} rows · ${p.rowsPerSecond.toLocaleString('en-US')} rows/s` +
-    (eta === undefined ? '' : ` · ETA ${eta} s`)
+    (eta === undefined ? '' : ` · ETA ${eta} s`) +
+    (p.throttle.state === 'running'
+      ? ''
+      : ` · ${p.throttle.state}${p.throttle.cause ? ` (${p.throttle.cause})` : ''}`)
   );
 }
 

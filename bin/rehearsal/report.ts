@@ -3,6 +3,16 @@ import { join, resolve } from 'node:path';
 import type { ChecklistItem } from '../../lambdas/core/checklist';
 import type { LoadStats } from './load';
 
+/**
+ * The rollback a run saw: who asked (the alarm, `cli:<user>`; the audit log's `requestedBy`),
+ * the execution that acted (the audit log's actor) and why.
+ */
+export interface RollbackFault {
+  actor: string;
+  execution: string;
+  reason: string;
+}
+
 export interface PhaseTiming {
   phase: string;
   status: string;
@@ -26,9 +36,13 @@ export interface RehearsalReport {
     samples: { t: number; rowsPerSecond: number; rows: number }[];
   };
   checklist: ChecklistItem[];
-  faults: { failAt?: string; killedWorkers: number; rollback?: { actor: string; reason: string } };
+  faults: { failAt?: string; killedWorkers: number; rollback?: RollbackFault };
   load?: LoadStats;
   error?: string;
+  /** What interrupted the migration and how it went on: lock take-overs, resumed phases, requeued work. */
+  interruptions: { at: string; action: string; actor: string; details: Record<string, unknown> }[];
+  /** When the workers were held back (paused by ops, under a ceiling, V1 under pressure), and why. */
+  throttlePeriods: { state: string; cause: string; startedAt: string; endedAt: string | null }[];
 }
 
 const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -37,6 +51,7 @@ const COLORS: Record<string, string> = {
   BACKFILL: '#82b366',
   VERIFY: '#d6b656',
   CUTOVER: '#b85450',
+  WRITE_SWITCH: '#d79b00',
   CLEANUP: '#9673a6',
 };
 
@@ -81,6 +96,12 @@ function chart(report: RehearsalReport): string {
   </svg>`;
 }
 
+/** A titled list, or nothing when it is empty. */
+function listSection(id: string, title: string, items: string[]): string {
+  if (items.length === 0) return '';
+  return `<h2>${escape(title)}</h2><ul id="${id}">${items.map((i) => `<li>${escape(i)}</li>`).join('')}</ul>`;
+}
+
 export function renderHtml(report: RehearsalReport): string {
   const tableRows = Object.entries(report.tables)
     .map(
@@ -105,6 +126,18 @@ export function renderHtml(report: RehearsalReport): string {
 <p>Average: ${report.throughput.backfillRowsPerSecond?.toLocaleString('en-US') ?? '–'} rows/s</p>
 <h2>Tables</h2><table><tr><th>table</th><th>V1 rows</th><th>V2 rows</th><th>V1 checksum</th><th>V2 checksum</th><th></th></tr>${tableRows}</table>
 <h2>Checklist</h2><ul>${checklist}</ul>
+${listSection(
+  'interruptions',
+  'Interruptions and resumes',
+  report.interruptions.map((e) => `${e.at} · ${e.action} · ${e.actor} · ${JSON.stringify(e.details)}`),
+)}
+${listSection(
+  'throttle',
+  'Throttle periods',
+  report.throttlePeriods.map(
+    (p) => `${p.startedAt} → ${p.endedAt ?? 'still held back'} · ${p.state}: ${p.cause}`,
+  ),
+)}
 ${report.load ? `<h2>Synthetic backend</h2><p>${report.load.operations} operations, ${report.load.errors} errors seen by callers, ${report.load.v2Failures} V2 failures repaired later (${report.load.repaired} repairs).</p>` : ''}
 <script type="application/json" id="report">${JSON.stringify(report).replace(/</g, '\\u003c')}</script>
 </body></html>`;

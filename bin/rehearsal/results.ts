@@ -1,5 +1,6 @@
 import { runVerificationLocally } from '../../lambdas/adapters/local/local-verify';
 import { backfillProgress } from '../../lambdas/core/backfill';
+import { throttlePeriods } from '../../lambdas/core/backfill/throttle';
 import { migrationStatus } from '../../lambdas/core/checklist';
 import { controlSchema } from '../../lambdas/core/db';
 import { phaseStates } from '../../lambdas/core/migration-state';
@@ -7,7 +8,7 @@ import { countV1Rows } from '../../lambdas/core/v1-schema';
 import { runTotals } from '../../lambdas/core/verify';
 import type { LoadStats } from './load';
 import type { LocalEnvironment } from './local-environment';
-import type { RehearsalReport } from './report';
+import type { PhaseTiming, RehearsalReport } from './report';
 
 type Env = Pick<LocalEnvironment, 'v1' | 'v2' | 'config' | 'deps' | 'parameters' | 'names' | 'source'>;
 
@@ -45,6 +46,45 @@ export async function v1Changes(env: Env, before: Record<string, number>): Promi
   return undefined;
 }
 
+/**
+ * The write switch as a step of the timeline, between CUTOVER and CLEANUP: from the writes
+ * switching to V2 until they were switched back (`rolled-back`) or cleanup started (`done`).
+ */
+async function writeSwitchTiming(env: Env, cleanupStartedAt?: string): Promise<PhaseTiming> {
+  const last = async (action: string) =>
+    (
+      await env.v2.query<{ at: Date }>(
+        `SELECT at FROM ${controlSchema(env.config)}.audit_log WHERE action = $1 ORDER BY id DESC LIMIT 1`,
+        [action],
+      )
+    ).rows[0]?.at;
+  const switched = await last('writes.switched');
+  if (!switched) return { phase: WRITE_SWITCH, status: 'pending', startedAt: '', seconds: null };
+  const back = await last('writes.switched-back');
+  const rolledBack = back !== undefined && back >= switched;
+  const end = rolledBack ? back : cleanupStartedAt ? new Date(cleanupStartedAt) : undefined;
+  return {
+    phase: WRITE_SWITCH,
+    status: rolledBack ? 'rolled-back' : 'done',
+    startedAt: switched.toISOString(),
+    ...(end ? { finishedAt: end.toISOString() } : {}),
+    seconds: end ? (end.getTime() - switched.getTime()) / 1000 : null,
+  };
+}
+
+/** The write switch's name among the phases of the report (and `write_switch` in the summary). */
+export const WRITE_SWITCH = 'WRITE_SWITCH';
+
+/** The audit events that tell how the migration was interrupted and went on. */
+const INTERRUPTION_EVENTS = [
+  'execution.ended',
+  'lock.taken-over',
+  'local.work-requeued',
+  'phase.resumed',
+  'verification.resumed',
+  'cutover.continued',
+];
+
 /** What the run produced, gathered into the report (the checklist from the control schema). */
 export async function buildReport(
   env: Env,
@@ -61,18 +101,31 @@ export async function buildReport(
 ): Promise<RehearsalReport> {
   const ctx = { ...env.deps, actor: 'rehearsal' };
   const status = await migrationStatus(ctx);
-  const phases = (await phaseStates(ctx)).map((p) => ({
+  const phases: PhaseTiming[] = (await phaseStates(ctx)).map((p) => ({
     phase: p.phase,
     status: p.status,
     startedAt: p.startedAt ?? '',
     finishedAt: p.finishedAt,
     seconds: p.startedAt && p.finishedAt ? (Date.parse(p.finishedAt) - Date.parse(p.startedAt)) / 1000 : null,
   }));
+  const cleanupStart = phases.find((p) => p.phase === 'CLEANUP')?.startedAt || undefined;
+  phases.splice(
+    phases.findIndex((p) => p.phase === 'CLEANUP'),
+    0,
+    await writeSwitchTiming(env, cleanupStart),
+  );
   const rollback = (
-    await env.v2.query<{ actor: string; details: { reason: string } }>(
+    await env.v2.query<{ actor: string; details: { reason: string; requestedBy?: string } }>(
       `SELECT actor, details FROM ${controlSchema(env.config)}.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
     )
   ).rows[0];
+  const interruptions = (
+    await env.v2.query<{ at: Date; action: string; actor: string; details: Record<string, unknown> }>(
+      `SELECT at, action, actor, details FROM ${controlSchema(env.config)}.audit_log
+        WHERE action = ANY($1::text[]) ORDER BY id`,
+      [INTERRUPTION_EVENTS],
+    )
+  ).rows.map((r) => ({ at: r.at.toISOString(), action: r.action, actor: r.actor, details: r.details }));
   const { tables, verification } = run.comparison;
   const backfill = phases.find((p) => p.phase === 'BACKFILL');
   const rows = Object.values(tables).reduce((a, t) => a + t.v1, 0);
@@ -95,8 +148,22 @@ export async function buildReport(
     faults: {
       failAt: run.failAt,
       killedWorkers: run.killedWorkers,
-      ...(rollback ? { rollback: { actor: rollback.actor, reason: rollback.details.reason } } : {}),
+      ...(rollback
+        ? {
+            rollback: {
+              // The alarm rule asks as `alarm` and names the alarm in the reason (`alarm:<name>`).
+              actor:
+                rollback.details.requestedBy === 'alarm' && rollback.details.reason.startsWith('alarm:')
+                  ? rollback.details.reason
+                  : (rollback.details.requestedBy ?? rollback.actor),
+              execution: rollback.actor,
+              reason: rollback.details.reason,
+            },
+          }
+        : {}),
     },
+    interruptions,
+    throttlePeriods: await throttlePeriods(env.v2, env.config),
     ...(run.load ? { load: run.load } : {}),
     ...(run.error ? { error: run.error } : {}),
   };

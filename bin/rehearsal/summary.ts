@@ -49,7 +49,7 @@ export function summaryLines(result: RehearsalResult): string[] {
     `Rehearsal ${r.outcome}${r.error ? ` (${r.error})` : ''}: traffic to V2 ${r.trafficPercentage} %, verification ${verification}`,
     'Phases:',
     ...r.phases.map((p) =>
-      `  ${p.phase.padEnd(9)} ${p.status.padEnd(8)} ${p.seconds === null ? '' : `${p.seconds.toFixed(1)} s`}`.trimEnd(),
+      `  ${p.phase.padEnd(12)} ${p.status.padEnd(11)} ${p.seconds === null ? '' : `${p.seconds.toFixed(1)} s`}`.trimEnd(),
     ),
     'Tables (V1 → V2, rows and checksums):',
     ...Object.entries(r.tables).map(

@@ -24,6 +24,7 @@ import { idsIn, selectOf, touchesOf, type Touch } from './nested-writes';
 import {
   mirrorConcurrencyOf,
   PRISMA_SNAPSHOT_ERROR_METRIC,
+  PrismaWriteAfterWriteSwitchError,
   UnsupportedMirroredWriteError,
   type MigrationHandle,
   type PrismaClientLike,
@@ -45,6 +46,7 @@ export { V1_PRISMA_MODELS } from './models';
 export {
   DEFAULT_MIRROR_CONCURRENCY,
   PRISMA_SNAPSHOT_ERROR_METRIC,
+  PrismaWriteAfterWriteSwitchError,
   UnsupportedMirroredWriteError,
   type MigrationHandle,
   type MigrationRouter,
@@ -60,8 +62,11 @@ interface Scope {
   kind: 'itx' | 'batch';
   /** The transaction's client (interactive transactions). */
   tx?: ClientObject;
-  /** Rows to mirror by id once the transaction has committed. */
-  pending: Map<string, [ClientTable, string]>;
+  /**
+   * Rows to mirror by id once the transaction has committed; `first` marks ids the
+   * transaction deleted or may have moved away (mirrored before the others).
+   */
+  pending: Map<string, { table: ClientTable; id: string; first: boolean }>;
   /** Queries the extension makes itself inside its own transaction: passed through. */
   raw?: boolean;
 }
@@ -89,8 +94,10 @@ const MANY_WRITES = new Set([
  * result and V1's errors; a V2 failure never fails the caller and goes to the repair queue; two
  * writes of one row that reach V2 out of order still leave V2 as V1 ends. Writes inside an
  * interactive `$transaction` are mirrored after it commits, and not at all when it rolls back.
- * With dual-write off, every call passes straight through. Adds `$migration` (the router's
- * `route(key)`, the writer) to the client; sampled `findUnique` results are shadow-read on V2.
+ * With dual-write off, every call passes straight through. While the writes are switched to V2,
+ * writes of the V1 models are refused (PrismaWriteAfterWriteSwitchError, nothing written): they
+ * go through `$migration.writer` then. Adds `$migration` (the router's `route(key)`, the writer)
+ * to the client; sampled `findUnique` results are shadow-read on V2.
  */
 export function withMigration<C extends PrismaClientLike>(
   prisma: C,
@@ -114,12 +121,20 @@ export function withMigration<C extends PrismaClientLike>(
   /** Mirrors now, or (inside a transaction) once it has committed. */
   async function record(scope: Scope | undefined, changes: Changes): Promise<void> {
     if (!scope) return mirror(changes);
-    for (const [t, row] of changes.rows) scope.pending.set(`${t}:${String(row.id)}`, [t, String(row.id)]);
-    for (const [t, id] of [...changes.deleted, ...changes.ids]) scope.pending.set(`${t}:${id}`, [t, id]);
+    const add = (table: ClientTable, id: string, first: boolean) => {
+      const key = `${table}:${id}`;
+      scope.pending.set(key, { table, id, first: first || scope.pending.get(key)?.first === true });
+    };
+    for (const [t, row] of changes.rows) add(t, String(row.id), false);
+    for (const [t, id] of changes.ids) add(t, id, false);
+    for (const [t, id] of [...changes.deleted, ...changes.gone]) add(t, id, true);
   }
 
   async function flush(scope: Scope): Promise<void> {
-    await mirror({ ...noChanges(), ids: [...scope.pending.values()] });
+    const pending = [...scope.pending.values()];
+    const pairs = (first: boolean) =>
+      pending.filter((p) => p.first === first).map((p) => [p.table, p.id] as [ClientTable, string]);
+    await mirror({ ...noChanges(), gone: pairs(true), ids: pairs(false) });
   }
 
   /** Runs `work` in an interactive transaction of the extension's own, mirrored at commit. */
@@ -186,7 +201,10 @@ export function withMigration<C extends PrismaClientLike>(
         options.onMetric?.(PRISMA_SNAPSHOT_ERROR_METRIC, 1);
         return [[table, String(id)]] as [ClientTable, string][];
       });
-      changes.ids.push(...before, ...after);
+      // Without a change of id, `before` holds the rows the write touched (and may have
+      // detached); with one, it also holds the old id, now gone from V1.
+      changes.gone.push(...before);
+      changes.ids.push(...after);
       await record(scope, changes);
       return stripId(result, run.strip);
     }
@@ -236,7 +254,7 @@ export function withMigration<C extends PrismaClientLike>(
           if (whole && !scope) changes.rows.push([table, whole]);
           else changes.ids.push([table, String((row as Row).id)]);
         }
-        changes.ids.push(...before.map((id) => [table, id] as [ClientTable, string]));
+        changes.gone.push(...before.map((id) => [table, id] as [ClientTable, string]));
         await record(scope, changes);
         return stripId(result, run.strip);
       }
@@ -311,6 +329,9 @@ export function withMigration<C extends PrismaClientLike>(
           const info = params.model ? models.get(params.model) : undefined;
           if (!info) return params.query(params.args);
           if (SINGLE_ROW_WRITES.has(params.operation) || MANY_WRITES.has(params.operation)) {
+            if (router.writePrimary?.() === 'v2') {
+              throw new PrismaWriteAfterWriteSwitchError(info.model, params.operation);
+            }
             if (!router.dualWriteEnabled()) return params.query(params.args);
             return write(params, info);
           }
@@ -326,6 +347,7 @@ export function withMigration<C extends PrismaClientLike>(
   const handle: MigrationHandle = {
     route: (key) => router.route(key),
     dualWriteEnabled: () => router.dualWriteEnabled(),
+    writePrimary: () => (router.writePrimary?.() === 'v2' ? 'v2' : 'v1'),
     writer,
     idle: async () => {
       await shadow?.idle();

@@ -8,11 +8,16 @@ export interface Changes {
   /** Whole rows Prisma returned: mirrored as they are. */
   rows: [ClientTable, Row][];
   deleted: [ClientTable, string][];
+  /**
+   * Ids read before a write that may have taken them out of V1 (an update of the id itself):
+   * mirrored by id, before the table's other rows.
+   */
+  gone: [ClientTable, string][];
   /** Rows mirrored by id from V1's committed state. */
   ids: [ClientTable, string][];
 }
 
-export const noChanges = (): Changes => ({ rows: [], deleted: [], ids: [] });
+export const noChanges = (): Changes => ({ rows: [], deleted: [], gone: [], ids: [] });
 
 /** Runs `work` over `items` with at most `limit` in flight. */
 async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -29,30 +34,34 @@ function dedupe(ids: [ClientTable, string][]): [ClientTable, string][] {
 
 /**
  * Mirrors a write's changes through the writer, table by table in foreign-key order (a device's
- * new owner before the device), at most `concurrency` V2 writes in flight.
+ * new owner before the device), at most `concurrency` V2 writes in flight. In a table, deletes
+ * and re-reads of the ids a write may have moved away go first, and only then the rows written
+ * and the other ids: a renamed row's old id must leave V2 before its new id arrives, or V2's
+ * unique keys (a user's email) refuse the new one.
  */
 export function mirrorTo(writer: DualWriter, concurrency: number): (changes: Changes) => Promise<void> {
   return async (changes) => {
     for (const table of TABLE_ORDER) {
-      const of = <T>(list: [ClientTable, T][]) => list.filter(([t]) => t === table);
-      const work: (() => Promise<void>)[] = [
-        ...of(changes.rows).map(
-          ([t, row]) =>
-            () =>
-              writer.mirror(t, row as unknown as V1Rows[typeof t]),
-        ),
-        ...of(changes.deleted).map(
-          ([t, id]) =>
-            () =>
-              writer.mirrorDelete(t, id),
-        ),
-        ...dedupe(of(changes.ids)).map(
-          ([t, id]) =>
-            () =>
-              writer.mirrorById(t, id),
-        ),
+      const of = (list: [ClientTable, string][]) => dedupe(list.filter(([t]) => t === table));
+      const deleted = of(changes.deleted);
+      const gone = of(changes.gone);
+      const first = new Set([...deleted, ...gone].map(([, id]) => id));
+      const removals: (() => Promise<void>)[] = [
+        ...deleted.map(([t, id]) => () => writer.mirrorDelete(t, id, 'v1')),
+        ...gone
+          .filter(([, id]) => !deleted.some(([, d]) => d === id))
+          .map(([t, id]) => () => writer.mirrorById(t, id, 'v1')),
       ];
-      await eachLimited(work, concurrency, (w) => w());
+      const writes: (() => Promise<void>)[] = [
+        ...of(changes.ids)
+          .filter(([, id]) => !first.has(id))
+          .map(([t, id]) => () => writer.mirrorById(t, id, 'v1')),
+        ...changes.rows
+          .filter(([t]) => t === table)
+          .map(([t, row]) => () => writer.mirror(t, row as unknown as V1Rows[typeof t], 'v1')),
+      ];
+      await eachLimited(removals, concurrency, (w) => w());
+      await eachLimited(writes, concurrency, (w) => w());
     }
   };
 }

@@ -4,11 +4,14 @@ import { ConfigError, MigrationError } from '../../lambdas/core/errors';
 import type { DualWriter, DualWriterOptions } from '../dual-writer';
 import type { ShadowReaderOptions } from '../shadow-reader';
 import type { TrafficTarget } from '../traffic-router';
+import type { WritePrimary } from '../../lambdas/ports/parameters';
 
-/** The router's part the extension uses: the write switch and the read decision. */
+/** The router's part the extension uses: the write switches and the read decision. */
 export interface MigrationRouter {
   dualWriteEnabled(): boolean;
   route(key: string): TrafficTarget;
+  /** Which side is the write primary (V1 when the router has no write switch). */
+  writePrimary?(): WritePrimary;
 }
 
 export interface WithMigrationOptions extends Omit<DualWriterOptions, 'router'> {
@@ -41,6 +44,8 @@ export interface MigrationHandle {
   route(key: string): TrafficTarget;
   /** Whether writes currently go to V2 too. */
   dualWriteEnabled(): boolean;
+  /** Which side writes go to first (`v2` after the write switch: Prisma writes are refused then). */
+  writePrimary(): WritePrimary;
   /** The DualWriter the extension writes V2 through (e.g. for writes made with raw SQL). */
   readonly writer: DualWriter;
   /** Resolves once the shadow reads started so far have finished (for tests and shutdown). */
@@ -65,6 +70,26 @@ export class UnsupportedMirroredWriteError extends MigrationError {
     reason: string,
   ) {
     super(`Cannot mirror ${model}.${operation} to V2: ${reason}`, { model, operation });
+  }
+}
+
+/**
+ * A write of a V1 model while the writes are switched to V2 (V2 is the write primary): V1's
+ * Prisma client writes V1, so it would make V1 the primary again behind the switch's back. It
+ * is refused before anything is written; write through `$migration.writer` (the DualWriter:
+ * V2 first, V1 mirrored from V2) or roll the writes back to V1.
+ */
+export class PrismaWriteAfterWriteSwitchError extends MigrationError {
+  constructor(
+    readonly model: string,
+    readonly operation: string,
+  ) {
+    super(
+      `Cannot write ${model}.${operation} through V1's Prisma client: the writes are switched to V2 ` +
+        '(V2 is the write primary), and nothing was written. Write through $migration.writer ' +
+        '(insert/update/delete write V2 first and mirror V1), or roll the writes back to V1',
+      { model, operation },
+    );
   }
 }
 

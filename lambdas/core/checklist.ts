@@ -17,6 +17,8 @@ export interface MigrationStatus {
   phases: PhaseState[];
   trafficPercentage: string | null;
   dualWrite: string | null;
+  /** Which side the backend writes first (`v1` until the write switch). */
+  writePrimary: string | null;
   lock: { holder: string | null; since: string | null };
   checklist: ChecklistItem[];
 }
@@ -39,6 +41,7 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
       phases,
       trafficPercentage: traffic,
       dualWrite,
+      writePrimary: (await readParameter(ctx, 'writePrimary')) ?? null,
       lock: { holder: null, since: null },
       checklist: [],
     };
@@ -94,6 +97,10 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
   const rolledBack = await one<{ at: Date; actor: string; details: Record<string, unknown> }>(
     `SELECT at, actor, details FROM ${c}.audit_log WHERE action = 'rollback.done' ORDER BY at DESC LIMIT 1`,
   );
+  const writesSwitched = await one<{ at: Date; details: Record<string, unknown> }>(
+    `SELECT at, details FROM ${c}.audit_log WHERE action = 'writes.switched' ORDER BY id DESC LIMIT 1`,
+  );
+  const writePrimary = (await readParameter(ctx, 'writePrimary')) ?? null;
   const lock = await one<{ holder: string | null; acquired_at: Date | null }>(
     `SELECT holder, acquired_at FROM ${c}.migration_lock`,
   );
@@ -208,6 +215,15 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
       evidence: gate ? { lastGate: gate.details } : {},
     },
     {
+      item: 'writes switched to V2 (V1 mirrored)',
+      done: Boolean(writesSwitched),
+      at: iso(writesSwitched?.at),
+      evidence: {
+        writePrimary,
+        ...(writesSwitched ? { verification: writesSwitched.details.verification } : {}),
+      },
+    },
+    {
       item: 'rollback rehearsed',
       done: Boolean(rolledBack),
       at: iso(rolledBack?.at),
@@ -218,6 +234,7 @@ export async function migrationStatus(ctx: MigrationContext): Promise<MigrationS
     phases,
     trafficPercentage: traffic,
     dualWrite,
+    writePrimary,
     lock: { holder: lock?.holder ?? null, since: iso(lock?.acquired_at) ?? null },
     checklist,
   };

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { LAMBDA_ENV } from '../../lib/runtime-contract';
 import { ConfigError, InvalidMessageError } from './errors';
+import { throttleConfigSchema } from './throttle-config';
 
 /** A PostgreSQL identifier we are willing to quote into SQL (schema names from config). */
 const identifier = z
@@ -208,6 +209,8 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** The workers' automatic throttle on V1 pressure (see throttle-config.ts). */
+    throttle: throttleConfigSchema,
     /** A run holding the migration lock longer than this is considered dead. */
     lockTtlMinutes: z.coerce.number().min(1).max(10_080).default(360),
   })

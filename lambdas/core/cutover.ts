@@ -1,6 +1,6 @@
 import type { CutoverLevel } from './config';
 import { controlSchema } from './db';
-import { GuardRefusedError, RollbackRefusedError } from './errors';
+import { ConfirmationRequiredError, GuardRefusedError, RollbackRefusedError } from './errors';
 import {
   assertCanStart,
   auditEvent,
@@ -13,6 +13,7 @@ import {
   type MigrationContext,
 } from './migration-state';
 import { verifyTouchedWindows } from './verify';
+import type { QueueDepthPort } from '../ports/queue';
 
 /**
  * Phase 4 and rollback. The cutover steps the V2 traffic percentage through the schedule;
@@ -85,9 +86,20 @@ export async function startCutover(ctx: MigrationContext): Promise<CutoverStatus
   const running = states.find((s) => s.phase === 'CUTOVER')?.status === 'running';
   const current = await cutoverStatus(ctx);
   if (running && (current.status === 'running' || current.status === 'held')) {
-    // A cutover in progress (stepped by ops, or held) carries on from its level; each of its
-    // gates re-verifies what changed, so the start guards are not asked again.
-    await auditEvent(ctx, 'cutover.continued', { level: current.level, percentage: current.percentage });
+    // A cutover in progress (interrupted, stepped by ops, or held) carries on from its level;
+    // each of its gates re-verifies what changed, so the start guards are not asked again. A
+    // level already reached is gated again first (see takeRegate): traffic moves on only when healthy.
+    const regate = current.status === 'running' && current.level >= 0;
+    if (regate) {
+      await ctx.v2.query(
+        `UPDATE ${controlSchema(ctx.config)}.cutover_state SET regate_pending = true WHERE id = 1`,
+      );
+    }
+    await auditEvent(ctx, 'cutover.continued', {
+      level: current.level,
+      percentage: current.percentage,
+      ...(regate ? { healthGateFirst: true } : {}),
+    });
     return current;
   }
   if (!running) await assertCanStart(ctx, 'CUTOVER');
@@ -103,6 +115,17 @@ export async function startCutover(ctx: MigrationContext): Promise<CutoverStatus
   );
   await auditEvent(ctx, 'cutover.started', { schedule });
   return cutoverStatus(ctx);
+}
+
+/**
+ * Whether the next step of a continued cutover is a health gate at the level it reached (once:
+ * the flag is cleared as it is taken).
+ */
+export async function takeRegate(ctx: MigrationContext): Promise<boolean> {
+  const { rowCount } = await ctx.v2.query(
+    `UPDATE ${controlSchema(ctx.config)}.cutover_state SET regate_pending = false WHERE id = 1 AND regate_pending`,
+  );
+  return (rowCount ?? 0) > 0;
 }
 
 /** Moves traffic to a level of the schedule (audited). Returns the level's bake time. */
@@ -140,14 +163,54 @@ export interface GateResult {
   reason: string | null;
 }
 
-/** The health gate: alarms in ALARM, and drift in the windows touched since the last gate. */
-export async function healthGate(ctx: MigrationContext): Promise<GateResult> {
+/** How long the gate waits for the repair queue before it takes drift as real. */
+export const DRIFT_REPAIR_WAIT_MS = 60_000;
+
+/**
+ * Whether the repair queue still holds writes whose V2 half failed: each is a row V2 is known
+ * to be behind on, which its repair will bring level. Waits (polling each second, at most
+ * `maxWaitMs`) for it to empty; true when it did, false when there is no queue to ask, it stayed
+ * busy, or it was empty from the start (then waiting changes nothing).
+ */
+async function repairsLanded(repairQueue: QueueDepthPort | undefined, maxWaitMs: number): Promise<boolean> {
+  if (!repairQueue) return false;
+  const pending = async () => {
+    const { waiting, inFlight } = await repairQueue.depth();
+    return waiting + inFlight;
+  };
+  if ((await pending()) === 0) return false;
+  const deadline = Date.now() + maxWaitMs;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    if ((await pending()) === 0) return true;
+  }
+  return false;
+}
+
+/**
+ * The health gate: alarms in ALARM, and drift in the windows touched since the last gate. Drift
+ * found while the repair queue still holds failed V2 writes is checked once more after the
+ * queue has emptied (at most DRIFT_REPAIR_WAIT_MS): a row whose repair is queued is behind, not
+ * lost, and what still differs then is drift.
+ */
+export async function healthGate(
+  ctx: MigrationContext & { repairQueue?: QueueDepthPort },
+  options: { repairWaitMs?: number } = {},
+): Promise<GateResult> {
   const firing = ctx.alarms ? await ctx.alarms.firing() : [];
   const last = await ctx.v2.query<{ last_gate_at: Date }>(
     `SELECT last_gate_at FROM ${controlSchema(ctx.config)}.cutover_state WHERE id = 1`,
   );
   const since = last.rows[0]?.last_gate_at ?? new Date(Date.now() - 3_600_000);
-  const drift = await verifyTouchedWindows(ctx, since);
+  let drift = await verifyTouchedWindows(ctx, since);
+  if (!drift.clean && (await repairsLanded(ctx.repairQueue, options.repairWaitMs ?? DRIFT_REPAIR_WAIT_MS))) {
+    await auditEvent(ctx, 'gate.drift-rechecked', {
+      reason: 'the repair queue held failed V2 writes; checked again once it was empty',
+      firstRun: drift.runId,
+      windows: drift.mismatches.map((m) => `${m.table}#${m.windowId}`),
+    });
+    drift = await verifyTouchedWindows(ctx, since);
+  }
   await ctx.v2.query(
     `UPDATE ${controlSchema(ctx.config)}.cutover_state SET last_gate_at = now() WHERE id = 1`,
   );
@@ -200,25 +263,74 @@ export interface RollbackResult {
   levels: number[];
 }
 
+/** The words that, with `force`, roll reads back to a V1 that has missed writes since cleanup began. */
+export const ROLLBACK_CONFIRMATION = 'ROLL BACK TO STALE V1';
+
+export interface RollbackOptions {
+  reason: string;
+  force?: boolean;
+  /** With `force` once dual-write has stopped: ROLLBACK_CONFIRMATION. */
+  confirm?: string;
+  /** Who asked, as they said (the alarm rule, `cli:<user>`); recorded beside the actor. */
+  requestedBy?: string;
+}
+
 /**
- * Traffic back to 0 % (straight, or down through the schedule's lower levels), dual-write left
- * on, why and who recorded. Idempotent. Refused once cleanup has stopped dual-write, because
- * V1 has missed the writes since, unless forced.
+ * Whether a rollback may go ahead once cleanup has begun (RollbackRefusedError or
+ * ConfirmationRequiredError otherwise; nothing changed, the refusal audited). Before cleanup it
+ * always may. Once cleanup has stopped dual-write, V1 has missed every write since: only `force`
+ * with ROLLBACK_CONFIRMATION sends reads back to it. Once V1's tables are renamed, no rollback
+ * can send reads there, forced or not.
  */
-export async function rollback(
-  ctx: MigrationContext,
-  options: { reason: string; force?: boolean },
-): Promise<RollbackResult> {
-  const cleanup = await ctx.v2.query<{ dual_write_stopped_at: Date | null }>(
-    `SELECT dual_write_stopped_at FROM ${controlSchema(ctx.config)}.cleanup_state WHERE id = 1`,
+export async function rollbackGuards(ctx: MigrationContext, options: RollbackOptions): Promise<Date | null> {
+  const cleanup = await ctx.v2.query<{ dual_write_stopped_at: Date | null; renamed_at: Date | null }>(
+    `SELECT dual_write_stopped_at, renamed_at FROM ${controlSchema(ctx.config)}.cleanup_state WHERE id = 1`,
   );
-  const stoppedAt = cleanup.rows[0]?.dual_write_stopped_at;
-  if (stoppedAt && !options.force) {
+  const stoppedAt = cleanup.rows[0]?.dual_write_stopped_at ?? null;
+  const renamedAt = cleanup.rows[0]?.renamed_at ?? null;
+  if (!stoppedAt) return null;
+  const refuse = async (error: Error) => {
     await auditEvent(ctx, 'rollback.refused', {
       reason: options.reason,
+      ...(options.requestedBy ? { requestedBy: options.requestedBy } : {}),
+      forced: Boolean(options.force),
       dualWriteStoppedAt: stoppedAt.toISOString(),
+      ...(renamedAt ? { renamedAt: renamedAt.toISOString() } : {}),
     });
-    throw new RollbackRefusedError(stoppedAt);
+    throw error;
+  };
+  if (renamedAt || !options.force) await refuse(new RollbackRefusedError(stoppedAt, renamedAt ?? undefined));
+  if (options.confirm !== ROLLBACK_CONFIRMATION) {
+    await refuse(
+      new ConfirmationRequiredError(
+        'A forced rollback',
+        `sends V2 read traffic back to V1, which has missed every write since dual-write stopped at ${stoppedAt.toISOString()}: reads will not see those writes`,
+        ROLLBACK_CONFIRMATION,
+        'start the Rollback state machine with "force": true',
+      ),
+    );
+  }
+  return stoppedAt;
+}
+
+/**
+ * Traffic back to 0 % (straight, or down through the schedule's lower levels), dual-write left
+ * on, why and who recorded (the actor is the acting execution; who asked goes beside it).
+ * Idempotent. Refused once cleanup has begun, unless forced and confirmed (rollbackGuards).
+ */
+export async function rollback(ctx: MigrationContext, options: RollbackOptions): Promise<RollbackResult> {
+  const stoppedAt = await rollbackGuards(ctx, options);
+  // Reads go back to V1 only once the writes are back on V1 (the Rollback state machine does
+  // that first): V1 is then the source of truth again.
+  if (!stoppedAt && (await readParameter(ctx, 'writePrimary')) === 'v2' && !options.force) {
+    await auditEvent(ctx, 'rollback.refused', {
+      reason: options.reason,
+      ...(options.requestedBy ? { requestedBy: options.requestedBy } : {}),
+      writePrimary: 'v2',
+    });
+    throw new GuardRefusedError('Rolling the reads back', [
+      'writes are still on V2: roll them back to V1 first (the Rollback state machine does)',
+    ]);
   }
   const current = Number((await readParameter(ctx, 'trafficPercentage')) ?? '0') || 0;
   const status = await cutoverStatus(ctx);
@@ -249,6 +361,7 @@ export async function rollback(
   }
   await auditEvent(ctx, 'rollback.done', {
     reason: options.reason,
+    ...(options.requestedBy ? { requestedBy: options.requestedBy } : {}),
     from: current,
     to: 0,
     changed,

@@ -1,6 +1,6 @@
 import { Pool, type PoolClient, type PoolConfig } from 'pg';
 import type { DatabaseConfig, MigrationConfig } from './config';
-import { DatabaseConnectionError, TransientDatabaseError } from './errors';
+import { DatabaseConnectionError, MigrationError, TransientDatabaseError } from './errors';
 
 /** Credentials resolved from Secrets Manager for a `secretArn` database (see adapters/aws/secrets). */
 export interface ResolvedCredentials {
@@ -88,16 +88,107 @@ export function connectionFailureReason(error: unknown): string {
   }
 }
 
+/** Fetches a database's credentials again, bypassing any cache (after a rotation). */
+export type CredentialsRefresher = () => Promise<ResolvedCredentials>;
+
+/** SQLSTATE of a refused password: what a rotated secret looks like to an open pool. */
+export const INVALID_PASSWORD = '28P01';
+
+/**
+ * A pool whose credentials come from a secret that may be rotated: a new connection refused
+ * with 28P01 (invalid password) makes it fetch the credentials again, once, and retry that
+ * connection with them; connections opened since use them too. Concurrent refusals share one
+ * fetch. A second refusal is a DatabaseConnectionError naming the target.
+ */
+export class RefreshingPool extends Pool {
+  private refreshing?: Promise<void>;
+
+  constructor(
+    config: PoolConfig,
+    private readonly refresh: CredentialsRefresher,
+    private readonly target: string,
+    private readonly where: string,
+  ) {
+    super(config);
+  }
+
+  /** Fetches the credentials again and gives them to every connection opened from now on. */
+  private refreshCredentials(): Promise<void> {
+    this.refreshing ??= (async () => {
+      const fresh = await this.refresh();
+      const options = (this as unknown as { options: PoolConfig }).options;
+      options.user = fresh.user;
+      options.password = fresh.password;
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  private async connectRefreshing(): Promise<PoolClient> {
+    try {
+      return await super.connect();
+    } catch (error) {
+      if ((error as { code?: string }).code !== INVALID_PASSWORD) throw error;
+      await this.refreshCredentials();
+      try {
+        return await super.connect();
+      } catch (again) {
+        if ((again as { code?: string }).code !== INVALID_PASSWORD) throw again;
+        throw new DatabaseConnectionError(
+          this.target,
+          this.where,
+          'password authentication failed, also with the credentials fetched again from the secret',
+          { cause: again },
+        );
+      }
+    }
+  }
+
+  // pg-pool's query() calls connect() with a callback; both forms go through the refresh.
+  override connect(): Promise<PoolClient>;
+  override connect(
+    callback: (
+      err: Error | undefined,
+      client: PoolClient | undefined,
+      done: (release?: unknown) => void,
+    ) => void,
+  ): void;
+  override connect(
+    callback?: (
+      err: Error | undefined,
+      client: PoolClient | undefined,
+      done: (release?: unknown) => void,
+    ) => void,
+  ): Promise<PoolClient> | void {
+    const connected = this.connectRefreshing();
+    if (!callback) return connected;
+    connected.then(
+      (client) => callback(undefined, client, (release?: unknown) => client.release(release as boolean)),
+      (error: Error) => callback(error, undefined, () => undefined),
+    );
+  }
+}
+
 /**
  * Opens a pool and proves it works with one round trip, so a wrong URL, password or database
- * fails here, at once, with a DatabaseConnectionError, before anything is changed.
+ * fails here, at once, with a DatabaseConnectionError, before anything is changed. With
+ * `refreshCredentials`, a password refused later (a rotated secret) is fetched again once
+ * (RefreshingPool).
  */
 export async function openPool(
   db: DatabaseConfig,
   target: string,
-  options: { credentials?: ResolvedCredentials; max?: number } = {},
+  options: {
+    credentials?: ResolvedCredentials;
+    max?: number;
+    refreshCredentials?: CredentialsRefresher;
+  } = {},
 ): Promise<Pool> {
-  const pool = new Pool(poolConfig(db, options.credentials, options.max));
+  const config = poolConfig(db, options.credentials, options.max);
+  const pool = options.refreshCredentials
+    ? new RefreshingPool(config, options.refreshCredentials, target, describeDatabase(db))
+    : new Pool(config);
   // An idle client that loses its connection must not crash the process.
   pool.on('error', () => undefined);
   try {
@@ -105,6 +196,7 @@ export async function openPool(
     client.release();
   } catch (cause) {
     await pool.end().catch(() => undefined);
+    if (cause instanceof DatabaseConnectionError) throw cause;
     throw new DatabaseConnectionError(target, describeDatabase(db), connectionFailureReason(cause), {
       cause,
     });
@@ -118,6 +210,36 @@ const TRANSIENT_CODES = new Set(['55P03', '40001', '40P01', '57P01', '08006', '0
 export function isTransient(error: unknown): boolean {
   const code = (error as { code?: string }).code;
   return (code !== undefined && TRANSIENT_CODES.has(code)) || error instanceof TransientDatabaseError;
+}
+
+/**
+ * A connection that could not be made or was lost (pg's pool timing out on a busy server, a
+ * reset, a failover), as opposed to a statement PostgreSQL refused: trying again may succeed.
+ */
+export function isConnectionFailure(error: unknown): boolean {
+  const e = error as { code?: unknown; message?: unknown } | undefined;
+  if (typeof e?.code === 'string' && /^(ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE|EAI_AGAIN)$/.test(e.code)) {
+    return true;
+  }
+  return (
+    typeof e?.message === 'string' &&
+    /timeout exceeded when trying to connect|Connection terminated|ECONNRESET|ECONNREFUSED/.test(e.message)
+  );
+}
+
+/**
+ * The error a Step Functions task reports: a transient database failure (isTransient, or a
+ * connection failure) that is not already a named MigrationError becomes a
+ * TransientDatabaseError, which the states' Retry matches; anything else is returned as it is.
+ */
+export function asRetryable(error: unknown): unknown {
+  if (error instanceof MigrationError || !(isTransient(error) || isConnectionFailure(error))) return error;
+  const message = (error as { message?: unknown }).message;
+  return new TransientDatabaseError(
+    `a database connection failed or was lost; trying again may succeed: ${String(message)}`,
+    {},
+    { cause: error },
+  );
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

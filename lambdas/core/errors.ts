@@ -13,7 +13,9 @@ export {
 } from './migration-error';
 export {
   AlarmLookupError,
+  ConfirmationRequiredError,
   GuardRefusedError,
+  LockNotHeldError,
   MigrationLockedError,
   PhaseOrderError,
   RollbackRefusedError,
@@ -135,7 +137,7 @@ export class TrafficParameterError extends MigrationError {
     readonly parameter: string,
     readonly problem: 'invalid' | 'missing' | 'fetch-failed',
     readonly value: string | undefined,
-    readonly kept: number | boolean,
+    readonly kept: number | boolean | string,
     reason: string,
     options?: { cause?: unknown },
   ) {
@@ -345,9 +347,13 @@ export class RepairRowError extends MigrationError {
     readonly table: string,
     readonly rowId: string,
     reason: string,
-    options?: { cause?: unknown; retryable?: boolean },
+    options?: { cause?: unknown; retryable?: boolean; target?: 'V1' | 'V2' },
   ) {
-    super(`Repairing ${table} ${rowId} in V2 failed: ${reason}`, { table, rowId }, options);
+    super(
+      `Repairing ${table} ${rowId} in ${options?.target ?? 'V2'} failed: ${reason}`,
+      { table, rowId },
+      options,
+    );
     this.retryable = options?.retryable ?? false;
   }
 }

@@ -187,6 +187,14 @@ export interface V1Column {
   hasDefault: boolean;
   /** The values of an enum column. */
   values?: readonly string[];
+  /** An enum column's type, in the V1 schema (what a value written back into V1 is cast to). */
+  enumType?: string;
+  /**
+   * V1's default as SQL of the column's type, for rows written to V2 first (V2 the write
+   * primary): what V1 would have filled in. Absent for the bigserial id, which comes from V1's
+   * sequence itself.
+   */
+  defaultSql?: string;
 }
 
 /** The values of V1's `"UserRole"` enum. */
@@ -195,7 +203,13 @@ export const USER_ROLES = ['ADMIN', 'OPERATOR', 'VIEWER'] as const;
 const v1 = (
   name: string,
   type: V1ColumnType,
-  options: { nullable?: boolean; hasDefault?: boolean; values?: readonly string[] } = {},
+  options: {
+    nullable?: boolean;
+    hasDefault?: boolean;
+    values?: readonly string[];
+    enumType?: string;
+    defaultSql?: string;
+  } = {},
 ): V1Column => ({
   name,
   type,
@@ -203,7 +217,12 @@ const v1 = (
   nullable: options.nullable ?? false,
   hasDefault: options.hasDefault ?? false,
   ...(options.values ? { values: options.values } : {}),
+  ...(options.enumType ? { enumType: options.enumType } : {}),
+  ...(options.defaultSql ? { defaultSql: options.defaultSql } : {}),
 });
+
+/** V1's `DEFAULT CURRENT_TIMESTAMP` of a `timestamp(3)` holding UTC. */
+const NOW_UTC = `(CURRENT_TIMESTAMP AT TIME ZONE 'UTC')::timestamp(3)`;
 
 /**
  * Every column of the V1 tables the migration reads, in table order (the V1 contract). The
@@ -216,19 +235,24 @@ export const V1_COLUMNS: Record<MappedTable, readonly V1Column[]> = {
     v1('email', 'text'),
     v1('name', 'text', { nullable: true }),
     v1('passwordHash', 'text'),
-    v1('role', 'enum', { hasDefault: true, values: USER_ROLES }),
-    v1('createdAt', 'timestamp', { hasDefault: true }),
+    v1('role', 'enum', {
+      hasDefault: true,
+      values: USER_ROLES,
+      enumType: 'UserRole',
+      defaultSql: `'VIEWER'`,
+    }),
+    v1('createdAt', 'timestamp', { hasDefault: true, defaultSql: NOW_UTC }),
     v1('updatedAt', 'timestamp'),
   ],
   devices: [
     v1('id', 'text'),
     v1('name', 'text'),
     v1('type', 'text'),
-    v1('status', 'text', { hasDefault: true }),
+    v1('status', 'text', { hasDefault: true, defaultSql: `'OFFLINE'` }),
     v1('config', 'jsonb', { nullable: true }),
     v1('ownerId', 'text', { nullable: true }),
     v1('lastSeenAt', 'timestamp', { nullable: true }),
-    v1('createdAt', 'timestamp', { hasDefault: true }),
+    v1('createdAt', 'timestamp', { hasDefault: true, defaultSql: NOW_UTC }),
     v1('updatedAt', 'timestamp'),
   ],
   telemetry: [
@@ -244,8 +268,8 @@ export const V1_COLUMNS: Record<MappedTable, readonly V1Column[]> = {
     v1('deviceId', 'text'),
     v1('severity', 'text'),
     v1('message', 'text'),
-    v1('status', 'text', { hasDefault: true }),
-    v1('createdAt', 'timestamp', { hasDefault: true }),
+    v1('status', 'text', { hasDefault: true, defaultSql: `'OPEN'` }),
+    v1('createdAt', 'timestamp', { hasDefault: true, defaultSql: NOW_UTC }),
     v1('resolvedAt', 'timestamp', { nullable: true }),
   ],
 };

@@ -1,11 +1,12 @@
 import type { Pool } from 'pg';
 import type { MigrationConfig } from './config';
 import { controlSchema } from './db';
-import { MigrationLockedError, PhaseOrderError } from './errors';
+import { LockNotHeldError, MigrationLockedError, PhaseOrderError } from './errors';
 import { migrate, projectMigrationSets } from './migrator';
 import { parameterNames, type ParameterPort } from '../ports/parameters';
 import type { AlarmPort } from '../ports/alarms';
 import type { BackupPort } from '../ports/backup';
+import type { ExecutionsPort } from '../ports/executions';
 
 /** The five phases, in the only order they may run. */
 export const PHASES = ['PREPARE', 'BACKFILL', 'VERIFY', 'CUTOVER', 'CLEANUP'] as const;
@@ -13,12 +14,20 @@ export type Phase = (typeof PHASES)[number];
 
 /** What every phase, guard and rollback works with; `actor` says who or what acts. */
 export interface MigrationContext {
+  /** V1, read by everything (on AWS with a read-only role's secret). */
   v1: Pool;
+  /**
+   * V1 as a role that owns its tables: the only writes to V1 (cleanup's rename, the archives'
+   * drop) go through it. Without it they go through `v1`, whose role must then own the tables.
+   */
+  v1Owner?: Pool;
   v2: Pool;
   config: MigrationConfig;
   parameters: ParameterPort;
   alarms?: AlarmPort;
   backup?: BackupPort;
+  /** Tells whether the lock's holder still runs (a dead holder's lock is taken over). */
+  executions?: ExecutionsPort;
   /** `execution:<arn>`, `alarm:<name>`, `person:<name>`, `rehearsal`… */
   actor: string;
 }
@@ -38,7 +47,7 @@ export async function auditEvent(
 /** Sets a runtime parameter and audits the change (from, to, why). No-op when unchanged. */
 export async function setParameter(
   ctx: MigrationContext,
-  which: 'trafficPercentage' | 'dualWrite',
+  which: keyof ReturnType<typeof parameterNames>,
   value: string,
   why: string,
 ): Promise<{ changed: boolean; from: string | undefined }> {
@@ -52,15 +61,16 @@ export async function setParameter(
 
 export async function readParameter(
   ctx: MigrationContext,
-  which: 'trafficPercentage' | 'dualWrite',
+  which: keyof ReturnType<typeof parameterNames>,
 ): Promise<string | undefined> {
   return ctx.parameters.get(parameterNames(ctx.config.ssmPrefix)[which]);
 }
 
 /**
- * Takes the migration lock for `ctx.actor` (re-entrant for the same actor). A live holder
- * makes a second run fail at once with MigrationLockedError; a holder older than the lock's
- * time to live is taken over.
+ * Takes the migration lock for `ctx.actor` (re-entrant for the same actor). A holder that has
+ * ended (its execution ABORTED, FAILED, TIMED_OUT or SUCCEEDED, its local process gone) is taken
+ * over at once, audited as `lock.taken-over`; a live holder, or one nobody can tell about, makes a
+ * second run fail at once with MigrationLockedError until the lock's time to live has passed.
  */
 export async function acquireLock(ctx: MigrationContext): Promise<void> {
   await ensureControlSchema(ctx);
@@ -72,19 +82,67 @@ export async function acquireLock(ctx: MigrationContext): Promise<void> {
       RETURNING holder`,
     [ctx.actor, ctx.config.lockTtlMinutes],
   );
-  if (rows.length === 0) {
-    const held = await ctx.v2.query<{ holder: string; acquired_at: Date }>(
-      `SELECT holder, acquired_at FROM ${controlSchema(ctx.config)}.migration_lock WHERE id = 1`,
-    );
-    throw new MigrationLockedError(held.rows[0].holder, held.rows[0].acquired_at, ctx.actor);
-  }
+  if (rows.length === 0) await takeOverFromDeadHolder(ctx);
 }
 
-export async function releaseLock(ctx: MigrationContext): Promise<void> {
-  await ctx.v2.query(
+/** Takes the lock from a holder that no longer runs, or throws MigrationLockedError. */
+async function takeOverFromDeadHolder(ctx: MigrationContext): Promise<void> {
+  const ctl = controlSchema(ctx.config);
+  const held = await ctx.v2.query<{ holder: string | null; acquired_at: Date }>(
+    `SELECT holder, acquired_at FROM ${ctl}.migration_lock WHERE id = 1`,
+  );
+  const { holder, acquired_at: since } = held.rows[0];
+  // Released between the two statements: try again.
+  if (holder === null) return acquireLock(ctx);
+  const state = ctx.executions ? await ctx.executions.holderState(holder) : undefined;
+  if (state?.alive === false) {
+    // Only if the same dead holder still has it: two runs taking over at once, one wins.
+    const taken = await ctx.v2.query(
+      `UPDATE ${ctl}.migration_lock SET holder = $1, acquired_at = now(), expires_at = now() + make_interval(mins => $3)
+        WHERE id = 1 AND holder = $2 RETURNING holder`,
+      [ctx.actor, holder, ctx.config.lockTtlMinutes],
+    );
+    if (taken.rows.length > 0) {
+      await auditEvent(ctx, 'lock.taken-over', {
+        from: holder,
+        holderStatus: state.status,
+        heldSince: since.toISOString(),
+      });
+      return;
+    }
+  }
+  throw new MigrationLockedError(holder, since, ctx.actor, state?.status);
+}
+
+/** Who holds the migration lock now (null when nobody does, or before the control schema exists). */
+export async function lockHolder(ctx: Pick<MigrationContext, 'v2' | 'config'>): Promise<string | null> {
+  const exists = await ctx.v2.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [
+    `${ctx.config.schemas.control}.migration_lock`,
+  ]);
+  if (!exists.rows[0].t) return null;
+  const { rows } = await ctx.v2.query<{ holder: string | null }>(
+    `SELECT holder FROM ${controlSchema(ctx.config)}.migration_lock WHERE id = 1`,
+  );
+  return rows[0]?.holder ?? null;
+}
+
+/**
+ * Refuses a task (LockNotHeldError, nothing changed) unless `ctx.actor` holds the migration lock:
+ * every task that changes the migration checks this itself, so invoking it directly, outside
+ * the run that took the lock, changes nothing.
+ */
+export async function assertLockHeld(ctx: MigrationContext, task: string): Promise<void> {
+  const holder = await lockHolder(ctx);
+  if (holder !== ctx.actor) throw new LockNotHeldError(task, ctx.actor, holder);
+}
+
+/** Releases the lock if `ctx.actor` holds it; says whether it did. */
+export async function releaseLock(ctx: MigrationContext): Promise<boolean> {
+  const { rowCount } = await ctx.v2.query(
     `UPDATE ${controlSchema(ctx.config)}.migration_lock SET holder = NULL, acquired_at = NULL, expires_at = NULL WHERE id = 1 AND holder = $1`,
     [ctx.actor],
   );
+  return (rowCount ?? 0) > 0;
 }
 
 export interface PhaseState {
@@ -156,10 +214,20 @@ export async function nextPhase(ctx: MigrationContext): Promise<Phase | null> {
   return (await phaseStates(ctx)).find((s) => s.status !== 'done')?.phase ?? null;
 }
 
-/** Starts a phase run after its order check (the caller holds the lock). */
-export async function beginPhase(ctx: MigrationContext, phase: Phase): Promise<void> {
+/**
+ * Starts a phase run after its order check (the caller holds the lock). A phase whose latest
+ * run is still `running` was interrupted (a process killed, an execution stopped): it is resumed,
+ * not started again (audited as `phase.resumed`), and the caller carries on from its durable
+ * state. Returns which of the two happened.
+ */
+export async function beginPhase(ctx: MigrationContext, phase: Phase): Promise<'started' | 'resumed'> {
   await assertCanStart(ctx, phase);
   await ensureControlSchema(ctx);
+  const current = (await phaseStates(ctx)).find((s) => s.phase === phase);
+  if (current?.status === 'running') {
+    await auditEvent(ctx, 'phase.resumed', { phase, startedAt: current.startedAt });
+    return 'resumed';
+  }
   await ctx.v2.query(
     `INSERT INTO ${controlSchema(ctx.config)}.phase_runs (phase, status, actor) VALUES ($1, 'running', $2)`,
     [phase, ctx.actor],
@@ -169,6 +237,7 @@ export async function beginPhase(ctx: MigrationContext, phase: Phase): Promise<v
     [phase],
   );
   await auditEvent(ctx, 'phase.started', { phase });
+  return 'started';
 }
 
 async function closePhase(

@@ -5,9 +5,12 @@ import {
   beginPhase,
   endPhase,
   failPhase,
+  readParameter,
   setParameter,
   type MigrationContext,
 } from './migration-state';
+import { resendDeferredSlices, settleThrottle } from './backfill/throttle';
+import { controlSchema } from './db';
 import { runPrepare, type PrepareReport } from './prepare';
 import { checkV1Schema } from './v1-schema';
 import {
@@ -19,6 +22,7 @@ import {
   type VerificationReport,
 } from './verify';
 import type { QueuePort } from '../ports/queue';
+import { describeError } from './safe-error';
 
 /**
  * The phases as steps a state machine (or the local driver) calls: each `start` begins the
@@ -44,7 +48,7 @@ export async function prepareStep(ctx: MigrationContext): Promise<PrepareReport>
     await endPhase(ctx, 'PREPARE', { steps: report.steps, storage: report.storage.kind });
     return report;
   } catch (error) {
-    await failPhase(ctx, 'PREPARE', `${(error as Error).name}: ${(error as Error).message}`);
+    await failPhase(ctx, 'PREPARE', describeError(error));
     throw error;
   }
 }
@@ -69,7 +73,7 @@ export async function startBackfill(ctx: MigrationContext & { queue: QueuePort }
     });
     return (await pumpBackfill(ctx)).progress;
   } catch (error) {
-    await failPhase(ctx, 'BACKFILL', `${(error as Error).name}: ${(error as Error).message}`);
+    await failPhase(ctx, 'BACKFILL', describeError(error));
     throw error;
   }
 }
@@ -78,6 +82,7 @@ export async function startBackfill(ctx: MigrationContext & { queue: QueuePort }
 export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort }): Promise<BackfillProgress> {
   const { progress } = await pumpBackfill(ctx);
   if (progress.complete) {
+    await settleThrottle(ctx.v2, ctx.config);
     await endPhase(ctx, 'BACKFILL', {
       rows: progress.rowsCopied,
       rowsPerSecond: progress.rowsPerSecond,
@@ -89,7 +94,7 @@ export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort })
     progress.windowsFailed + progress.windowsDone === progress.windowsTotal
   ) {
     const error = new BackfillFailedError(progress.failures);
-    await failPhase(ctx, 'BACKFILL', `${error.name}: ${error.message}`);
+    await failPhase(ctx, 'BACKFILL', describeError(error));
     throw error;
   }
   return progress;
@@ -99,11 +104,30 @@ export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort })
 export async function startVerify(
   ctx: MigrationContext & { queue: QueuePort },
 ): Promise<{ runId: number; slices: number }> {
-  await beginPhase(ctx, 'VERIFY');
+  const begun = await beginPhase(ctx, 'VERIFY');
   try {
+    if (begun === 'resumed') {
+      // The interrupted run goes on: its checked slices stand, the others are (sent) again.
+      const ctl = controlSchema(ctx.config);
+      const { rows } = await ctx.v2.query<{ id: string; slices: string; done: string }>(
+        `SELECT r.id, count(s.id) AS slices, count(s.id) FILTER (WHERE s.status = 'done') AS done
+           FROM ${ctl}.verification_runs r JOIN ${ctl}.verification_slices s ON s.run_id = r.id
+          WHERE r.status = 'running' AND r.scope = 'full' GROUP BY r.id ORDER BY r.id DESC LIMIT 1`,
+      );
+      if (rows[0]) {
+        const runId = Number(rows[0].id);
+        await auditEvent(ctx, 'verification.resumed', {
+          runId,
+          slices: Number(rows[0].slices),
+          slicesDone: Number(rows[0].done),
+        });
+        await resendDeferredSlices(ctx, runId);
+        return { runId, slices: Number(rows[0].slices) };
+      }
+    }
     return await startVerification(ctx);
   } catch (error) {
-    await failPhase(ctx, 'VERIFY', `${(error as Error).name}: ${(error as Error).message}`);
+    await failPhase(ctx, 'VERIFY', describeError(error));
     throw error;
   }
 }
@@ -114,23 +138,26 @@ export type VerifyPoll =
 
 /**
  * Reports slice progress; once every slice is checked, builds the report, repairs mismatched
- * windows (re-verifying each), records the outcome, and closes the phase: done when clean,
- * failed (VerificationFailedError naming the windows) when not.
+ * windows (re-verifying each; from V2 once V2 is the write primary), records the outcome, and
+ * closes the phase: done when clean, failed (VerificationFailedError naming the windows) when not.
  */
 export async function pollVerify(
-  ctx: MigrationContext,
+  ctx: MigrationContext & { queue?: QueuePort },
   runId: number,
   options: { sampleSize?: number; recheckDelayMs?: number } = {},
 ): Promise<VerifyPoll> {
+  // Slices the workers gave back (paused, V1 under pressure too long) go out again.
+  if (ctx.queue) await resendDeferredSlices({ ...ctx, queue: ctx.queue }, runId);
   const progress = await verificationProgress(ctx.v2, ctx.config, runId);
   if (!progress.complete) return { ...progress, complete: false };
   const report = await concludeRun(ctx, runId, {
     sampleSize: options.sampleSize ?? DEFAULT_SAMPLE_SIZE,
     recheckDelayMs: options.recheckDelayMs,
+    truth: (await readParameter(ctx, 'writePrimary')) === 'v2' ? 'v2' : 'v1',
   });
   if (!report.clean) {
     const error = verificationFailure(report);
-    await failPhase(ctx, 'VERIFY', `${error.name}: ${error.message}`);
+    await failPhase(ctx, 'VERIFY', describeError(error));
     throw error;
   }
   await endPhase(ctx, 'VERIFY', {

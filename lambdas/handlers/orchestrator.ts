@@ -1,15 +1,18 @@
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { CloudWatchClient } from '@aws-sdk/client-cloudwatch';
 import { RDSClient } from '@aws-sdk/client-rds';
+import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { SSMClient } from '@aws-sdk/client-ssm';
 import type { Context } from 'aws-lambda';
 import { CloudWatchAlarms } from '../adapters/aws/cloudwatch-alarms';
 import { RdsSnapshotBackup } from '../adapters/aws/rds-backup';
+import { SfnExecutions } from '../adapters/aws/sfn-executions';
 import { SqsQueue } from '../adapters/aws/sqs-queue';
 import { SsmParameters } from '../adapters/aws/ssm-parameters';
 import { ConfigError, taskFailure } from '../core/errors';
 import { orchestrate, type OrchestratorDeps } from '../core/orchestrator';
+import { safeError } from '../core/safe-error';
 import { LAMBDA_ENV, SERVICE_NAMES } from '../../lib/runtime-contract';
 import { getRuntime } from './runtime';
 import { invocation, lambdaTools } from './powertools';
@@ -38,6 +41,7 @@ async function awsDeps(): Promise<OrchestratorDeps> {
     ...runtime,
     queue: new SqsQueue(traced(new SQSClient({})), queueUrl),
     parameters: new SsmParameters(traced(new SSMClient({}))),
+    executions: new SfnExecutions(traced(new SFNClient({}))),
     backup: instanceId
       ? new RdsSnapshotBackup(traced(new RDSClient({})), { instanceId })
       : clusterId
@@ -55,7 +59,9 @@ async function awsDeps(): Promise<OrchestratorDeps> {
  * The state machines' Lambda task: one event names one task (validated), the core does it.
  * An error whose `retryable` is true is thrown as RetryableTaskError (what the states' Retry
  * matches, its message led by the original name, which the failure path records); any other
- * error as it is, under its own name (InvalidInputError, PhaseOrderError, MigrationLockedError, …).
+ * error under its own name (InvalidInputError, PhaseOrderError, MigrationLockedError, …), which
+ * the states' Catch matches. Either leaves with its name, message and SQLSTATE only
+ * (safe-error.ts): the log line and the Step Functions cause carry no row.
  */
 export async function handler(event: unknown, context?: Context): Promise<Record<string, unknown>> {
   const task = (event as { task?: unknown })?.task;
@@ -65,8 +71,9 @@ export async function handler(event: unknown, context?: Context): Promise<Record
       tools.logger.info('task done', { task });
       return result;
     } catch (error) {
-      tools.logger.error('task failed', { task, error: error as Error });
-      // A retryable error goes to Step Functions under the one name its Retry matches.
+      tools.logger.error('task failed', { task, error: safeError(error) });
+      // A retryable error goes to Step Functions under the one name its Retry matches (and
+      // leaves the invocation with its name, message and SQLSTATE only).
       throw taskFailure(error);
     }
   });

@@ -2,6 +2,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { Tracer } from '@aws-lambda-powertools/tracer';
 import type { Context } from 'aws-lambda';
+import { safeError, safeThrowable } from '../core/safe-error';
 import type { QueueRecord } from '../ports/queue';
 import { METRICS_NAMESPACE } from '../../lib/runtime-contract';
 
@@ -26,6 +27,8 @@ export function lambdaTools(serviceName: string): LambdaTools {
  * it writes, a `## handler` X-Ray subsegment annotated with the cold start and the service (and
  * the error, when it fails), and the metrics stored during it published at its end, also when
  * it fails (the error still fails the invocation: an SQS batch returns to the queue whole).
+ * A failure leaves with its name, message and SQLSTATE only (safe-error.ts): the runtime's
+ * report, the trace and Step Functions' cause carry no row.
  */
 export async function invocation<R>(
   tools: LambdaTools,
@@ -42,8 +45,9 @@ export async function invocation<R>(
   try {
     return await work();
   } catch (error) {
-    tracer.addErrorAsMetadata(error as Error);
-    throw error;
+    const safe = safeThrowable(error);
+    tracer.addErrorAsMetadata(safe);
+    throw safe;
   } finally {
     segment?.close();
     if (parent) tracer.setSegment(parent);
@@ -53,8 +57,9 @@ export async function invocation<R>(
 
 /**
  * The `onError` hook of a queue worker's batch handler: counts the failed delivery in
- * `metricName` and logs `message` with the record's id, its receive count and the error. The
- * batch handler reports the record back, so SQS redelivers it (or moves it to the DLQ).
+ * `metricName` and logs `message` with the record's id, its receive count and the error (its
+ * name, message and SQLSTATE only: see safe-error.ts). The batch handler reports the record
+ * back, so SQS redelivers it (or moves it to the DLQ).
  */
 export function recordFailure(
   { logger, metrics }: LambdaTools,
@@ -66,7 +71,7 @@ export function recordFailure(
     logger.error(message, {
       messageId: record.messageId,
       receiveCount: record.receiveCount,
-      error,
+      error: safeError(error),
     });
   };
 }

@@ -1,14 +1,23 @@
 import type { Pool } from 'pg';
-import { fetchDatabaseCredentials } from '../adapters/aws/secrets';
+import { fetchDatabaseCredentials, refreshDatabaseCredentials } from '../adapters/aws/secrets';
 import { configFromLambdaEnvironment, type DatabaseConfig, type MigrationConfig } from '../core/config';
 import { openPool } from '../core/db';
+import { LAMBDA_ENV } from '../../lib/runtime-contract';
 
 /** What every migration Lambda needs: the validated configuration and a pool per database. */
 export interface Runtime {
   config: MigrationConfig;
   v1: Pool;
   v2: Pool;
+  /**
+   * V1 as the owner role of V1_DB_OWNER_SECRET_ARN (the orchestrator's only, when configured):
+   * cleanup's rename and the archives' drop go through it, everything else reads with `v1`.
+   */
+  v1Owner?: Pool;
 }
+
+/** Connections of the V1 owner pool: one rename or drop at a time. */
+export const OWNER_POOL_MAX = 1;
 
 /** Connections per pool and container; the worker copies one window at a time. */
 export const DEFAULT_POOL_MAX = 3;
@@ -21,10 +30,20 @@ export function configFromEnvironment(env: NodeJS.ProcessEnv = process.env): Mig
   return configFromLambdaEnvironment(env);
 }
 
+/**
+ * A pool on a database; with a secret, its credentials are fetched at cold start and fetched
+ * again once when the database refuses the password (a rotated secret), so a rotation does not
+ * stop the workers.
+ */
 async function open(db: DatabaseConfig, target: string, max: number): Promise<Pool> {
-  const credentials =
-    'secretArn' in db && db.secretArn ? await fetchDatabaseCredentials(db.secretArn) : undefined;
-  return openPool(db, target, { credentials, max });
+  if (!('secretArn' in db && db.secretArn)) return openPool(db, target, { max });
+  const secretArn = db.secretArn;
+  const credentials = await fetchDatabaseCredentials(secretArn);
+  return openPool(db, target, {
+    credentials,
+    max,
+    refreshCredentials: () => refreshDatabaseCredentials(secretArn),
+  });
 }
 
 let runtime: Promise<Runtime> | undefined;
@@ -38,8 +57,20 @@ export function getRuntime(options: { env?: NodeJS.ProcessEnv; poolMax?: number 
   runtime ??= (async () => {
     const config = configFromEnvironment(options.env);
     const max = options.poolMax ?? DEFAULT_POOL_MAX;
-    const [v1, v2] = await Promise.all([open(config.v1, 'V1', max), open(config.v2, 'V2', max)]);
-    return { config, v1, v2 };
+    const env = options.env ?? process.env;
+    const ownerSecretArn = env[LAMBDA_ENV.v1OwnerSecretArn];
+    const [v1, v2, v1Owner] = await Promise.all([
+      open(config.v1, 'V1', max),
+      open(config.v2, 'V2', max),
+      ownerSecretArn && 'host' in config.v1
+        ? open(
+            { ...config.v1, user: undefined, password: undefined, secretArn: ownerSecretArn },
+            'V1 (owner)',
+            OWNER_POOL_MAX,
+          )
+        : undefined,
+    ]);
+    return { config, v1, v2, ...(v1Owner ? { v1Owner } : {}) };
   })();
   runtime.catch(() => {
     runtime = undefined;

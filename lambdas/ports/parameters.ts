@@ -13,4 +13,10 @@ export interface ParameterPort {
 export const parameterNames = (prefix: string) => ({
   trafficPercentage: `${prefix}/v2-traffic-percentage`,
   dualWrite: `${prefix}/dual-write`,
+  writePrimary: `${prefix}/write-primary`,
 });
+
+/** Which side the backend writes first: V1 until the write switch, then V2. */
+export type WritePrimary = 'v1' | 'v2';
+/** The values of `<prefix>/write-primary`. */
+export const WRITE_PRIMARIES = ['v1', 'v2'] as const satisfies readonly WritePrimary[];

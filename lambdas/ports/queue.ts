@@ -15,6 +15,14 @@ export interface QueuePort {
   sendAll(bodies: readonly string[]): Promise<{ sent: number; calls: number }>;
 }
 
+/**
+ * How many messages a queue holds: waiting to be received, and received but not yet deleted
+ * (being handled). The rollback from the write switch waits for the repair queue to drain.
+ */
+export interface QueueDepthPort {
+  depth(): Promise<{ waiting: number; inFlight: number }>;
+}
+
 /** One delivered message, shaped like an SQS record so the same handler serves both. */
 export type QueueRecord = {
   messageId: string;

@@ -113,6 +113,12 @@ export class MigrationDashboard extends Construct {
             'Maximum',
             'Windows done (all)',
           ),
+          custom(
+            METRIC_NAMES.backfillThrottled,
+            SERVICE_NAMES.orchestrator,
+            'Maximum',
+            'Throttled (1 = held back)',
+          ),
         ],
         width: 8,
       }),

@@ -1,10 +1,11 @@
-import { ArnFormat, Stack, Validations } from 'aws-cdk-lib';
+import { ArnFormat, Stack, Token, Validations } from 'aws-cdk-lib';
 import type * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { join } from 'node:path';
+import { RDS_IDENTIFIER } from '../config';
 import { LAMBDA_ENV, SNAPSHOT_ID_PREFIX } from '../runtime-contract';
 import { MigrationFunction, PROJECT_ROOT } from './migration-function';
 import type { TrafficSwitch } from './traffic-switch';
@@ -24,12 +25,16 @@ export interface OrchestratorProps {
   readonly securityGroups: readonly ec2.ISecurityGroup[];
   /** Non-secret runtime configuration (the queue URLs and snapshot ids are added here). */
   readonly environment: Readonly<Record<string, string>>;
-  /** The database secrets it may read. */
+  /** The database secrets it may read (V1's read-only one, V2's). */
   readonly databaseSecrets: readonly secretsmanager.ISecret[];
+  /**
+   * The secret of a V1 role that owns V1's tables: used only by cleanup's rename and the
+   * archives' drop, the only writes to V1. Only the orchestrator may read it.
+   * @default - no second secret: the V1 secret's role must own the tables for those steps
+   */
+  readonly v1OwnerSecret?: secretsmanager.ISecret;
   /** Where it sends window messages. */
   readonly workerQueue: sqs.IQueue;
-  /** Where failed windows end up (it reads them to report and re-send them). */
-  readonly deadLetterQueue: sqs.IQueue;
   /** The traffic percentage and dual-write switches it changes. */
   readonly trafficSwitch: TrafficSwitch;
   /**
@@ -44,11 +49,14 @@ export interface OrchestratorProps {
   readonly auroraClusterId?: string;
 }
 
+export { RDS_IDENTIFIER };
+
 /**
  * The orchestrator Lambda that the state machines' tasks call (prepare, plan and pump the
  * backfill, verify, step traffic, clean up), with exactly the permissions those need: read the
- * two database secrets, send to the worker queue, read the DLQ, change the two switches, and
- * snapshot the configured V1 instance or cluster into snapshots named SNAPSHOT_ID_PREFIX*.
+ * database secrets (and V1's owner secret, for the rename), send to the worker queue, change
+ * the two switches, and snapshot the configured V1 instance or cluster into snapshots named
+ * SNAPSHOT_ID_PREFIX*.
  */
 export class Orchestrator extends Construct {
   public readonly function: MigrationFunction;
@@ -58,11 +66,22 @@ export class Orchestrator extends Construct {
     if (props.rdsInstanceId && props.auroraClusterId) {
       throw new Error(`${this.node.path}: give rdsInstanceId or auroraClusterId, not both`);
     }
+    for (const [field, id] of [
+      ['rdsInstanceId', props.rdsInstanceId],
+      ['auroraClusterId', props.auroraClusterId],
+    ] as const) {
+      if (id !== undefined && !Token.isUnresolved(id) && !RDS_IDENTIFIER.test(id)) {
+        throw new Error(
+          `${this.node.path}: ${field} ${JSON.stringify(id)} is not an RDS identifier (1–63 letters, digits ` +
+            'and hyphens, starting with a letter, no "--", not ending in "-"); it goes into IAM resource ARNs',
+        );
+      }
+    }
     const environment: Record<string, string> = {
       ...props.environment,
       [LAMBDA_ENV.workerQueueUrl]: props.workerQueue.queueUrl,
-      [LAMBDA_ENV.deadLetterQueueUrl]: props.deadLetterQueue.queueUrl,
     };
+    if (props.v1OwnerSecret) environment[LAMBDA_ENV.v1OwnerSecretArn] = props.v1OwnerSecret.secretArn;
     if (props.rdsInstanceId) environment[LAMBDA_ENV.rdsInstanceId] = props.rdsInstanceId;
     if (props.auroraClusterId) environment[LAMBDA_ENV.auroraClusterId] = props.auroraClusterId;
 
@@ -75,9 +94,9 @@ export class Orchestrator extends Construct {
       environment,
     });
     const fn = this.function.function;
-    for (const secret of props.databaseSecrets) secret.grantRead(fn);
+    for (const secret of [...props.databaseSecrets, ...(props.v1OwnerSecret ? [props.v1OwnerSecret] : [])])
+      secret.grantRead(fn);
     props.workerQueue.grantSendMessages(fn);
-    props.deadLetterQueue.grantConsumeMessages(fn);
     props.trafficSwitch.grantWrite(fn);
 
     if (props.rdsInstanceId || props.auroraClusterId)
@@ -112,7 +131,8 @@ export class Orchestrator extends Construct {
       new iam.PolicyStatement({ actions: [describe, 'rds:AddTagsToResource'], resources: [snapshots] }),
     );
     const kind = rdsInstanceId ? 'snapshot' : 'cluster-snapshot';
-    Validations.of(fn).acknowledge({
+    // On the function construct: the finding is on its role's policy, beside the function.
+    Validations.of(this.function).acknowledge({
       id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:rds:<AWS::Region>:<AWS::AccountId>:${kind}:${SNAPSHOT_ID_PREFIX}*]`,
       reason: `Snapshot names are chosen at run time; the grant is limited to the ${SNAPSHOT_ID_PREFIX} prefix`,
     });

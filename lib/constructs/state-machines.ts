@@ -7,6 +7,7 @@ import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { MigrationStack, StateMachinesFactory } from '../migration-stack';
 import { LAMBDA_ENV } from '../runtime-contract';
+import { ExecutionEndRule } from './execution-end-rule';
 import { OrchestratorTasks } from './orchestrator-tasks';
 
 export { RETRYABLE_ERRORS } from './orchestrator-tasks';
@@ -17,6 +18,8 @@ export const DEFAULT_POLL_INTERVAL = Duration.seconds(30);
 export const DEFAULT_ARCHIVE_POLL_INTERVAL = Duration.seconds(60);
 /** How long a held cutover waits before looking again. @default 60 s */
 export const DEFAULT_HOLD_POLL_INTERVAL = Duration.seconds(60);
+/** How long the rollback from the write switch waits between looks at the repair queue. @default 15 s */
+export const DEFAULT_DRAIN_POLL_INTERVAL = Duration.seconds(15);
 
 export interface MigrationStateMachinesProps {
   /** The orchestrator Lambda every task calls (lambdas/handlers/orchestrator.ts). */
@@ -37,6 +40,11 @@ export interface MigrationStateMachinesProps {
    */
   readonly holdPollInterval?: Duration;
   /**
+   * Wait between looks at the repair queue while a rollback from the write switch drains it.
+   * @default DEFAULT_DRAIN_POLL_INTERVAL
+   */
+  readonly drainPollInterval?: Duration;
+  /**
    * Execution history log retention.
    * @default logs.RetentionDays.THREE_MONTHS
    */
@@ -46,7 +54,8 @@ export interface MigrationStateMachinesProps {
 /**
  * The three state machines ops drive from the Step Functions console (JSONPath, so that they
  * also run locally): Migration (phases 1–3 and 5, with Wait/poll loops), Cutover (the traffic
- * schedule with its health gate) and Rollback. Each starts by validating its input, logs ALL
+ * schedule with its health gate, and the write switch) and Rollback (the writes back to V1 first
+ * when they were switched, then the reads). Each starts by validating its input, logs ALL
  * events to CloudWatch Logs and traces with X-Ray. State names read as the console graph.
  */
 export class MigrationStateMachines extends Construct {
@@ -64,7 +73,10 @@ export class MigrationStateMachines extends Construct {
     const poll = props.pollInterval ?? DEFAULT_POLL_INTERVAL;
     if (poll.toSeconds() < 1) throw new Error(`${this.node.path}: pollInterval must be at least 1 second`);
 
-    this.rollback = this.machine('Rollback', this.rollbackDefinition());
+    this.rollback = this.machine(
+      'Rollback',
+      this.rollbackDefinition(props.drainPollInterval ?? DEFAULT_DRAIN_POLL_INTERVAL),
+    );
     this.migration = this.machine(
       'Migration',
       this.migrationDefinition(poll, props.archivePollInterval ?? DEFAULT_ARCHIVE_POLL_INTERVAL),
@@ -89,8 +101,9 @@ export class MigrationStateMachines extends Construct {
     });
   }
 
-  private rollbackDefinition(): sfn.IChainable {
+  private rollbackDefinition(drainPoll: Duration): sfn.IChainable {
     const { validate } = this.tasks.validation('Rollback', 'validate-rollback-input');
+    const failed = this.tasks.failurePath('Rollback');
     const rollback = this.tasks.task(
       'RollbackTraffic',
       'Traffic to 0 %, dual-write stays on',
@@ -100,12 +113,60 @@ export class MigrationStateMachines extends Construct {
         'request.$': '$.request',
       },
     );
-    rollback.addCatch(this.tasks.failurePath('Rollback'), { errors: ['States.ALL'], resultPath: '$.error' });
-    return validate
-      .next(rollback)
-      .next(
-        new sfn.Succeed(this, 'RolledBack', { stateName: 'Traffic rolled back', outputPath: '$.result' }),
-      );
+    rollback.addCatch(failed, { errors: ['States.ALL'], resultPath: '$.error' });
+    rollback.next(
+      new sfn.Succeed(this, 'RolledBack', { stateName: 'Traffic rolled back', outputPath: '$.result' }),
+    );
+    return validate.next(this.writesRollback(failed, rollback, drainPoll));
+  }
+
+  /**
+   * The rollback's first part when the writes were switched to V2: drain the repair queue,
+   * refuse rows V1 cannot take and check the windows touched since the switch (repairing V1
+   * from V2), then the writes back to V1; then `reads` (traffic to 0 %). Straight to `reads`
+   * when V1 is still the write primary.
+   */
+  private writesRollback(failed: sfn.IChainable, reads: sfn.IChainable, drainPoll: Duration): sfn.IChainable {
+    const named = this.tasks.guardedTask(failed);
+    const request = { 'request.$': '$.request' };
+    const plan = named('RollbackWritesPlan', 'Writes on V2?', 'rollback-writes-plan', '$.writes', request);
+    const start = new sfn.Pass(this, 'StartDrain', {
+      stateName: 'Start draining the repair queue',
+      result: sfn.Result.fromObject({}),
+      resultPath: '$.drain',
+    });
+    const drain = named('DrainRepairQueue', 'Drain the repair queue', 'drain-repair-queue', '$.drain', {
+      ...request,
+      'drain.$': '$.drain',
+    });
+    const wait = new sfn.Wait(this, 'WaitForRepairQueue', {
+      stateName: 'Wait for the repair queue',
+      time: sfn.WaitTime.duration(drainPoll),
+    });
+    const check = named(
+      'CheckWrites',
+      'Check touched windows, repair V1 from V2',
+      'check-writes',
+      '$.writesCheck',
+      request,
+    );
+    const back = named(
+      'SwitchWritesBack',
+      'Writes back to V1 first',
+      'switch-writes-back',
+      '$.writesBack',
+      request,
+    );
+    const drained = new sfn.Choice(this, 'RepairQueueDrained', { stateName: 'Repair queue drained?' })
+      .when(sfn.Condition.booleanEquals('$.drain.drained', true), check)
+      .otherwise(wait);
+    start.next(drain).next(drained);
+    wait.next(drain);
+    check.next(back).next(reads);
+    const switched = new sfn.Choice(this, 'WritesSwitched', { stateName: 'Writes switched to V2?' })
+      .when(sfn.Condition.booleanEquals('$.writes.switched', true), start)
+      .otherwise(reads);
+    return plan.next(switched);
   }
 
   private migrationDefinition(poll: Duration, archivePoll: Duration): sfn.IChainable {
@@ -176,11 +237,13 @@ export class MigrationStateMachines extends Construct {
     waitVerify.next(pollVerify);
     pollVerify.next(verifyDone);
 
+    // The execution input's `confirm` (RENAME V1 TABLES) reaches both cleanup steps.
     const startCleanup = named(
       'StartCleanup',
       'Phase 5: stop dual-write, archive V1',
       'start-cleanup',
       '$.cleanup',
+      { 'request.$': '$.request' },
     );
     const waitArchive = new sfn.Wait(this, 'WaitForArchive', {
       stateName: 'Wait for the archive',
@@ -196,6 +259,7 @@ export class MigrationStateMachines extends Construct {
       '$.cleanupResult',
       {
         'archive.$': '$.cleanup.archive',
+        'request.$': '$.request',
       },
     );
     const archiveFailed = new sfn.Pass(this, 'ArchiveFailed', {
@@ -234,6 +298,29 @@ export class MigrationStateMachines extends Construct {
     nextPhase.next(route);
     acquire.next(nextPhase);
 
+    const throttle = named('ChangeThrottle', 'Change the backfill throttle', 'throttle', '$.throttle', {
+      'request.$': '$.request',
+    });
+    // Dropping the archived V1 tables: under the lock, with its confirmation (DROP V1 ARCHIVES).
+    const acquireForDrop = named('AcquireLockForDrop', 'Take the lock to drop archives', 'begin', '$.plan', {
+      'request.$': '$.request',
+    });
+    const drop = named('DropArchives', 'Drop the archived V1 tables', 'drop-archives', '$.dropped', {
+      'request.$': '$.request',
+    });
+    const releaseAfterDrop = named(
+      'ReleaseAfterDrop',
+      'Release the lock (archives dropped)',
+      'release',
+      null,
+    );
+    acquireForDrop
+      .next(drop)
+      .next(releaseAfterDrop)
+      .next(
+        new sfn.Succeed(this, 'ArchivesDropped', { stateName: 'Archives dropped', outputPath: '$.dropped' }),
+      );
+
     const action = new sfn.Choice(this, 'ChooseAction', { stateName: 'Which action?' })
       .when(
         sfn.Condition.stringEquals('$.request.action', 'status'),
@@ -241,6 +328,16 @@ export class MigrationStateMachines extends Construct {
           new sfn.Succeed(this, 'StatusReported', { stateName: 'Status reported', outputPath: '$.status' }),
         ),
       )
+      .when(
+        sfn.Condition.stringEquals('$.request.action', 'throttle'),
+        throttle.next(
+          new sfn.Succeed(this, 'ThrottleChanged', {
+            stateName: 'Throttle changed',
+            outputPath: '$.throttle',
+          }),
+        ),
+      )
+      .when(sfn.Condition.stringEquals('$.request.action', 'drop-archives'), acquireForDrop)
       .otherwise(acquire);
     return validate.next(action);
   }
@@ -258,6 +355,14 @@ export class MigrationStateMachines extends Construct {
     );
     const step = named('StepOneLevel', 'Step traffic one level', 'step', '$.result').next(
       new sfn.Succeed(this, 'Stepped', { stateName: 'Stepped', outputPath: '$.result' }),
+    );
+    const switchWrites = named(
+      'SwitchWrites',
+      'Write switch: verify touched windows, V2 the write primary',
+      'switch-writes',
+      '$.result',
+    ).next(
+      new sfn.Succeed(this, 'WritesSwitchedToV2', { stateName: 'Writes on V2', outputPath: '$.result' }),
     );
 
     const start = named('StartCutover', 'Check guards, take the lock', 'start-cutover', '$.cutover');
@@ -327,6 +432,7 @@ export class MigrationStateMachines extends Construct {
       .when(sfn.Condition.stringEquals('$.request.action', 'hold'), hold)
       .when(sfn.Condition.stringEquals('$.request.action', 'resume'), resume)
       .when(sfn.Condition.stringEquals('$.request.action', 'step'), step)
+      .when(sfn.Condition.stringEquals('$.request.action', 'switch-writes'), switchWrites)
       .otherwise(start);
     return validate.next(action);
   }
@@ -343,11 +449,17 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
   orchestrator.addEnvironment(LAMBDA_ENV.healthAlarmName, stack.alarms.health.alarmName);
   orchestrator.addToRolePolicy(
     new iam.PolicyStatement({
-      // DescribeAlarms does not support resource-level permissions.
+      // The gate reads the MigrationHealth composite alarm: DescribeAlarms returns composite
+      // alarms only to a permission scoped to `*` (CloudWatch API reference, DescribeAlarms).
       actions: ['cloudwatch:DescribeAlarms'],
       resources: ['*'],
     }),
   );
+  // A stopped execution (no Catch runs) still has its end recorded and its lock released.
+  new ExecutionEndRule(stack, 'ExecutionEnds', {
+    orchestrator,
+    stateMachines: [machines.migration, machines.cutover, machines.rollback],
+  });
   const orchestratorLogicalId = stack.getLogicalId(orchestrator.node.defaultChild as lambda.CfnFunction);
   for (const machine of [machines.migration, machines.cutover, machines.rollback]) {
     Validations.of(machine).acknowledge(
@@ -357,13 +469,20 @@ export const migrationStateMachines: StateMachinesFactory = (stack: MigrationSta
       },
       {
         id: 'AwsSolutions-IAM5[Resource::*]',
-        reason: 'X-Ray tracing (PutTraceSegments and friends) supports no resource-level permissions',
+        reason:
+          'X-Ray tracing (PutTraceSegments, PutTelemetryRecords, GetSamplingRules, GetSamplingTargets) and the ' +
+          'CloudWatch Logs delivery of the execution logs (CreateLogDelivery, GetLogDelivery, UpdateLogDelivery, ' +
+          'DeleteLogDelivery, ListLogDeliveries, PutResourcePolicy, DescribeResourcePolicies, DescribeLogGroups) ' +
+          'support no resource-level permissions',
       },
     );
   }
-  Validations.of(orchestrator).acknowledge({
+  Validations.of(stack.orchestrator).acknowledge({
     id: 'AwsSolutions-IAM5[Resource::*]',
-    reason: 'cloudwatch:DescribeAlarms and X-Ray support no resource-level permissions',
+    reason:
+      'cloudwatch:DescribeAlarms: the health gate reads the MigrationHealth composite alarm, and DescribeAlarms ' +
+      'returns composite alarms only when the permission is scoped to * (a narrower scope returns metric alarms ' +
+      'only); X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions',
   });
   return {
     migration: machines.migration,

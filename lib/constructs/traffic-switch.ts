@@ -8,11 +8,14 @@ import { parameterNames } from '../../lambdas/ports/parameters';
 export const INITIAL_TRAFFIC_PERCENTAGE = '0';
 /** Dual-write at deployment: off (phase 2 turns it on). */
 export const INITIAL_DUAL_WRITE = 'off';
+/** The write primary at deployment: V1 (the write switch, after the cutover, makes it V2). */
+export const INITIAL_WRITE_PRIMARY = 'v1';
 
 /** Props of the TrafficSwitch. */
 export interface TrafficSwitchProps {
   /**
-   * The prefix of the parameter names (`<prefix>/v2-traffic-percentage`, `<prefix>/dual-write`).
+   * The prefix of the parameter names (`<prefix>/v2-traffic-percentage`, `<prefix>/dual-write`,
+   * `<prefix>/write-primary`).
    * @default DEFAULT_SSM_PREFIX ('/iot-migration')
    */
   readonly prefix?: string;
@@ -20,7 +23,8 @@ export interface TrafficSwitchProps {
 
 /**
  * The runtime switches the IoT backend reads: the V2 read-traffic percentage (an integer 0–100
- * as a string) and dual-write (`on`/`off`), as SSM String parameters. SSM refuses any other
+ * as a string), dual-write (`on`/`off`: whether writes are mirrored to the other side) and the
+ * write primary (`v1`/`v2`: which side writes go to first), as SSM String parameters. SSM refuses any other
  * value (allowedPattern), so a typo in the console cannot reach the backend.
  */
 export class TrafficSwitch extends Construct {
@@ -28,6 +32,8 @@ export class TrafficSwitch extends Construct {
   public readonly trafficPercentage: ssm.StringParameter;
   /** `<prefix>/dual-write`, initially 'off'. */
   public readonly dualWrite: ssm.StringParameter;
+  /** `<prefix>/write-primary`, initially 'v1'. */
+  public readonly writePrimary: ssm.StringParameter;
   /** The parameters' names, as the backend and the handlers spell them (lambdas/ports/parameters). */
   public readonly names: ReturnType<typeof parameterNames>;
 
@@ -49,17 +55,24 @@ export class TrafficSwitch extends Construct {
       parameterName: this.names.dualWrite,
       stringValue: INITIAL_DUAL_WRITE,
       allowedPattern: '^(on|off)$',
-      description: 'Whether the IoT backend writes V2 after V1 (on/off)',
+      description: 'Whether the IoT backend mirrors each write to the other schema (on/off)',
+      tier: ssm.ParameterTier.STANDARD,
+    });
+    this.writePrimary = new ssm.StringParameter(this, 'WritePrimary', {
+      parameterName: this.names.writePrimary,
+      stringValue: INITIAL_WRITE_PRIMARY,
+      allowedPattern: '^(v1|v2)$',
+      description: 'Which schema the IoT backend writes first (v1 until the write switch, then v2)',
       tier: ssm.ParameterTier.STANDARD,
     });
   }
 
-  /** The two parameters' ARNs, exactly. */
+  /** The three parameters' ARNs, exactly. */
   public get parameterArns(): string[] {
-    return [this.trafficPercentage.parameterArn, this.dualWrite.parameterArn];
+    return [this.trafficPercentage.parameterArn, this.dualWrite.parameterArn, this.writePrimary.parameterArn];
   }
 
-  /** Lets `grantee` (e.g. the backend's role) read the two parameters, and nothing else. */
+  /** Lets `grantee` (e.g. the backend's role) read the three parameters, and nothing else. */
   public grantRead(grantee: iam.IGrantable): iam.Grant {
     return iam.Grant.addToPrincipal({
       grantee,
@@ -68,7 +81,7 @@ export class TrafficSwitch extends Construct {
     });
   }
 
-  /** Lets `grantee` (the orchestrator) read and change the two parameters, and nothing else. */
+  /** Lets `grantee` (the orchestrator) read and change the three parameters, and nothing else. */
   public grantWrite(grantee: iam.IGrantable): iam.Grant {
     return iam.Grant.addToPrincipal({
       grantee,

@@ -62,6 +62,7 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
           'bench:backfill': ['--rows'],
           'bench:verify': ['--repeat'],
           'bench:router': ['--seconds'],
+          'bench:impact': ['--writes-per-second'],
           'bench:prisma': ['--writes'],
           'backup:restore': ['--target-url'],
         }[name] ?? [],
@@ -76,7 +77,10 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
       advance: ['--through'],
       cutover: ['--cutover-arn'],
       rollback: ['--reason'],
+      'drop-archives': ['--confirm'],
+      'switch-writes': ['--cutover-arn'],
       reset: ['--local', '--local-dir'],
+      throttle: ['--rows-per-second'],
     }[name],
   })),
 ];
@@ -87,6 +91,7 @@ describe('every command and subcommand', () => {
       [
         'backup:restore',
         'bench:backfill',
+        'bench:impact',
         'bench:prisma',
         'bench:router',
         'bench:verify',

@@ -106,7 +106,12 @@ describe('migrate … --local: the runbook on a local migration', () => {
     ).checklist;
     expect(checklist.find((c) => c.item === 'rollback rehearsed')).toMatchObject({
       done: true,
-      evidence: { actor: 'cli:alice', reason: 'practising the runbook' },
+      // The acting execution is the actor; who asked is recorded beside it.
+      evidence: {
+        actor: expect.stringMatching(/^arn:aws:states:[^:]+:\d{12}:execution:rollback:/),
+        requestedBy: 'cli:alice',
+        reason: 'practising the runbook',
+      },
     });
   });
 

@@ -78,10 +78,23 @@ describe('commands start the right state machine with the documented input', () 
       { action: 'advance', through: 'CLEANUP' },
       'advance-cleanup',
     ],
+    [
+      ['advance', '--confirm', 'RENAME V1 TABLES'],
+      'Migration',
+      { action: 'advance', confirm: 'RENAME V1 TABLES' },
+      'advance',
+    ],
+    [
+      ['drop-archives', '--confirm', 'DROP V1 ARCHIVES'],
+      'Migration',
+      { action: 'drop-archives', confirm: 'DROP V1 ARCHIVES' },
+      'drop-archives',
+    ],
     [['cutover'], 'Cutover', { action: 'run' }, 'cutover'],
     [['cutover', '--step'], 'Cutover', { action: 'step' }, 'cutover-step'],
     [['cutover', '--hold'], 'Cutover', { action: 'hold' }, 'cutover-hold'],
     [['cutover', '--resume'], 'Cutover', { action: 'resume' }, 'cutover-resume'],
+    [['switch-writes'], 'Cutover', { action: 'switch-writes' }, 'switch-writes'],
     [
       ['rollback', '--reason', 'p99 latency doubled'],
       'Rollback',
@@ -92,6 +105,18 @@ describe('commands start the right state machine with the documented input', () 
       ['rollback', '--reason', 'V2 is corrupt', '--force'],
       'Rollback',
       { reason: 'V2 is corrupt', actor: 'cli:alice', force: true },
+      'rollback',
+    ],
+    [
+      ['throttle', '--pause', '--reason', 'V1 batch job'],
+      'Migration',
+      { action: 'throttle', pause: true, reason: 'V1 batch job' },
+      'throttle',
+    ],
+    [
+      ['rollback', '--reason', 'V2 is corrupt', '--force', '--confirm', 'ROLL BACK TO STALE V1'],
+      'Rollback',
+      { reason: 'V2 is corrupt', actor: 'cli:alice', force: true, confirm: 'ROLL BACK TO STALE V1' },
       'rollback',
     ],
   ])('%j starts %s with %j', async (argv, machine, input, label) => {
@@ -197,6 +222,7 @@ describe('missing or invalid state machine ARNs', () => {
     [['status'], 'MIGRATION_STATE_MACHINE_ARN', '--migration-arn', 'Migration'],
     [['cutover', '--hold'], 'CUTOVER_STATE_MACHINE_ARN', '--cutover-arn', 'Cutover'],
     [['rollback', '--reason', 'x'], 'ROLLBACK_STATE_MACHINE_ARN', '--rollback-arn', 'Rollback'],
+    [['switch-writes'], 'CUTOVER_STATE_MACHINE_ARN', '--cutover-arn', 'Cutover'],
   ])('%j without its ARN names the flag and the variable', async (argv, env, flag, title) => {
     const { code, err } = await run(argv, { env: { ...ENV, [env]: undefined } });
 
@@ -265,6 +291,9 @@ describe('invalid command lines', () => {
     [['rollback'], '--reason', /is required/],
     [['rollback', '--reason', '   '], '--reason', /must not be empty/],
     [['rollback', '--reason', 'x'.repeat(501)], '--reason', /at most 500 characters/],
+    [['drop-archives'], '--confirm', /is required: pass --confirm "DROP V1 ARCHIVES"/],
+    [['drop-archives', '--confirm', ' '], '--confirm', /must not be empty/],
+    [['rollback', '--reason', 'x', '--confirm', 'ROLL BACK TO STALE V1'], '--confirm', /needs --force/],
     [['status', '--timeout', '10'], '--timeout', /needs --wait/],
     [['status', '--wait', '--timeout', 'soon'], '--timeout', /number/],
   ])('%j: %s %s', (argv, field, problem) => {

@@ -15,6 +15,14 @@ const progress = (rowsCopied: number, over: Partial<BackfillProgress> = {}): Bac
   elapsedSeconds: 2,
   tables: {},
   failures: [],
+  throttle: {
+    state: 'running',
+    cause: null,
+    since: '2026-01-01T00:00:00.000Z',
+    paused: false,
+    rowsPerSecond: null,
+    windowRows: null,
+  },
   ...over,
 });
 
@@ -38,5 +46,13 @@ describe('backfill progress line', () => {
 
   it('shows no ETA without a rate', () => {
     expect(knownEta(progress(200_000, { rowsPerSecond: 0, etaSeconds: null }))).toBeUndefined();
+  });
+
+  it('says when and why the workers are held back', () => {
+    const held = progress(1100, {
+      throttle: { ...progress(0).throttle, state: 'pressure', cause: 'V1 commit latency over 50 ms' },
+    });
+    expect(backfillLine(held)).toMatch(/ · pressure \(V1 commit latency over 50 ms\)$/);
+    expect(backfillLine(progress(1100))).not.toMatch(/running|pressure/);
   });
 });

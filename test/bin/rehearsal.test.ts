@@ -41,17 +41,26 @@ describe('rehearsal, end to end on small data', () => {
       ...base,
       v1Url: dbs.v1Url,
       v2Url: dbs.v2Url,
+      generateV1In: dbs.v1Name,
       reportDir: reportDir(),
       print: (line) => lines.push(line),
     });
-  });
+    // A whole rehearsal: generous on a loaded machine (the suite runs beside other work).
+  }, 600_000);
   afterAll(() => Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]));
 
   it('runs every phase through the state machines and ends with equal tables and a clean verification', () => {
     const summary = summaryLine(result);
     expect(summary).toMatchObject({
       ok: true,
-      phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'done', cleanup: 'done' },
+      phases: {
+        prepare: 'done',
+        backfill: 'done',
+        verify: 'done',
+        cutover: 'done',
+        write_switch: 'done',
+        cleanup: 'done',
+      },
       trafficPercentage: 100,
       verification: { clean: true, mismatchedWindows: 0 },
     });
@@ -118,7 +127,7 @@ describe('rehearsal, end to end on small data', () => {
       const page = await browser.newPage();
       await page.goto(`file://${result.paths.html}`);
       const bars = await page.locator('#timeline rect').count();
-      expect(bars).toBe(5);
+      expect(bars).toBe(6); // the five phases and the write switch
       const box = await page.locator('#timeline').boundingBox();
       expect(box?.width).toBeGreaterThan(100);
       const points =
@@ -146,6 +155,7 @@ describe('rehearsal fault injection', () => {
         failAt: 'cutover:25',
         v1Url: dbs.v1Url,
         v2Url: dbs.v2Url,
+        generateV1In: dbs.v1Name,
         reportDir: reportDir(),
         print: () => undefined,
       });
@@ -154,11 +164,21 @@ describe('rehearsal fault injection', () => {
         ok: false,
         outcome: 'ROLLED_BACK',
         trafficPercentage: 0,
-        phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'failed', cleanup: 'pending' },
+        phases: {
+          prepare: 'done',
+          backfill: 'done',
+          verify: 'done',
+          cutover: 'failed',
+          write_switch: 'pending',
+          cleanup: 'pending',
+        },
         verification: { clean: true, mismatchedWindows: 0 },
       });
       expect(result.report.error).toBeUndefined(); // V1 row counts unchanged
-      expect(result.report.faults.rollback?.actor).toBe('alarm:RehearsalFault');
+      expect(result.report.faults.rollback).toMatchObject({
+        actor: 'alarm:RehearsalFault',
+        execution: expect.stringMatching(/^arn:aws:states:[^:]+:\d{12}:execution:rollback:/),
+      });
       expect(summaryLines(result)).toContain('  [x] rollback rehearsed');
       expect(result.report.tables.telemetry).toMatchObject({ v1: 8000, v2: 8000 });
       const v1 = new (await import('pg')).Pool({ connectionString: dbs.v1Url });
@@ -167,6 +187,47 @@ describe('rehearsal fault injection', () => {
       );
       await v1.end();
       expect(tables.rows.map((r) => r.table_name)).toEqual(['alerts', 'device_data', 'devices', 'users']);
+    } finally {
+      await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
+    }
+  }, 600_000);
+
+  it('rolls back from the write switch with --fail-at write-switch: writes back to V1, then reads, V1 equal to V2', async () => {
+    const dbs = await freshDatabases('rehearse_wsw');
+    await dbs.v1.end();
+    await dbs.v2.end();
+    const lines: string[] = [];
+    try {
+      const result = await runRehearsal({
+        ...base,
+        failAt: 'write-switch',
+        generateV1In: dbs.v1Name,
+        v1Url: dbs.v1Url,
+        v2Url: dbs.v2Url,
+        reportDir: reportDir(),
+        print: (line) => lines.push(line),
+      });
+      expect(result.exitCode).toBe(3);
+      expect(summaryLine(result)).toMatchObject({
+        ok: false,
+        outcome: 'ROLLED_BACK',
+        trafficPercentage: 0,
+        phases: { cutover: 'done', write_switch: 'rolled-back', cleanup: 'pending' },
+        verification: { clean: true, mismatchedWindows: 0 },
+      });
+      expect(result.report.error).toBeUndefined();
+      for (const t of Object.values(result.report.tables)) {
+        expect(t.v2).toBe(t.v1);
+        expect(t.v2Checksum).toBe(t.v1Checksum);
+      }
+      expect(result.report.faults.rollback?.actor).toBe('alarm:RehearsalFault');
+      // The writes came back to V1 before the reads.
+      const rollback = lines.filter((l) => l.startsWith('[rollback]'));
+      expect(rollback.indexOf('[rollback] Writes back to V1 first')).toBeGreaterThanOrEqual(0);
+      expect(rollback.indexOf('[rollback] Writes back to V1 first')).toBeLessThan(
+        rollback.indexOf('[rollback] Traffic to 0 %, dual-write stays on'),
+      );
+      expect(summaryLines(result)).toContain('  [x] writes switched to V2 (V1 mirrored)');
     } finally {
       await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
     }
@@ -186,5 +247,107 @@ describe('rehearsal fault injection', () => {
     await expect(
       runRehearsal({ ...base, failAt: 'cutover', reportDir: '/tmp/x', print: () => undefined }),
     ).rejects.toMatchObject({ name: 'InvalidInputError' });
+  });
+});
+
+describe('a V1 given by URL is only read', () => {
+  it('refuses a V1 database without V1’s tables with V1NotFoundError naming what it holds, writing nothing', async () => {
+    const dbs = await freshDatabases('rehearse_given');
+    try {
+      await dbs.v1.query('CREATE TABLE invoices (id int PRIMARY KEY)');
+      const databases = async () =>
+        (await dbs.v1.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_database')).rows[0].n;
+      const before = await databases();
+      const lines: string[] = [];
+
+      const error = await runRehearsal({
+        ...base,
+        v1Url: dbs.v1Url,
+        v2Url: dbs.v2Url,
+        reportDir: reportDir(),
+        print: (line) => lines.push(line),
+      }).catch((e: unknown) => e);
+
+      expect(error).toMatchObject({
+        name: 'V1NotFoundError',
+        message: expect.stringContaining(`database "${dbs.v1Name}" has none of V1's tables`),
+      });
+      expect((error as Error).message).toContain('invoices');
+      expect((error as Error).message).toContain(`--generate-v1-in ${dbs.v1Name}`);
+      expect(lines.join('\n')).not.toMatch(/generating/);
+      // The test server has no TLS: the output says so for both given databases.
+      expect(lines).toContain(
+        'warning: the V1 connection (--v1-url) is not encrypted: add sslmode=verify-full (or require) to the URL to use TLS',
+      );
+      expect(lines.some((l) => l.startsWith('warning: the V2 connection (--v2-url) is not encrypted'))).toBe(
+        true,
+      );
+      const tables = await dbs.v1.query(
+        `SELECT table_schema || '.' || table_name AS t FROM information_schema.tables
+          WHERE table_schema NOT IN ('pg_catalog', 'information_schema')`,
+      );
+      expect(tables.rows.map((r) => r.t)).toEqual(['public.invoices']);
+      expect(
+        (await dbs.v1.query(`SELECT count(*)::int AS n FROM pg_type WHERE typname = 'UserRole'`)).rows[0].n,
+      ).toBe(0);
+      expect(await databases()).toBe(before);
+      const v2Tables = await dbs.v2.query(
+        `SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')`,
+      );
+      expect(v2Tables.rows[0].n).toBe(0);
+    } finally {
+      await dbs.drop();
+    }
+  });
+
+  it('refuses --generate-v1-in that does not name the database of --v1-url, before connecting', async () => {
+    const error = await runRehearsal({
+      ...base,
+      v1Url: 'postgres://x@127.0.0.1:1/staging_v1',
+      v2Url: 'postgres://x@127.0.0.1:1/staging_v2',
+      generateV1In: 'production',
+      reportDir: '/tmp/x',
+      print: () => undefined,
+    }).catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      name: 'InvalidInputError',
+      issues: [
+        {
+          field: '--generate-v1-in',
+          problem: 'must name the database --v1-url points to (staging_v1), not production',
+        },
+      ],
+    });
+    await expect(
+      runRehearsal({ ...base, generateV1In: 'v1', reportDir: '/tmp/x', print: () => undefined }),
+    ).rejects.toMatchObject({ name: 'InvalidInputError', issues: [{ field: '--generate-v1-in' }] });
+  });
+});
+
+describe('--v1-url/--v2-url honour sslmode', () => {
+  it('sslmode=require against a server without TLS fails to connect (never falls back to plain text), writing nothing', async () => {
+    const dbs = await freshDatabases('rehearse_tls');
+    try {
+      const lines: string[] = [];
+      const error = await runRehearsal({
+        ...base,
+        v1Url: `${dbs.v1Url}?sslmode=require`,
+        v2Url: `${dbs.v2Url}?sslmode=require`,
+        generateV1In: dbs.v1Name,
+        reportDir: reportDir(),
+        print: (line) => lines.push(line),
+      }).catch((e: unknown) => e);
+
+      expect(error).toMatchObject({
+        name: 'DatabaseConnectionError',
+        message: expect.stringMatching(/V1.*does not support SSL/),
+      });
+      const tables = await dbs.v1.query(
+        `SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = 'public'`,
+      );
+      expect(tables.rows[0].n).toBe(0);
+    } finally {
+      await dbs.drop();
+    }
   });
 });

@@ -654,6 +654,32 @@ describe('withMigration under a mixed concurrent workload', () => {
     await expectVerified(dbs, config);
   });
 
+  it('an update of the id: the old id leaves V2 before the new one arrives, however slow V2 is to delete', async () => {
+    const { dbs, config } = ctx;
+    // V2 answers every DELETE 400 ms late: a new id mirrored alongside the old id's removal
+    // would reach V2 first, and V2's unique (tenant, email) would refuse it.
+    const m = migrated(ctx, slowDeletes(dbs.v2, 400));
+    await m.db.user.create({ data: { id: 'rn_old', email: 'rn@example.com', passwordHash: 'h' } });
+    await m.db.user.createMany({
+      data: [
+        { id: 'rn_many_a', email: 'rna@example.com', passwordHash: 'h' },
+        { id: 'rn_many_b', email: 'rnb@example.com', passwordHash: 'h' },
+      ],
+    });
+    await m.db.user.update({ where: { id: 'rn_old' }, data: { id: 'rn_new' } });
+    await m.db.$transaction(async (tx) => {
+      await tx.user.update({ where: { id: 'rn_many_a' }, data: { id: 'rn_many_a2' } });
+    });
+    await m.db.user.updateManyAndReturn({ where: { id: 'rn_many_b' }, data: { id: 'rn_many_b2' } });
+    expect(m.failures.map((f) => f.error.message)).toEqual([]);
+    expect(m.queue.bodies).toEqual([]);
+    const { rows } = await dbs.v2.query<{ id: string }>(
+      `SELECT id FROM users WHERE id LIKE 'rn\\_%' ORDER BY id`,
+    );
+    expect(rows.map((r) => r.id)).toEqual(['rn_many_a2', 'rn_many_b2', 'rn_new']);
+    await expectVerified(dbs, config, ['users']);
+  });
+
   it('deleteMany of more rows than one statement takes deletes them in one transaction and mirrors every delete', async () => {
     const { dbs, config } = ctx;
     const m = migrated(ctx);
@@ -680,6 +706,20 @@ describe('withMigration under a mixed concurrent workload', () => {
     await expectVerified(dbs, config);
   });
 });
+
+/** The same V2 pool, with every DELETE answered `ms` late. */
+function slowDeletes(v2: Pool, ms: number): Pool {
+  return new Proxy(v2, {
+    get(target, prop, receiver) {
+      if (prop !== 'query') return Reflect.get(target, prop, receiver) as unknown;
+      return async (text: string | { text: string }, values?: unknown[]) => {
+        const sql = typeof text === 'string' ? text : text.text;
+        if (/^\s*DELETE\b/i.test(sql)) await new Promise((r) => setTimeout(r, ms));
+        return target.query(text as string, values);
+      };
+    },
+  });
+}
 
 describe('withMigration options', () => {
   const client = {

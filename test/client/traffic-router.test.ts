@@ -28,11 +28,16 @@ function recorder() {
   return { reports, metrics, hooks };
 }
 
-/** A router over an in-memory store, already loaded with `percentage` and `dualWrite`. */
-async function memoryRouter(percentage: string | undefined, dualWrite: string | undefined = 'on') {
+/** A router over an in-memory store, already loaded with `percentage`, `dualWrite` and `writePrimary`. */
+async function memoryRouter(
+  percentage: string | undefined,
+  dualWrite: string | undefined = 'on',
+  writePrimary: string | null = 'v1',
+) {
   const store = new MemoryParameters();
   if (percentage !== undefined) await store.put(names.trafficPercentage, percentage);
   if (dualWrite !== undefined) await store.put(names.dualWrite, dualWrite);
+  if (writePrimary !== null) await store.put(names.writePrimary, writePrimary);
   const rec = recorder();
   const router = TrafficRouter.fromParameters(store, { prefix, ...rec.hooks });
   await router.refresh();
@@ -126,6 +131,38 @@ describe('TrafficRouter routing', () => {
     expect(router.dualWriteEnabled()).toBe(false);
     expect(router.snapshot()).toEqual(expect.objectContaining({ percentage: 10, dualWrite: false }));
   });
+
+  it('reads the write primary as v1 or v2', async () => {
+    const { store, router, reports } = await memoryRouter('100', 'on', 'v1');
+    expect(router.writePrimary()).toBe('v1');
+    await store.put(names.writePrimary, 'v2');
+    await router.refresh();
+    expect(router.writePrimary()).toBe('v2');
+    expect(router.snapshot()).toEqual(expect.objectContaining({ percentage: 100, writePrimary: 'v2' }));
+    expect(reports).toEqual([]);
+  });
+
+  it.each(['V2', 'v3', '', 'primary'])(
+    'keeps the last good write primary when the value is %j, and reports it',
+    async (bad) => {
+      const { store, router, reports } = await memoryRouter('100', 'on', 'v2');
+      await store.put(names.writePrimary, bad);
+      await router.refresh();
+      expect(router.writePrimary()).toBe('v2');
+      expect(reports.map((r) => [r.parameter, r.problem, r.value, r.kept])).toEqual([
+        [names.writePrimary, 'invalid', bad, 'v2'],
+      ]);
+      expect(reports[0].error.message).toContain('must be "v1" or "v2"');
+    },
+  );
+
+  it('starts at v1 when the write primary parameter is missing, and reports it', async () => {
+    const { router, reports } = await memoryRouter('0', 'off', null);
+    expect(router.writePrimary()).toBe('v1');
+    expect(reports.map((r) => [r.parameter, r.problem, r.kept])).toEqual([
+      [names.writePrimary, 'missing', 'v1'],
+    ]);
+  });
 });
 
 describe('TrafficRouter with unusable parameters', () => {
@@ -199,6 +236,7 @@ describe('TrafficRouter with unusable parameters', () => {
     expect(reports.map((r) => [r.parameter, r.problem, r.kept])).toEqual([
       [names.trafficPercentage, 'fetch-failed', 50],
       [names.dualWrite, 'fetch-failed', true],
+      [names.writePrimary, 'fetch-failed', 'v1'],
     ]);
     expect(reports[0].error.cause).toBe(outage);
 
@@ -238,7 +276,7 @@ describe('TrafficRouter over SSM (Powertools, mocked client)', () => {
 
   beforeEach(() => {
     ssm.reset();
-    current = { [names.trafficPercentage]: '50', [names.dualWrite]: 'on' };
+    current = { [names.trafficPercentage]: '50', [names.dualWrite]: 'on', [names.writePrimary]: 'v1' };
     ssm.on(GetParametersCommand).callsFake((input: { Names?: string[] }) => {
       const wanted = input.Names ?? [];
       return {
@@ -269,13 +307,13 @@ describe('TrafficRouter over SSM (Powertools, mocked client)', () => {
     return { router, ...rec };
   }
 
-  it('reads both parameters in one call and refreshes in the background, never on route()', async () => {
+  it('reads the parameters in one call and refreshes in the background, never on route()', async () => {
     const { router } = ssmRouter();
     await router.start();
     try {
       expect(ssmCalls()).toBe(1);
       expect(ssm.commandCalls(GetParametersCommand)[0].args[0].input.Names?.sort()).toEqual(
-        [names.dualWrite, names.trafficPercentage].sort(),
+        [names.dualWrite, names.trafficPercentage, names.writePrimary].sort(),
       );
       expect(router.snapshot()).toEqual(expect.objectContaining({ percentage: 50, dualWrite: true }));
 
@@ -343,10 +381,12 @@ describe('TrafficRouter over SSM (Powertools, mocked client)', () => {
       expect(reports.map((r) => [r.parameter, r.problem, r.kept])).toEqual([
         [names.trafficPercentage, 'fetch-failed', 50],
         [names.dualWrite, 'fetch-failed', true],
+        [names.writePrimary, 'fetch-failed', 'v1'],
       ]);
       expect(reports[0].error.cause).toBe(throttled);
       expect(reports[0].error.message).toContain('ThrottlingException');
       expect(metrics).toEqual([
+        [TRAFFIC_PARAMETER_INVALID_METRIC, 1],
         [TRAFFIC_PARAMETER_INVALID_METRIC, 1],
         [TRAFFIC_PARAMETER_INVALID_METRIC, 1],
       ]);
@@ -370,6 +410,7 @@ describe('TrafficRouter over SSM (Powertools, mocked client)', () => {
     expect(reports.map((r) => [r.problem, r.kept])).toEqual([
       ['fetch-failed', 0],
       ['fetch-failed', false],
+      ['fetch-failed', 'v1'],
     ]);
     expect(reports[1].error.cause).toBe(unreachable);
   });
@@ -380,11 +421,15 @@ describe('TrafficRouter over SSM (Powertools, mocked client)', () => {
     try {
       delete current[names.trafficPercentage];
       current[names.dualWrite] = 'yes';
+      current[names.writePrimary] = 'both';
       await jest.advanceTimersByTimeAsync(10_000);
-      expect(router.snapshot()).toEqual(expect.objectContaining({ percentage: 50, dualWrite: true }));
+      expect(router.snapshot()).toEqual(
+        expect.objectContaining({ percentage: 50, dualWrite: true, writePrimary: 'v1' }),
+      );
       expect(reports.map((r) => [r.parameter, r.problem, r.value])).toEqual([
         [names.trafficPercentage, 'missing', undefined],
         [names.dualWrite, 'invalid', 'yes'],
+        [names.writePrimary, 'invalid', 'both'],
       ]);
     } finally {
       router.stop();

@@ -6,6 +6,7 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { loadStackConfig } from '../../lib/config';
 import { migrationStateMachines } from '../../lib/constructs/state-machines';
 import { MigrationStack } from '../../lib/migration-stack';
+import { taskEventSchema } from '../../lambdas/core/orchestrator';
 import { appWithoutBundling } from './helpers';
 
 /** The app as bin/app.ts builds it (demo config, no context), without bundling assets. */
@@ -69,6 +70,71 @@ describe('the CDK app with no context (demo config)', () => {
       }),
       Targets: Match.arrayWith([Match.objectLike({ Arn: { Ref: rollbackId } })]),
     });
+  });
+
+  it('records a stopped execution’s end and releases its lock: a rule on Execution Status Change targets the orchestrator', () => {
+    const machines = Object.keys(template.findResources('AWS::StepFunctions::StateMachine')).sort();
+    const rules = Object.values(template.findResources('AWS::Events::Rule')).filter(
+      (r) => r.Properties.EventPattern?.source?.[0] === 'aws.states',
+    );
+    expect(rules).toHaveLength(1);
+    const rule = rules[0].Properties;
+    expect(rule.EventPattern).toEqual({
+      source: ['aws.states'],
+      'detail-type': ['Step Functions Execution Status Change'],
+      detail: { status: ['ABORTED', 'TIMED_OUT', 'FAILED'], stateMachineArn: expect.any(Array) },
+    });
+    expect(rule.EventPattern.detail.stateMachineArn.map((r: { Ref: string }) => r.Ref).sort()).toEqual(
+      machines,
+    );
+    const orchestratorId = Object.keys(template.findResources('AWS::Lambda::Function')).find((id) =>
+      id.startsWith('Orchestrator'),
+    )!;
+    const target = rule.Targets[0];
+    expect(target.Arn).toEqual({ 'Fn::GetAtt': [orchestratorId, 'Arn'] });
+    // What EventBridge sends for a "Stop execution" in the console is a task the orchestrator accepts.
+    const event = {
+      detail: {
+        executionArn: 'arn:aws:states:eu-west-1:123456789012:execution:Migration-x:advance-1',
+        stateMachineArn: 'arn:aws:states:eu-west-1:123456789012:stateMachine:Migration-x',
+        status: 'ABORTED',
+      },
+    };
+    const { InputPathsMap: paths, InputTemplate: input } = target.InputTransformer as {
+      InputPathsMap: Record<string, string>;
+      InputTemplate: string;
+    };
+    const rendered = input.replace(/<([\w-]+)>/g, (_, key: string) => {
+      const value = paths[key]
+        .replace(/^\$\./, '')
+        .split('.')
+        .reduce<unknown>((o, k) => (o as never)[k], event);
+      return JSON.stringify(value);
+    });
+    expect(taskEventSchema.parse(JSON.parse(rendered))).toEqual({
+      task: 'execution-ended',
+      actor: event.detail.executionArn,
+      status: 'ABORTED',
+      stateMachineArn: event.detail.stateMachineArn,
+    });
+    template.hasResourceProperties('AWS::Lambda::Permission', {
+      Action: 'lambda:InvokeFunction',
+      Principal: 'events.amazonaws.com',
+      FunctionName: { 'Fn::GetAtt': [orchestratorId, 'Arn'] },
+    });
+    // Taking the lock describes the holder's execution: only the three machines' executions.
+    const describe = Object.values(template.findResources('AWS::IAM::Policy')).flatMap(
+      (p) => p.Properties.PolicyDocument.Statement as { Action: string; Resource: unknown[] }[],
+    );
+    const statements = describe.filter((st) => st.Action === 'states:DescribeExecution');
+    expect(statements).toHaveLength(1);
+    const named = (statements[0].Resource as { 'Fn::Join': [string, unknown[]] }[]).map((r) => {
+      const parts = r['Fn::Join'][1];
+      expect(parts).toContain(':execution:');
+      expect(parts[parts.length - 1]).toBe(':*');
+      return (parts[parts.length - 2] as { 'Fn::GetAtt': [string, string] })['Fn::GetAtt'][0];
+    });
+    expect(named.sort()).toEqual(machines);
   });
 
   it('documents every stack output in the README', () => {

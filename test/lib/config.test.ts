@@ -136,6 +136,38 @@ describe('stack configuration', () => {
     },
   );
 
+  it.each([
+    ['a wildcard', { rdsInstanceId: '*' }, 'snapshot.rdsInstanceId'],
+    ['a prefix wildcard', { auroraClusterId: 'iot-*' }, 'snapshot.auroraClusterId'],
+    ['a path', { rdsInstanceId: 'iot/v1' }, 'snapshot.rdsInstanceId'],
+    ['a leading digit', { rdsInstanceId: '1iot' }, 'snapshot.rdsInstanceId'],
+    ['a double hyphen', { auroraClusterId: 'iot--v1' }, 'snapshot.auroraClusterId'],
+    ['64 characters', { rdsInstanceId: `a${'b'.repeat(63)}` }, 'snapshot.rdsInstanceId'],
+  ])('refuses a snapshot id with %s: it goes into IAM resource ARNs', (_name, snapshot, field) => {
+    const error = configError(() => parseStackConfig({ ...existingConfigInput(), snapshot }));
+
+    expect(error.issues).toEqual([
+      { field, problem: expect.stringMatching(/RDS identifier.*IAM resource ARNs/) },
+    ]);
+  });
+
+  it('takes an optional V1 owner secret, as a secret ARN, for V1 only', () => {
+    const input = existingConfigInput();
+    const owner = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:iot/v1-owner-MnOpQr';
+    expect(
+      parseStackConfig({ ...input, v1: { ...input.v1!, ownerSecretArn: owner } }).v1?.ownerSecretArn,
+    ).toBe(owner);
+    expect(
+      configError(() =>
+        parseStackConfig({ ...input, v1: { ...input.v1!, ownerSecretArn: 'postgres://owner:pw@v1/iot' } }),
+      ).issues,
+    ).toEqual([{ field: 'v1.ownerSecretArn', problem: expect.stringMatching(/Secrets Manager secret ARN/) }]);
+    expect(
+      configError(() => parseStackConfig({ ...input, v2: { ...input.v2!, ownerSecretArn: owner } as never }))
+        .issues,
+    ).toEqual([expect.objectContaining({ field: expect.stringMatching(/^v2/) })]);
+  });
+
   it('refuses V1 and V2 in one schema of one database (their tables share names)', () => {
     const input = existingConfigInput();
     const error = configError(() => parseStackConfig({ ...input, v2: { ...input.v1 } }));

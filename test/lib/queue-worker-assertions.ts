@@ -95,7 +95,7 @@ export function expectEventSource(
 /** The worker's role may read exactly the two database secrets and consume its queue. */
 export function expectWorkerPermissions(template: Template, id: string): void {
   template.hasResourceProperties('AWS::IAM::Policy', {
-    Roles: [{ Ref: Match.stringLikeRegexp(`^${id}WorkerFunction`) }],
+    Roles: [{ Ref: Match.stringLikeRegexp(`^${id}Worker(Function)?Role`) }],
     PolicyDocument: {
       Statement: Match.arrayWith([
         {

@@ -76,6 +76,24 @@ describe('the synthesized state machines, executed locally against real handlers
     expect(rollback.cause).toMatch(/reason/);
   });
 
+  it('changes the backfill control from the console input ({"action":"throttle",…}), refusing a bad one by name', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    const paused = await machines.run('migration', { action: 'throttle', pause: true, reason: 'V1 batch' });
+    expect(paused.status).toBe('SUCCEEDED');
+    expect(paused.path).toContain('Change the backfill throttle');
+    expect(paused.output).toMatchObject({ paused: true, state: 'paused', reason: 'V1 batch' });
+    const bad = await machines.run('migration', { action: 'throttle', rowsPerSecond: -1 });
+    expect(bad).toMatchObject({ status: 'FAILED', error: 'InvalidInputError' });
+    expect(bad.cause).toMatch(/rowsPerSecond/);
+    expect(bad.path).toEqual(['Validate input', 'Input is invalid']);
+    const resumed = await machines.run('migration', { action: 'throttle', pause: false });
+    expect(resumed.output).toMatchObject({ paused: false, state: 'running' });
+    const audit = await env.dbs.v2.query(
+      `SELECT details FROM migration_control.audit_log WHERE action = 'throttle.changed' ORDER BY id`,
+    );
+    expect(audit.rows.map((r) => r.details.to.paused)).toEqual([true, false]);
+  });
+
   it('refuses a phase skip: a cutover before verification fails with PhaseOrderError and releases its lock', async () => {
     const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
     const run = await machines.run('cutover', { action: 'run' });
@@ -227,8 +245,9 @@ describe('the synthesized state machines, executed locally against real handlers
     const audit = await env.dbs.v2.query(
       `SELECT actor, details FROM migration_control.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
     );
-    expect(audit.rows[0].actor).toBe('alarm:BackendErrorRate');
-    expect(audit.rows[0].details).toMatchObject({ from: 25, to: 0 });
+    // The actor is the Rollback execution that acted; the gate's reason says who asked.
+    expect(audit.rows[0].actor).toMatch(/^arn:aws:states:local-1:\d{12}:execution:rollback:/);
+    expect(audit.rows[0].details).toMatchObject({ from: 25, to: 0, requestedBy: 'alarm:BackendErrorRate' });
     env.alarms.clear();
   });
 
@@ -242,9 +261,14 @@ describe('the synthesized state machines, executed locally against real handlers
     expect(run.status).toBe('SUCCEEDED');
     expect(env.parameters.entries()[TRAFFIC]).toBe('0');
     const audit = await env.dbs.v2.query(
-      `SELECT actor FROM migration_control.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
+      `SELECT actor, details FROM migration_control.audit_log WHERE action = 'rollback.done' ORDER BY id DESC LIMIT 1`,
     );
-    expect(audit.rows[0].actor).toBe('alarm:IotV2Migration-MigrationHealth');
+    // Free text in the input never becomes the actor: the execution's ARN does.
+    expect(audit.rows[0].actor).toBe(run.executionId);
+    expect(audit.rows[0].details).toMatchObject({
+      requestedBy: 'alarm',
+      reason: 'alarm:IotV2Migration-MigrationHealth',
+    });
   });
 
   it('walks the happy path: cutover to 100 %, then cleanup, then status', async () => {
@@ -257,8 +281,17 @@ describe('the synthesized state machines, executed locally against real handlers
     expect(cut.status).toBe('SUCCEEDED');
     expect(cut.path.filter((s) => s === 'Health gate: alarms and drift')).toHaveLength(4);
     expect(env.parameters.entries()[TRAFFIC]).toBe('100');
+    const switched = await machines.run('cutover', { action: 'switch-writes' });
+    expect([switched.status, switched.cause]).toEqual(['SUCCEEDED', undefined]);
+    expect(switched.path).toContain('Write switch: verify touched windows, V2 the write primary');
     const before = await rowCounts(env.dbs.v1, 'public');
-    const cleanup = await machines.run('migration', { action: 'advance' });
+    // Without its confirmation, cleanup is refused before it changes anything.
+    const unconfirmed = await machines.run('migration', { action: 'advance' });
+    expect(unconfirmed).toMatchObject({ status: 'FAILED', error: 'ConfirmationRequiredError' });
+    expect(unconfirmed.cause).toContain('"confirm": "RENAME V1 TABLES"');
+    expect(env.parameters.entries()['/iot-migration/dual-write']).toBe('on');
+    expect(await rowCounts(env.dbs.v1, 'public')).toEqual(before);
+    const cleanup = await machines.run('migration', { action: 'advance', confirm: 'RENAME V1 TABLES' });
     expect(cleanup.status).toBe('SUCCEEDED');
     expect(cleanup.path).toEqual(
       expect.arrayContaining(['Phase 5: stop dual-write, archive V1', 'Check the archive, rename V1 tables']),
@@ -273,6 +306,38 @@ describe('the synthesized state machines, executed locally against real handlers
     };
     expect(output.phases.map((p) => p.status)).toEqual(['done', 'done', 'done', 'done', 'done']);
     expect(output.checklist.find((c) => c.item === 'rollback rehearsed')?.done).toBe(true);
+    expect(output.checklist.find((c) => c.item === 'writes switched to V2 (V1 mirrored)')?.done).toBe(true);
+  });
+
+  it('drops the archives from the console input only after the retention and with the confirmation', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    const early = await machines.run('migration', { action: 'drop-archives', confirm: 'DROP V1 ARCHIVES' });
+    expect(early).toMatchObject({ status: 'FAILED', error: 'GuardRefusedError' });
+    expect(early.cause).toMatch(/retention period of 14 days runs until/);
+    expect(await rowCounts(env.dbs.v1, 'public')).toHaveProperty('device_data_v1_archived');
+    const missing = await machines.run('migration', { action: 'drop-archives' });
+    expect(missing).toMatchObject({ status: 'FAILED', error: 'InvalidInputError' });
+    expect(missing.cause).toMatch(/confirm/);
+
+    // The retention is over (as configured here): the confirmed drop runs under the lock.
+    const retention0 = { ...env.deps, config: { ...env.deps.config, cleanup: { retentionDays: 0 } } };
+    const later = new LocalStateMachines(definitions, retention0, fastWaits);
+    const wrong = await later.run('migration', { action: 'drop-archives', confirm: 'drop them' });
+    expect(wrong).toMatchObject({ status: 'FAILED', error: 'GuardRefusedError' });
+    expect(wrong.cause).toMatch(/confirmation must be exactly "DROP V1 ARCHIVES"/);
+    const dropped = await later.run('migration', { action: 'drop-archives', confirm: 'DROP V1 ARCHIVES' });
+    expect(dropped.status).toBe('SUCCEEDED');
+    expect(dropped.path).toEqual([
+      'Validate input',
+      'Which action?',
+      'Take the lock to drop archives',
+      'Drop the archived V1 tables',
+      'Release the lock (archives dropped)',
+      'Archives dropped',
+    ]);
+    expect(await rowCounts(env.dbs.v1, 'public')).toEqual({});
+    const lock = await env.dbs.v2.query('SELECT holder FROM migration_control.migration_lock');
+    expect(lock.rows[0].holder).toBeNull();
   });
 });
 
@@ -332,5 +397,106 @@ describe('ops driving the cutover one level at a time, holding and resuming', ()
     );
     // Carried on from 25 %: no level was set twice.
     expect(levels.rows.map((r) => r.to)).toEqual(['10', '25', '50', '100']);
+  });
+});
+
+/** Resolves once `check` holds, polling (the order of events is explicit, never a race). */
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe('an execution stopped from the console (no Catch runs) and the migration lock', () => {
+  let env: Awaited<ReturnType<typeof environment>>;
+  beforeAll(async () => {
+    env = await environment('sfn_stop');
+  });
+  afterAll(() => env.close());
+
+  const lockHolder = async () =>
+    (await env.dbs.v2.query('SELECT holder FROM migration_control.migration_lock')).rows[0].holder as
+      string | null;
+  const audit = async (action: string) =>
+    (
+      await env.dbs.v2.query<{ actor: string; details: Record<string, unknown> }>(
+        'SELECT actor, details FROM migration_control.audit_log WHERE action = $1 ORDER BY id',
+        [action],
+      )
+    ).rows;
+
+  /**
+   * Starts `advance through BACKFILL` with a queue that delivers nothing, so that the execution
+   * polls the backfill until it is stopped; resolves once it polls.
+   */
+  async function startPolling(options: { statusChangeRule?: boolean } = {}) {
+    let polling = false;
+    const deps = {
+      ...env.deps,
+      queue: { sendAll: async (b: readonly string[]) => ({ sent: b.length, calls: 1 }) },
+    };
+    const machines = new LocalStateMachines(definitions, deps, {
+      ...fastWaits,
+      ...options,
+      onState: (_, state) => {
+        if (state === 'Wait for the backfill') polling = true;
+      },
+    });
+    const stop = new AbortController();
+    const done = machines.run(
+      'migration',
+      { action: 'advance', through: 'BACKFILL' },
+      undefined,
+      stop.signal,
+    );
+    await until(() => polling, 'the backfill poll loop');
+    return { machines, stop, done };
+  }
+
+  it('refuses a second run while the first runs; stopping the first releases its lock through the status-change rule', async () => {
+    const first = await startPolling();
+    const holder = await lockHolder();
+    expect(holder).toMatch(/:execution:migration:/);
+
+    const second = await first.machines.run('migration', { action: 'advance' });
+    expect(second).toMatchObject({ status: 'FAILED', error: 'MigrationLockedError' });
+    expect(second.cause).toContain(`locked by ${holder}`);
+    expect(second.cause).toContain('(RUNNING)');
+    expect(await lockHolder()).toBe(holder);
+
+    first.stop.abort(new Error('Stop execution, from the console'));
+    const stopped = await first.done;
+    expect(stopped.status).toBe('ABORTED');
+    expect(stopped.executionId).toBe(holder);
+    // No Catch ran: only the status-change rule can release the lock.
+    expect(stopped.path).not.toContain('Record the failure');
+    expect(await lockHolder()).toBeNull();
+    expect((await audit('execution.ended')).filter((a) => a.actor === holder)).toEqual([
+      {
+        actor: holder,
+        details: expect.objectContaining({ status: 'ABORTED', lockReleased: true }),
+      },
+    ]);
+  });
+
+  it('when the rule’s event is missed, the next run takes the stopped execution’s lock over', async () => {
+    const first = await startPolling({ statusChangeRule: false });
+    const holder = (await lockHolder())!;
+    first.stop.abort(new Error('Stop execution, from the console'));
+    expect((await first.done).status).toBe('ABORTED');
+    expect(await lockHolder()).toBe(holder);
+
+    const next = await new LocalStateMachines(definitions, env.deps, fastWaits).run('migration', {
+      action: 'advance',
+      through: 'PREPARE',
+    });
+
+    expect(next.status).toBe('SUCCEEDED');
+    expect(await lockHolder()).toBeNull();
+    const takeover = (await audit('lock.taken-over')).at(-1)!;
+    expect(takeover.actor).toBe(next.executionId);
+    expect(takeover.details).toMatchObject({ from: holder, holderStatus: expect.stringMatching(/^ENDED/) });
   });
 });

@@ -30,7 +30,7 @@ const parameterArn = (name: string) => ({
 });
 
 describe('TrafficSwitch', () => {
-  it('creates the traffic percentage at 0 and dual-write off, under the prefix', () => {
+  it('creates the traffic percentage at 0, dual-write off and the write primary v1, under the prefix', () => {
     const template = Template.fromStack(setup('/prod/iot').stack);
 
     template.hasResourceProperties('AWS::SSM::Parameter', {
@@ -45,9 +45,15 @@ describe('TrafficSwitch', () => {
       Value: 'off',
       AllowedPattern: '^(on|off)$',
     });
+    template.hasResourceProperties('AWS::SSM::Parameter', {
+      Name: '/prod/iot/write-primary',
+      Type: 'String',
+      Value: 'v1',
+      AllowedPattern: '^(v1|v2)$',
+    });
   });
 
-  it('grants read on exactly the two parameter ARNs', () => {
+  it('grants read on exactly the three parameter ARNs', () => {
     const { stack, trafficSwitch, backend } = setup();
     trafficSwitch.grantRead(backend);
     const template = Template.fromStack(stack);
@@ -62,6 +68,7 @@ describe('TrafficSwitch', () => {
             Resource: [
               parameterArn('^TrafficSwitchTrafficPercentage'),
               parameterArn('^TrafficSwitchDualWrite'),
+              parameterArn('^TrafficSwitchWritePrimary'),
             ],
           },
         ],
@@ -69,7 +76,7 @@ describe('TrafficSwitch', () => {
     });
   });
 
-  it('grants write (and read) on exactly the two parameter ARNs', () => {
+  it('grants write (and read) on exactly the three parameter ARNs', () => {
     const { stack, trafficSwitch, backend } = setup();
     trafficSwitch.grantWrite(backend);
 
@@ -81,6 +88,7 @@ describe('TrafficSwitch', () => {
             Resource: [
               parameterArn('^TrafficSwitchTrafficPercentage'),
               parameterArn('^TrafficSwitchDualWrite'),
+              parameterArn('^TrafficSwitchWritePrimary'),
             ],
           }),
         ],

@@ -80,6 +80,18 @@ export function fetchDatabaseCredentials(
   return pending;
 }
 
+/**
+ * Fetches a database secret again, bypassing the cache (what a pool does once after its
+ * password is refused: the secret was rotated); the cache then holds the new value.
+ */
+export function refreshDatabaseCredentials(
+  secretArn: string,
+  client?: SecretsManagerClient,
+): Promise<ResolvedCredentials> {
+  cache.delete(secretArn);
+  return fetchDatabaseCredentials(secretArn, client);
+}
+
 /** Forgets cached credentials (after a rotation, or between tests). */
 export function clearDatabaseCredentialsCache(): void {
   cache.clear();

@@ -47,7 +47,13 @@ export async function runBackfillLocally(
       options.onProgress?.(progress);
       if (progress.complete) return progress;
       const stats = queue.stats();
-      if (stats.queued === 0 && stats.inFlight === 0 && stats.invocations === 0) {
+      // Paused by ops: the workers gave their windows back; wait for the resume.
+      const idle = stats.queued === 0 && stats.inFlight === 0 && stats.invocations === 0;
+      if (idle && progress.throttle.paused) {
+        await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 100));
+        continue;
+      }
+      if (idle) {
         // Nothing left to run: either the next pump enqueues a stage, or windows whose message
         // is gone (a crash between marking and sending) are sent again, or windows failed.
         const after = await pumpBackfill({ ...deps, queue });

@@ -28,7 +28,7 @@ export async function runVerifyPhase(
 ): Promise<VerifyPoll> {
   const { runId } = await startVerify({ ...ctx, queue: workers.queue });
   for (;;) {
-    const poll = await pollVerify(ctx, runId);
+    const poll = await pollVerify({ ...ctx, queue: workers.queue }, runId);
     if (poll.complete) return poll;
     await sleep(options.pollMs ?? 100);
   }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { describeIssues } from '../../core/config';
 import { ConfigError, InvalidInputError, LocalQueueStateError } from '../../core/errors';
-import type { BatchHandler, QueuePort, QueueRecord } from '../../ports/queue';
+import type { BatchHandler, QueueDepthPort, QueuePort, QueueRecord } from '../../ports/queue';
 import { planBatches } from '../aws/sqs-queue';
 
 /** Records per handler invocation, as the Lambda SQS event source mapping's default. */
@@ -105,7 +105,7 @@ const batchResultSchema = z
  * Time is `performance.now()` (monotonic; faked by jest's modern fake timers). Timers are ref'd on purpose: a script awaiting `whenIdle()` must not exit while a message
  * waits out a delay. None is left once the queue is idle or stopped.
  */
-export class LocalQueue implements QueuePort {
+export class LocalQueue implements QueuePort, QueueDepthPort {
   private readonly visibilityTimeoutMs: number;
   private readonly maxReceiveCount: number;
   private readonly concurrency: number;
@@ -200,6 +200,12 @@ export class LocalQueue implements QueuePort {
       succeeded: this.succeeded,
       deadLettered: this.deadLetters.length,
     };
+  }
+
+  /** The queue's depth (QueueDepthPort): messages waiting, and delivered but not yet done. */
+  async depth(): Promise<{ waiting: number; inFlight: number }> {
+    const { queued, inFlight } = this.stats();
+    return { waiting: queued, inFlight };
   }
 
   /** The dead-letter list, oldest first. */

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { StateMachine, type StateMachineDefinition } from 'aws-local-stepfunctions';
 import { taskFailure } from '../../core/errors';
 import { orchestrate, type OrchestratorDeps } from '../../core/orchestrator';
+import { localExecutions } from './local-executions';
 
 type Json = Parameters<StateMachine['run']>[0];
 
@@ -41,6 +42,12 @@ export interface LocalRunOptions {
   retryMs?: number;
   /** Called with each state entered (progress display). */
   onState?: (machine: MachineName, state: string) => void;
+  /**
+   * Whether an execution that ends ABORTED or FAILED is reported to the orchestrator, as the
+   * stack's EventBridge rule on "Execution Status Change" does on AWS.
+   * @default true
+   */
+  statusChangeRule?: boolean;
   /** Wraps a Lambda task (fault injection in tests): gets the task event, returns the result. */
   wrapTask?: (
     event: Record<string, unknown>,
@@ -87,11 +94,16 @@ export function withAwsTaskTimeouts(definition: Record<string, unknown>): Record
 }
 
 export class LocalStateMachines {
+  private readonly deps: OrchestratorDeps;
+
   constructor(
     private readonly definitions: LocalDefinitions,
-    private readonly deps: OrchestratorDeps,
+    deps: OrchestratorDeps,
     private readonly options: LocalRunOptions = {},
-  ) {}
+  ) {
+    // The lock's liveness check asks this process's registry about local holders.
+    this.deps = { executions: localExecutions, ...deps };
+  }
 
   /** Every Task state of a definition with its resource. */
   private tasks(name: MachineName): [string, string][] {
@@ -112,13 +124,44 @@ export class LocalStateMachines {
     return out;
   }
 
+  /**
+   * Runs one execution to its end. Aborting `signal` stops it as "Stop execution" does on AWS (no
+   * Catch runs). As the stack's EventBridge rule does on AWS, an execution that ends ABORTED or
+   * FAILED is then reported to the orchestrator's `execution-ended` task (its end audited, its
+   * lock released).
+   */
   async run(
     name: MachineName,
     input: unknown,
     executionName?: string,
     signal?: AbortSignal,
   ): Promise<LocalExecution> {
-    const id = `arn:aws:states:local-1:000000000000:execution:${name}:${executionName ?? `${name}-${Date.now()}-${randomBytes(3).toString('hex')}`}`;
+    // The name ends with this process's mark, so a later run can tell whether it still runs.
+    const id = `arn:aws:states:local-1:000000000000:execution:${name}:${executionName ?? `${name}-${Date.now()}-${randomBytes(3).toString('hex')}`}${localExecutions.mark()}`;
+    localExecutions.started(id);
+    let result: LocalExecution;
+    try {
+      result = await this.execute(name, input, id, signal);
+    } finally {
+      localExecutions.ended(id);
+    }
+    if (result.status !== 'SUCCEEDED' && this.options.statusChangeRule !== false) {
+      await orchestrate(this.deps, {
+        task: 'execution-ended',
+        actor: id,
+        status: result.status,
+        stateMachineArn: `arn:aws:states:local-1:000000000000:stateMachine:${name}`,
+      }).catch(() => undefined);
+    }
+    return result;
+  }
+
+  private async execute(
+    name: MachineName,
+    input: unknown,
+    id: string,
+    signal?: AbortSignal,
+  ): Promise<LocalExecution> {
     const handlers: Record<string, (input: Json) => Promise<Json>> = {};
     for (const [stateName, resource] of this.tasks(name)) {
       if (resource.includes(':states:::states:startExecution')) {

@@ -22,6 +22,8 @@ export interface LocalVerifyOptions {
   maxRepairAttempts?: number;
   /** How long a mismatch may be a write in flight (see DEFAULT_RECHECK_DELAY_MS). */
   recheckDelayMs?: number;
+  /** The side repairs take as the truth (V2 once it is the write primary). @default 'v1' */
+  truth?: 'v1' | 'v2';
   pollMs?: number;
   hooks?: WorkerHooks;
   wrapHandler?: (handler: BatchHandler) => BatchHandler;
@@ -88,5 +90,6 @@ export async function runVerificationLocally(
     repair: options.repair,
     maxRepairAttempts: options.maxRepairAttempts,
     recheckDelayMs: options.recheckDelayMs,
+    truth: options.truth,
   });
 }

@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from '../config';
-import { controlSchema, isTransient } from '../db';
+import { controlSchema, ident, isConnectionFailure, isTransient } from '../db';
 import {
   MigrationError,
   ParentRowsMissingError,
@@ -14,8 +14,10 @@ import {
   insertTemplatesFromStaging,
   stagingColumns,
   streamWindow,
+  telemetryWindowDevices,
 } from '../sync/window-copy';
 import { loadWindow, qualified, type WindowRow } from '../windows';
+import { safeMessage } from '../safe-error';
 
 export interface BackfillDeps {
   v1: Pool;
@@ -29,43 +31,14 @@ export interface CopyResult {
   rowsCopied: number;
   rowsInserted: number;
   path: 'fast' | 'staging' | 'skipped';
+  /**
+   * How the copied rows' foreign keys were checked: once for the window (telemetry's COPY, see
+   * checkTelemetryParents), or row by row by PostgreSQL.
+   */
+  foreignKeys?: 'window' | 'row';
 }
 
 const sqlState = (e: unknown) => (e as { code?: string }).code ?? '';
-
-/** SQLSTATE lock_not_available: a lock wait ran past the session's lock_timeout. */
-const LOCK_TIMEOUT = '55P03';
-
-/**
- * How often a window copy that hit a lock timeout (55P03: a migration or a long transaction
- * held a lock the copy needs past V2's lock_timeout) tries again itself, with jittered
- * exponential backoff from `baseMs`, before its message goes back to the queue.
- */
-export const DEFAULT_LOCK_RETRY = { attempts: 4, baseMs: 200 };
-
-export interface CopyWindowOptions {
-  /** This delivery's receive count (its last one marks a failing window failed). */
-  receiveCount?: number;
-  /** @default DEFAULT_LOCK_RETRY */
-  lockRetry?: { attempts: number; baseMs: number };
-  /** Called (and awaited) before each wait after a lock timeout. */
-  onLockTimeout?: (wait: { attempt: number; delayMs: number }) => void | Promise<void>;
-}
-
-/** Runs one copy attempt, trying it again after a lock timeout, up to `lockRetry.attempts` in all. */
-async function retryingLockTimeouts<T>(options: CopyWindowOptions, copy: () => Promise<T>): Promise<T> {
-  const { attempts, baseMs } = options.lockRetry ?? DEFAULT_LOCK_RETRY;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await copy();
-    } catch (error) {
-      if (sqlState(error) !== LOCK_TIMEOUT || attempt >= attempts) throw error;
-      const delayMs = Math.round(baseMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
-      await options.onLockTimeout?.({ attempt, delayMs });
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
-    }
-  }
-}
 
 /**
  * Finds the first staged row that V2 refuses, with one savepoint per row, to name it. Only
@@ -89,18 +62,88 @@ async function findUnmappableRow(
       await v2Client.query(insertFromStaging(config, window.table_name, `s.ctid = $1::tid`), [row.tid]);
       await v2Client.query('RELEASE SAVEPOINT one_row');
     } catch (error) {
-      throw new UnmappableRowError(
-        m.v1Table,
-        window.id,
-        `${m.v1Table}.id=${row.key}`,
-        (error as Error).message,
-        { cause: error },
-      );
+      throw new UnmappableRowError(m.v1Table, window.id, `${m.v1Table}.id=${row.key}`, safeMessage(error), {
+        cause: error,
+      });
     }
   }
-  throw new UnmappableRowError(m.v1Table, window.id, '(unknown)', (bulkError as Error).message, {
+  throw new UnmappableRowError(m.v1Table, window.id, '(unknown)', safeMessage(bulkError), {
     cause: bulkError,
   });
+}
+
+/** V2 pools whose role may not set `session_replication_role` (asked once per pool). */
+const rowTriggersRequired = new WeakSet<Pool>();
+
+/**
+ * Turns off, in the V2 transaction only (copyWindow turns them on again after its COPY), the
+ * per-row triggers that check V2 telemetry's foreign keys (`session_replication_role = replica`, which needs a superuser, RDS's
+ * master user, or `GRANT SET ON PARAMETER session_replication_role`). Returns false, changing
+ * nothing, where the role may not, or where telemetry (or one of its partitions or chunks) has
+ * a trigger of its own, which must keep firing.
+ */
+async function skipRowTriggers(v2Client: PoolClient, v2: Pool, config: MigrationConfig): Promise<boolean> {
+  if (rowTriggersRequired.has(v2)) return false;
+  const own = await v2Client.query(
+    `SELECT 1 FROM pg_catalog.pg_trigger
+      WHERE NOT tgisinternal
+        AND (tgrelid = $1::regclass OR tgrelid IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = $1::regclass))
+      LIMIT 1`,
+    [`${ident(config.schemas.v2)}.telemetry`],
+  );
+  if (own.rows.length > 0) return false;
+  await v2Client.query('SAVEPOINT replica_role');
+  try {
+    await v2Client.query(`SELECT set_config('session_replication_role', 'replica', true)`);
+    await v2Client.query('RELEASE SAVEPOINT replica_role');
+    return true;
+  } catch (error) {
+    if (sqlState(error) !== '42501') throw error;
+    await v2Client.query('ROLLBACK TO SAVEPOINT replica_role');
+    rowTriggersRequired.add(v2);
+    return false;
+  }
+}
+
+/**
+ * Telemetry's foreign keys (tenant, device), checked once per window instead of once per row
+ * (the per-row checks skipped by skipRowTriggers, about half the CPU time of a window's COPY),
+ * after the window's COPY and before its commit: the tenant and every device that owns a row of
+ * the window (read from V1 in the snapshot the COPY read) must be in V2, and are locked
+ * `FOR KEY SHARE` until the window commits, the lock PostgreSQL's own check takes per row. A
+ * device deleted meanwhile has either gone (or is going: the lock waits for its deletion to
+ * commit) and the window fails with ParentRowsMissingError and is retried, or its deletion waits
+ * for the window and its cascade then removes the window's rows too. No V2 row is ever left
+ * without its device. Checking after the COPY, not before, means the window holds no device lock
+ * while it copies: a hypertable chunk the COPY creates (which locks `devices` to add its foreign
+ * keys) cannot deadlock with a device deletion waiting on such a lock.
+ */
+async function checkTelemetryParents(
+  v1Client: PoolClient,
+  v2Client: PoolClient,
+  config: MigrationConfig,
+  window: WindowRow,
+): Promise<void> {
+  const tenant = await v2Client.query(
+    `SELECT id FROM ${qualified(config.schemas.v2, 'tenants')} WHERE id = $1 FOR KEY SHARE`,
+    [config.tenant.id],
+  );
+  if (tenant.rows.length === 0)
+    throw new ParentRowsMissingError('telemetry', window.id, `tenant ${config.tenant.id} is not in V2`);
+  const devices = await telemetryWindowDevices(v1Client, config, window);
+  const found = await v2Client.query<{ id: string }>(
+    `SELECT id FROM ${qualified(config.schemas.v2, 'devices')} WHERE id = ANY($1::text[]) FOR KEY SHARE`,
+    [devices],
+  );
+  if (found.rows.length !== devices.length) {
+    const present = new Set(found.rows.map((r) => r.id));
+    const missing = devices.filter((d) => !present.has(d));
+    throw new ParentRowsMissingError(
+      'telemetry',
+      window.id,
+      `${missing.length} device(s) not in V2: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`,
+    );
+  }
 }
 
 /**
@@ -109,13 +152,13 @@ async function findUnmappableRow(
  * copy, or a newer dual write) are kept as they are, never duplicated or overwritten.
  * Telemetry first tries a straight COPY into the table; if any row of the window is already
  * there the unique key refuses it, and the window goes through a staging table and
- * `INSERT … ON CONFLICT DO NOTHING` instead. A lock timeout (55P03) is tried again here, with
- * backoff (`options.lockRetry`), rather than by a redelivery of the window's message.
+ * `INSERT … ON CONFLICT DO NOTHING` instead. A lock timeout (55P03) or a lost session fails as
+ * TransientDatabaseError, which the worker tries again within the delivery (copyRidingOutFaults).
  */
 export async function copyWindow(
   deps: BackfillDeps,
   windowId: number,
-  options: CopyWindowOptions = {},
+  options: { receiveCount?: number } = {},
 ): Promise<CopyResult> {
   const { v1, v2, config } = deps;
   const ctl = controlSchema(config);
@@ -141,7 +184,9 @@ export async function copyWindow(
       await v2Client.query('BEGIN');
       let rowsCopied: number;
       let rowsInserted: number;
+      let foreignKeys: CopyResult['foreignKeys'] = 'row';
       if (fast) {
+        if (await skipRowTriggers(v2Client, v2, config)) foreignKeys = 'window';
         rowsCopied = await streamWindow(
           v1Client,
           v2Client,
@@ -149,6 +194,11 @@ export async function copyWindow(
           window,
           qualified(config.schemas.v2, 'telemetry'),
         );
+        if (foreignKeys === 'window') {
+          // Only the COPY runs without triggers: the rest of the transaction fires them again.
+          await v2Client.query(`SELECT set_config('session_replication_role', 'origin', true)`);
+          await checkTelemetryParents(v1Client, v2Client, config, window);
+        }
         rowsInserted = rowsCopied;
       } else {
         await v2Client.query(`CREATE TEMP TABLE stage (${stagingColumns(table)}) ON COMMIT DROP`);
@@ -172,7 +222,7 @@ export async function copyWindow(
       );
       await v2Client.query('COMMIT');
       await v1Client.query('COMMIT');
-      return { windowId, table, rowsCopied, rowsInserted, path: fast ? 'fast' : 'staging' };
+      return { windowId, table, rowsCopied, rowsInserted, path: fast ? 'fast' : 'staging', foreignKeys };
     } catch (error) {
       await v2Client.query('ROLLBACK').catch(() => {
         broken = true;
@@ -191,7 +241,7 @@ export async function copyWindow(
   try {
     if (table === 'telemetry') {
       try {
-        return await retryingLockTimeouts(options, () => attempt(true));
+        return await attempt(true);
       } catch (error) {
         const code = sqlState(error);
         // Rows of this window are already in V2 (redelivery, a concurrent worker, dual writes),
@@ -200,7 +250,7 @@ export async function copyWindow(
           throw error;
       }
     }
-    return await retryingLockTimeouts(options, () => attempt(false));
+    return await attempt(false);
   } catch (error) {
     const named = classify(error, table, windowId);
     // On its last delivery a failing window goes to the DLQ: mark it failed, visibly.
@@ -220,9 +270,9 @@ export async function copyWindow(
 function classify(error: unknown, table: MappedTable, windowId: number): MigrationError {
   if (error instanceof MigrationError) return error;
   const code = sqlState(error);
-  const message = (error as Error).message ?? String(error);
+  const message = safeMessage(error);
   if (code === '23503') return new ParentRowsMissingError(table, windowId, message, { cause: error });
-  if (isTransient(error) || /Connection terminated|ECONNRESET|ECONNREFUSED/.test(message)) {
+  if (isTransient(error) || isConnectionFailure(error)) {
     return new TransientDatabaseError(
       `window ${windowId} of ${table}: ${message}`,
       { table, windowId },

@@ -5,6 +5,7 @@ import { STAGES } from '../mapping';
 import type { WorkMessage } from '../work-messages';
 import type { QueuePort } from '../../ports/queue';
 import type { BackfillDeps } from './copy';
+import { readControl, type ThrottleState } from './throttle';
 
 export interface TableProgress {
   windows: number;
@@ -28,6 +29,15 @@ export interface BackfillProgress {
   elapsedSeconds: number;
   tables: Record<string, TableProgress>;
   failures: { windowId: number; table: string; error: string }[];
+  /** Whether the workers are held back (paused by ops, under a ceiling, V1 under pressure), and why. */
+  throttle: {
+    state: ThrottleState;
+    cause: string | null;
+    since: string;
+    paused: boolean;
+    rowsPerSecond: number | null;
+    windowRows: number | null;
+  };
 }
 
 /** Windows total / done / failed, rows copied, rows per second and ETA, from the control schema. */
@@ -79,6 +89,7 @@ export async function backfillProgress(v2: Pool, config: MigrationConfig): Promi
       `SELECT id, table_name, last_error FROM ${ctl}.windows WHERE status = 'failed' ORDER BY id LIMIT 20`,
     )
   ).rows.map((r) => ({ windowId: Number(r.id), table: r.table_name, error: r.last_error }));
+  const control = await readControl(v2, config);
   return {
     planned: windowsTotal > 0,
     complete: windowsTotal > 0 && windowsDone === windowsTotal,
@@ -92,6 +103,14 @@ export async function backfillProgress(v2: Pool, config: MigrationConfig): Promi
     elapsedSeconds: Math.round(elapsedSeconds * 10) / 10,
     tables,
     failures,
+    throttle: {
+      state: control.state,
+      cause: control.stateCause,
+      since: control.stateSince,
+      paused: control.paused,
+      rowsPerSecond: control.rowsPerSecond,
+      windowRows: control.windowRows,
+    },
   };
 }
 
@@ -106,6 +125,8 @@ export async function pumpBackfill(
   const ctl = controlSchema(deps.config);
   let progress = await backfillProgress(deps.v2, deps.config);
   let enqueued = 0;
+  // Paused: nothing is sent (work given back waits as pending until ops resume).
+  if (progress.throttle.paused) return { enqueued, progress };
   for (const stage of STAGES) {
     const stageDone = stage.every(
       (t) => (progress.tables[t]?.done ?? 0) === (progress.tables[t]?.windows ?? 0),

@@ -12,18 +12,25 @@ import {
   type ClientSettingsInput,
 } from './row-sync';
 import { parseId, readV1Source, sameSource, SYNC_TABLES, type V1Source } from './v1-read';
+import { describeError } from '../safe-error';
+import { syncRowToV1 } from './reverse';
+import { WRITE_PRIMARIES, type WritePrimary } from '../../ports/parameters';
 
 /** The type of a repair message. */
 export const REPAIR_MESSAGE_TYPE = 'repair-row';
 /** Reads of a V1 row that keeps changing under a repair before the repair gives up (and is retried). */
 export const REPAIR_MAX_ROUNDS = 5;
 
-/** A repair message names one row (V2 table, V1 id); it never carries the row itself. */
+/**
+ * A repair message names one row (V2 table, V1 id) and the side that holds its write (`from`:
+ * V1, the default, or V2 once it is the write primary); it never carries the row itself.
+ */
 export const repairMessageSchema = z
   .object({
     type: z.literal(REPAIR_MESSAGE_TYPE),
     table: z.enum(SYNC_TABLES),
     id: z.string().min(1).max(1000),
+    from: z.enum(WRITE_PRIMARIES).optional(),
   })
   .strict()
   .refine((m) => m.table !== 'telemetry' || /^[0-9]{1,19}$/.test(m.id), {
@@ -32,9 +39,14 @@ export const repairMessageSchema = z
   });
 export type RepairMessage = z.infer<typeof repairMessageSchema>;
 
-/** The body of the repair message of one row. */
-export function repairMessage(table: MappedTable, id: string): string {
-  return JSON.stringify({ type: REPAIR_MESSAGE_TYPE, table, id } satisfies RepairMessage);
+/** The body of the repair message of one row, to be synced from `from` (V1 unless said). */
+export function repairMessage(table: MappedTable, id: string, from: WritePrimary = 'v1'): string {
+  return JSON.stringify({
+    type: REPAIR_MESSAGE_TYPE,
+    table,
+    id,
+    ...(from === 'v2' ? { from } : {}),
+  } satisfies RepairMessage);
 }
 
 /** Parses a queue body; a malformed one gets InvalidMessageError (it fails only its own record). */
@@ -51,8 +63,13 @@ export interface RepairDeps extends ClientSettingsInput {
 export interface RepairResult {
   table: MappedTable;
   id: string;
-  /** `upserted`: V2 now holds V1's row; `deleted`: V1 has no such row, so V2 has none either. */
+  /**
+   * `upserted`: the other side now holds the row as the side synced from has it; `deleted`: that
+   * side has no such row, so the other has none either.
+   */
   action: 'upserted' | 'deleted';
+  /** The side the row was synced from (V1 unless the message said V2). */
+  from?: WritePrimary;
 }
 
 interface Resolved {
@@ -113,20 +130,28 @@ export async function syncRow(
 }
 
 /**
- * Re-syncs one row from V1 to V2 (`syncRow`), for the repair worker. Failures are
+ * Re-syncs one row for the repair worker: from V1 to V2 (`syncRow`), or, for a row whose write
+ * V2 holds (V2 the write primary), from V2 to V1 (`syncRowToV1`, V2 the truth). Failures are
  * RepairRowError, retryable when another try may succeed.
  */
-export async function repairRow(deps: RepairDeps, table: MappedTable, id: string): Promise<RepairResult> {
+export async function repairRow(
+  deps: RepairDeps,
+  table: MappedTable,
+  id: string,
+  from: WritePrimary = 'v1',
+): Promise<RepairResult> {
   resolve(deps);
   const key = parseId(table, id);
   try {
-    return await syncRow(deps, table, key);
+    const result = from === 'v2' ? await syncRowToV1(deps, table, key) : await syncRow(deps, table, key);
+    return from === 'v2' ? { ...result, from } : result;
   } catch (error) {
     if (error instanceof RepairRowError) throw error;
-    const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    const reason = describeError(error);
     throw new RepairRowError(table, key, reason, {
       cause: error,
       retryable: !(error instanceof MigrationError) && isRetryableRowError(error),
+      target: from === 'v2' ? 'V1' : 'V2',
     });
   }
 }
@@ -145,7 +170,7 @@ export function repairBatchHandler(deps: RepairDeps, hooks: RepairHooks = {}): B
   return partialBatchHandler(
     async (record) => {
       const message = parseRepairMessage(record.body);
-      return repairRow(deps, message.table, message.id);
+      return repairRow(deps, message.table, message.id, message.from);
     },
     { onDone: hooks.onRepaired, onError: hooks.onError },
   );

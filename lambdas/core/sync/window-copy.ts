@@ -7,7 +7,7 @@ import {
   EXTRA_V1_COLUMNS,
   MAPPINGS,
   TEMPLATE_ID_SQL,
-  v1Projection,
+  v1ProjectionList,
   v2Columns,
   type ColumnMapping,
   type MappedTable,
@@ -20,7 +20,33 @@ import { bindWindow, qualified, type WindowRow } from '../windows';
  * are both made of them.
  */
 
-/** Streams the window's mapped V1 rows into `target` on V2 with COPY; returns the row count. */
+/**
+ * Working memory of the V1 session that sorts a telemetry window into key order: a window of the
+ * default 50,000 rows sorts in memory, without temporary files.
+ */
+export const SORT_WORK_MEM = '64MB';
+
+/**
+ * The SELECT list of a window's mapped V1 rows, each column cast to the type V2 (and staging)
+ * store it as, so COPY's binary form of each value is the one V2 reads.
+ */
+function typedProjection(table: MappedTable): string {
+  const types = [
+    ...MAPPINGS[table].columns.map((c) => STAGING_TYPES[c.kind]),
+    ...(EXTRA_V1_COLUMNS[table] ?? []).map(() => 'text'),
+  ];
+  return v1ProjectionList(table)
+    .map((expr, i) => `(${expr})::${types[i]}`)
+    .join(', ');
+}
+
+/**
+ * Streams the window's mapped V1 rows into `target` on V2 with COPY; returns the row count.
+ * Telemetry rows go in key order (`"timestamp"`, id), so V2's unique key on
+ * (`legacy_id`, `"timestamp"`) and its primary key take them mostly at their right edge.
+ * Where both servers store text in the same encoding, COPY's binary format carries the values
+ * (no timestamp, number or text formatting and parsing on the way); otherwise its text format.
+ */
 export async function streamWindow(
   v1Client: PoolClient,
   v2Client: PoolClient,
@@ -29,28 +55,59 @@ export async function streamWindow(
   target: string,
 ): Promise<number> {
   const m = MAPPINGS[window.table_name];
+  const telemetry = window.table_name === 'telemetry';
   // COPY's text form of an instant follows the session's DateStyle and TimeZone: both sides use
   // the same ones whatever their servers' defaults, so every value reads back as it was written.
-  for (const client of [v1Client, v2Client])
-    await client.query(
-      `SELECT set_config('DateStyle', 'ISO, YMD', true), set_config('TimeZone', 'UTC', true)`,
-    );
-  await v1Client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
+  const [v1Session, v2Session] = await Promise.all(
+    [v1Client, v2Client].map((client) =>
+      client.query<{ encoding: string }>(
+        `SELECT set_config('DateStyle', 'ISO, YMD', true), set_config('TimeZone', 'UTC', true),
+                current_setting('server_encoding') AS encoding`,
+      ),
+    ),
+  );
+  // Binary COPY passes text bytes as they are stored: only between equal encodings.
+  const binary = v1Session.rows[0].encoding === v2Session.rows[0].encoding;
+  await v1Client.query(
+    `SELECT set_config('migration.tenant_id', $1, true), set_config('work_mem', $2, true)`,
+    [config.tenant.id, SORT_WORK_MEM],
+  );
   const where = await bindWindow(v1Client, window.table_name, window, 'v1');
   // For telemetry, reading each device's slice through the ("deviceId", "timestamp") index
   // keeps a window's cost proportional to its size instead of a scan of the whole table.
-  const viaDevices =
-    window.table_name === 'telemetry'
-      ? ` AND "deviceId" IN (SELECT id FROM ${qualified(config.schemas.v1, 'devices')})`
-      : '';
+  const viaDevices = telemetry
+    ? ` AND "deviceId" IN (SELECT id FROM ${qualified(config.schemas.v1, 'devices')}) ORDER BY "timestamp", id`
+    : '';
+  const format = binary ? ' (FORMAT binary)' : '';
   const source = copyTo(
-    `COPY (SELECT ${v1Projection(window.table_name)} FROM ${qualified(config.schemas.v1, m.v1Table)} WHERE ${where}${viaDevices}) TO STDOUT`,
+    `COPY (SELECT ${typedProjection(window.table_name)} FROM ${qualified(config.schemas.v1, m.v1Table)} WHERE ${where}${viaDevices}) TO STDOUT${format}`,
   );
-  const sink = copyFrom(`COPY ${target} (${v2Columns(window.table_name).map(ident).join(', ')}) FROM STDIN`);
+  const sink = copyFrom(
+    `COPY ${target} (${v2Columns(window.table_name).map(ident).join(', ')}) FROM STDIN${format}`,
+  );
   const reading = v1Client.query(source);
   const writing = v2Client.query(sink);
   await pipeline(reading, writing);
   return Number(writing.rowCount ?? 0);
+}
+
+/**
+ * The V1 devices that own at least one row of a telemetry window, read in the V1 session's
+ * snapshot (the one the window's COPY reads): one index probe per device, each stopping at its
+ * first row in the window.
+ */
+export async function telemetryWindowDevices(
+  v1Client: PoolClient,
+  config: MigrationConfig,
+  window: WindowRow,
+): Promise<string[]> {
+  const where = await bindWindow(v1Client, 'telemetry', window, 'v1');
+  const { rows } = await v1Client.query<{ id: string }>(
+    `SELECT d.id FROM ${qualified(config.schemas.v1, 'devices')} d
+       CROSS JOIN LATERAL (SELECT 1 FROM ${qualified(config.schemas.v1, 'device_data')}
+                            WHERE "deviceId" = d.id AND ${where} LIMIT 1) AS present`,
+  );
+  return rows.map((r) => r.id);
 }
 
 const STAGING_TYPES: Record<ColumnMapping['kind'], string> = {
@@ -71,7 +128,8 @@ export function stagingColumns(table: MappedTable): string {
 /**
  * INSERT … SELECT from staging into the V2 table. The backfill keeps a row V2 already has
  * (`nothing`: a dual write is newer than the backfill's read); repair overwrites it with V1
- * (`update`: V1 is the source of truth).
+ * (`update`: V1 is the source of truth), but only a row of the same tenant: another tenant's
+ * row under the same key is left as it is (and the window stays mismatched, named).
  */
 export function insertFromStaging(
   config: MigrationConfig,
@@ -90,7 +148,7 @@ export function insertFromStaging(
       : `DO UPDATE SET ${written
           .filter((c) => !keyColumns.has(c.replace(/"/g, '')))
           .map((c) => `${c} = EXCLUDED.${c}`)
-          .join(', ')}`;
+          .join(', ')} WHERE ${target}.tenant_id = EXCLUDED.tenant_id`;
   const where = extraWhere ? `WHERE ${extraWhere}` : '';
   if (table === 'devices') {
     return `INSERT INTO ${target} (${written.join(', ')})

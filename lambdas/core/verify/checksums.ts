@@ -36,6 +36,13 @@ export function keyExpressions(table: MappedTable, side: 'v1' | 'v2'): { ts?: st
     : { ts: `("timestamp" AT TIME ZONE 'UTC')`, id: 'legacy_id' };
 }
 
+/**
+ * The V2 rows of the migrated tenant: V2 may hold other tenants' rows in the same key ranges
+ * (the write switch makes that normal); verification never counts them and repair never
+ * touches them. Reads the transaction's `migration.tenant_id` once per query (an InitPlan).
+ */
+export const V2_TENANT_FILTER = `tenant_id = (SELECT current_setting('migration.tenant_id'))`;
+
 export const sourceTable = (table: MappedTable, config: MigrationConfig, side: 'v1' | 'v2') =>
   side === 'v1'
     ? qualified(config.schemas.v1, MAPPINGS[table].v1Table)
@@ -116,12 +123,14 @@ async function sliceScope(
     side,
   );
   const nativeOnly = side === 'v2' && MAPPINGS[table].windowKey !== 'id' ? ' AND legacy_id IS NOT NULL' : '';
+  // V2 may hold other tenants' rows in the same key range: only the migrated tenant's count.
+  const tenant = side === 'v2' ? ` AND ${V2_TENANT_FILTER}` : '';
   return {
     client,
     table,
     windows,
     side,
-    from: `${sourceTable(table, config, side)} WHERE ${range}${nativeOnly}`,
+    from: `${sourceTable(table, config, side)} WHERE ${range}${nativeOnly}${tenant}`,
     digest: await sideDigest(client, config, table, side),
   };
 }

@@ -1,6 +1,7 @@
 import { VerificationFailedError } from '../errors';
 import { checkWindows, type VerifyDeps } from './checksums';
 import { repairRun } from './repair';
+import { repairRunFromV2 } from './repair-reverse';
 import { buildReport, finishVerification, type VerificationReport } from './report';
 import { compareAgain, compareKeys, explainWindow, type WindowMismatch } from './row-diff';
 import { recordResults } from './runs';
@@ -20,6 +21,8 @@ export interface ConcludeOptions {
   maxRepairAttempts?: number;
   /** @default DEFAULT_RECHECK_DELAY_MS */
   recheckDelayMs?: number;
+  /** The side repairs take as the truth: V1, or V2 once it is the write primary. @default 'v1' */
+  truth?: 'v1' | 'v2';
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -130,7 +133,10 @@ export async function concludeRun(
   let report = await buildReport(deps, runId, { sampleSize: options.sampleSize });
   report = await recheckInFlight(deps, report, options.recheckDelayMs);
   if (!report.clean && options.repair !== false)
-    report = await repairRun(deps, report, { maxAttempts: options.maxRepairAttempts });
+    report =
+      options.truth === 'v2'
+        ? await repairRunFromV2(deps, report, { maxAttempts: options.maxRepairAttempts })
+        : await repairRun(deps, report, { maxAttempts: options.maxRepairAttempts });
   await finishVerification(deps, report);
   return report;
 }

@@ -3,18 +3,25 @@ import { checkWindows, type VerifyDeps } from './checksums';
 import { recheckInFlight } from './conclude';
 import { buildReport, finishVerification, type VerificationReport } from './report';
 import { recordResults, touchedWindows } from './runs';
+import { touchedWindowsInV2 } from './touched-v2';
 
 /**
  * The cutover's drift check: re-verifies only the windows touched since `since`, window by
  * window, as an incremental run recorded like any other. No repair: drift fails the gate.
+ * With `inV2` (V2 the write primary), windows whose V2 rows changed since then are checked too.
  */
 export async function verifyTouchedWindows(
   deps: VerifyDeps,
   since: Date,
-  options: { recheckDelayMs?: number } = {},
+  options: { recheckDelayMs?: number; inV2?: boolean } = {},
 ): Promise<VerificationReport> {
   const ctl = controlSchema(deps.config);
-  const touched = [...(await touchedWindows(deps, since))];
+  const touched = [
+    ...new Set([
+      ...(await touchedWindows(deps, since)),
+      ...(options.inV2 ? await touchedWindowsInV2(deps, since) : []),
+    ]),
+  ].sort((a, b) => a - b);
   const run = await deps.v2.query<{ id: string }>(
     `INSERT INTO ${ctl}.verification_runs (scope, since) VALUES ('incremental', $1) RETURNING id`,
     [since],

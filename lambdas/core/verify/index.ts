@@ -30,6 +30,8 @@ export {
   type VerificationReport,
 } from './report';
 export { repairRun, repairWindow } from './repair';
+export { repairRunFromV2, repairWindowFromV2 } from './repair-reverse';
+export { touchedWindowsInV2 } from './touched-v2';
 export {
   concludeRun,
   DEFAULT_RECHECK_DELAY_MS,

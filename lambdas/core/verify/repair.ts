@@ -1,5 +1,5 @@
 import { ident } from '../db';
-import { MAPPINGS } from '../mapping';
+import { MAPPINGS, TABLE_ORDER, type MappedTable } from '../mapping';
 import {
   insertFromStaging,
   insertTemplatesFromStaging,
@@ -7,11 +7,12 @@ import {
   streamWindow,
 } from '../sync/window-copy';
 import { bindWindow, loadWindows, qualified, type WindowRow } from '../windows';
-import { checkWindows, type VerifyDeps } from './checksums';
-import { syncRow } from '../sync/repair';
+import { checkWindows, V2_TENANT_FILTER, type VerifyDeps } from './checksums';
+import { syncRow, type RepairDeps } from '../sync/repair';
 import { buildReport, mismatchedWindows, type VerificationReport } from './report';
 import { compareAgain } from './row-diff';
 import { recordResults } from './runs';
+import { describeError } from '../safe-error';
 
 /** Telemetry rows rewritten per transaction by a window repair (see repairTelemetryWindow). */
 export const REPAIR_ROWS_PER_TRANSACTION = 50;
@@ -41,13 +42,19 @@ export async function repairWindow(
     await v2Client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
     const where = await bindWindow(v2Client, table, window, 'v2');
     const t = ident(m.v2Table);
-    const deleted = await v2Client.query(
-      `DELETE FROM ${qualified(config.schemas.v2, m.v2Table)} WHERE ${where}
-          AND NOT EXISTS (SELECT 1 FROM pg_temp.stage s WHERE s.id = ${t}.id)`,
+    // Only the migrated tenant's rows: another tenant's rows in the window's range stay.
+    const deleted = await v2Client.query<{ id: string }>(
+      `DELETE FROM ${qualified(config.schemas.v2, m.v2Table)} WHERE ${where} AND ${V2_TENANT_FILTER}
+          AND NOT EXISTS (SELECT 1 FROM pg_temp.stage s WHERE s.id = ${t}.id) RETURNING id::text AS id`,
     );
     if (table === 'devices') await v2Client.query(insertTemplatesFromStaging(config));
     const written = await v2Client.query(insertFromStaging(config, table, '', 'update'));
     await v2Client.query('COMMIT');
+    await resyncRaced(
+      deps,
+      table,
+      deleted.rows.map((r) => r.id),
+    );
     return { deleted: deleted.rowCount ?? 0, written: written.rowCount ?? 0 };
   } catch (error) {
     await v1Client.query('ROLLBACK').catch(() => undefined);
@@ -57,6 +64,24 @@ export async function repairWindow(
     v1Client.release();
     v2Client.release();
   }
+}
+
+/** Rows a window repair re-syncs from V1 after it (see resyncRaced); a larger repair skips it. */
+export const RESYNC_AFTER_REPAIR_MAX_ROWS = 1_000;
+
+/**
+ * A window repair writes V2 from a snapshot of V1, while the backend keeps dual-writing: a row
+ * V1 committed after the snapshot, whose V2 half landed before the repair's delete, would be
+ * deleted from V2 (and an update likewise overwritten with the older value). So every row the
+ * repair deleted or rewrote is re-synced from V1 as V1 holds it now (syncRow: written when V1
+ * has it, deleted when not), as the repair worker does. Skipped above
+ * RESYNC_AFTER_REPAIR_MAX_ROWS rows: the window is checked again either way.
+ */
+async function resyncRaced(deps: VerifyDeps, table: MappedTable, ids: string[]): Promise<void> {
+  const unique = [...new Set(ids)];
+  if (unique.length === 0 || unique.length > RESYNC_AFTER_REPAIR_MAX_ROWS) return;
+  const rowDeps = { v1: deps.v1, v2: deps.v2, schemas: deps.config.schemas, tenantId: deps.config.tenant.id };
+  for (const id of unique) await syncRow(rowDeps, table, id);
 }
 
 /**
@@ -87,8 +112,10 @@ async function repairTelemetryWindow(
     await v2Client.query('ANALYZE pg_temp.stage');
 
     await v2Client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await v2Client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
     const where = await bindWindow(v2Client, 'telemetry', window, 'v2');
-    const inV2 = `(SELECT ${columns.join(', ')} FROM ${target} WHERE ${where} AND legacy_id IS NOT NULL)`;
+    // The migrated tenant's rows only: another tenant's telemetry in this time range stays.
+    const inV2 = `(SELECT ${columns.join(', ')} FROM ${target} WHERE ${where} AND legacy_id IS NOT NULL AND ${V2_TENANT_FILTER})`;
     // V2 rows of the window that V1 does not have as they are: under another key, or not at all.
     const extra = await v2Client.query<{ tenant: string; device: string; ts: string; legacy: string }>(
       `SELECT t.tenant_id AS tenant, t.device_id AS device, t."timestamp"::text AS ts, t.legacy_id::text AS legacy
@@ -140,6 +167,10 @@ async function repairTelemetryWindow(
       }
       await v2Client.query('COMMIT');
     }
+    await resyncRaced(deps, 'telemetry', [
+      ...extra.rows.map((r) => r.legacy),
+      ...differing.rows.map((r) => r.legacy),
+    ]);
     return { deleted, written };
   } catch (error) {
     await v1Client.query('ROLLBACK').catch(() => undefined);
@@ -156,29 +187,56 @@ async function repairTelemetryWindow(
   }
 }
 
+/** Which way a repair writes: the window repair, the row re-sync, and their order. */
+export interface RepairDirection {
+  repairWindow(deps: VerifyDeps, windowId: number): Promise<unknown>;
+  syncRow(deps: RepairDeps, table: MappedTable, id: string): Promise<unknown>;
+  /** Windows and sampled rows parents first (V1's foreign keys need them, writing V2 → V1). */
+  parentsFirst?: boolean;
+}
+
+const tableOrder = (t: MappedTable) => TABLE_ORDER.indexOf(t);
+
 /**
  * Repairs what a report found: every mismatched window is re-copied from V1 and checked again,
  * up to `maxAttempts` times; every differing sampled row is re-synced from V1 through the
  * mapping and compared again. Returns the report with the repairs; what still differs fails it.
  */
-export async function repairRun(
+export function repairRun(
   deps: VerifyDeps,
   found: VerificationReport,
   options: { maxAttempts?: number } = {},
 ): Promise<VerificationReport> {
+  return repairFindings(deps, found, { repairWindow, syncRow }, options);
+}
+
+/**
+ * The repair loop of both directions: each mismatched window repaired and checked again, up to
+ * `maxAttempts` times; each differing sampled row re-synced and compared again.
+ */
+export async function repairFindings(
+  deps: VerifyDeps,
+  found: VerificationReport,
+  direction: RepairDirection,
+  options: { maxAttempts?: number } = {},
+): Promise<VerificationReport> {
   const runId = found.runId;
   const repaired: VerificationReport['repaired'] = [];
-  for (const window of await mismatchedWindows(deps, runId)) {
+  const windows = await mismatchedWindows(deps, runId);
+  if (direction.parentsFirst) {
+    windows.sort((a, b) => tableOrder(a.table_name) - tableOrder(b.table_name) || a.seq - b.seq);
+  }
+  for (const window of windows) {
     let clean = false;
     let attempts = 0;
     let lastError: string | undefined;
     while (!clean && attempts < (options.maxAttempts ?? 3)) {
       attempts++;
       try {
-        await repairWindow(deps, window.id);
+        await direction.repairWindow(deps, window.id);
       } catch (error) {
         // A repair that cannot write leaves the window mismatched; it is named below.
-        lastError = `${(error as Error).name}: ${(error as Error).message}`;
+        lastError = describeError(error);
       }
       const { windows: results } = await checkWindows(deps, [window.id]);
       await recordResults(deps.v2, deps.config, runId, results, attempts);
@@ -194,11 +252,14 @@ export async function repairRun(
   }
   const rowDeps = { v1: deps.v1, v2: deps.v2, schemas: deps.config.schemas, tenantId: deps.config.tenant.id };
   const errors = new Map<string, string>();
-  for (const d of found.sample.differences) {
+  const rows = direction.parentsFirst
+    ? [...found.sample.differences].sort((a, b) => tableOrder(a.table) - tableOrder(b.table))
+    : found.sample.differences;
+  for (const d of rows) {
     try {
-      await syncRow(rowDeps, d.table, d.key);
+      await direction.syncRow(rowDeps, d.table, d.key);
     } catch (error) {
-      errors.set(`${d.table} ${d.key}`, `${(error as Error).name}: ${(error as Error).message}`);
+      errors.set(`${d.table} ${d.key}`, describeError(error));
     }
   }
   const remaining = await compareAgain(deps, found.sample.differences);

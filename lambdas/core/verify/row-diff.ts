@@ -1,7 +1,7 @@
 import { columnHash, columnText, rowDigest, verifiedColumns } from '../digest';
 import { TABLE_ORDER, type MappedTable } from '../mapping';
 import { bindWindow, type WindowRow } from '../windows';
-import { keyExpressions, onClient, sourceTable, type VerifyDeps } from './checksums';
+import { keyExpressions, onClient, sourceTable, V2_TENANT_FILTER, type VerifyDeps } from './checksums';
 
 /** Findings: which rows of a window, or of a sample, differ, and in which columns. */
 
@@ -55,6 +55,8 @@ async function tableRows(
         params.push(scope.times);
       }
     }
+    // Another tenant's row of the same key is none of this migration's business.
+    if (side === 'v2') where += ` AND ${V2_TENANT_FILTER}`;
     const fields =
       select === 'digest'
         ? `(${rowDigest(table, side, deps.config)})::text AS digest`

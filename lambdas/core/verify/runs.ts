@@ -6,6 +6,7 @@ import { MAPPINGS, TABLE_ORDER, V1_COLUMNS, type MappedTable } from '../mapping'
 import type { WindowRow } from '../windows';
 import type { QueuePort } from '../../ports/queue';
 import { checkWindows, sourceTable, windowBuckets, type VerifyDeps, type WindowResult } from './checksums';
+import { safeMessage } from '../safe-error';
 
 /** Verification runs: their slices fanned out to the workers, each slice's results, progress. */
 
@@ -144,7 +145,7 @@ export async function verifySlice(
     await deps.v2
       .query(`UPDATE ${ctl}.verification_slices SET attempts = attempts + 1, last_error = $2 WHERE id = $1`, [
         sliceId,
-        (error as Error).message,
+        safeMessage(error),
       ])
       .catch(() => undefined);
     throw error;

@@ -1,4 +1,5 @@
 import { SyntheticBackend } from '../../../bin/rehearsal/load';
+import { LocalQueue } from '../../../lambdas/adapters/local/local-queue';
 import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import { MemoryParameters } from '../../../lambdas/adapters/local/memory-parameters';
 import type { MigrationConfig } from '../../../lambdas/core/config';
@@ -40,6 +41,7 @@ describe("the rehearsal's synthetic backend (Prisma through withMigration, reads
       tenantId: config.tenant.id,
       v1Schema: config.schemas.v1,
       v2Schema: config.schemas.v2,
+      repairs: new LocalQueue({ visibilityTimeoutMs: 30_000, maxReceiveCount: 5, concurrency: 1 }),
     });
 
   it('runs every write of its mix with dual-write on, and V2 ends equal to V1', async () => {
@@ -59,6 +61,30 @@ describe("the rehearsal's synthetic backend (Prisma through withMigration, reads
     await expectAllInSync(dbs, config);
   });
 
+  it('with the writes switched to V2, writes V2 first through $migration.writer, and V1 ends equal to V2', async () => {
+    const names = parameterNames(config.ssmPrefix);
+    const load = backend(
+      new MemoryParameters({
+        [names.dualWrite]: 'on',
+        [names.trafficPercentage]: '100',
+        [names.writePrimary]: 'v2',
+      }),
+    );
+    // Four rounds of the V2-first mix (one write in three operations, four write kinds).
+    await load.runOperations(48);
+    const stats = await load.stop();
+    expect(stats).toMatchObject({ writes: 16, writesV2First: 16, errors: 0, rowsMissingInV1: 0 });
+    expect(Object.keys(stats.writesByOperation).sort()).toEqual([
+      'writer.alerts.insert',
+      'writer.alerts.update',
+      'writer.devices.update',
+      'writer.telemetry.insert',
+    ]);
+    expect(stats.rowsInsertedV2First).toBeGreaterThan(0);
+    await expectAllInSync(dbs, config);
+  });
+
+  // Last: V1 gets rows V2 does not.
   it("with dual-write off and traffic 0, its writes reach V1 only and its reads stay on V1 (a second backend's new ids never collide with the first's)", async () => {
     const names = parameterNames(config.ssmPrefix);
     const load = backend(new MemoryParameters({ [names.dualWrite]: 'off', [names.trafficPercentage]: '0' }));

@@ -16,6 +16,9 @@ import {
   UnmappableRowError,
 } from '../../../lambdas/core/errors';
 import type { MappedTable } from '../../../lambdas/core/mapping';
+import { telemetryWindowDevices } from '../../../lambdas/core/sync/window-copy';
+import { loadWindow } from '../../../lambdas/core/windows';
+import { copyRidingOutFaults } from '../../../lambdas/core/backfill/retry';
 import { workerBatchHandler } from '../../../lambdas/core/worker';
 import { Pool } from 'pg';
 import { TransientDatabaseError } from '../../../lambdas/core/errors';
@@ -145,10 +148,10 @@ describeEachStorage('backfill', (storage) => {
   });
 });
 
-describe('backfill failures', () => {
+describeEachStorage('backfill failures', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    ctx = await setup('backfill_fail', 9, 6000);
+    ctx = await setup('backfill_fail', 9, 6000, storage);
   });
   afterAll(() => ctx.dbs.drop());
 
@@ -230,10 +233,10 @@ describe('backfill failures', () => {
   });
 });
 
-describe('backfill with concurrent writes and bad rows', () => {
+describeEachStorage('backfill with concurrent writes and bad rows', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    ctx = await setup('backfill_race', 11, 4000);
+    ctx = await setup('backfill_race', 11, 4000, storage);
   });
   afterAll(() => ctx.dbs.drop());
 
@@ -290,8 +293,92 @@ describe('backfill with concurrent writes and bad rows', () => {
     expect(tpl.rows).toEqual([{ template_id: 'tpl_custom' }]);
   });
 
+  it('checks telemetry parents once per window: a device deleted while its window copies leaves no row behind', async () => {
+    const race = await setup('backfill_del', 13, 4000, storage);
+    const { dbs, deps, config } = race;
+    const holder = await dbs.v2.connect();
+    const deleter = await dbs.v2.connect();
+    try {
+      await planBackfill(deps);
+      const parents = await dbs.v2.query(
+        `SELECT id FROM migration_control.windows WHERE table_name IN ('users', 'devices') ORDER BY id`,
+      );
+      for (const r of parents.rows) await copyWindow(deps, Number(r.id));
+      const windowId = Number(
+        (
+          await dbs.v2.query(
+            `SELECT id FROM migration_control.windows WHERE table_name = 'telemetry' ORDER BY seq LIMIT 1`,
+          )
+        ).rows[0].id,
+      );
+      const reader = await dbs.v1.connect();
+      let device: string;
+      try {
+        await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        device = (
+          await telemetryWindowDevices(reader, config, await loadWindow(dbs.v2, config, windowId))
+        )[0];
+        await reader.query('COMMIT');
+      } finally {
+        reader.release();
+      }
+      /** Until a V2 session runs a statement starting with `prefix` and waits for a lock. */
+      const waitingOnLock = async (prefix: string) => {
+        for (let i = 0; i < 6000; i++) {
+          const { rows } = await dbs.v2.query(
+            `SELECT 1 FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE $1 || '%'`,
+            [prefix],
+          );
+          if (rows.length > 0) return;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        throw new Error(`no session waits on a lock running ${prefix}…`);
+      };
+      // The window's COPY waits behind a lock on telemetry while the device is deleted from V2
+      // (a dual write): its cascade, which cannot see the window's rows, runs and commits first.
+      // The window, checking its devices after its COPY, must then fail and leave nothing.
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE telemetry IN SHARE MODE');
+      const copying = copyWindow(deps, windowId).catch((e: unknown) => e);
+      await waitingOnLock('COPY');
+      await deleter.query('BEGIN');
+      const deleting = deleter.query('DELETE FROM devices WHERE id = $1', [device]);
+      await waitingOnLock('DELETE FROM devices');
+      await holder.query('COMMIT');
+      expect((await deleting).rowCount).toBe(1);
+      await deleter.query('COMMIT');
+      const error = await copying;
+      expect(error).toBeInstanceOf(ParentRowsMissingError);
+      expect((error as Error).message).toContain(device);
+      const count = async (sql: string) => (await dbs.v2.query(sql)).rows[0].n;
+      expect(await count('SELECT count(*)::int AS n FROM telemetry')).toBe(0);
+      // The dual write deletes the device from V1 too; the window's next delivery then copies
+      // every other device's rows, its devices checked once, not row by row.
+      await dbs.v1.query('DELETE FROM device_data WHERE "deviceId" = $1', [device]);
+      await dbs.v1.query('DELETE FROM alerts WHERE "deviceId" = $1', [device]);
+      await dbs.v1.query('DELETE FROM devices WHERE id = $1', [device]);
+      const result = await copyWindow(deps, windowId);
+      expect(result).toMatchObject({ path: 'fast', foreignKeys: 'window' });
+      expect(result.rowsCopied).toBeGreaterThan(0);
+      expect(await count('SELECT count(*)::int AS n FROM telemetry')).toBe(result.rowsCopied);
+      // No V2 row without its device.
+      expect(
+        await count(
+          'SELECT count(*)::int AS n FROM telemetry t WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = t.device_id)',
+        ),
+      ).toBe(0);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await deleter.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      deleter.release();
+      await dbs.drop();
+    }
+  });
+
   it('fails a window loudly, naming the V1 row it cannot map', async () => {
-    const dbs = await freshDatabases('backfill_bad');
+    const dbs = await freshDatabases('backfill_bad', storage.server);
     try {
       await seedV1(dbs.v1, { devices: 5, telemetry: 50 });
       await dbs.v1.query(`ALTER TYPE "UserRole" ADD VALUE 'SUPERADMIN'`);
@@ -347,13 +434,19 @@ describe('backfill lock waits', () => {
     return { windowId: window.rows[0].id, holder };
   }
 
-  it('retries a lock timeout (55P03) inside copyWindow with backoff, then copies the window', async () => {
+  it('rides out a lock timeout (55P03) within the delivery with backoff, then copies the window', async () => {
     const { windowId, holder } = await lockedWindow('users');
-    const waits: { attempt: number; delayMs: number }[] = [];
-    const result = await copyWindow({ ...ctx.deps, v2 }, windowId, {
-      lockRetry: { attempts: 5, baseMs: 40 },
-      onLockTimeout: async (wait) => {
-        waits.push(wait);
+    const retried: number[] = [];
+    const waits: number[] = [];
+    const result = await copyRidingOutFaults({ ...ctx.deps, v2 }, windowId, 1, {
+      attempts: 5,
+      baseMs: 40,
+      onRetry: (attempt, error) => {
+        expect(error).toBeInstanceOf(TransientDatabaseError);
+        retried.push(attempt);
+      },
+      sleep: async (ms) => {
+        waits.push(ms);
         // The lock is let go after the second timeout: the third attempt gets through.
         if (waits.length === 2) {
           await holder.query('COMMIT');
@@ -361,35 +454,33 @@ describe('backfill lock waits', () => {
         }
       },
     });
-    expect(waits.map((w) => w.attempt)).toEqual([1, 2]);
+    expect(retried).toEqual([1, 2]);
     // Jittered exponential backoff: half to all of 40 ms, then of 80 ms.
-    expect(waits[0].delayMs).toBeGreaterThanOrEqual(20);
-    expect(waits[0].delayMs).toBeLessThanOrEqual(40);
-    expect(waits[1].delayMs).toBeGreaterThanOrEqual(40);
-    expect(waits[1].delayMs).toBeLessThanOrEqual(80);
-    expect(result).toMatchObject({ windowId, table: 'users', path: 'staging' });
+    expect(waits[0]).toBeGreaterThanOrEqual(20);
+    expect(waits[0]).toBeLessThanOrEqual(40);
+    expect(waits[1]).toBeGreaterThanOrEqual(40);
+    expect(waits[1]).toBeLessThanOrEqual(80);
+    expect(result).toMatchObject({ windowId, table: 'users', path: 'staging', attempts: 3 });
     expect(result.rowsInserted).toBeGreaterThan(0);
-    const row = await ctx.dbs.v2.query(
-      'SELECT status, attempts, last_error FROM migration_control.windows WHERE id = $1',
-      [windowId],
-    );
-    // One delivery: the lock waits were retried inside it, not by a redelivery.
-    expect(row.rows[0]).toEqual({ status: 'done', attempts: 1, last_error: null });
+    const row = await ctx.dbs.v2.query('SELECT status, last_error FROM migration_control.windows WHERE id = $1', [
+      windowId,
+    ]);
+    // One delivery: the lock waits were ridden out inside it, not by a redelivery.
+    expect(row.rows[0]).toEqual({ status: 'done', last_error: null });
   });
 
   it('gives up after its attempts with a retryable TransientDatabaseError, the window queued again', async () => {
     const { windowId, holder } = await lockedWindow('telemetry');
-    const waits: number[] = [];
+    const retried: number[] = [];
     try {
-      const error = await copyWindow({ ...ctx.deps, v2 }, windowId, {
-        lockRetry: { attempts: 3, baseMs: 10 },
-        onLockTimeout: (wait) => {
-          waits.push(wait.attempt);
-        },
+      const error = await copyRidingOutFaults({ ...ctx.deps, v2 }, windowId, 1, {
+        attempts: 3,
+        baseMs: 10,
+        onRetry: (attempt) => retried.push(attempt),
       }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(TransientDatabaseError);
       expect(error).toMatchObject({ retryable: true, message: expect.stringMatching(/lock timeout/) });
-      expect(waits).toEqual([1, 2]);
+      expect(retried).toEqual([1, 2]);
     } finally {
       await holder.query('COMMIT');
       holder.release();

@@ -47,9 +47,13 @@ describe('the mapping’s column facts', () => {
     expect(V1_TABLES[MAPPINGS[table].v1Table]).toEqual(rows.map((r) => r.name));
   });
 
-  it('the role enum has V1’s values', async () => {
-    const { rows } = await dbs.v1.query(`SELECT unnest(enum_range(NULL::"UserRole"))::text AS v`);
-    expect(V1_COLUMNS.users.find((c) => c.name === 'role')?.values).toEqual(rows.map((r) => r.v));
+  it('the role enum has V1’s type and values', async () => {
+    const role = V1_COLUMNS.users.find((c) => c.name === 'role')!;
+    const { rows } = await dbs.v1.query(
+      `SELECT unnest(enum_range(NULL::${role.enumType ? `"${role.enumType}"` : 'text'}))::text AS v`,
+    );
+    expect(role.values).toEqual(rows.map((r) => r.v));
+    expect(V1_COLUMNS.users.filter((c) => c.type === 'enum').map((c) => c.enumType)).toEqual(['UserRole']);
   });
 
   it.each(TABLE_ORDER)('%s: staging columns have V2’s types', async (table) => {

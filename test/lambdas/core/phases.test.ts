@@ -9,9 +9,17 @@ import {
   archivedName,
   dropArchives,
   DROP_CONFIRMATION,
+  RENAME_CONFIRMATION,
   runCleanupLocally,
 } from '../../../lambdas/core/cleanup';
-import { cutoverStatus, rollback, runCutoverLocally, startCutover } from '../../../lambdas/core/cutover';
+import { switchWrites } from '../../../lambdas/core/write-switch';
+import {
+  cutoverStatus,
+  rollback,
+  ROLLBACK_CONFIRMATION,
+  runCutoverLocally,
+  startCutover,
+} from '../../../lambdas/core/cutover';
 import {
   GuardRefusedError,
   MigrationLockedError,
@@ -132,8 +140,17 @@ describeEachStorage('the five phases', (storage) => {
     );
     expect(levels.rows.map((r) => r.to)).toEqual(['10', '25', '50', '100']);
 
+    // Cleanup ends the reverse mirror: refused until the writes are switched to V2.
+    const refused = await runCleanupLocally(s.ctx, { pollMs: 10, confirm: RENAME_CONFIRMATION }).catch(
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(GuardRefusedError);
+    expect((refused as GuardRefusedError).reasons.join()).toMatch(/writes are not switched to V2/);
+    expect(s.parameters.entries()['/iot-migration/dual-write']).toBe('on');
+    expect(await switchWrites(s.ctx)).toMatchObject({ changed: true, primary: 'v2' });
+
     const before = await rowCounts(s.dbs.v1, 'public');
-    const cleaned = await runCleanupLocally(s.ctx, { pollMs: 10 });
+    const cleaned = await runCleanupLocally(s.ctx, { pollMs: 10, confirm: RENAME_CONFIRMATION });
     expect(cleaned.renamed).toEqual(V1_TABLE_NAMES.map(archivedName));
     // Only now, with V1 archived, may TimescaleDB compress the history.
     expect(cleaned.compression).toBe(storage.storage === 'timescaledb' ? 'added' : 'not a hypertable');
@@ -151,16 +168,22 @@ describeEachStorage('the five phases', (storage) => {
     expect(item('performance checked').done).toBe(true);
     expect(item('rollout schedule set').done).toBe(true);
     expect(item('alarms configured').done).toBe(true);
+    expect(item('writes switched to V2 (V1 mirrored)').done).toBe(true);
   });
 
-  it('refuses a rollback once dual-write has stopped, unless forced', async () => {
+  it('refuses a rollback once V1 is archived, even forced and confirmed: V1 has no tables to read', async () => {
     const before = await snapshot(s.dbs, s.parameters);
     const error = await rollback(s.ctx, { reason: 'late regret' }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RollbackRefusedError);
-    expect((error as Error).message).toMatch(/V1 has missed every write/);
+    expect((error as Error).message).toMatch(/renamed to <name>_v1_archived/);
+    const forced = await rollback(s.ctx, {
+      reason: 'forced by test',
+      force: true,
+      confirm: ROLLBACK_CONFIRMATION,
+    }).catch((e: unknown) => e);
+    expect(forced).toBeInstanceOf(RollbackRefusedError);
     expect(await snapshot(s.dbs, s.parameters)).toEqual(before);
-    const forced = await rollback(s.ctx, { reason: 'forced by test', force: true });
-    expect(forced).toMatchObject({ changed: true, from: 100, to: 0 });
+    expect(s.parameters.entries()['/iot-migration/v2-traffic-percentage']).toBe('100');
   });
 
   it('refuses to drop the archives before the retention period, or without the confirmation', async () => {
@@ -292,7 +315,7 @@ describe('cutover guards and the health gate', () => {
     expect((await runVerificationLocally(s.ctx)).clean).toBe(true);
     expect((await runCutoverLocally(s.ctx)).outcome).toBe('complete');
     const before = await snapshot(s.dbs, s.parameters);
-    const error = await runCleanupLocally(s.ctx).catch((e: unknown) => e);
+    const error = await runCleanupLocally(s.ctx, { confirm: RENAME_CONFIRMATION }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(GuardRefusedError);
     expect((error as GuardRefusedError).reasons.join()).toMatch(/soak time of 60 minutes has \d+ minute/);
     expect(await snapshot(s.dbs, s.parameters)).toEqual(before);

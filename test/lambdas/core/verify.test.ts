@@ -87,17 +87,17 @@ describeEachStorage('verification', (storage) => {
     expect(windows.rows).toEqual(Array(6).fill({ matched: true, v1_rows: null }));
   });
 
-  it('names every kind of discrepancy exactly, and repair fixes them all', async () => {
+  it('names every kind of discrepancy exactly (a row moved to another tenant is missing); repair fixes the migrated tenant’s rows, never another tenant’s', async () => {
     const v2 = ctx.dbs.v2;
     const expected: string[] = [];
+    const moved: string[] = [];
     let n = 0;
     const change = async (table: string, key: string, column: string, setSql: string) => {
       const k = await nth(ctx.dbs, table, key, n++);
       await v2.query(`UPDATE ${table} SET ${setSql} WHERE ${key} = $1`, [k]);
-      // A device moved to another tenant also points at a template that is not its tenant's.
-      expected.push(
-        `${table} ${k} changed ${table === 'devices' && column === 'tenant_id' ? 'tenant_id,template_id' : column}`,
-      );
+      // A row moved to another tenant is not the migrated tenant's any more: it is missing there.
+      expected.push(`${table} ${k} ${column === 'tenant_id' ? 'missing' : `changed ${column}`}`);
+      if (column === 'tenant_id') moved.push(`${table} ${k} missing`);
     };
     await v2.query(
       `INSERT INTO tenants (id, name, slug, plan, status) VALUES ('other', 'Other', 'other', 'FREE', 'ACTIVE')`,
@@ -184,11 +184,32 @@ describeEachStorage('verification', (storage) => {
         WHERE v.run_id = $1 AND w.table_name = 'telemetry'`,
       [report.runId],
     );
-    expect(counted.rows[0]).toEqual({ n: 6, counted: 6, v1: 6000, v2: 6000 });
-    expect(report.tables.telemetry).toMatchObject({ v1Rows: 6000, v2Rows: 6000 });
+    // The row moved to another tenant is not counted (one deleted, one extra, one moved away).
+    expect(counted.rows[0]).toEqual({ n: 6, counted: 6, v1: 6000, v2: 5999 });
+    expect(report.tables.telemetry).toMatchObject({ v1Rows: 6000, v2Rows: 5999 });
 
+    // Repair fixes every row of the migrated tenant, and never overwrites another tenant's row
+    // that holds a migrated key: those two stay missing, named.
+    expect(moved).toHaveLength(2);
+    const partly = await runVerificationLocally(ctx.deps);
+    expect(partly.repaired.length).toBeGreaterThan(0);
+    expect(partly.clean).toBe(false);
+    const left = await runVerificationLocally(ctx.deps, { repair: false });
+    expect(findings(left)).toEqual(moved.sort());
+    const others = async () =>
+      Promise.all(
+        ['devices', 'telemetry'].map(
+          async (t) =>
+            (await v2.query(`SELECT count(*)::int AS n FROM ${t} WHERE tenant_id = 'other'`)).rows[0]
+              .n as number,
+        ),
+      );
+    expect(await others()).toEqual([1, 1]);
+
+    // Given back to the migrated tenant, the last two are repaired too.
+    await v2.query(`UPDATE devices SET tenant_id = 'default_tenant_id' WHERE tenant_id = 'other'`);
+    await v2.query(`UPDATE telemetry SET tenant_id = 'default_tenant_id' WHERE tenant_id = 'other'`);
     const repaired = await runVerificationLocally(ctx.deps);
-    expect(repaired.repaired.length).toBeGreaterThan(0);
     expect(repaired.repaired.every((r) => r.clean)).toBe(true);
     expect(repaired.clean).toBe(true);
     const again = await runVerificationLocally(ctx.deps, { repair: false, sampleSize: 300 });

@@ -97,7 +97,7 @@ describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and
       target: 'PREPARE',
     });
     await expect(
-      handler({ task: 'begin', actor: 'arn:…:execution:Migration:two', request: { action: 'advance' } }),
+      handler({ task: 'begin', actor: 'arn:aws:states:eu-west-1:123456789012:execution:Migration:two', request: { action: 'advance' } }),
     ).rejects.toMatchObject({
       name: 'MigrationLockedError',
     });
@@ -129,6 +129,12 @@ describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and
       .on(DescribeAlarmsCommand)
       .rejectsOnce(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' }))
       .rejectsOnce(Object.assign(new Error('not authorized'), { name: 'AccessDeniedException' }));
+    // The gate is a task of a cutover under way, run by the lock's holder (task-guards.ts).
+    await handler({ task: 'begin', actor, request: { action: 'advance' } });
+    await dbs.v2.query(
+      `INSERT INTO migration_control.phase_runs (phase, status, actor) VALUES ('CUTOVER', 'running', $1)`,
+      [actor],
+    );
     const throttled = await handler({ task: 'health-gate', actor }).catch((e: unknown) => e);
     expect(throttled).toMatchObject({
       name: RETRYABLE_TASK_ERROR,

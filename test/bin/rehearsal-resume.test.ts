@@ -1,0 +1,232 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Pool } from 'pg';
+import { changeControl } from '../../lambdas/core/backfill/throttle';
+import { parseConfig } from '../../lambdas/core/config';
+import { dropDatabase, freshDatabases, type TestDatabases } from '../support/pg';
+
+/**
+ * A days-long migration dies and is run again: `npm run rehearse -- --v1-url … --v2-url …` is
+ * killed with SIGKILL inside each phase in turn, and the same command run again each time goes
+ * on from the migration's durable state, until the last run completes with V2 equal to V1 and a
+ * report and audit log that tell what happened.
+ */
+const ROOT = join(__dirname, '..', '..');
+
+interface Run {
+  lines: string[];
+  /** Resolves once a line of standard output matches; rejects if the process exits first. */
+  waitFor(pattern: RegExp): Promise<void>;
+  kill(): Promise<void>;
+  exit: Promise<number | null>;
+}
+
+function rehearse(args: string[]): Run {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/rehearse.ts', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, TSX_DISABLE_CACHE: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  let buffered = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk;
+    const parts = buffered.split('\n');
+    buffered = parts.pop()!;
+    for (const line of parts) {
+      lines.push(line);
+      for (const w of waiters.filter((x) => x.pattern.test(line))) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => lines.push(`stderr: ${chunk}`));
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return {
+    lines,
+    exit,
+    waitFor: (pattern) =>
+      lines.some((l) => pattern.test(l))
+        ? Promise.resolve()
+        : new Promise<void>((resolve, reject) => {
+            waiters.push({ pattern, resolve });
+            void exit.then(() => reject(new Error(`exited before ${pattern}:\n${lines.join('\n')}`)));
+          }),
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exit;
+    },
+  };
+}
+
+describe('a rehearsal killed (SIGKILL) inside each phase, and run again each time', () => {
+  let dbs: TestDatabases;
+  let reportDir: string;
+  let args: string[];
+  const config = () => parseConfig({ v1: { url: dbs.v1Url }, v2: { url: dbs.v2Url } });
+  const phase = async (name: string) =>
+    (
+      await dbs.v2.query<{ status: string }>(
+        `SELECT status FROM migration_control.phase_runs WHERE phase = $1 ORDER BY started_at DESC, id DESC LIMIT 1`,
+        [name],
+      )
+    ).rows[0]?.status;
+  /** Windows done, and windows sent to the (in-memory) queue and not done yet. */
+  const windows = async () => {
+    const { rows } = await dbs.v2.query(
+      `SELECT count(*) FILTER (WHERE status = 'done') AS done,
+              count(*) FILTER (WHERE status IN ('queued', 'running')) AS queued
+         FROM migration_control.windows`,
+    );
+    return { done: Number(rows[0].done), queued: Number(rows[0].queued) };
+  };
+  /** Polls V2 until `check` holds (the kill then lands inside a known step), failing if the run ends first. */
+  const until = async (run: Run, check: () => Promise<boolean>) => {
+    let ended = false;
+    void run.exit.then(() => (ended = true));
+    while (!(await check().catch(() => false))) {
+      if (ended) throw new Error(`the run ended first:\n${run.lines.join('\n')}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+  const ops = (change: Parameters<typeof changeControl>[1]) =>
+    changeControl({ v2: dbs.v2, config: config(), actor: 'person:test' }, change);
+
+  beforeAll(async () => {
+    dbs = await freshDatabases('resume');
+    // An open V1 session would block Phase 1's backup (a copy of V1 as a template).
+    await dbs.v1.end();
+    reportDir = mkdtempSync(join(tmpdir(), 'resume-'));
+    args = [
+      ...['--v1-url', dbs.v1Url, '--v2-url', dbs.v2Url, '--generate-v1-in', dbs.v1Name],
+      ...['--devices', '20', '--telemetry', '12000', '--window-rows', '500', '--concurrency', '2'],
+      ...['--bake-seconds', '1', '--report-dir', reportDir],
+    ];
+  });
+  afterAll(async () => {
+    rmSync(reportDir, { recursive: true, force: true });
+    await dbs.v2.end();
+    await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
+  });
+
+  it('goes on from where each run died, and ends with V2 equal to V1 and the story told', async () => {
+    // 1. Killed in Phase 1 (its run recorded, V1 being backed up).
+    const first = rehearse(args);
+    await first.waitFor(/^\[migration\] Phase 1/);
+    await until(first, async () => (await phase('PREPARE')) === 'running');
+    await first.kill();
+    expect(await phase('PREPARE')).toBe('running');
+
+    // 2. Killed in Phase 2, with windows done and windows to do: ops hold the backfill to
+    //    2,000 rows/s (as `migrate throttle --rows-per-second 2000` does), so it cannot finish first.
+    await ops({ rowsPerSecond: 2000 });
+    const second = rehearse(args);
+    await until(second, async () => {
+      const now = await windows().catch(() => ({ done: 0, queued: 0 }));
+      return now.done > 0 && now.queued > 0;
+    });
+    await second.kill();
+    expect(await phase('PREPARE')).toBe('done');
+    expect(await phase('BACKFILL')).toBe('running');
+    const total = await dbs.v2.query(`SELECT count(*) AS n FROM migration_control.windows`);
+    const doneBefore = (await windows()).done;
+    expect(doneBefore).toBeGreaterThan(0);
+    expect(doneBefore).toBeLessThan(Number(total.rows[0].n));
+
+    // 3. Killed in Phase 3 (the ceiling holds verification slices too), the backfill finished.
+    const third = rehearse(args);
+    // Its slices sent (the ceiling holds them back): the run dies with checks queued.
+    await until(third, async () => {
+      const { rows } = await dbs.v2.query(
+        `SELECT count(*) AS n FROM migration_control.verification_slices s
+           JOIN migration_control.verification_runs r ON r.id = s.run_id WHERE r.status = 'running'`,
+      );
+      return Number(rows[0].n) > 0;
+    });
+    await third.kill();
+    // It had found the backfill windows the dead run had queued, and given them back.
+    expect(third.lines).toContainEqual(expect.stringMatching(/^resuming: [1-9]\d* backfill windows/));
+    expect(await phase('BACKFILL')).toBe('done');
+    expect(await phase('VERIFY')).toBe('running');
+    // No window was copied twice from scratch: those done before the kill stayed done.
+    const redone = await dbs.v2.query(
+      `SELECT count(*) AS n FROM migration_control.audit_log WHERE action = 'phase.started' AND details->>'phase' = 'BACKFILL'`,
+    );
+    expect(Number(redone.rows[0].n)).toBe(1);
+
+    // 4. Killed in Phase 4 once traffic is at 25 %.
+    await ops({ rowsPerSecond: null });
+    const fourth = rehearse(args);
+    await fourth.waitFor(/^\[cutover\] Health gate: alarms and drift · traffic to V2 25 %/);
+    await fourth.kill();
+    expect(fourth.lines).toContainEqual(
+      expect.stringMatching(/ [1-9]\d* verification slices the last run had queued/),
+    );
+    expect(await phase('VERIFY')).toBe('done');
+    expect(await phase('CUTOVER')).toBe('running');
+    const level = await dbs.v2.query(`SELECT level, percentage FROM migration_control.cutover_state`);
+    expect(level.rows[0].percentage).toBeGreaterThanOrEqual(25);
+
+    // 5. Runs to the end.
+    const last = rehearse([...args, '--json']);
+    expect(await last.exit).toBe(0);
+    const summary = JSON.parse(last.lines.filter((l) => l.startsWith('{')).at(-1)!);
+    expect(summary).toMatchObject({
+      ok: true,
+      phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'done' },
+      trafficPercentage: 100,
+      verification: { clean: true, mismatchedWindows: 0 },
+    });
+    for (const t of Object.values(summary.tables as Record<string, { v1: number; v2: number }>))
+      expect(t.v2).toBe(t.v1);
+    expect(summary.tables.telemetry.v1).toBe(12000);
+
+    // Each phase began once; each interrupted one was resumed, its lock taken from the dead run.
+    const audit = (
+      await dbs.v2.query<{ action: string; details: Record<string, unknown> }>(
+        `SELECT action, details FROM migration_control.audit_log ORDER BY id`,
+      )
+    ).rows;
+    const of = (action: string) => audit.filter((e) => e.action === action);
+    expect(of('phase.started').map((e) => e.details.phase)).toEqual([
+      'PREPARE',
+      'BACKFILL',
+      'VERIFY',
+      'CUTOVER',
+    ]);
+    expect(of('phase.resumed').map((e) => e.details.phase)).toEqual(['PREPARE', 'BACKFILL', 'VERIFY']);
+    expect(of('lock.taken-over').length).toBeGreaterThanOrEqual(4);
+    expect(of('local.work-requeued').length).toBeGreaterThanOrEqual(2);
+    expect(of('verification.resumed')).toHaveLength(1);
+    expect(of('cutover.continued')[0].details).toMatchObject({ healthGateFirst: true });
+    expect(of('cutover.started')).toHaveLength(1);
+
+    // The last run's report tells the same story, and the throttle period.
+    const json = readdirSync(reportDir).filter((f) => f.endsWith('.json'));
+    const report = JSON.parse(readFileSync(join(reportDir, json.sort().at(-1)!), 'utf8')) as {
+      interruptions: { action: string }[];
+      throttlePeriods: { state: string; cause: string }[];
+    };
+    expect(report.interruptions.map((e) => e.action)).toEqual(
+      expect.arrayContaining([
+        'lock.taken-over',
+        'phase.resumed',
+        'verification.resumed',
+        'cutover.continued',
+      ]),
+    );
+    expect(report.throttlePeriods).toContainEqual(
+      expect.objectContaining({ state: 'limited', cause: 'ceiling of 2,000 rows/s set by person:test' }),
+    );
+    const v1 = new Pool({ connectionString: dbs.v1Url });
+    try {
+      expect(Number((await v1.query('SELECT count(*) AS n FROM device_data')).rows[0].n)).toBe(12000);
+    } finally {
+      await v1.end();
+    }
+  }, 900_000);
+});

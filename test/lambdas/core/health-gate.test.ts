@@ -1,0 +1,99 @@
+import { LocalAlarms } from '../../../lambdas/adapters/local/local-alarms';
+import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
+import { MemoryParameters } from '../../../lambdas/adapters/local/memory-parameters';
+import { healthGate } from '../../../lambdas/core/cutover';
+import type { MigrationContext } from '../../../lambdas/core/migration-state';
+import { syncRow } from '../../../lambdas/core/sync/repair';
+import type { QueueDepthPort } from '../../../lambdas/ports/queue';
+import { seedV1, testConfig } from '../../support/fixtures';
+import { prepared } from '../../support/migration';
+import { freshDatabases, type TestDatabases } from '../../support/pg';
+
+/**
+ * The cutover's health gate on drift whose repair is still queued: a backend write whose V2
+ * half failed leaves the row behind in V2 until the repair worker re-syncs it. The gate checks
+ * once more after the repair queue has emptied; what still differs then is drift.
+ */
+describe('health gate: drift while the repair queue still holds failed V2 writes', () => {
+  let dbs: TestDatabases;
+  let ctx: MigrationContext;
+  beforeAll(async () => {
+    dbs = await freshDatabases('gate');
+    await seedV1(dbs.v1, { devices: 5, telemetry: 200, seed: 4 });
+    const config = testConfig(dbs);
+    await prepared(dbs, config);
+    await runBackfillLocally({ v1: dbs.v1, v2: dbs.v2, config });
+    ctx = {
+      v1: dbs.v1,
+      v2: dbs.v2,
+      config,
+      parameters: new MemoryParameters({}),
+      alarms: new LocalAlarms(),
+      actor: 'arn:aws:states:local-1:000000000000:execution:cutover:gate',
+    };
+  });
+  afterAll(async () => {
+    await dbs?.drop();
+  });
+
+  /** A backend write to V1 whose V2 half failed: the row is behind in V2. */
+  async function writeWithFailedV2Half(name: string): Promise<string> {
+    const { rows } = await dbs.v1.query<{ id: string }>(
+      `UPDATE users SET name = $1, "updatedAt" = now() WHERE id = (SELECT min(id) FROM users) RETURNING id`,
+      [name],
+    );
+    return rows[0].id;
+  }
+  const repairDeps = () => ({ v1: dbs.v1, v2: dbs.v2, tenantId: ctx.config.tenant.id });
+  const audited = async (action: string) =>
+    Number(
+      (
+        await dbs.v2.query(`SELECT count(*) AS n FROM migration_control.audit_log WHERE action = $1`, [
+          action,
+        ])
+      ).rows[0].n,
+    );
+
+  it('passes once the queued repair lands, and audits the second look', async () => {
+    const id = await writeWithFailedV2Half('behind, repair queued');
+    let calls = 0;
+    const repairQueue: QueueDepthPort = {
+      depth: async () => {
+        calls += 1;
+        if (calls === 1) return { waiting: 1, inFlight: 0 };
+        // The repair worker takes the message and re-syncs the row from V1.
+        await syncRow(repairDeps(), 'users', id);
+        return { waiting: 0, inFlight: 0 };
+      },
+    };
+    const gate = await healthGate({ ...ctx, repairQueue }, { repairWaitMs: 30_000 });
+    expect(gate).toEqual({ healthy: true, alarms: [], driftWindows: [], reason: null });
+    expect(calls).toBe(2);
+    expect(await audited('gate.drift-rechecked')).toBe(1);
+  });
+
+  it('fails on drift at once when the repair queue is empty (nothing is on its way)', async () => {
+    await writeWithFailedV2Half('behind, nothing queued');
+    let calls = 0;
+    const repairQueue: QueueDepthPort = {
+      depth: () => {
+        calls += 1;
+        return Promise.resolve({ waiting: 0, inFlight: 0 });
+      },
+    };
+    const gate = await healthGate({ ...ctx, repairQueue }, { repairWaitMs: 30_000 });
+    expect(gate.healthy).toBe(false);
+    expect(gate.reason).toMatch(/^drift:users#\d+$/);
+    expect(calls).toBe(1);
+    expect(await audited('gate.drift-rechecked')).toBe(1);
+  });
+
+  it('fails on drift when the queue stays busy past the wait, or there is no queue to ask', async () => {
+    const busy: QueueDepthPort = { depth: () => Promise.resolve({ waiting: 3, inFlight: 1 }) };
+    const waited = await healthGate({ ...ctx, repairQueue: busy }, { repairWaitMs: 1_500 });
+    expect(waited.healthy).toBe(false);
+    const none = await healthGate(ctx);
+    expect(none.healthy).toBe(false);
+    expect(await audited('gate.drift-rechecked')).toBe(1);
+  });
+});
