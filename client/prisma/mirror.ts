@@ -47,18 +47,34 @@ export function mirrorTo(writer: DualWriter, concurrency: number): (changes: Cha
       const gone = of(changes.gone);
       const first = new Set([...deleted, ...gone].map(([, id]) => id));
       const removals: (() => Promise<void>)[] = [
-        ...deleted.map(([t, id]) => () => writer.mirrorDelete(t, id, 'v1')),
+        ...deleted.map(
+          ([t, id]) =>
+            () =>
+              writer.mirrorDelete(t, id, 'v1'),
+        ),
         ...gone
           .filter(([, id]) => !deleted.some(([, d]) => d === id))
-          .map(([t, id]) => () => writer.mirrorById(t, id, 'v1')),
+          .map(
+            ([t, id]) =>
+              () =>
+                writer.mirrorById(t, id, 'v1'),
+          ),
       ];
       const writes: (() => Promise<void>)[] = [
         ...of(changes.ids)
           .filter(([, id]) => !first.has(id))
-          .map(([t, id]) => () => writer.mirrorById(t, id, 'v1')),
+          .map(
+            ([t, id]) =>
+              () =>
+                writer.mirrorById(t, id, 'v1'),
+          ),
         ...changes.rows
           .filter(([t]) => t === table)
-          .map(([t, row]) => () => writer.mirror(t, row as unknown as V1Rows[typeof t], 'v1')),
+          .map(
+            ([t, row]) =>
+              () =>
+                writer.mirror(t, row as unknown as V1Rows[typeof t], 'v1'),
+          ),
       ];
       await eachLimited(removals, concurrency, (w) => w());
       await eachLimited(writes, concurrency, (w) => w());

@@ -462,9 +462,10 @@ describe('backfill lock waits', () => {
     expect(waits[1]).toBeLessThanOrEqual(80);
     expect(result).toMatchObject({ windowId, table: 'users', path: 'staging', attempts: 3 });
     expect(result.rowsInserted).toBeGreaterThan(0);
-    const row = await ctx.dbs.v2.query('SELECT status, last_error FROM migration_control.windows WHERE id = $1', [
-      windowId,
-    ]);
+    const row = await ctx.dbs.v2.query(
+      'SELECT status, last_error FROM migration_control.windows WHERE id = $1',
+      [windowId],
+    );
     // One delivery: the lock waits were ridden out inside it, not by a redelivery.
     expect(row.rows[0]).toEqual({ status: 'done', last_error: null });
   });
