@@ -1,7 +1,8 @@
 /**
  * The ops CLI's logic (bin/migrate.ts is the thin wrapper): parses `<command> [flags]`
- * (bin/ops/commands.ts), then starts the command's execution on AWS (bin/ops/aws.ts) or, with
- * `--local`, runs it on a local migration (bin/ops/local.ts, injected as `deps.local`).
+ * (bin/ops/commands.ts), then starts the command's execution (its state machine and input:
+ * bin/ops/requests.ts) on AWS (bin/ops/aws.ts) or, with `--local`, runs it on a local migration
+ * (bin/ops/local.ts, injected as `deps.local`).
  */
 import { MigrationError } from '../lambdas/core/errors';
 import { errorLines, exitCodeOf, HelpRequest } from './cli-args';
@@ -21,7 +22,6 @@ export {
   COMMANDS,
   commandUsage,
   DEFAULT_WAIT_TIMEOUT_SECONDS,
-  executionRequest,
   parseCommand,
   PHASES,
   STATE_MACHINE_ARN,
@@ -32,6 +32,7 @@ export {
   type Phase,
   type StateMachineKey,
 } from './ops/commands';
+export { executionRequest } from './ops/requests';
 
 /** 2 for a bad command line or configuration, 1 for anything else. */
 export const exitCodeFor = exitCodeOf;

@@ -3,7 +3,7 @@ import { dirname, join, relative } from 'node:path';
 import { COMMANDS, COMMAND_SPECS, PHASES } from '../bin/ops/commands';
 import { flagsOf } from '../bin/cli-args';
 import { rehearsalFlags } from '../bin/rehearsal/options';
-import { cutoverInputSchema, migrationInputSchema } from '../lambdas/core/orchestrator';
+import { cutoverInputSchema, migrationInputSchema } from '../lambdas/core/task-events';
 
 /** The documentation a user reads from the repository alone. */
 const ROOT = join(__dirname, '..');

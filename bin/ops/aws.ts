@@ -10,7 +10,6 @@ import { InvalidInputError } from '../../lambdas/core/errors';
 import { CONSOLE_DOMAINS } from '../../lib/console';
 import { StateMachineArnMissingError, StepFunctionsCallError } from '../cli-errors';
 import {
-  executionRequest,
   NOT_A_STATE_MACHINE_ARN,
   STATE_MACHINE_ARN,
   STATE_MACHINES,
@@ -18,6 +17,7 @@ import {
   type StateMachineArnFlags,
   type StateMachineKey,
 } from './commands';
+import { executionRequest } from './requests';
 
 /** Step Functions execution names: 1–80 characters; these use letters, digits, `-` and `_`. */
 export const MAX_EXECUTION_NAME_LENGTH = 80;

@@ -1,6 +1,6 @@
 /**
- * The ops CLI's command line: its commands, their flags (each flag's description is its `--help`
- * line), and what each command starts (which state machine, with which input).
+ * The ops CLI's command line: its commands and their flags (each flag's description is its
+ * `--help` line). What each command starts is in bin/ops/requests.ts.
  */
 import { z } from 'zod';
 import type { ControlChange } from '../../lambdas/core/backfill/throttle';
@@ -412,43 +412,5 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
       }
       return { ...commonOf(f), command: 'reset' };
     }
-  }
-}
-
-/** Which state machine a command starts, and with what input (the console input of the runbook). */
-export function executionRequest(
-  command: Exclude<OpsCommand, { command: 'reset' }>,
-  user: string,
-): { stateMachine: StateMachineKey; input: Record<string, unknown> } {
-  switch (command.command) {
-    case 'status':
-      return { stateMachine: 'migration', input: { action: 'status' } };
-    case 'advance':
-      return {
-        stateMachine: 'migration',
-        input: {
-          action: 'advance',
-          ...(command.through ? { through: command.through } : {}),
-          ...(command.confirm ? { confirm: command.confirm } : {}),
-        },
-      };
-    case 'drop-archives':
-      return { stateMachine: 'migration', input: { action: 'drop-archives', confirm: command.confirm } };
-    case 'cutover':
-      return { stateMachine: 'cutover', input: { action: command.mode } };
-    case 'switch-writes':
-      return { stateMachine: 'cutover', input: { action: 'switch-writes' } };
-    case 'throttle':
-      return { stateMachine: 'migration', input: { action: 'throttle', ...command.change } };
-    case 'rollback':
-      return {
-        stateMachine: 'rollback',
-        input: {
-          reason: command.reason,
-          actor: `cli:${user}`,
-          ...(command.force ? { force: true } : {}),
-          ...(command.confirm ? { confirm: command.confirm } : {}),
-        },
-      };
   }
 }

@@ -13,7 +13,8 @@ import { claim, openLocalEnvironment, type LocalSettings } from '../rehearsal/lo
 import { databaseOfUrl } from '../rehearsal/options';
 import { startProgress } from '../rehearsal/progress';
 import type { OpsDeps } from './aws';
-import { executionRequest, STATE_MACHINES, type OpsCommand } from './commands';
+import { STATE_MACHINES, type OpsCommand } from './commands';
+import { executionRequest } from './requests';
 
 /** The V1 a new local migration generates: small enough that every phase takes seconds. */
 export const LOCAL_V1 = { devices: 100, telemetry: 100_000, seed: 1 } as const;

@@ -9,6 +9,7 @@ import type { MigrationStack, StateMachinesFactory } from '../migration-stack';
 import { LAMBDA_ENV } from '../runtime-contract';
 import { ExecutionEndRule } from './execution-end-rule';
 import { OrchestratorTasks } from './orchestrator-tasks';
+import { rollbackDefinition } from './rollback-definition';
 
 export { RETRYABLE_ERRORS } from './orchestrator-tasks';
 
@@ -75,7 +76,7 @@ export class MigrationStateMachines extends Construct {
 
     this.rollback = this.machine(
       'Rollback',
-      this.rollbackDefinition(props.drainPollInterval ?? DEFAULT_DRAIN_POLL_INTERVAL),
+      rollbackDefinition(this, this.tasks, props.drainPollInterval ?? DEFAULT_DRAIN_POLL_INTERVAL),
     );
     this.migration = this.machine(
       'Migration',
@@ -99,74 +100,6 @@ export class MigrationStateMachines extends Construct {
       logs: { destination: logGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },
       comment: `IoT V1 → V2 migration: ${name}`,
     });
-  }
-
-  private rollbackDefinition(drainPoll: Duration): sfn.IChainable {
-    const { validate } = this.tasks.validation('Rollback', 'validate-rollback-input');
-    const failed = this.tasks.failurePath('Rollback');
-    const rollback = this.tasks.task(
-      'RollbackTraffic',
-      'Traffic to 0 %, dual-write stays on',
-      'rollback',
-      '$.result',
-      {
-        'request.$': '$.request',
-      },
-    );
-    rollback.addCatch(failed, { errors: ['States.ALL'], resultPath: '$.error' });
-    rollback.next(
-      new sfn.Succeed(this, 'RolledBack', { stateName: 'Traffic rolled back', outputPath: '$.result' }),
-    );
-    return validate.next(this.writesRollback(failed, rollback, drainPoll));
-  }
-
-  /**
-   * The rollback's first part when the writes were switched to V2: drain the repair queue,
-   * refuse rows V1 cannot take and check the windows touched since the switch (repairing V1
-   * from V2), then the writes back to V1; then `reads` (traffic to 0 %). Straight to `reads`
-   * when V1 is still the write primary.
-   */
-  private writesRollback(failed: sfn.IChainable, reads: sfn.IChainable, drainPoll: Duration): sfn.IChainable {
-    const named = this.tasks.guardedTask(failed);
-    const request = { 'request.$': '$.request' };
-    const plan = named('RollbackWritesPlan', 'Writes on V2?', 'rollback-writes-plan', '$.writes', request);
-    const start = new sfn.Pass(this, 'StartDrain', {
-      stateName: 'Start draining the repair queue',
-      result: sfn.Result.fromObject({}),
-      resultPath: '$.drain',
-    });
-    const drain = named('DrainRepairQueue', 'Drain the repair queue', 'drain-repair-queue', '$.drain', {
-      ...request,
-      'drain.$': '$.drain',
-    });
-    const wait = new sfn.Wait(this, 'WaitForRepairQueue', {
-      stateName: 'Wait for the repair queue',
-      time: sfn.WaitTime.duration(drainPoll),
-    });
-    const check = named(
-      'CheckWrites',
-      'Check touched windows, repair V1 from V2',
-      'check-writes',
-      '$.writesCheck',
-      request,
-    );
-    const back = named(
-      'SwitchWritesBack',
-      'Writes back to V1 first',
-      'switch-writes-back',
-      '$.writesBack',
-      request,
-    );
-    const drained = new sfn.Choice(this, 'RepairQueueDrained', { stateName: 'Repair queue drained?' })
-      .when(sfn.Condition.booleanEquals('$.drain.drained', true), check)
-      .otherwise(wait);
-    start.next(drain).next(drained);
-    wait.next(drain);
-    check.next(back).next(reads);
-    const switched = new sfn.Choice(this, 'WritesSwitched', { stateName: 'Writes switched to V2?' })
-      .when(sfn.Condition.booleanEquals('$.writes.switched', true), start)
-      .otherwise(reads);
-    return plan.next(switched);
   }
 
   private migrationDefinition(poll: Duration, archivePoll: Duration): sfn.IChainable {

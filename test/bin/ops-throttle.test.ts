@@ -1,4 +1,5 @@
-import { executionRequest, parseCommand } from '../../bin/ops/commands';
+import { parseCommand } from '../../bin/ops/commands';
+import { executionRequest } from '../../bin/ops/requests';
 import { InvalidInputError } from '../../lambdas/core/errors';
 
 /** `migrate throttle`: its flags, and the console input it starts the Migration state machine with. */

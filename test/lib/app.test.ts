@@ -6,7 +6,7 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { loadStackConfig } from '../../lib/config';
 import { migrationStateMachines } from '../../lib/constructs/state-machines';
 import { MigrationStack } from '../../lib/migration-stack';
-import { taskEventSchema } from '../../lambdas/core/orchestrator';
+import { taskEventSchema } from '../../lambdas/core/task-events';
 import { appWithoutBundling } from './helpers';
 
 /** The app as bin/app.ts builds it (demo config, no context), without bundling assets. */
