@@ -4,9 +4,9 @@ import {
   DescribeDBSnapshotsCommand,
   RDSClient,
 } from '@aws-sdk/client-rds';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { SSMClient } from '@aws-sdk/client-ssm';
 import { Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
@@ -27,7 +27,8 @@ import {
   StdoutCapture,
   type PublishedMetric,
 } from '../../support/lambda';
-import { freshDatabases, testServer, type TestDatabases } from '../../support/pg';
+import { answerAwsCalls, lambdaEnvironment } from '../../support/aws-boundary';
+import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { appWithoutBundling } from '../../lib/helpers';
 
 const secrets = mockClient(SecretsManagerClient);
@@ -35,7 +36,6 @@ const ssm = mockClient(SSMClient);
 const sqsClient = mockClient(SQSClient);
 const rds = mockClient(RDSClient);
 
-const ARN = (name: string) => `arn:aws:secretsmanager:eu-west-1:123456789012:secret:${name}-AbCdEf`;
 const ACTOR = 'arn:aws:states:eu-west-1:123456789012:execution:Migration:lambdas';
 /** Lambda's SQS event source delivers at most this many records per invocation (queue-worker). */
 const BATCH = 10;
@@ -97,34 +97,7 @@ describe('the Lambdas end to end: orchestrator → SQS → workers, their logs a
     dbs = await freshDatabases('lambdas');
     await seedV1(dbs.v1, { devices: 8, telemetry: 2500, seed: 13 });
     config = testConfig(dbs, { batch: { telemetryWindowRows: 1000 } });
-    const { port, user, password } = testServer();
-    secrets.on(GetSecretValueCommand).callsFake((input: { SecretId: string }) => ({
-      SecretString: JSON.stringify({
-        username: user,
-        password,
-        host: '127.0.0.1',
-        port,
-        dbname: input.SecretId.includes('v1') ? dbs.v1Name : dbs.v2Name,
-      }),
-    }));
-    ssm.on(GetParameterCommand).callsFake((input: { Name: string }) => {
-      const value = stored.get(input.Name);
-      if (value === undefined) throw Object.assign(new Error('not found'), { name: 'ParameterNotFound' });
-      return { Parameter: { Name: input.Name, Value: value } };
-    });
-    ssm.on(PutParameterCommand).callsFake((input: { Name: string; Value: string }) => {
-      stored.set(input.Name, input.Value);
-      return {};
-    });
-    sqsClient
-      .on(SendMessageBatchCommand)
-      .callsFake((input: { Entries: { Id: string; MessageBody: string }[] }) => {
-        sent.push(...input.Entries.map((e) => e.MessageBody));
-        return {
-          Successful: input.Entries.map((e) => ({ Id: e.Id, MessageId: e.Id, MD5OfMessageBody: '' })),
-          Failed: [],
-        };
-      });
+    answerAwsCalls({ secrets, ssm, sqs: sqsClient }, dbs, stored, sent);
     // Phase 1's snapshot of the V1 instance, available at once.
     const snapshot = (id: string) => ({
       DBSnapshotIdentifier: id,
@@ -144,20 +117,9 @@ describe('the Lambdas end to end: orchestrator → SQS → workers, their logs a
       DBSnapshots: [snapshot(input.DBSnapshotIdentifier)],
     }));
     rds.on(DescribeDBInstancesCommand).resolves({ DBInstances: [{ StorageEncrypted: true }] });
-    Object.assign(process.env, {
+    Object.assign(process.env, lambdaEnvironment(dbs), {
       [LAMBDA_ENV.rdsInstanceId]: 'iot-v1',
-      [LAMBDA_ENV.v1Host]: '127.0.0.1',
-      [LAMBDA_ENV.v1Database]: dbs.v1Name,
-      [LAMBDA_ENV.v1SecretArn]: ARN('v1'),
-      [LAMBDA_ENV.v2Host]: '127.0.0.1',
-      [LAMBDA_ENV.v2Database]: dbs.v2Name,
-      [LAMBDA_ENV.v2SecretArn]: ARN('v2'),
-      [LAMBDA_ENV.dbSsl]: 'false',
-      [LAMBDA_ENV.workerQueueUrl]: 'https://sqs.eu-west-1.amazonaws.com/123456789012/work',
       [CONFIG_ENV.telemetryWindowRows]: '1000',
-      AWS_REGION: 'eu-west-1',
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
     });
     ({ handler: orchestrator } = await import('../../../lambdas/handlers/orchestrator'));
     ({ handler: worker } = await import('../../../lambdas/handlers/backfill-worker'));

@@ -1,20 +1,19 @@
 import { CloudWatchClient, DescribeAlarmsCommand } from '@aws-sdk/client-cloudwatch';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { SSMClient } from '@aws-sdk/client-ssm';
 import { mockClient } from 'aws-sdk-client-mock';
 import { CONFIG_ENV } from '../../../lambdas/core/config';
 import { RETRYABLE_TASK_ERROR } from '../../../lambdas/core/errors';
 import { LAMBDA_ENV } from '../../../lib/runtime-contract';
-import { freshDatabases, testServer, type TestDatabases } from '../../support/pg';
+import { answerAwsCalls, lambdaEnvironment, secretArn } from '../../support/aws-boundary';
+import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1 } from '../../support/fixtures';
 
 const secrets = mockClient(SecretsManagerClient);
 const ssm = mockClient(SSMClient);
 const sqs = mockClient(SQSClient);
 const cloudwatch = mockClient(CloudWatchClient);
-
-const ARN = (name: string) => `arn:aws:secretsmanager:eu-west-1:123456789012:secret:${name}-AbCdEf`;
 
 describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and real PostgreSQL', () => {
   let dbs: TestDatabases;
@@ -25,46 +24,13 @@ describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and
   beforeAll(async () => {
     dbs = await freshDatabases('handler');
     await seedV1(dbs.v1, { devices: 3, telemetry: 10 });
-    const { port, user, password } = testServer();
-    secrets.on(GetSecretValueCommand).callsFake((input: { SecretId: string }) => ({
-      SecretString: JSON.stringify({
-        username: user,
-        password,
-        host: '127.0.0.1',
-        port,
-        dbname: input.SecretId.includes('v1') ? dbs.v1Name : dbs.v2Name,
-      }),
-    }));
-    ssm.on(GetParameterCommand).callsFake((input: { Name: string }) => {
-      const value = stored.get(input.Name);
-      if (value === undefined) throw Object.assign(new Error('not found'), { name: 'ParameterNotFound' });
-      return { Parameter: { Name: input.Name, Value: value } };
-    });
-    ssm.on(PutParameterCommand).callsFake((input: { Name: string; Value: string }) => {
-      stored.set(input.Name, input.Value);
-      return {};
-    });
-    sqs.on(SendMessageBatchCommand).callsFake((input: { Entries: { Id: string }[] }) => ({
-      Successful: input.Entries.map((e) => ({ Id: e.Id, MessageId: e.Id, MD5OfMessageBody: '' })),
-      Failed: [],
-    }));
-    Object.assign(process.env, {
-      [LAMBDA_ENV.v1Host]: '127.0.0.1',
-      [LAMBDA_ENV.v1Database]: dbs.v1Name,
-      [LAMBDA_ENV.v1SecretArn]: ARN('v1'),
-      [LAMBDA_ENV.v2Host]: '127.0.0.1',
-      [LAMBDA_ENV.v2Database]: dbs.v2Name,
-      [LAMBDA_ENV.v2SecretArn]: ARN('v2'),
-      [LAMBDA_ENV.dbSsl]: 'false',
-      [LAMBDA_ENV.workerQueueUrl]: 'https://sqs.eu-west-1.amazonaws.com/123456789012/work',
+    answerAwsCalls({ secrets, ssm, sqs }, dbs, stored);
+    Object.assign(process.env, lambdaEnvironment(dbs), {
       [LAMBDA_ENV.healthAlarmName]: 'MigrationHealth',
       [CONFIG_ENV.cutoverSchedule]: JSON.stringify([
         { percentage: 50, bakeSeconds: 60 },
         { percentage: 100, bakeSeconds: 60 },
       ]),
-      AWS_REGION: 'eu-west-1',
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
     });
     ({ handler } = await import('../../../lambdas/handlers/orchestrator'));
   });
@@ -97,7 +63,11 @@ describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and
       target: 'PREPARE',
     });
     await expect(
-      handler({ task: 'begin', actor: 'arn:aws:states:eu-west-1:123456789012:execution:Migration:two', request: { action: 'advance' } }),
+      handler({
+        task: 'begin',
+        actor: 'arn:aws:states:eu-west-1:123456789012:execution:Migration:two',
+        request: { action: 'advance' },
+      }),
     ).rejects.toMatchObject({
       name: 'MigrationLockedError',
     });
@@ -114,7 +84,7 @@ describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and
         .commandCalls(GetSecretValueCommand)
         .map((c) => c.args[0].input.SecretId)
         .sort(),
-    ).toEqual([ARN('v1'), ARN('v2')]);
+    ).toEqual([secretArn('v1'), secretArn('v2')]);
     // The cutover schedule reached the Lambda's config from its environment.
     const config = (await (await import('../../../lambdas/handlers/runtime')).getRuntime()).config;
     expect(config.cutover.schedule).toEqual([

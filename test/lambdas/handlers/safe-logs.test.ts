@@ -1,14 +1,14 @@
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { SSMClient } from '@aws-sdk/client-ssm';
 import { mockClient } from 'aws-sdk-client-mock';
 import { MemoryParameters } from '../../../lambdas/adapters/local/memory-parameters';
 import { CONFIG_ENV } from '../../../lambdas/core/config';
 import { prepareStep } from '../../../lambdas/core/phases';
-import { LAMBDA_ENV } from '../../../lib/runtime-contract';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { testBackup } from '../../support/migration';
-import { freshDatabases, testServer, type TestDatabases } from '../../support/pg';
+import { answerAwsCalls, lambdaEnvironment } from '../../support/aws-boundary';
+import { freshDatabases, type TestDatabases } from '../../support/pg';
 
 /**
  * A constraint violation on a row holding a secret-looking value, through the real Lambda
@@ -23,7 +23,6 @@ const ssm = mockClient(SSMClient);
 const sqs = mockClient(SQSClient);
 
 const SECRET = 'api_key=sk_live_TOPSECRET_51HxQ8r0wValue';
-const ARN = (name: string) => `arn:aws:secretsmanager:eu-west-1:123456789012:secret:${name}-AbCdEf`;
 const ACTOR = 'arn:aws:states:eu-west-1:123456789012:execution:Migration:leaky-row';
 
 describe('no row data leaves through the logs or the Step Functions cause', () => {
@@ -59,46 +58,10 @@ describe('no row data leaves through the logs or the Step Functions cause', () =
     // V2 refuses the row: PostgreSQL's error detail will hold the whole row, secret included.
     await dbs.v2.query(`ALTER TABLE alerts ADD CONSTRAINT no_keys CHECK (message NOT LIKE '%sk_live_%')`);
 
-    const { port, user, password } = testServer();
-    secrets.on(GetSecretValueCommand).callsFake((input: { SecretId: string }) => ({
-      SecretString: JSON.stringify({
-        username: user,
-        password,
-        host: '127.0.0.1',
-        port,
-        dbname: input.SecretId.includes('v1') ? dbs.v1Name : dbs.v2Name,
-      }),
-    }));
-    ssm.on(GetParameterCommand).callsFake((input: { Name: string }) => {
-      const value = stored.get(input.Name);
-      if (value === undefined) throw Object.assign(new Error('not found'), { name: 'ParameterNotFound' });
-      return { Parameter: { Name: input.Name, Value: value } };
-    });
-    ssm.on(PutParameterCommand).callsFake((input: { Name: string; Value: string }) => {
-      stored.set(input.Name, input.Value);
-      return {};
-    });
-    sqs.on(SendMessageBatchCommand).callsFake((input: { Entries: { Id: string; MessageBody: string }[] }) => {
-      sent.push(...input.Entries.map((e) => e.MessageBody));
-      return {
-        Successful: input.Entries.map((e) => ({ Id: e.Id, MessageId: e.Id, MD5OfMessageBody: '' })),
-        Failed: [],
-      };
-    });
-    Object.assign(process.env, {
-      [LAMBDA_ENV.v1Host]: '127.0.0.1',
-      [LAMBDA_ENV.v1Database]: dbs.v1Name,
-      [LAMBDA_ENV.v1SecretArn]: ARN('v1'),
-      [LAMBDA_ENV.v2Host]: '127.0.0.1',
-      [LAMBDA_ENV.v2Database]: dbs.v2Name,
-      [LAMBDA_ENV.v2SecretArn]: ARN('v2'),
-      [LAMBDA_ENV.dbSsl]: 'false',
-      [LAMBDA_ENV.workerQueueUrl]: 'https://sqs.eu-west-1.amazonaws.com/123456789012/work',
+    answerAwsCalls({ secrets, ssm, sqs: sqs }, dbs, stored, sent);
+    Object.assign(process.env, lambdaEnvironment(dbs), {
       // The first failed delivery is the last: the window is marked failed at once.
       [CONFIG_ENV.maxReceiveCount]: '1',
-      AWS_REGION: 'eu-west-1',
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
     });
     // Every line the handlers print (Powertools writes to stdout and stderr).
     for (const stream of [process.stdout, process.stderr]) {
