@@ -7,7 +7,7 @@ import { checkLambdaEnvironment } from '../../lib/constructs/migration-function'
 import { MigrationStack } from '../../lib/migration-stack';
 import { CONFIG_ENV } from '../../lambdas/core/config';
 import { LAMBDA_ENV } from '../../lib/runtime-contract';
-import { appWithoutBundling, existingConfigInput, V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
+import { appWithoutBundling, DATABASE_ENVIRONMENT, existingConfigInput } from './helpers';
 
 /** What `cdk synth` does with a stack configuration: load it from context, build the stack. */
 function synth(input: StackConfigInput): Template {
@@ -100,12 +100,7 @@ describe('stack configuration limits are the Lambdas’ limits', () => {
 
 describe('the synth-time check of a Lambda environment', () => {
   const valid: Record<string, string> = {
-    [LAMBDA_ENV.v1Host]: 'v1.example.internal',
-    [LAMBDA_ENV.v1Database]: 'iot',
-    [LAMBDA_ENV.v1SecretArn]: V1_SECRET_ARN,
-    [LAMBDA_ENV.v2Host]: 'v2.example.internal',
-    [LAMBDA_ENV.v2Database]: 'iot_v2',
-    [LAMBDA_ENV.v2SecretArn]: V2_SECRET_ARN,
+    ...DATABASE_ENVIRONMENT,
   };
 
   it('accepts a complete environment', () => {

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStackConfig, type StackConfigInput } from '../../lib/config';
+import { LAMBDA_ENV } from '../../lib/runtime-contract';
 
 const outdirs: string[] = [];
 // Each test file that makes apps removes their cloud assemblies (an App without `outdir` would
@@ -24,6 +25,16 @@ export const appWithoutBundling = () => testApp({ context: { 'aws:cdk:bundling-s
 
 export const V1_SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:iot/v1-AbCdEf';
 export const V2_SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:iot/v2-GhIjKl';
+
+/** The databases part of a Lambda's environment, as a stack gives it (hosts, names, secret ARNs). */
+export const DATABASE_ENVIRONMENT: Readonly<Record<string, string>> = {
+  [LAMBDA_ENV.v1Host]: 'v1.example.internal',
+  [LAMBDA_ENV.v1Database]: 'iot',
+  [LAMBDA_ENV.v1SecretArn]: V1_SECRET_ARN,
+  [LAMBDA_ENV.v2Host]: 'v2.example.internal',
+  [LAMBDA_ENV.v2Database]: 'iot_v2',
+  [LAMBDA_ENV.v2SecretArn]: V2_SECRET_ARN,
+};
 
 /** A valid configuration for existing databases and network; `overrides` replace top-level fields. */
 export function existingConfigInput(overrides: Partial<StackConfigInput> = {}): StackConfigInput {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { MigrationFunction, PROJECT_ROOT } from '../../lib/constructs/migration-function';
 import { LAMBDA_ENV } from '../../lib/runtime-contract';
-import { V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
+import { DATABASE_ENVIRONMENT } from './helpers';
 
 describe('MigrationFunction bundling (esbuild, as deployed)', () => {
   const outdir = mkdtempSync(join(tmpdir(), 'cdk.out-bundle-'));
@@ -25,12 +25,7 @@ describe('MigrationFunction bundling (esbuild, as deployed)', () => {
       vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
       securityGroups: [new ec2.SecurityGroup(stack, 'Sg', { vpc })],
       environment: {
-        [LAMBDA_ENV.v1Host]: 'v1.example.internal',
-        [LAMBDA_ENV.v1Database]: 'iot',
-        [LAMBDA_ENV.v1SecretArn]: V1_SECRET_ARN,
-        [LAMBDA_ENV.v2Host]: 'v2.example.internal',
-        [LAMBDA_ENV.v2Database]: 'iot_v2',
-        [LAMBDA_ENV.v2SecretArn]: V2_SECRET_ARN,
+        ...DATABASE_ENVIRONMENT,
       },
     });
     const functions = Template.fromStack(stack).findResources('AWS::Lambda::Function', {

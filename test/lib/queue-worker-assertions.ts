@@ -2,8 +2,7 @@ import type { Stack } from 'aws-cdk-lib';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { QueueWorkerOptions } from '../../lib/constructs/queue-worker';
-import { LAMBDA_ENV } from '../../lib/runtime-contract';
-import { networkStack, V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
+import { DATABASE_ENVIRONMENT, networkStack, V1_SECRET_ARN, V2_SECRET_ARN } from './helpers';
 
 /**
  * A stack with a VPC, and the props a queue worker (a pipeline) needs in it: both database
@@ -20,12 +19,7 @@ export function queueWorkerStack(): { stack: Stack; props: QueueWorkerOptions } 
       secretsmanager.Secret.fromSecretCompleteArn(stack, 'V2', V2_SECRET_ARN),
     ],
     environment: {
-      [LAMBDA_ENV.v1Host]: 'v1.example.internal',
-      [LAMBDA_ENV.v1Database]: 'iot',
-      [LAMBDA_ENV.v1SecretArn]: V1_SECRET_ARN,
-      [LAMBDA_ENV.v2Host]: 'v2.example.internal',
-      [LAMBDA_ENV.v2Database]: 'iot_v2',
-      [LAMBDA_ENV.v2SecretArn]: V2_SECRET_ARN,
+      ...DATABASE_ENVIRONMENT,
     },
   };
   return { stack, props };
