@@ -80,3 +80,13 @@ export function lambdaEnvironment(dbs: { v1Name: string; v2Name: string }): Reco
     AWS_SECRET_ACCESS_KEY: 'test',
   };
 }
+
+/**
+ * Ends the pools of the Lambdas' runtime (what a test's handlers opened, once per module
+ * registry) and puts `saved` back as the process environment.
+ */
+export async function endLambdaRuntime(saved: NodeJS.ProcessEnv): Promise<void> {
+  process.env = saved;
+  const runtime = await (await import('../../lambdas/handlers/runtime')).getRuntime();
+  await Promise.all([runtime.v1.end(), runtime.v2.end()]);
+}

@@ -27,7 +27,7 @@ import {
   StdoutCapture,
   type PublishedMetric,
 } from '../../support/lambda';
-import { answerAwsCalls, lambdaEnvironment } from '../../support/aws-boundary';
+import { answerAwsCalls, endLambdaRuntime, lambdaEnvironment } from '../../support/aws-boundary';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { appWithoutBundling } from '../../lib/helpers';
 
@@ -128,9 +128,7 @@ describe('the Lambdas end to end: orchestrator → SQS → workers, their logs a
   });
   afterAll(async () => {
     capture.stop();
-    process.env = saved;
-    const runtime = await (await import('../../../lambdas/handlers/runtime')).getRuntime();
-    await Promise.all([runtime.v1.end(), runtime.v2.end()]);
+    await endLambdaRuntime(saved);
     await dbs.drop();
   });
 

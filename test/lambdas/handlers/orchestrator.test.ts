@@ -6,7 +6,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { CONFIG_ENV } from '../../../lambdas/core/config';
 import { RETRYABLE_TASK_ERROR } from '../../../lambdas/core/errors';
 import { LAMBDA_ENV } from '../../../lib/runtime-contract';
-import { answerAwsCalls, lambdaEnvironment, secretArn } from '../../support/aws-boundary';
+import { answerAwsCalls, endLambdaRuntime, lambdaEnvironment, secretArn } from '../../support/aws-boundary';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 import { seedV1 } from '../../support/fixtures';
 
@@ -35,9 +35,7 @@ describe('the orchestrator Lambda handler, wired to AWS SDK clients (mocked) and
     ({ handler } = await import('../../../lambdas/handlers/orchestrator'));
   });
   afterAll(async () => {
-    process.env = saved;
-    const runtime = await (await import('../../../lambdas/handlers/runtime')).getRuntime();
-    await Promise.all([runtime.v1.end(), runtime.v2.end()]);
+    await endLambdaRuntime(saved);
     await dbs.drop();
   });
 

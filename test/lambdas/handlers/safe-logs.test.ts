@@ -7,7 +7,7 @@ import { CONFIG_ENV } from '../../../lambdas/core/config';
 import { prepareStep } from '../../../lambdas/core/phases';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { testBackup } from '../../support/migration';
-import { answerAwsCalls, lambdaEnvironment } from '../../support/aws-boundary';
+import { answerAwsCalls, endLambdaRuntime, lambdaEnvironment } from '../../support/aws-boundary';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
 
 /**
@@ -75,9 +75,7 @@ describe('no row data leaves through the logs or the Step Functions cause', () =
   });
   afterAll(async () => {
     jest.restoreAllMocks();
-    process.env = saved;
-    const runtime = await (await import('../../../lambdas/handlers/runtime')).getRuntime();
-    await Promise.all([runtime.v1.end(), runtime.v2.end()]);
+    await endLambdaRuntime(saved);
     await dbs.drop();
   });
 
