@@ -25,7 +25,7 @@ import { ensureControlSchema } from '../lambdas/core/migration-state';
 import { controlSchema } from '../lambdas/core/db';
 import { parameterNames } from '../lambdas/ports/parameters';
 import { exitOnError, parseArgs } from '../bin/cli-args';
-import { SyntheticBackend } from '../bin/rehearsal/load';
+import { backendSettings, SyntheticBackend } from '../bin/rehearsal/load';
 import { benchEnv, benchHelp, log, seconds, sizeFlags, type BenchEnv } from './support';
 
 const flags = z
@@ -81,10 +81,7 @@ async function startBackend(env: BenchEnv, perSecond: number, warmupSeconds: num
   });
   const backend = new SyntheticBackend(pools[0], pools[1], parameters, {
     perSecond,
-    prefix: env.config.ssmPrefix,
-    tenantId: env.config.tenant.id,
-    v1Schema: env.config.schemas.v1,
-    v2Schema: env.config.schemas.v2,
+    ...backendSettings(env.config),
     // Dual-write is off in this benchmark: the repair queue stays empty.
     repairs: new LocalQueue({ visibilityTimeoutMs: 30_000, maxReceiveCount: 10, concurrency: 1 }),
   });

@@ -5,6 +5,7 @@ import { PrismaWriteAfterWriteSwitchError, withMigration } from '../../client/pr
 import { repairBatchHandler } from '../../lambdas/core/sync/repair';
 import { TrafficRouter } from '../../client/traffic-router';
 import type { LocalQueue } from '../../lambdas/adapters/local/local-queue';
+import type { MigrationConfig } from '../../lambdas/core/config';
 import type { ParameterPort } from '../../lambdas/ports/parameters';
 import { PrismaClient } from '../../prisma/v1/generated/client';
 
@@ -26,6 +27,16 @@ export interface LoadStats {
   rowsInsertedV2First: number;
   /** Of those, rows V1 does not hold when the backend stops (a lost reverse mirror). */
   rowsMissingInV1: number;
+}
+
+/** Where the synthetic backend finds its parameters, tenant and schemas: the migration's configuration. */
+export function backendSettings(config: MigrationConfig) {
+  return {
+    prefix: config.ssmPrefix,
+    tenantId: config.tenant.id,
+    v1Schema: config.schemas.v1,
+    v2Schema: config.schemas.v2,
+  };
 }
 
 /**

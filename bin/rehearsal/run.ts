@@ -7,7 +7,7 @@ import { countV1Rows } from '../../lambdas/core/v1-schema';
 import { ALARM_ACTOR } from '../../lib/constructs/alarms';
 import { failAtLevel, workerKiller } from './faults';
 import { localExecutor, type LocalExecutor } from './executions';
-import { SyntheticBackend, type LoadStats } from './load';
+import { backendSettings, SyntheticBackend, type LoadStats } from './load';
 import { DEFAULT_LOCAL_DIR, openLocalEnvironment, type LocalEnvironment } from './local-environment';
 import { checkOptions, type FailAt, type RehearsalOptions } from './options';
 import { startProgress } from './progress';
@@ -31,10 +31,7 @@ const failure = (run: LocalExecution) => `${run.error}: ${run.cause}`;
 async function startBackend(env: LocalEnvironment, options: RehearsalOptions): Promise<SyntheticBackend> {
   const backend = new SyntheticBackend(env.v1, env.v2, env.parameters, {
     perSecond: options.dualWriteLoad!,
-    prefix: env.config.ssmPrefix,
-    tenantId: env.config.tenant.id,
-    v1Schema: env.config.schemas.v1,
-    v2Schema: env.config.schemas.v2,
+    ...backendSettings(env.config),
     repairs: env.repairs,
   });
   await backend.start();

@@ -1,5 +1,4 @@
-import { SyntheticBackend, type LoadStats } from '../../bin/rehearsal/load';
-import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
+import { backendSettings, SyntheticBackend, type LoadStats } from '../../bin/rehearsal/load';
 import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
 import { LocalStateMachines } from '../../lambdas/adapters/local/local-state-machines';
 import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-workers';
@@ -8,9 +7,9 @@ import type { MigrationConfig } from '../../lambdas/core/config';
 import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
 import { parameterNames } from '../../lambdas/ports/parameters';
 import { synthesizeDefinitions, type StateMachineDefinitions } from '../../lib/local-definitions';
-import { seedV1, testConfig } from '../support/fixtures';
+import { quickCutover, seedV1, testConfig } from '../support/fixtures';
 import { expectAllInSync } from '../support/in-sync';
-import { testBackup } from '../support/migration';
+import { localOrchestratorDeps } from '../support/migration';
 import { freshDatabases, type TestDatabases } from '../support/pg';
 
 /**
@@ -39,13 +38,7 @@ describe('both schemas take the backend writes after each phase', () => {
     await seedV1(dbs.v1, { devices: 8, telemetry: 800, seed: 31 });
     config = testConfig(dbs, {
       batch: { telemetryWindowRows: 400, entityWindowRows: 4, concurrency: 2, maxReceiveCount: 3 },
-      cutover: {
-        schedule: [
-          { percentage: 50, bakeSeconds: 1 },
-          { percentage: 100, bakeSeconds: 1 },
-        ],
-        soakMinutes: 0,
-      },
+      cutover: quickCutover([50, 100]),
     });
     parameters = new MemoryParameters({
       [names.trafficPercentage]: '0',
@@ -53,15 +46,7 @@ describe('both schemas take the backend writes after each phase', () => {
       [names.writePrimary]: 'v1',
     });
     workers = startLocalWorkers({ v1: dbs.v1, v2: dbs.v2, config });
-    deps = {
-      v1: dbs.v1,
-      v2: dbs.v2,
-      config,
-      parameters,
-      alarms: new LocalAlarms(),
-      queue: workers.queue,
-      backup: testBackup(dbs),
-    };
+    deps = localOrchestratorDeps(dbs, config, parameters, workers.queue);
   });
   afterAll(async () => {
     await workers?.stop();
@@ -75,10 +60,7 @@ describe('both schemas take the backend writes after each phase', () => {
   async function backendWrites(operations: number): Promise<LoadStats> {
     const backend = new SyntheticBackend(dbs.v1, dbs.v2, parameters, {
       perSecond: 100,
-      prefix: config.ssmPrefix,
-      tenantId: config.tenant.id,
-      v1Schema: config.schemas.v1,
-      v2Schema: config.schemas.v2,
+      ...backendSettings(config),
       repairs: new LocalQueue({ visibilityTimeoutMs: 30_000, maxReceiveCount: 5, concurrency: 1 }),
     });
     await backend.runOperations(operations);

@@ -1,7 +1,6 @@
 import { RENAME_CONFIRMATION } from '../../lambdas/core/cleanup';
 import type { Pool } from 'pg';
 import { DualWriter, TrafficRouter, type DualWriteFailure } from '../../client';
-import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
 import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
 import { LocalStateMachines } from '../../lambdas/adapters/local/local-state-machines';
 import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-workers';
@@ -11,9 +10,9 @@ import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
 import { repairBatchHandler, repairRow } from '../../lambdas/core/sync/repair';
 import { parameterNames } from '../../lambdas/ports/parameters';
 import { synthesizeDefinitions, type StateMachineDefinitions } from '../../lib/local-definitions';
-import { seedV1, testConfig } from '../support/fixtures';
+import { quickCutover, seedV1, testConfig } from '../support/fixtures';
 import { expectAllInSync } from '../support/in-sync';
-import { testBackup } from '../support/migration';
+import { localOrchestratorDeps } from '../support/migration';
 import { freshDatabases } from '../support/pg';
 
 /**
@@ -34,13 +33,7 @@ async function environment() {
   await seedV1(dbs.v1, { devices: 8, telemetry: 1500, seed: 12 });
   const config = testConfig(dbs, {
     batch: { telemetryWindowRows: 500, entityWindowRows: 4, concurrency: 2, maxReceiveCount: 3 },
-    cutover: {
-      schedule: [
-        { percentage: 50, bakeSeconds: 1 },
-        { percentage: 100, bakeSeconds: 1 },
-      ],
-      soakMinutes: 0,
-    },
+    cutover: quickCutover([50, 100]),
   });
   const parameters = new MemoryParameters({
     [names.trafficPercentage]: '0',
@@ -56,14 +49,8 @@ async function environment() {
     retryDelayMs: 50,
   });
   const deps: OrchestratorDeps = {
-    v1: dbs.v1,
-    v2: dbs.v2,
-    config,
-    parameters,
-    alarms: new LocalAlarms(),
-    queue: workers.queue,
+    ...localOrchestratorDeps(dbs, config, parameters, workers.queue),
     repairQueue: repairs,
-    backup: testBackup(dbs),
   };
   const router = TrafficRouter.fromParameters(parameters, { prefix: '/iot-migration', refreshMs: 60_000 });
   const failures: DualWriteFailure[] = [];

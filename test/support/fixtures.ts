@@ -19,6 +19,14 @@ export function testConfig(
   });
 }
 
+/**
+ * A cutover for tests: the given percentages, each baked `bakeSeconds` (the local state machines
+ * shorten every wait anyway), and no soak before cleanup.
+ */
+export function quickCutover(percentages: number[], bakeSeconds = 1): MigrationConfigInput['cutover'] {
+  return { schedule: percentages.map((percentage) => ({ percentage, bakeSeconds })), soakMinutes: 0 };
+}
+
 /** Creates the V1 schema and writes a small deterministic data set. */
 export async function seedV1(
   v1: Pool,

@@ -1,5 +1,9 @@
+import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
 import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
 import type { MigrationConfig } from '../../lambdas/core/config';
+import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
+import type { ParameterPort } from '../../lambdas/ports/parameters';
+import type { QueuePort } from '../../lambdas/ports/queue';
 import { runPrepare } from '../../lambdas/core/prepare';
 import type { TestDatabases } from './pg';
 import { ENV } from './servers';
@@ -33,4 +37,25 @@ export async function v2Fingerprint(dbs: TestDatabases, table: string): Promise<
       ? `SELECT count(*)::int AS n, md5(string_agg(row(tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)::text, '|' ORDER BY legacy_id)) AS h FROM telemetry`
       : `SELECT count(*)::int AS n, md5(string_agg(t::text, '|' ORDER BY id)) AS h FROM ${table} t`;
   return (await dbs.v2.query(sql)).rows[0];
+}
+
+/**
+ * What the orchestrator runs with on the test databases, as the rehearsal wires it: the given
+ * parameters and worker queue, local alarms (none firing) and a pg_dump backup of V1.
+ */
+export function localOrchestratorDeps(
+  dbs: TestDatabases,
+  config: MigrationConfig,
+  parameters: ParameterPort,
+  queue: QueuePort,
+): OrchestratorDeps {
+  return {
+    v1: dbs.v1,
+    v2: dbs.v2,
+    config,
+    parameters,
+    alarms: new LocalAlarms(),
+    queue,
+    backup: testBackup(dbs),
+  };
 }

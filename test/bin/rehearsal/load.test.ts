@@ -1,4 +1,4 @@
-import { SyntheticBackend } from '../../../bin/rehearsal/load';
+import { backendSettings, SyntheticBackend } from '../../../bin/rehearsal/load';
 import { LocalQueue } from '../../../lambdas/adapters/local/local-queue';
 import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import { MemoryParameters } from '../../../lambdas/adapters/local/memory-parameters';
@@ -37,10 +37,7 @@ describe("the rehearsal's synthetic backend (Prisma through withMigration, reads
   const backend = (parameters: MemoryParameters) =>
     new SyntheticBackend(dbs.v1, dbs.v2, parameters, {
       perSecond: 100,
-      prefix: config.ssmPrefix,
-      tenantId: config.tenant.id,
-      v1Schema: config.schemas.v1,
-      v2Schema: config.schemas.v2,
+      ...backendSettings(config),
       repairs: new LocalQueue({ visibilityTimeoutMs: 30_000, maxReceiveCount: 5, concurrency: 1 }),
     });
 

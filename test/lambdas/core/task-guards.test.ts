@@ -1,4 +1,3 @@
-import { LocalAlarms } from '../../../lambdas/adapters/local/local-alarms';
 import { MemoryParameters } from '../../../lambdas/adapters/local/memory-parameters';
 import { startLocalWorkers, type LocalWorkers } from '../../../lambdas/adapters/local/local-workers';
 import { DROP_CONFIRMATION, RENAME_CONFIRMATION } from '../../../lambdas/core/cleanup';
@@ -6,8 +5,8 @@ import { ROLLBACK_CONFIRMATION } from '../../../lambdas/core/cutover';
 import { orchestrate, type OrchestratorDeps } from '../../../lambdas/core/orchestrator';
 import { GUARDED_TASKS } from '../../../lambdas/core/task-guards';
 import { freshDatabases, type TestDatabases } from '../../support/pg';
-import { rowCounts, seedV1, testConfig } from '../../support/fixtures';
-import { testBackup } from '../../support/migration';
+import { quickCutover, rowCounts, seedV1, testConfig } from '../../support/fixtures';
+import { localOrchestratorDeps } from '../../support/migration';
 
 /**
  * Every task that changes the migration, invoked directly (as anyone with lambda:InvokeFunction
@@ -33,25 +32,11 @@ async function environment(): Promise<Env> {
   await seedV1(dbs.v1, { devices: 6, telemetry: 600, seed: 3 });
   const config = testConfig(dbs, {
     batch: { telemetryWindowRows: 200, entityWindowRows: 10, concurrency: 2, maxReceiveCount: 3 },
-    cutover: {
-      schedule: [
-        { percentage: 50, bakeSeconds: 0 },
-        { percentage: 100, bakeSeconds: 0 },
-      ],
-      soakMinutes: 0,
-    },
+    cutover: quickCutover([50, 100], 0),
   });
   const parameters = new MemoryParameters({ [TRAFFIC]: '0', [DUAL_WRITE]: 'off' });
   const workers = startLocalWorkers({ v1: dbs.v1, v2: dbs.v2, config });
-  const deps: OrchestratorDeps = {
-    v1: dbs.v1,
-    v2: dbs.v2,
-    config,
-    parameters,
-    alarms: new LocalAlarms(),
-    queue: workers.queue,
-    backup: testBackup(dbs),
-  };
+  const deps = localOrchestratorDeps(dbs, config, parameters, workers.queue);
   return { dbs, deps, parameters, workers };
 }
 
