@@ -28,6 +28,7 @@ import {
 } from './migration-state';
 import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
 import { changeControl, parseControlChange } from './backfill/throttle';
+import { redriveWindows } from './backfill/redrive';
 import { assertCurrentVerificationRun, guardTask } from './task-guards';
 import {
   checkWritesForRollback,
@@ -36,7 +37,7 @@ import {
   switchWrites,
   switchWritesBack,
 } from './write-switch';
-import type { QueueDepthPort, QueuePort } from '../ports/queue';
+import type { DeadLetterPort, QueueDepthPort, QueuePort } from '../ports/queue';
 
 /**
  * The tasks of the three state machines, dispatched by name: the orchestrator Lambda calls
@@ -50,6 +51,8 @@ export interface OrchestratorDeps extends Omit<MigrationContext, 'actor'> {
   repairQueue?: QueueDepthPort;
   /** Publishes a metric (CloudWatch through Powertools on AWS; nothing or a log locally). */
   metric?: (name: string, value: number) => void;
+  /** The worker queue's DLQ, which `redrive` reads the failed windows' messages from. */
+  deadLetters?: DeadLetterPort;
 }
 
 const phase = z.preprocess((v) => (typeof v === 'string' ? v.toUpperCase() : v), z.enum(PHASES));
@@ -67,6 +70,8 @@ export const migrationInputSchema = z.discriminatedUnion('action', [
   // The backfill control (`migrate throttle`): the rest of the input is a control change.
   z.object({ action: z.literal('throttle') }).passthrough(),
   z.object({ action: z.literal('drop-archives'), confirm }).strict(),
+  // Failed backfill windows back to the workers (`migrate redrive`), see backfill/redrive.ts.
+  z.object({ action: z.literal('redrive') }).strict(),
 ]);
 
 /** Start-execution input of the Cutover state machine. */
@@ -143,6 +148,7 @@ export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({ task: z.literal('validate-rollback-input'), input: z.unknown() }),
   z.object({ task: z.literal('status'), actor }),
   z.object({ task: z.literal('throttle'), actor, request: z.object({}).passthrough() }),
+  z.object({ task: z.literal('redrive'), actor }),
   z.object({
     task: z.literal('begin'),
     actor,
@@ -239,6 +245,12 @@ async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Recor
       const control = await changeControl(ctx, parseControlChange(change));
       deps.metric?.('BackfillThrottled', control.state === 'running' ? 0 : 1);
       return { ...control };
+    }
+    case 'redrive': {
+      // No lock, as the throttle: it works while a run waits on the failed windows.
+      const result = await redriveWindows(ctx);
+      deps.metric?.('BackfillWindowsRedriven', result.redriven.length + result.resetToPending.length);
+      return { ...result };
     }
     case 'begin': {
       await acquireLock(ctx);

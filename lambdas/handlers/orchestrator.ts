@@ -8,6 +8,7 @@ import { SSMClient } from '@aws-sdk/client-ssm';
 import { CloudWatchAlarms } from '../adapters/aws/cloudwatch-alarms';
 import { RdsSnapshotBackup } from '../adapters/aws/rds-backup';
 import { SfnExecutions } from '../adapters/aws/sfn-executions';
+import { SqsDeadLetters } from '../adapters/aws/sqs-dead-letters';
 import { SqsQueue } from '../adapters/aws/sqs-queue';
 import { SsmParameters } from '../adapters/aws/ssm-parameters';
 import { ConfigError } from '../core/errors';
@@ -35,9 +36,11 @@ async function awsDeps(): Promise<OrchestratorDeps> {
   const instanceId = env[LAMBDA_ENV.rdsInstanceId];
   const clusterId = env[LAMBDA_ENV.auroraClusterId];
   const alarmName = env[LAMBDA_ENV.healthAlarmName];
+  const dlqUrl = env[LAMBDA_ENV.workerDlqUrl];
   deps = {
     ...runtime,
     queue: new SqsQueue(new SQSClient({}), queueUrl),
+    ...(dlqUrl ? { deadLetters: new SqsDeadLetters(new SQSClient({}), dlqUrl) } : {}),
     parameters: new SsmParameters(new SSMClient({})),
     executions: new SfnExecutions(new SFNClient({})),
     backup: instanceId
