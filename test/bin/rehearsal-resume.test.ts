@@ -24,7 +24,6 @@ interface Run {
 }
 
 function rehearse(args: string[]): Run {
-
   const child = spawn(process.execPath, ['--import', 'tsx', 'bin/rehearse.ts', ...args], {
     cwd: ROOT,
     env: { ...process.env, TSX_DISABLE_CACHE: '1' },
@@ -368,7 +367,10 @@ describe('a rehearsal killed (SIGKILL) inside cleanup, and run again', () => {
       interruptions: { action: string; details?: Record<string, unknown> }[];
     };
     expect(report.interruptions).toContainEqual(
-      expect.objectContaining({ action: 'phase.resumed', details: expect.objectContaining({ phase: 'CLEANUP' }) }),
+      expect.objectContaining({
+        action: 'phase.resumed',
+        details: expect.objectContaining({ phase: 'CLEANUP' }),
+      }),
     );
     expect(report.interruptions.map((e) => e.action)).toContain('lock.taken-over');
   }, 600_000);

@@ -1,8 +1,4 @@
-import {
-  DeleteMessageBatchCommand,
-  ReceiveMessageCommand,
-  type SQSClient,
-} from '@aws-sdk/client-sqs';
+import { DeleteMessageBatchCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { ConfigError, MigrationError } from '../../core/errors';
 import type { DeadLetterMessage, DeadLetterPort } from '../../ports/queue';
 

@@ -66,7 +66,9 @@ describe('redriving failed backfill windows from the DLQ', () => {
     const dead = workers.queue.dlq();
     expect(dead).toHaveLength(1);
     const windowId = (JSON.parse(dead[0].body) as { windowId: number }).windowId;
-    const before = await dbs.v2.query(`SELECT status FROM migration_control.windows WHERE id = $1`, [windowId]);
+    const before = await dbs.v2.query(`SELECT status FROM migration_control.windows WHERE id = $1`, [
+      windowId,
+    ]);
     expect(before.rows[0].status).toBe('failed');
 
     // The cause fixed, ops redrive: the window's message goes back to the worker queue.
@@ -103,9 +105,10 @@ describe('redriving failed backfill windows from the DLQ', () => {
         `SELECT id FROM migration_control.windows WHERE table_name = 'telemetry' ORDER BY seq LIMIT 3`,
       );
       const [open, done, lost] = windows.rows.map((r) => Number(r.id));
-      await dbs.v2.query(`UPDATE migration_control.windows SET status = 'failed' WHERE id = ANY($1::bigint[])`, [
-        [open, lost],
-      ]);
+      await dbs.v2.query(
+        `UPDATE migration_control.windows SET status = 'failed' WHERE id = ANY($1::bigint[])`,
+        [[open, lost]],
+      );
       const body = (id: number) => JSON.stringify({ type: 'copy-window', windowId: id });
       sqs
         .on(ReceiveMessageCommand)
@@ -127,7 +130,10 @@ describe('redriving failed backfill windows from the DLQ', () => {
       const result = await redriveWindows({
         ...ctx,
         queue: new SqsQueue(client, 'https://sqs.eu-west-1.amazonaws.com/123456789012/backfill'),
-        deadLetters: new SqsDeadLetters(client, 'https://sqs.eu-west-1.amazonaws.com/123456789012/backfill-dlq'),
+        deadLetters: new SqsDeadLetters(
+          client,
+          'https://sqs.eu-west-1.amazonaws.com/123456789012/backfill-dlq',
+        ),
       });
       expect(result).toMatchObject({
         redriven: [open],

@@ -1,8 +1,4 @@
-import {
-  DeleteMessageBatchCommand,
-  ReceiveMessageCommand,
-  SQSClient,
-} from '@aws-sdk/client-sqs';
+import { DeleteMessageBatchCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { mockClient } from 'aws-sdk-client-mock';
 import {
   DeadLetterDeleteError,
@@ -27,7 +23,9 @@ describe('SqsDeadLetters (the worker DLQ a redrive reads)', () => {
         { ReceiptHandle: 'no-body' },
       ],
     });
-    expect(await dlq().receive(25)).toEqual([{ body: '{"type":"copy-window","windowId":7}', receipt: 'r-7' }]);
+    expect(await dlq().receive(25)).toEqual([
+      { body: '{"type":"copy-window","windowId":7}', receipt: 'r-7' },
+    ]);
     expect(sqs.commandCalls(ReceiveMessageCommand)[0].args[0].input).toEqual({
       QueueUrl: DLQ_URL,
       MaxNumberOfMessages: 10,
