@@ -10,7 +10,8 @@
  *      one unmeasured backfill, V2 emptied after it, so that both measured ones start warm);
  *  (3) throttled: the whole backfill again (V2 emptied first), the automatic throttle on, its
  *      commit-latency threshold set from the idle run (three times the median of the worker's
- *      own V1 probe sampled while idle, at least 5 ms).
+ *      own V1 probe sampled while idle, at least 5 ms); under pressure its windows shrink to the
+ *      configuration's `throttle.pressureWindowRows`.
  * It prints each run's write latency p50/p99 and the backfill's rows/s. The last line is one
  * JSON object: {"p99IdleMs","p99FullMs","p99ThrottledMs","throttledVsIdle","throttledRowsPerSec",…}.
  */
@@ -179,10 +180,12 @@ async function main() {
     await resetBackfill(env);
     await ops({ autoThrottle: true });
     const commitLatencyMs = Math.max(5, round(3 * percentile(probes, 50)));
+    // Pressure holds 5 s: meanwhile windows are split to pressureWindowRows (5,000 by
+    // default), so that a worker probes V1 again after a short window, not a whole 50,000-row one.
     const throttle = {
       ...env.config.throttle,
       commitLatencyMs,
-      pressureHoldSeconds: 1,
+      pressureHoldSeconds: 5,
       pressureBackoffMs: 100,
     };
     log(`throttled: the automatic throttle on, V1 commit latency over ${commitLatencyMs} ms is pressure`);
@@ -210,6 +213,7 @@ async function main() {
         throttlePeriods: periods.length,
         backendErrors: idle.errors + full.errors + throttled.errors,
         commitLatencyThresholdMs: commitLatencyMs,
+        pressureWindowRows: throttle.pressureWindowRows,
         rows: args.rows,
         writesPerSecond: args.writesPerSecond,
       }),

@@ -3,7 +3,13 @@ import { recordByRecord, type BatchHandler, type QueueRecord } from '../ports/qu
 import { type BackfillDeps, type CopyResult } from './backfill';
 import { copyRidingOutFaults, type RideOutOptions } from './backfill/retry';
 import { splitWindow } from './backfill/split';
-import { awaitTurn, deferWork, type ThrottleSettings, type ThrottleState } from './backfill/throttle';
+import {
+  awaitTurn,
+  deferWork,
+  windowRowsNow,
+  type ThrottleSettings,
+  type ThrottleState,
+} from './backfill/throttle';
 import { controlSchema } from './db';
 import { parseWorkMessage, type WorkMessage } from './work-messages';
 import { verifySlice } from './verify';
@@ -79,7 +85,8 @@ export async function handleWorkMessage(
     return { type: 'deferred', work: message, throttle };
   }
   if (message.type === 'copy-window') {
-    if (turn.control.windowRows !== null) await splitWindow(deps, message.windowId, turn.control.windowRows);
+    const windowRows = windowRowsNow(turn.control, settings);
+    if (windowRows !== null) await splitWindow(deps, message.windowId, windowRows);
     const copied = await copyRidingOutFaults(deps, message.windowId, receiveCount, deps.retry);
     return { type: 'copy-window', ...copied, throttle };
   }

@@ -24,6 +24,30 @@ export interface ThrottleSettings extends PressureThresholds {
   pressureBackoffMs: number;
   /** Pressure stays the state this long after it was last seen (no flapping between windows). */
   pressureHoldSeconds: number;
+  /** Windows larger than this are split while pressure was seen lately (null or absent: never). */
+  pressureWindowRows?: number | null;
+}
+
+/**
+ * The window size a worker copies at most now: ops' window size, and, while V1 showed pressure
+ * within the hold time (and the automatic throttle is on), the smaller `pressureWindowRows`, so
+ * that a window under pressure is short and the next probe comes soon. Null: as planned.
+ */
+export function windowRowsNow(
+  control: BackfillControl,
+  settings: ThrottleSettings,
+  now = Date.now(),
+): number | null {
+  const pressureAt = control.lastProbe?.pressureAt;
+  const pressed =
+    control.autoThrottle &&
+    settings.pressureWindowRows != null &&
+    pressureAt !== undefined &&
+    now - Date.parse(pressureAt) < settings.pressureHoldSeconds * 1000;
+  const limits = [control.windowRows, pressed ? settings.pressureWindowRows! : null].filter(
+    (n): n is number => n !== null,
+  );
+  return limits.length > 0 ? Math.min(...limits) : null;
 }
 
 /** The defaults of the configuration's `throttle` (for a production V1; the rehearsal sets its own). */
