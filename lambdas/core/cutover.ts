@@ -172,7 +172,7 @@ export const DRIFT_REPAIR_WAIT_MS = 60_000;
  * `maxWaitMs`) for it to empty; true when it did, false when there is no queue to ask, it stayed
  * busy, or it was empty from the start (then waiting changes nothing).
  */
-async function repairsLanded(repairQueue: QueueDepthPort | undefined, maxWaitMs: number): Promise<boolean> {
+export async function repairsLanded(repairQueue: QueueDepthPort | undefined, maxWaitMs: number): Promise<boolean> {
   if (!repairQueue) return false;
   const pending = async () => {
     const { waiting, inFlight } = await repairQueue.depth();

@@ -286,6 +286,12 @@ export function v1ColumnAsText(column: V1Column): string {
 
 /** Copy and foreign-key order: parents before children. */
 export const TABLE_ORDER: MappedTable[] = ['users', 'devices', 'telemetry', 'alerts'];
+/** The V1 column of a table that names its parent row (the foreign keys V2 keeps), and that parent. */
+export const PARENT_OF: Partial<Record<MappedTable, { column: string; table: MappedTable }>> = {
+  devices: { column: 'ownerId', table: 'users' },
+  telemetry: { column: 'deviceId', table: 'devices' },
+  alerts: { column: 'deviceId', table: 'devices' },
+};
 /** Stages of the backfill: a stage starts once the one before it is complete. */
 export const STAGES: MappedTable[][] = [['users'], ['devices'], ['telemetry', 'alerts']];
 

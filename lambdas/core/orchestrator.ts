@@ -437,7 +437,7 @@ async function writeSwitchTask(
     case 'switch-writes': {
       await acquireLock(ctx);
       try {
-        return { ...(await switchWrites(ctx)) };
+        return { ...(await switchWrites({ ...ctx, repairQueue: deps.repairQueue })) };
       } finally {
         await releaseLock(ctx);
       }

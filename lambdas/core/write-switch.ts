@@ -8,7 +8,7 @@ import {
   setParameter,
   type MigrationContext,
 } from './migration-state';
-import { cutoverStatus } from './cutover';
+import { cutoverStatus, DRIFT_REPAIR_WAIT_MS, repairsLanded } from './cutover';
 import {
   buildReport,
   finishVerification,
@@ -111,8 +111,8 @@ export interface WriteSwitchResult {
  * audited, and change nothing.
  */
 export async function switchWrites(
-  ctx: MigrationContext,
-  options: { recheckDelayMs?: number } = {},
+  ctx: MigrationContext & { repairQueue?: QueueDepthPort },
+  options: { recheckDelayMs?: number; repairWaitMs?: number } = {},
 ): Promise<WriteSwitchResult> {
   if ((await writePrimaryOf(ctx)) === 'v2') {
     await auditEvent(ctx, 'writes.switch-unchanged', { primary: 'v2' });
@@ -129,10 +129,18 @@ export async function switchWrites(
   );
   const since =
     gate.rows[0]?.last_gate_at ?? gate.rows[0]?.reached_full_at ?? new Date(Date.now() - 3_600_000);
-  const report = await verifyTouchedWindows(ctx, since, {
-    recheckDelayMs: options.recheckDelayMs,
-    inV2: true,
-  });
+  const verifyOptions = { recheckDelayMs: options.recheckDelayMs, inV2: true };
+  let report = await verifyTouchedWindows(ctx, since, verifyOptions);
+  // A row whose V2 half failed and waits in the repair queue is behind, not lost: checked once
+  // more after the queue has emptied (as the health gate does).
+  if (!report.clean && (await repairsLanded(ctx.repairQueue, options.repairWaitMs ?? DRIFT_REPAIR_WAIT_MS))) {
+    await auditEvent(ctx, 'writes.switch-rechecked', {
+      reason: 'the repair queue held failed V2 writes; checked again once it was empty',
+      firstRun: report.runId,
+      windows: report.mismatches.map((m) => `${m.table}#${m.windowId}`),
+    });
+    report = await verifyTouchedWindows(ctx, since, verifyOptions);
+  }
   const checked = Object.values(report.tables).reduce((n, t) => n + t.windows, 0);
   const verification = {
     runId: report.runId,
@@ -143,7 +151,9 @@ export async function switchWrites(
   if (!report.clean) {
     return refuse([
       `the verification of the windows touched since ${since.toISOString()} (run ${report.runId}) found ` +
-        `${report.mismatches.length} mismatched window(s) and ${report.sample.differences.length} differing row(s)`,
+        `${report.mismatches.length} mismatched window(s) (${report.mismatches
+          .map((m) => `${m.table}#${m.windowId}`)
+          .join(', ')}) and ${report.sample.differences.length} differing sampled row(s)`,
     ]);
   }
   await setParameter(ctx, 'writePrimary', 'v2', 'write switch: V2 is the write primary, V1 follows it');

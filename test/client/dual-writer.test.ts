@@ -248,6 +248,24 @@ describeEachStorage('DualWriter', (storage) => {
     await ctx.writer.mirrorDelete('users', 'dw_mirror');
     expect(await v2RowsOf(dbs, 'users', 'dw_mirror')).toEqual([]);
   });
+
+  it("mirrors a row whose V1 state names a parent V2 does not hold yet: the parent first, from V1", async () => {
+    // Another caller has just created the owner and given it the device; that caller's V2 half
+    // has not landed yet when this write of the device re-reads V1.
+    await dbs.v1.query(
+      `INSERT INTO users (id, email, "passwordHash", "updatedAt") VALUES ('dw_new_owner', 'owner@example.com', 'h', now())`,
+    );
+    await dbs.v1.query(
+      `INSERT INTO devices (id, name, type, "ownerId", "updatedAt") VALUES ('dw_owned', 'owned', 'dw_type', 'dw_new_owner', now())`,
+    );
+    await dbs.v1.query(
+      `INSERT INTO alerts (id, "deviceId", severity, message) VALUES ('dw_owned_alert', 'dw_owned', 'LOW', 'm')`,
+    );
+    await ctx.writer.mirrorById('alerts', 'dw_owned_alert');
+    await expectRowInSync(dbs, config, 'users', 'dw_new_owner');
+    await expectRowInSync(dbs, config, 'devices', 'dw_owned');
+    await expectRowInSync(dbs, config, 'alerts', 'dw_owned_alert');
+  });
 });
 
 describe('DualWriter racing the backfill', () => {

@@ -2,7 +2,7 @@ import type { Pool } from 'pg';
 import { z } from 'zod';
 import { parseMessageBody } from '../config';
 import { MigrationError, RepairRowError } from '../errors';
-import type { MappedTable } from '../mapping';
+import { PARENT_OF, TABLE_ORDER, V1_COLUMNS, type MappedTable } from '../mapping';
 import { recordByRecord, type BatchHandler, type QueueRecord } from '../../ports/queue';
 import {
   clientSettings,
@@ -118,7 +118,7 @@ export async function syncRow(
   let row =
     options.known !== undefined ? options.known : await readV1Source(deps.v1, settings.v1Schema, table, key);
   for (let round = 1; round <= REPAIR_MAX_ROUNDS; round++) {
-    if (row) await sync.upsert(table, row, { replaceStale: !(options.inserted && round === 1) });
+    if (row) await upsertWithParent(deps, table, row, { replaceStale: !(options.inserted && round === 1) });
     else await sync.remove(table, key);
     const again = await readV1Source(deps.v1, settings.v1Schema, table, key);
     if (sameSource(again, row)) return { table, id: key, action: row ? 'upserted' : 'deleted' };
@@ -127,6 +127,36 @@ export async function syncRow(
   throw new RepairRowError(table, key, `the V1 row changed during ${REPAIR_MAX_ROUNDS} rounds`, {
     retryable: true,
   });
+}
+
+/**
+ * Upserts a V1 row into V2; when V2 refuses it for a parent it does not hold yet (23503: the
+ * row's V1 state names a parent another write has just created, whose own V2 half is still on
+ * its way), syncs that parent from V1 first and tries once more. A parent V1 lacks too leaves
+ * the error as it was.
+ */
+async function upsertWithParent(
+  deps: RepairDeps,
+  table: MappedTable,
+  row: V1Source,
+  options: { replaceStale: boolean },
+  depth = 0,
+): Promise<void> {
+  const { sync } = resolve(deps);
+  try {
+    await sync.upsert(table, row, options);
+  } catch (error) {
+    const parent = PARENT_OF[table];
+    const code = (error as { code?: unknown }).code;
+    if (!parent || code !== '23503' || depth >= TABLE_ORDER.length) throw error;
+    const parentId = row[V1_COLUMNS[table].findIndex((c) => c.name === parent.column)];
+    if (parentId === null || parentId === undefined) throw error;
+    const { settings } = resolve(deps);
+    const parentRow = await readV1Source(deps.v1, settings.v1Schema, parent.table, parseId(parent.table, parentId));
+    if (!parentRow) throw error;
+    await upsertWithParent(deps, parent.table, parentRow, { replaceStale: true }, depth + 1);
+    await sync.upsert(table, row, options);
+  }
 }
 
 /**

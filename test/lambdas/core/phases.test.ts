@@ -13,6 +13,8 @@ import {
   runCleanupLocally,
 } from '../../../lambdas/core/cleanup';
 import { switchWrites } from '../../../lambdas/core/write-switch';
+import { syncRow } from '../../../lambdas/core/sync/repair';
+import type { QueueDepthPort } from '../../../lambdas/ports/queue';
 import {
   cutoverStatus,
   rollback,
@@ -147,7 +149,29 @@ describeEachStorage('the five phases', (storage) => {
     expect(refused).toBeInstanceOf(GuardRefusedError);
     expect((refused as GuardRefusedError).reasons.join()).toMatch(/writes are not switched to V2/);
     expect(s.parameters.entries()['/iot-migration/dual-write']).toBe('on');
-    expect(await switchWrites(s.ctx)).toMatchObject({ changed: true, primary: 'v2' });
+    // A backend write whose V2 half failed waits in the repair queue: the switch's verification
+    // sees the row behind, and checks once more after the queue has emptied.
+    const behind = await s.dbs.v1.query<{ id: string }>(
+      `UPDATE users SET name = 'behind, repair queued', "updatedAt" = now() WHERE id = (SELECT min(id) FROM users) RETURNING id`,
+    );
+    let depthCalls = 0;
+    const repairQueue: QueueDepthPort = {
+      depth: async () => {
+        depthCalls += 1;
+        if (depthCalls === 1) return { waiting: 1, inFlight: 0 };
+        await syncRow({ v1: s.dbs.v1, v2: s.dbs.v2, tenantId: s.ctx.config.tenant.id }, 'users', behind.rows[0].id);
+        return { waiting: 0, inFlight: 0 };
+      },
+    };
+    expect(await switchWrites({ ...s.ctx, repairQueue }, { repairWaitMs: 30_000 })).toMatchObject({
+      changed: true,
+      primary: 'v2',
+    });
+    expect(depthCalls).toBe(2);
+    const rechecked = await s.dbs.v2.query(
+      `SELECT details->'windows' AS windows FROM migration_control.audit_log WHERE action = 'writes.switch-rechecked'`,
+    );
+    expect(rechecked.rows).toEqual([{ windows: [expect.stringMatching(/^users#\d+$/)] }]);
 
     const before = await rowCounts(s.dbs.v1, 'public');
     const cleaned = await runCleanupLocally(s.ctx, { pollMs: 10, confirm: RENAME_CONFIRMATION });
