@@ -429,7 +429,10 @@ export class MigrationStateMachines extends Construct {
       .when(
         sfn.Condition.stringEquals('$.request.action', 'redrive'),
         redrive.next(
-          new sfn.Succeed(this, 'WindowsRedriven', { stateName: 'Windows redriven', outputPath: '$.redrive' }),
+          new sfn.Succeed(this, 'WindowsRedriven', {
+            stateName: 'Windows redriven',
+            outputPath: '$.redrive',
+          }),
         ),
       )
       .when(sfn.Condition.stringEquals('$.request.action', 'drop-archives'), acquireForDrop)

@@ -2,13 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { describeIssues } from '../../core/config';
 import { ConfigError, InvalidInputError, LocalQueueStateError } from '../../core/errors';
-import type {
-  BatchHandler,
-  DeadLetterPort,
-  QueueDepthPort,
-  QueuePort,
-  QueueRecord,
-} from '../../ports/queue';
+import type { BatchHandler, DeadLetterPort, QueueDepthPort, QueuePort, QueueRecord } from '../../ports/queue';
 import { planBatches } from '../aws/sqs-queue';
 
 /** Records per handler invocation, as the Lambda SQS event source mapping's default. */
