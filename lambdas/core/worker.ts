@@ -6,6 +6,7 @@ import { splitWindow } from './backfill/split';
 import {
   awaitTurn,
   deferWork,
+  sampleWhileWorking,
   windowRowsNow,
   type ThrottleSettings,
   type ThrottleState,
@@ -87,7 +88,13 @@ export async function handleWorkMessage(
   if (message.type === 'copy-window') {
     const windowRows = windowRowsNow(turn.control, settings);
     if (windowRows !== null) await splitWindow(deps, message.windowId, windowRows);
-    const copied = await copyRidingOutFaults(deps, message.windowId, receiveCount, deps.retry);
+    const sampler = turn.control.autoThrottle ? sampleWhileWorking(deps, settings) : undefined;
+    let copied;
+    try {
+      copied = await copyRidingOutFaults(deps, message.windowId, receiveCount, deps.retry);
+    } finally {
+      await sampler?.stop();
+    }
     return { type: 'copy-window', ...copied, throttle };
   }
   return {
