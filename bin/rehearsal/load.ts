@@ -225,12 +225,17 @@ export class SyntheticBackend {
         return 'alert.updateMany';
       case 9:
         // A device's heartbeat and its reading, atomically: reaches V2 after the commit.
-        await db.$transaction(async (tx) => {
-          await tx.device.update({ where: { id: device }, data: { lastSeenAt: now } });
-          await tx.deviceData.create({
-            data: { deviceId: device, timestamp: now, data: { load: n }, protocol: 'HTTP' },
-          });
-        });
+        // Waits for a connection as long as a backend would on a busy host (Prisma's default,
+        // 2 s, fails the caller while the backfill and the rehearsal share the machine's cores).
+        await db.$transaction(
+          async (tx) => {
+            await tx.device.update({ where: { id: device }, data: { lastSeenAt: now } });
+            await tx.deviceData.create({
+              data: { deviceId: device, timestamp: now, data: { load: n }, protocol: 'HTTP' },
+            });
+          },
+          { maxWait: 15_000, timeout: 30_000 },
+        );
         return '$transaction';
       case 10:
         await db.device.update({

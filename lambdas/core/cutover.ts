@@ -12,7 +12,7 @@ import {
   setParameter,
   type MigrationContext,
 } from './migration-state';
-import { verifyTouchedWindows } from './verify';
+import { verifyTouchedWindows, type VerificationReport } from './verify';
 import type { QueueDepthPort } from '../ports/queue';
 
 /**
@@ -167,30 +167,60 @@ export interface GateResult {
 export const DRIFT_REPAIR_WAIT_MS = 60_000;
 
 /**
- * Whether the repair queue still holds writes whose V2 half failed: each is a row V2 is known
- * to be behind on, which its repair will bring level. Waits (polling each second, at most
- * `maxWaitMs`) for it to empty; true when it did, false when there is no queue to ask, it stayed
- * busy, or it was empty from the start (then waiting changes nothing).
+ * Waits for the repair queue to hold no failed V2 write (polling each second, at most
+ * `maxWaitMs`): each is a row V2 is known to be behind on, which its repair will bring level.
+ * 'empty' when it held none at the first look, 'drained' when it emptied, 'busy' when it still
+ * held some at the end, 'none' when there is no queue to ask.
  */
-export async function repairsLanded(repairQueue: QueueDepthPort | undefined, maxWaitMs: number): Promise<boolean> {
-  if (!repairQueue) return false;
+export async function awaitRepairs(
+  repairQueue: QueueDepthPort | undefined,
+  maxWaitMs: number,
+): Promise<'empty' | 'drained' | 'busy' | 'none'> {
+  if (!repairQueue) return 'none';
   const pending = async () => {
     const { waiting, inFlight } = await repairQueue.depth();
     return waiting + inFlight;
   };
-  if ((await pending()) === 0) return false;
+  if ((await pending()) === 0) return 'empty';
   const deadline = Date.now() + maxWaitMs;
   while (Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    if ((await pending()) === 0) return true;
+    if ((await pending()) === 0) return 'drained';
   }
-  return false;
+  return 'busy';
+}
+
+/**
+ * Re-checks drift once more, unless the repair queue stayed busy past the wait: a row whose V2
+ * half was still on its way at the first check may have timed out, been queued and repaired
+ * since (so an empty queue proves nothing), or still wait in the queue (then the second check
+ * comes once it has emptied). What differs at the second check is drift. Audits the second look.
+ */
+export async function recheckDrift(
+  ctx: MigrationContext & { repairQueue?: QueueDepthPort },
+  first: VerificationReport,
+  again: () => Promise<VerificationReport>,
+  audit: { action: string; repairWaitMs: number },
+): Promise<VerificationReport> {
+  if (first.clean) return first;
+  const queue = await awaitRepairs(ctx.repairQueue, audit.repairWaitMs);
+  if (queue === 'busy') return first;
+  await auditEvent(ctx, audit.action, {
+    reason:
+      queue === 'drained'
+        ? 'the repair queue held failed V2 writes; checked again once it was empty'
+        : 'writes in flight at the first check may have landed or been repaired since; checked again',
+    repairQueue: queue,
+    firstRun: first.runId,
+    windows: first.mismatches.map((m) => `${m.table}#${m.windowId}`),
+  });
+  return again();
 }
 
 /**
  * The health gate: alarms in ALARM, and drift in the windows touched since the last gate. Drift
- * found while the repair queue still holds failed V2 writes is checked once more after the
- * queue has emptied (at most DRIFT_REPAIR_WAIT_MS): a row whose repair is queued is behind, not
+ * is checked a second time (recheckDrift) after the repair queue has emptied (at most
+ * DRIFT_REPAIR_WAIT_MS): a row whose write is in flight or whose repair is queued is behind, not
  * lost, and what still differs then is drift.
  */
 export async function healthGate(
@@ -202,15 +232,12 @@ export async function healthGate(
     `SELECT last_gate_at FROM ${controlSchema(ctx.config)}.cutover_state WHERE id = 1`,
   );
   const since = last.rows[0]?.last_gate_at ?? new Date(Date.now() - 3_600_000);
-  let drift = await verifyTouchedWindows(ctx, since);
-  if (!drift.clean && (await repairsLanded(ctx.repairQueue, options.repairWaitMs ?? DRIFT_REPAIR_WAIT_MS))) {
-    await auditEvent(ctx, 'gate.drift-rechecked', {
-      reason: 'the repair queue held failed V2 writes; checked again once it was empty',
-      firstRun: drift.runId,
-      windows: drift.mismatches.map((m) => `${m.table}#${m.windowId}`),
-    });
-    drift = await verifyTouchedWindows(ctx, since);
-  }
+  const drift = await recheckDrift(
+    ctx,
+    await verifyTouchedWindows(ctx, since),
+    () => verifyTouchedWindows(ctx, since),
+    { action: 'gate.drift-rechecked', repairWaitMs: options.repairWaitMs ?? DRIFT_REPAIR_WAIT_MS },
+  );
   await ctx.v2.query(
     `UPDATE ${controlSchema(ctx.config)}.cutover_state SET last_gate_at = now() WHERE id = 1`,
   );

@@ -8,7 +8,7 @@ import {
   setParameter,
   type MigrationContext,
 } from './migration-state';
-import { cutoverStatus, DRIFT_REPAIR_WAIT_MS, repairsLanded } from './cutover';
+import { cutoverStatus, DRIFT_REPAIR_WAIT_MS, recheckDrift } from './cutover';
 import {
   buildReport,
   finishVerification,
@@ -130,17 +130,12 @@ export async function switchWrites(
   const since =
     gate.rows[0]?.last_gate_at ?? gate.rows[0]?.reached_full_at ?? new Date(Date.now() - 3_600_000);
   const verifyOptions = { recheckDelayMs: options.recheckDelayMs, inV2: true };
-  let report = await verifyTouchedWindows(ctx, since, verifyOptions);
-  // A row whose V2 half failed and waits in the repair queue is behind, not lost: checked once
-  // more after the queue has emptied (as the health gate does).
-  if (!report.clean && (await repairsLanded(ctx.repairQueue, options.repairWaitMs ?? DRIFT_REPAIR_WAIT_MS))) {
-    await auditEvent(ctx, 'writes.switch-rechecked', {
-      reason: 'the repair queue held failed V2 writes; checked again once it was empty',
-      firstRun: report.runId,
-      windows: report.mismatches.map((m) => `${m.table}#${m.windowId}`),
-    });
-    report = await verifyTouchedWindows(ctx, since, verifyOptions);
-  }
+  const report = await recheckDrift(
+    ctx,
+    await verifyTouchedWindows(ctx, since, verifyOptions),
+    () => verifyTouchedWindows(ctx, since, verifyOptions),
+    { action: 'writes.switch-rechecked', repairWaitMs: options.repairWaitMs ?? DRIFT_REPAIR_WAIT_MS },
+  );
   const checked = Object.values(report.tables).reduce((n, t) => n + t.windows, 0);
   const verification = {
     runId: report.runId,

@@ -45,7 +45,10 @@ async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promis
  * differs in two rounds in a row (then the difference is real). Under live writes a window may
  * never be caught with no write in flight: its mismatch counts as in flight as long as every
  * row found different in one round agrees in the next, and after MAX_RECHECK_ROUNDS such rounds
- * it is recorded as matched. Returns the ids of the windows that settled.
+ * it is recorded as matched. A mismatch that no row explains (a wrong stored digest) is real
+ * when no look at the window explains it; one look alone proves nothing, since a write that
+ * lands between the window's checksums and the look at its rows leaves nothing to explain.
+ * Returns the ids of the windows that settled.
  */
 async function recheckWindows(
   deps: VerifyDeps,
@@ -54,37 +57,48 @@ async function recheckWindows(
   delayMs: number,
 ): Promise<Set<number>> {
   const settled = new Set<number>();
-  // Per window still open: the keys that differed last round (null: too many to list).
+  // Per window still open: the keys that differed last round (null: too many to list), and
+  // how many looks so far found no row to explain the mismatch.
   let open = new Map(
     mismatches.map((m) => [
       m.windowId,
-      { m, differing: m.truncated ? null : m.differences.map((d) => d.key) },
+      {
+        m,
+        differing: m.truncated ? null : m.differences.map((d) => d.key),
+        unexplained: !m.truncated && m.differences.length === 0 ? 1 : 0,
+      },
     ]),
   );
   for (let round = 1; round <= MAX_RECHECK_ROUNDS && open.size > 0; round++) {
     await sleep(delayMs);
     const next: typeof open = new Map();
-    await eachLimited([...open.values()], deps.config.batch.concurrency, async ({ m, differing }) => {
-      const { windows } = await checkWindows(deps, [m.windowId]);
-      if (windows[0].matched) {
-        await recordResults(deps.v2, deps.config, runId, windows);
-        settled.add(m.windowId);
-        return;
-      }
-      // A row that differed last round and still differs is a real difference; so is a
-      // mismatch that no row explains (a wrong stored digest): no write in flight makes one.
-      if (differing === null || differing.length === 0) return;
-      if ((await compareKeys(deps, m.table, differing)).length > 0) return;
-      const now = await explainWindow(deps, windows[0].window);
-      if (now.truncated) return;
-      if (round === MAX_RECHECK_ROUNDS) {
-        // Every difference went away within a delay: writes kept landing, none stayed wrong.
-        await recordResults(deps.v2, deps.config, runId, [{ ...windows[0], matched: true }]);
-        settled.add(m.windowId);
-        return;
-      }
-      next.set(m.windowId, { m, differing: now.differences.map((d) => d.key) });
-    });
+    await eachLimited(
+      [...open.values()],
+      deps.config.batch.concurrency,
+      async ({ m, differing, unexplained }) => {
+        const { windows } = await checkWindows(deps, [m.windowId]);
+        if (windows[0].matched) {
+          await recordResults(deps.v2, deps.config, runId, windows);
+          settled.add(m.windowId);
+          return;
+        }
+        // A row that differed last round and still differs is a real difference.
+        if (differing === null) return;
+        if (differing.length > 0 && (await compareKeys(deps, m.table, differing)).length > 0) return;
+        const now = await explainWindow(deps, windows[0].window);
+        if (now.truncated) return;
+        const looks = unexplained + (now.differences.length === 0 ? 1 : 0);
+        if (round === MAX_RECHECK_ROUNDS) {
+          // No look explained it: no write in flight makes that.
+          if (looks > MAX_RECHECK_ROUNDS) return;
+          // Every difference went away within a delay: writes kept landing, none stayed wrong.
+          await recordResults(deps.v2, deps.config, runId, [{ ...windows[0], matched: true }]);
+          settled.add(m.windowId);
+          return;
+        }
+        next.set(m.windowId, { m, differing: now.differences.map((d) => d.key), unexplained: looks });
+      },
+    );
     open = next;
   }
   return settled;

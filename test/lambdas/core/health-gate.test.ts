@@ -72,7 +72,7 @@ describe('health gate: drift while the repair queue still holds failed V2 writes
     expect(await audited('gate.drift-rechecked')).toBe(1);
   });
 
-  it('fails on drift at once when the repair queue is empty (nothing is on its way)', async () => {
+  it('with an empty repair queue, looks once more at once (a write in flight may have landed), and fails on drift still there', async () => {
     await writeWithFailedV2Half('behind, nothing queued');
     let calls = 0;
     const repairQueue: QueueDepthPort = {
@@ -85,15 +85,31 @@ describe('health gate: drift while the repair queue still holds failed V2 writes
     expect(gate.healthy).toBe(false);
     expect(gate.reason).toMatch(/^drift:users#\d+$/);
     expect(calls).toBe(1);
-    expect(await audited('gate.drift-rechecked')).toBe(1);
+    expect(await audited('gate.drift-rechecked')).toBe(2);
   });
 
-  it('fails on drift when the queue stays busy past the wait, or there is no queue to ask', async () => {
+  it('passes when the second look finds the write landed, though the queue was empty all along', async () => {
+    const id = await writeWithFailedV2Half('in flight, lands before the second look');
+    const repairQueue: QueueDepthPort = {
+      depth: async () => {
+        // The V2 half was on its way at the first check; it lands now, never queued.
+        await syncRow(repairDeps(), 'users', id);
+        return { waiting: 0, inFlight: 0 };
+      },
+    };
+    const gate = await healthGate({ ...ctx, repairQueue }, { repairWaitMs: 30_000 });
+    expect(gate).toEqual({ healthy: true, alarms: [], driftWindows: [], reason: null });
+    expect(await audited('gate.drift-rechecked')).toBe(3);
+  });
+
+  it('fails on drift without a second look when the queue stays busy past the wait; looks again with no queue to ask', async () => {
+    await writeWithFailedV2Half('behind, queue busy');
     const busy: QueueDepthPort = { depth: () => Promise.resolve({ waiting: 3, inFlight: 1 }) };
     const waited = await healthGate({ ...ctx, repairQueue: busy }, { repairWaitMs: 1_500 });
     expect(waited.healthy).toBe(false);
+    expect(await audited('gate.drift-rechecked')).toBe(3);
     const none = await healthGate(ctx);
     expect(none.healthy).toBe(false);
-    expect(await audited('gate.drift-rechecked')).toBe(1);
+    expect(await audited('gate.drift-rechecked')).toBe(4);
   });
 });

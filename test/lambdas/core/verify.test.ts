@@ -1,3 +1,4 @@
+import { Pool } from 'pg';
 import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import { runVerificationLocally } from '../../../lambdas/adapters/local/local-verify';
 import { recheckInFlight, verificationFailure, type VerificationReport } from '../../../lambdas/core/verify';
@@ -427,6 +428,63 @@ describe('verification: deep-compare findings and writes in flight', () => {
     expect(report.sample.differences).toEqual([]);
     expect(report.clean).toBe(true);
     expect(report.tables.telemetry.mismatched).toBe(0);
+  });
+
+  it('does not count a window whose mismatch no look explained once, when a later look finds it settled', async () => {
+    // A V2 half still on its way when the window's checksums are taken, which lands before the
+    // rows are read: the look at the rows finds nothing to explain the mismatch. It is a write
+    // in flight all the same, not a wrong stored digest.
+    const legacyId = await nth(ctx.dbs, 'telemetry', 'legacy_id', 3456);
+    const row = (await ctx.dbs.v2.query(`SELECT * FROM telemetry WHERE legacy_id = $1`, [legacyId])).rows[0];
+    await ctx.dbs.v2.query(`DELETE FROM telemetry WHERE legacy_id = $1`, [legacyId]);
+    const found = await verify({ recheckDelayMs: 10, repair: false }, async () => undefined);
+    expect(found.mismatches.map((m) => m.differences.map((d) => `${d.key} ${d.kind}`))).toEqual([
+      [`${legacyId} missing`],
+    ]);
+    const unexplained = { ...found, mismatches: [{ ...found.mismatches[0], differences: [] }] };
+    // The row lands (through a connection of its own) when the first re-check round reads the
+    // window's rows.
+    let landed = false;
+    const writer = new Pool({ ...ctx.dbs.v2.options, max: 1 });
+    const v2 = new Proxy(ctx.dbs.v2, {
+      get(target, prop, receiver) {
+        if (prop !== 'connect') return Reflect.get(target, prop, receiver) as unknown;
+        // pool.query() connects with a callback: passed through as it is.
+        return async (callback?: never) => {
+          if (callback) return target.connect(callback);
+          const client = await target.connect();
+          return new Proxy(client, {
+            get(c, p, r) {
+              if (p !== 'query') return Reflect.get(c, p, r) as unknown;
+              return async (text: string, values?: unknown[]) => {
+                if (!landed && typeof text === 'string' && / AS digest FROM /.test(text)) {
+                  landed = true;
+                  await writer.query(
+                    `INSERT INTO telemetry (tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+                    [
+                      row.tenant_id,
+                      row.device_id,
+                      row.timestamp,
+                      row.metrics,
+                      row.protocol,
+                      row.source,
+                      row.quality,
+                      legacyId,
+                    ],
+                  );
+                }
+                return c.query(text, values);
+              };
+            },
+          });
+        };
+      },
+    });
+    const report = await recheckInFlight({ ...ctx.deps, v2 }, unexplained, 10).finally(() => writer.end());
+    expect(landed).toBe(true);
+    expect(report.recheck).toMatchObject({ windows: 1, windowsSettled: 1 });
+    expect(report.mismatches).toEqual([]);
   });
 
   it('still counts a difference that is there after the re-check delay', async () => {
