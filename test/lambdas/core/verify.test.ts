@@ -37,6 +37,23 @@ function findings(report: VerificationReport): string[] {
     .sort();
 }
 
+/** Puts a V2 telemetry row read with `SELECT *` back as it was (its V2 half lands). */
+const putBack = (v2: Pool, row: Record<string, unknown>) =>
+  v2.query(
+    `INSERT INTO telemetry (tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+    [
+      row.tenant_id,
+      row.device_id,
+      row.timestamp,
+      row.metrics,
+      row.protocol,
+      row.source,
+      row.quality,
+      row.legacy_id,
+    ],
+  );
+
 const nth = async (dbs: TestDatabases, table: string, key: string, n: number) =>
   String(
     (await dbs.v2.query(`SELECT ${key} AS k FROM ${table} ORDER BY ${key} OFFSET $1 LIMIT 1`, [n])).rows[0].k,
@@ -406,20 +423,7 @@ describe('verification: deep-compare findings and writes in flight', () => {
     expect(found.recheck).toMatchObject({ windows: 1, windowsSettled: 0, rowsSettled: 0 });
     expect(found.sample.differences).toContainEqual(expect.objectContaining({ table: 'users', key: user }));
     // Now the two V2 halves land; the re-check of the same findings no longer counts them.
-    await ctx.dbs.v2.query(
-      `INSERT INTO telemetry (tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [
-        row.tenant_id,
-        row.device_id,
-        row.timestamp,
-        row.metrics,
-        row.protocol,
-        row.source,
-        row.quality,
-        legacyId,
-      ],
-    );
+    await putBack(ctx.dbs.v2, row);
     await ctx.dbs.v2.query(`UPDATE users SET name = $2 WHERE id = $1`, [user, name]);
     const report = await recheckInFlight(ctx.deps, found, 10);
     const rows = found.mismatches[0].differences.length + found.sample.differences.length;
@@ -459,20 +463,7 @@ describe('verification: deep-compare findings and writes in flight', () => {
               return async (text: string, values?: unknown[]) => {
                 if (!landed && typeof text === 'string' && / AS digest FROM /.test(text)) {
                   landed = true;
-                  await writer.query(
-                    `INSERT INTO telemetry (tenant_id, device_id, "timestamp", metrics, protocol, source, quality, legacy_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-                    [
-                      row.tenant_id,
-                      row.device_id,
-                      row.timestamp,
-                      row.metrics,
-                      row.protocol,
-                      row.source,
-                      row.quality,
-                      legacyId,
-                    ],
-                  );
+                  await putBack(writer, row);
                 }
                 return c.query(text, values);
               };
