@@ -10,7 +10,8 @@
  *      one unmeasured backfill, V2 emptied after it, so that both measured ones start warm);
  *  (3) throttled: the whole backfill again (V2 emptied first), the automatic throttle on, its
  *      commit-latency threshold set from the idle run (three times the median of the worker's
- *      own V1 probe sampled while idle, at least 5 ms).
+ *      own V1 probe sampled while idle, at least 1 ms); under pressure its windows shrink to the
+ *      configuration's `throttle.pressureWindowRows`.
  * It prints each run's write latency p50/p99 and the backfill's rows/s. The last line is one
  * JSON object: {"p99IdleMs","p99FullMs","p99ThrottledMs","throttledVsIdle","throttledRowsPerSec",…}.
  */
@@ -175,12 +176,18 @@ async function main() {
 
     await resetBackfill(env);
     await ops({ autoThrottle: true });
-    const commitLatencyMs = Math.max(5, round(3 * percentile(probes, 50)));
+    // Three times the idle probe's median, at least 1 ms: with a floor of 5 ms the probe (whose
+    // idle round trip is well under a millisecond here) never saw pressure, and the throttle
+    // never engaged (0 throttle periods at 300,000 rows).
+    const idleProbeMs = round(percentile(probes, 50));
+    const commitLatencyMs = Math.max(1, round(3 * idleProbeMs));
+    // Pressure holds 5 s: meanwhile windows are split to pressureWindowRows (5,000 by
+    // default), so that a worker probes V1 again after a short window, not a whole 50,000-row one.
     const throttle = {
       ...env.config.throttle,
       commitLatencyMs,
-      pressureHoldSeconds: 1,
-      pressureBackoffMs: 100,
+      pressureHoldSeconds: 5,
+      pressureBackoffMs: 200,
     };
     log(`throttled: the automatic throttle on, V1 commit latency over ${commitLatencyMs} ms is pressure`);
     const throttled = await measure(async () => {
@@ -207,6 +214,8 @@ async function main() {
         throttlePeriods: periods.length,
         backendErrors: idle.errors + full.errors + throttled.errors,
         commitLatencyThresholdMs: commitLatencyMs,
+        idleProbeMedianMs: idleProbeMs,
+        pressureWindowRows: throttle.pressureWindowRows,
         rows: args.rows,
         writesPerSecond: args.writesPerSecond,
       }),

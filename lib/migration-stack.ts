@@ -292,6 +292,7 @@ export class MigrationStack extends Stack {
       databaseSecrets: this.uniqueSecrets(),
       v1OwnerSecret: this.databaseSecrets.v1Owner,
       workerQueue: this.backfill.queue,
+      workerDeadLetterQueue: this.backfill.deadLetterQueue,
       trafficSwitch: this.trafficSwitch,
       rdsInstanceId: this.snapshot?.rdsInstanceId,
       auroraClusterId: this.snapshot?.auroraClusterId,

@@ -29,6 +29,8 @@ export const LAMBDA_ENV = {
   sqlDir: 'MIGRATION_SQL_DIR',
   /** The worker queue's URL (the orchestrator sends window messages to it). */
   workerQueueUrl: 'MIGRATION_WORKER_QUEUE_URL',
+  /** The worker queue's DLQ (`redrive` reads failed windows' messages from it). */
+  workerDlqUrl: 'MIGRATION_WORKER_DLQ_URL',
   /** RDS instance or Aurora cluster to snapshot in phase 1 (when configured). */
   rdsInstanceId: 'MIGRATION_RDS_INSTANCE_ID',
   auroraClusterId: 'MIGRATION_AURORA_CLUSTER_ID',
@@ -67,6 +69,8 @@ export const METRIC_NAMES = {
   backfillWindowsDone: 'BackfillWindowsDone',
   /** Orchestrator: 1 while the backfill workers are held back (paused, a ceiling, V1 pressure), else 0 (gauge). */
   backfillThrottled: 'BackfillThrottled',
+  /** Orchestrator: windows a redrive sent back to the workers or reset to pending (count per redrive). */
+  backfillWindowsRedriven: 'BackfillWindowsRedriven',
   /** Orchestrator: windows whose verification found a mismatch (count per run). */
   verificationMismatchedWindows: 'VerificationMismatchedWindows',
   /**

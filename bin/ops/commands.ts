@@ -229,6 +229,11 @@ export const COMMAND_SPECS = {
       ),
     summary: 'Pauses, resumes or slows the backfill workers now (their next window obeys).',
   },
+  redrive: {
+    schema: z.object({ ...common }).strict(),
+    summary:
+      'Sends failed backfill windows back to the workers from the DLQ, once their cause is fixed (Migration state machine).',
+  },
   reset: {
     schema: z
       .object({
@@ -301,6 +306,7 @@ export type OpsCommand = CommonFlags &
     | { command: 'rollback'; reason: string; force: boolean; confirm?: string }
     | { command: 'reset' }
     | { command: 'throttle'; change: ControlChange }
+    | { command: 'redrive' }
   );
 
 function commonOf(
@@ -399,6 +405,10 @@ export function parseCommand(argv: readonly string[]): OpsCommand {
         ...(f.reason ? { reason: f.reason } : {}),
       };
       return { ...commonOf(f), command: 'throttle', change };
+    }
+    case 'redrive': {
+      const f = parseArgs(rest, COMMAND_SPECS.redrive.schema, undefined, name);
+      return { ...commonOf(f), command: 'redrive' };
     }
     case 'reset': {
       const f = parseArgs(rest, COMMAND_SPECS.reset.schema, undefined, name);

@@ -30,6 +30,8 @@ export function executionRequest(
       return { stateMachine: 'cutover', input: { action: 'switch-writes' } };
     case 'throttle':
       return { stateMachine: 'migration', input: { action: 'throttle', ...command.change } };
+    case 'redrive':
+      return { stateMachine: 'migration', input: { action: 'redrive' } };
     case 'rollback':
       return {
         stateMachine: 'rollback',

@@ -265,6 +265,8 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
       parameters,
       alarms,
       queue: workers.queue,
+      // In memory: a later command's redrive finds no message, and sets failed windows pending.
+      deadLetters: workers.queue.deadLetterPort(),
       repairQueue: repairs,
       backup: new LocalBackup({
         v1Url,

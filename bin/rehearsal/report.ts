@@ -41,26 +41,41 @@ export interface RehearsalReport {
   error?: string;
   /** What interrupted the migration and how it went on: lock take-overs, resumed phases, requeued work. */
   interruptions: { at: string; action: string; actor: string; details: Record<string, unknown> }[];
+  /** Each change of V2's traffic share (cutover steps, rollback), and the health gate at that level. */
+  traffic: {
+    at: string;
+    percentage: number;
+    why: string;
+    gate?: { at: string; healthy: boolean; reason: string | null };
+  }[];
   /** When the workers were held back (paused by ops, under a ceiling, V1 under pressure), and why. */
   throttlePeriods: { state: string; cause: string; startedAt: string; endedAt: string | null }[];
 }
 
 const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-const COLORS: Record<string, string> = {
-  PREPARE: '#6c8ebf',
-  BACKFILL: '#82b366',
-  VERIFY: '#d6b656',
-  CUTOVER: '#b85450',
-  WRITE_SWITCH: '#d79b00',
-  CLEANUP: '#9673a6',
+/** Bar colours follow the outcome: a failed or rolled-back phase is red, a finished one green. */
+const STATUS_COLORS: Record<string, string> = {
+  done: '#4f8f4f',
+  failed: '#c0392b',
+  'rolled-back': '#c0392b',
+  running: '#d79b00',
 };
+const statusColor = (status: string) => STATUS_COLORS[status] ?? '#999999';
 
-/** The phases on one time axis, as SVG. */
+/**
+ * The phases on one time axis, as SVG, and under them, on the same axis, the V2 traffic share
+ * step by step with each health gate's result (✔ healthy, ✘ unhealthy, with its reason).
+ */
 function timeline(report: RehearsalReport): string {
   const timed = report.phases.filter((p) => p.seconds !== null);
   if (timed.length === 0) return '<p>No phase ran.</p>';
-  const start = Math.min(...timed.map((p) => Date.parse(p.startedAt)));
-  const end = Math.max(...timed.map((p) => Date.parse(p.finishedAt ?? p.startedAt)), start + 1);
+  const traffic = report.traffic ?? [];
+  const times = [
+    ...timed.flatMap((p) => [Date.parse(p.startedAt), Date.parse(p.finishedAt ?? p.startedAt)]),
+    ...traffic.flatMap((s) => [Date.parse(s.at), ...(s.gate ? [Date.parse(s.gate.at)] : [])]),
+  ];
+  const start = Math.min(...times);
+  const end = Math.max(...times, start + 1);
   const width = 800;
   const x = (t: number) => 120 + ((t - start) / (end - start)) * (width - 140);
   const rows = timed
@@ -69,11 +84,56 @@ function timeline(report: RehearsalReport): string {
       const x1 = Math.max(x0 + 2, x(Date.parse(p.finishedAt ?? p.startedAt)));
       const y = 10 + i * 30;
       return `<g class="phase"><text x="0" y="${y + 15}">${escape(p.phase)}</text>
-        <rect x="${x0.toFixed(1)}" y="${y}" width="${(x1 - x0).toFixed(1)}" height="20" fill="${COLORS[p.phase] ?? '#999'}"><title>${escape(p.phase)}: ${p.seconds?.toFixed(1)} s (${escape(p.status)})</title></rect>
-        <text x="${(x1 + 4).toFixed(1)}" y="${y + 15}">${p.seconds?.toFixed(1)} s</text></g>`;
+        <rect class="phase-bar status-${escape(p.status)}" data-phase="${escape(p.phase)}" data-status="${escape(p.status)}" x="${x0.toFixed(1)}" y="${y}" width="${(x1 - x0).toFixed(1)}" height="20" fill="${statusColor(p.status)}"><title>${escape(p.phase)}: ${p.seconds?.toFixed(1)} s (${escape(p.status)})</title></rect>
+        <text x="${(x1 + 4).toFixed(1)}" y="${y + 15}">${p.seconds?.toFixed(1)} s · ${escape(p.status)}</text></g>`;
     })
     .join('\n');
-  return `<svg id="timeline" role="img" aria-label="Phase timeline" width="${width + 60}" height="${timed.length * 30 + 20}" xmlns="http://www.w3.org/2000/svg">${rows}</svg>`;
+  const laneTop = 10 + timed.length * 30 + 10;
+  const laneHeight = 80;
+  const y = (pct: number) => laneTop + laneHeight - (pct / 100) * laneHeight;
+  let lane = '';
+  if (traffic.length > 0) {
+    let path = `${x(start).toFixed(1)},${y(0).toFixed(1)}`;
+    let level = 0;
+    for (const step of traffic) {
+      const sx = x(Date.parse(step.at)).toFixed(1);
+      path += ` ${sx},${y(level).toFixed(1)} ${sx},${y(step.percentage).toFixed(1)}`;
+      level = step.percentage;
+    }
+    path += ` ${x(end).toFixed(1)},${y(level).toFixed(1)}`;
+    const marks = traffic
+      .map((step) => {
+        const sx = x(Date.parse(step.at));
+        const label = `<text class="traffic-label" x="${(sx + 3).toFixed(1)}" y="${(y(step.percentage) - 4).toFixed(1)}">${step.percentage} %</text>`;
+        if (!step.gate) return label;
+        const gx = x(Date.parse(step.gate.at));
+        const ok = step.gate.healthy;
+        const title = `health gate at ${step.percentage} %: ${ok ? 'healthy' : `unhealthy (${step.gate.reason ?? 'no reason given'})`}`;
+        return `${label}<g class="gate ${ok ? 'gate-healthy' : 'gate-unhealthy'}" data-level="${step.percentage}"><circle cx="${gx.toFixed(1)}" cy="${y(step.percentage).toFixed(1)}" r="6" fill="${ok ? STATUS_COLORS.done : STATUS_COLORS.failed}"><title>${escape(title)}</title></circle><text x="${(gx - 4).toFixed(1)}" y="${(y(step.percentage) + 4).toFixed(1)}" fill="#fff">${ok ? '✔' : '✘'}</text></g>`;
+      })
+      .join('');
+    lane = `<g id="traffic"><text x="0" y="${laneTop + laneHeight / 2}">traffic to V2</text>
+      <line x1="120" y1="${y(0)}" x2="${width - 20}" y2="${y(0)}" stroke="#ccc"/>
+      <polyline class="traffic-steps" fill="none" stroke="#2a7ae2" stroke-width="2" points="${path}"/>${marks}</g>`;
+  }
+  const height = laneTop + (traffic.length > 0 ? laneHeight + 20 : 0);
+  return `<svg id="timeline" role="img" aria-label="Phase timeline and traffic steps" width="${width + 100}" height="${height}" xmlns="http://www.w3.org/2000/svg">${rows}${lane}</svg>
+<p class="legend"><span style="color:${STATUS_COLORS.done}">■ done</span> · <span style="color:${STATUS_COLORS.failed}">■ failed or rolled back</span> · <span style="color:${STATUS_COLORS.running}">■ interrupted or running</span> · gates: ✔ healthy, ✘ unhealthy</p>`;
+}
+
+/** The traffic steps as a list: when, to what share, why, and the gate's result. */
+function trafficList(report: RehearsalReport): string {
+  return listSection(
+    'traffic-steps',
+    'Traffic steps and health gates',
+    (report.traffic ?? []).map(
+      (s) =>
+        `${s.at} · traffic to V2 ${s.percentage} % (${s.why})` +
+        (s.gate
+          ? ` · gate: ${s.gate.healthy ? 'healthy' : `UNHEALTHY (${s.gate.reason ?? 'no reason given'})`}`
+          : ''),
+    ),
+  );
 }
 
 /** Backfill throughput over time, as an SVG line chart. */
@@ -122,6 +182,7 @@ export function renderHtml(report: RehearsalReport): string {
 <h1>Migration rehearsal: ${escape(report.outcome)}</h1>
 <p>${escape(report.startedAt)} → ${escape(report.finishedAt)} · traffic to V2: <b>${report.trafficPercentage} %</b> · verification: <b>${report.verification.clean ? 'clean' : `${report.verification.mismatchedWindows} mismatched window(s)`}</b>${report.error ? ` · error: ${escape(report.error)}` : ''}</p>
 <h2>Timeline</h2>${timeline(report)}
+${trafficList(report)}
 <h2>Backfill throughput</h2>${chart(report)}
 <p>Average: ${report.throughput.backfillRowsPerSecond?.toLocaleString('en-US') ?? '–'} rows/s</p>
 <h2>Tables</h2><table><tr><th>table</th><th>V1 rows</th><th>V2 rows</th><th>V1 checksum</th><th>V2 checksum</th><th></th></tr>${tableRows}</table>

@@ -85,6 +85,35 @@ const INTERRUPTION_EVENTS = [
   'cutover.continued',
 ];
 
+/**
+ * Each change of the V2 traffic parameter (cutover steps, rollback), from the audit log, with the
+ * health gate that checked that level (the last `gate.checked` before the next change).
+ */
+async function trafficSteps(env: Env): Promise<RehearsalReport['traffic']> {
+  const { rows } = await env.v2.query<{ at: Date; action: string; details: Record<string, unknown> }>(
+    `SELECT at, action, details FROM ${controlSchema(env.config)}.audit_log
+      WHERE (action = 'parameter.set' AND details->>'name' = $1) OR action = 'gate.checked' ORDER BY id`,
+    [env.names.trafficPercentage],
+  );
+  const steps: RehearsalReport['traffic'] = [];
+  for (const r of rows) {
+    if (r.action === 'parameter.set') {
+      steps.push({
+        at: r.at.toISOString(),
+        percentage: Number(r.details.to),
+        why: String(r.details.why ?? ''),
+      });
+    } else if (steps.length > 0) {
+      steps[steps.length - 1].gate = {
+        at: r.at.toISOString(),
+        healthy: r.details.healthy === true,
+        reason: (r.details.reason as string | null) ?? null,
+      };
+    }
+  }
+  return steps;
+}
+
 /** What the run produced, gathered into the report (the checklist from the control schema). */
 export async function buildReport(
   env: Env,
@@ -163,6 +192,7 @@ export async function buildReport(
         : {}),
     },
     interruptions,
+    traffic: await trafficSteps(env),
     throttlePeriods: await throttlePeriods(env.v2, env.config),
     ...(run.load ? { load: run.load } : {}),
     ...(run.error ? { error: run.error } : {}),

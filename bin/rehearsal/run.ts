@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import type { LocalExecution } from '../../lambdas/adapters/local/local-state-machines';
 import { RENAME_CONFIRMATION } from '../../lambdas/core/cleanup';
 import { InvalidInputError } from '../../lambdas/core/errors';
+import { phaseStates } from '../../lambdas/core/migration-state';
 import { countV1Rows } from '../../lambdas/core/v1-schema';
 import { ALARM_ACTOR } from '../../lib/constructs/alarms';
 import { failAtLevel, workerKiller } from './faults';
@@ -55,6 +56,10 @@ async function backfillToWriteSwitch(
 ): Promise<PhasesOutcome> {
   const migrated = await executor.execute('migration', { action: 'advance', through: 'VERIFY' });
   if (migrated.status !== 'SUCCEEDED') return { outcome: 'FAILED', error: failure(migrated) };
+  // A run killed during cleanup: the cutover and the write switch are behind it (and refuse to
+  // run again once cleanup has begun); cleanup goes on from where it stopped.
+  const states = await phaseStates({ ...env.deps, actor: 'local-runner' });
+  if (states.find((s) => s.phase === 'CLEANUP')?.status === 'running') return { outcome: 'COMPLETED' };
   const cut = await executor.execute('cutover', { action: 'run' });
   if (cut.error === 'HealthGateFailed') {
     // With --fail-at write-switch the writes never switched: not the rollback it rehearses.

@@ -26,6 +26,7 @@ import {
 } from './migration-state';
 import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
 import { changeControl, parseControlChange } from './backfill/throttle';
+import { redriveWindows } from './backfill/redrive';
 import { assertCurrentVerificationRun, guardTask } from './task-guards';
 import {
   checkWritesForRollback,
@@ -42,7 +43,7 @@ import {
   validate,
   type WriteSwitchEvent,
 } from './task-events';
-import type { QueueDepthPort, QueuePort } from '../ports/queue';
+import type { DeadLetterPort, QueueDepthPort, QueuePort } from '../ports/queue';
 import { METRIC_NAMES, type MetricName } from '../../lib/runtime-contract';
 
 /**
@@ -58,6 +59,8 @@ export interface OrchestratorDeps extends Omit<MigrationContext, 'actor'> {
   repairQueue?: QueueDepthPort;
   /** Publishes a metric (CloudWatch through Powertools on AWS; nothing or a log locally). */
   metric?: (name: MetricName, value: number) => void;
+  /** The worker queue's DLQ, which `redrive` reads the failed windows' messages from. */
+  deadLetters?: DeadLetterPort;
 }
 
 /** Lambda reports a thrown error's Cause as JSON {errorType, errorMessage}; locally it is the message. */
@@ -114,6 +117,15 @@ async function runTask(deps: OrchestratorDeps, rawEvent: unknown): Promise<Recor
       const control = await changeControl(ctx, parseControlChange(change));
       deps.metric?.(METRIC_NAMES.backfillThrottled, control.state === 'running' ? 0 : 1);
       return { ...control };
+    }
+    case 'redrive': {
+      // No lock, as the throttle: it works while a run waits on the failed windows.
+      const result = await redriveWindows(ctx);
+      deps.metric?.(
+        METRIC_NAMES.backfillWindowsRedriven,
+        result.redriven.length + result.resetToPending.length,
+      );
+      return { ...result };
     }
     case 'begin': {
       await acquireLock(ctx);

@@ -24,6 +24,8 @@ export const migrationInputSchema = z.discriminatedUnion('action', [
   // The backfill control (`migrate throttle`): the rest of the input is a control change.
   z.object({ action: z.literal('throttle') }).passthrough(),
   z.object({ action: z.literal('drop-archives'), confirm }).strict(),
+  // Failed backfill windows back to the workers (`migrate redrive`), see backfill/redrive.ts.
+  z.object({ action: z.literal('redrive') }).strict(),
 ]);
 
 /** Start-execution input of the Cutover state machine. */
@@ -101,6 +103,7 @@ export const taskEventSchema = z.discriminatedUnion('task', [
   z.object({ task: z.literal('validate-rollback-input'), input: z.unknown() }),
   z.object({ task: z.literal('status'), actor }),
   z.object({ task: z.literal('throttle'), actor, request: z.object({}).passthrough() }),
+  z.object({ task: z.literal('redrive'), actor }),
   z.object({
     task: z.literal('begin'),
     actor,

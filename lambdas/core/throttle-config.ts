@@ -22,6 +22,11 @@ export const throttleConfigSchema = z
     pressureBackoffMs: z.coerce.number().min(10).max(60_000).default(500),
     /** Pressure stays the state this long after it was last seen (no flapping between windows). */
     pressureHoldSeconds: z.coerce.number().min(0).max(3600).default(10),
+    /**
+     * While V1 showed pressure within `pressureHoldSeconds`, a window larger than this is split
+     * before it is copied, so that the worker probes V1 again sooner; null: windows keep their size.
+     */
+    pressureWindowRows: z.coerce.number().int().min(100).max(5_000_000).nullable().default(5000),
   })
   .strict()
   .prefault({});

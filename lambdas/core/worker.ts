@@ -3,7 +3,14 @@ import { partialBatchHandler, type BatchHandler, type QueueRecord } from '../por
 import { type BackfillDeps, type CopyResult } from './backfill';
 import { copyRidingOutFaults, type RideOutOptions } from './backfill/retry';
 import { splitWindow } from './backfill/split';
-import { awaitTurn, deferWork, type ThrottleSettings, type ThrottleState } from './backfill/throttle';
+import {
+  awaitTurn,
+  deferWork,
+  sampleWhileWorking,
+  windowRowsNow,
+  type ThrottleSettings,
+  type ThrottleState,
+} from './backfill/throttle';
 import { controlSchema } from './db';
 import { parseWorkMessage, type WorkMessage } from './work-messages';
 import { verifySlice } from './verify';
@@ -79,8 +86,15 @@ export async function handleWorkMessage(
     return { type: 'deferred', work: message, throttle };
   }
   if (message.type === 'copy-window') {
-    if (turn.control.windowRows !== null) await splitWindow(deps, message.windowId, turn.control.windowRows);
-    const copied = await copyRidingOutFaults(deps, message.windowId, receiveCount, deps.retry);
+    const windowRows = windowRowsNow(turn.control, settings);
+    if (windowRows !== null) await splitWindow(deps, message.windowId, windowRows);
+    const sampler = turn.control.autoThrottle ? sampleWhileWorking(deps, settings) : undefined;
+    let copied;
+    try {
+      copied = await copyRidingOutFaults(deps, message.windowId, receiveCount, deps.retry);
+    } finally {
+      await sampler?.stop();
+    }
     return { type: 'copy-window', ...copied, throttle };
   }
   return {

@@ -8,6 +8,7 @@ import type { Context } from 'aws-lambda';
 import { CloudWatchAlarms } from '../adapters/aws/cloudwatch-alarms';
 import { RdsSnapshotBackup } from '../adapters/aws/rds-backup';
 import { SfnExecutions } from '../adapters/aws/sfn-executions';
+import { SqsDeadLetters } from '../adapters/aws/sqs-dead-letters';
 import { SqsQueue } from '../adapters/aws/sqs-queue';
 import { SsmParameters } from '../adapters/aws/ssm-parameters';
 import { ConfigError, taskFailure } from '../core/errors';
@@ -37,9 +38,11 @@ async function awsDeps(): Promise<OrchestratorDeps> {
   const instanceId = env[LAMBDA_ENV.rdsInstanceId];
   const clusterId = env[LAMBDA_ENV.auroraClusterId];
   const alarmName = env[LAMBDA_ENV.healthAlarmName];
+  const dlqUrl = env[LAMBDA_ENV.workerDlqUrl];
   deps = {
     ...runtime,
     queue: new SqsQueue(traced(new SQSClient({})), queueUrl),
+    ...(dlqUrl ? { deadLetters: new SqsDeadLetters(traced(new SQSClient({})), dlqUrl) } : {}),
     parameters: new SsmParameters(traced(new SSMClient({}))),
     executions: new SfnExecutions(traced(new SFNClient({}))),
     backup: instanceId

@@ -86,3 +86,21 @@ export function partialBatchHandler<T>(
     return { batchItemFailures: batchItemFailures.map(({ itemIdentifier }) => ({ itemIdentifier })) };
   };
 }
+
+/** One message read from a dead-letter queue: its body, and the handle that deletes it. */
+export interface DeadLetterMessage {
+  body: string;
+  receipt: string;
+}
+
+/**
+ * A dead-letter queue that ops redrive from (`migrate redrive`): messages are read (and hidden
+ * from other readers until deleted or their visibility ends), then deleted once handled. The SQS
+ * adapter is lambdas/adapters/aws/sqs-dead-letters.ts; LocalQueue.deadLetterPort() the local one.
+ */
+export interface DeadLetterPort {
+  /** Up to `max` (at most 10) messages; none when the queue holds no visible message. */
+  receive(max: number): Promise<DeadLetterMessage[]>;
+  /** Deletes the messages of these receipts. */
+  delete(receipts: readonly string[]): Promise<void>;
+}

@@ -35,6 +35,8 @@ export interface OrchestratorProps {
   readonly v1OwnerSecret?: secretsmanager.ISecret;
   /** Where it sends window messages. */
   readonly workerQueue: sqs.IQueue;
+  /** The worker queue's DLQ: `redrive` receives and deletes its messages. */
+  readonly workerDeadLetterQueue?: sqs.IQueue;
   /** The traffic percentage and dual-write switches it changes. */
   readonly trafficSwitch: TrafficSwitch;
   /**
@@ -81,6 +83,8 @@ export class Orchestrator extends Construct {
       ...props.environment,
       [LAMBDA_ENV.workerQueueUrl]: props.workerQueue.queueUrl,
     };
+    if (props.workerDeadLetterQueue)
+      environment[LAMBDA_ENV.workerDlqUrl] = props.workerDeadLetterQueue.queueUrl;
     if (props.v1OwnerSecret) environment[LAMBDA_ENV.v1OwnerSecretArn] = props.v1OwnerSecret.secretArn;
     if (props.rdsInstanceId) environment[LAMBDA_ENV.rdsInstanceId] = props.rdsInstanceId;
     if (props.auroraClusterId) environment[LAMBDA_ENV.auroraClusterId] = props.auroraClusterId;
@@ -97,6 +101,7 @@ export class Orchestrator extends Construct {
     for (const secret of [...props.databaseSecrets, ...(props.v1OwnerSecret ? [props.v1OwnerSecret] : [])])
       secret.grantRead(fn);
     props.workerQueue.grantSendMessages(fn);
+    props.workerDeadLetterQueue?.grantConsumeMessages(fn);
     props.trafficSwitch.grantWrite(fn);
 
     if (props.rdsInstanceId || props.auroraClusterId)

@@ -234,6 +234,8 @@ export class MigrationStateMachines extends Construct {
     const throttle = named('ChangeThrottle', 'Change the backfill throttle', 'throttle', '$.throttle', {
       'request.$': '$.request',
     });
+    // Failed backfill windows back to the workers (`migrate redrive`): no lock, as the throttle.
+    const redrive = named('RedriveWindows', 'Redrive failed backfill windows', 'redrive', '$.redrive');
     // Dropping the archived V1 tables: under the lock, with its confirmation (DROP V1 ARCHIVES).
     const acquireForDrop = named('AcquireLockForDrop', 'Take the lock to drop archives', 'begin', '$.plan', {
       'request.$': '$.request',
@@ -267,6 +269,15 @@ export class MigrationStateMachines extends Construct {
           new sfn.Succeed(this, 'ThrottleChanged', {
             stateName: 'Throttle changed',
             outputPath: '$.throttle',
+          }),
+        ),
+      )
+      .when(
+        sfn.Condition.stringEquals('$.request.action', 'redrive'),
+        redrive.next(
+          new sfn.Succeed(this, 'WindowsRedriven', {
+            stateName: 'Windows redriven',
+            outputPath: '$.redrive',
           }),
         ),
       )

@@ -81,6 +81,7 @@ const commands: { label: string; file: string; args: string[]; valued: string[] 
       'switch-writes': ['--cutover-arn'],
       reset: ['--local', '--local-dir'],
       throttle: ['--rows-per-second'],
+      redrive: ['--migration-arn'],
     }[name],
   })),
 ];

@@ -42,3 +42,29 @@ describe('migrate throttle', () => {
     expect(issues).toContainEqual({ field, problem: expect.stringMatching(problem) });
   });
 });
+
+/** `migrate redrive`: the console input it starts the Migration state machine with, and its flags. */
+describe('migrate redrive', () => {
+  it('starts Migration with {"action":"redrive"}', () => {
+    const command = parseCommand(['redrive']);
+    if (command.command === 'reset') throw new Error('not a state machine command');
+    expect(executionRequest(command, 'alice')).toEqual({
+      stateMachine: 'migration',
+      input: { action: 'redrive' },
+    });
+  });
+
+  it.each<[string[], string, RegExp]>([
+    [['redrive', '--window', '3'], '--window', /is not a flag of redrive/],
+    [['redrive', '--migration-arn', 'nope'], '--migration-arn', /state machine ARN/],
+  ])('%j: %s %s', (argv, field, problem) => {
+    let issues: unknown;
+    try {
+      parseCommand(argv);
+    } catch (error) {
+      expect(error).toBeInstanceOf(InvalidInputError);
+      issues = (error as InvalidInputError).issues;
+    }
+    expect(issues).toContainEqual({ field, problem: expect.stringMatching(problem) });
+  });
+});

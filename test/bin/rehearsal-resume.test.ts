@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Pool } from 'pg';
+import { Client, Pool } from 'pg';
 import { changeControl } from '../../lambdas/core/backfill/throttle';
 import { parseConfig } from '../../lambdas/core/config';
 import { dropDatabase, freshDatabases, type TestDatabases } from '../support/pg';
@@ -229,4 +229,149 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
       await v1.end();
     }
   }, 900_000);
+});
+
+describe('a rehearsal killed (SIGKILL) inside cleanup, and run again', () => {
+  let dbs: TestDatabases;
+  let reportDir: string;
+  let args: string[];
+
+  beforeAll(async () => {
+    dbs = await freshDatabases('resume_cleanup');
+    await dbs.v1.end();
+    reportDir = mkdtempSync(join(tmpdir(), 'resume-cleanup-'));
+    // --include-cleanup: on databases given by URL, cleanup (the rename of V1's tables) runs
+    // only when asked; the rehearsal then passes the confirmation words an operator types.
+    args = [
+      ...['--v1-url', dbs.v1Url, '--v2-url', dbs.v2Url, '--generate-v1-in', dbs.v1Name],
+      ...['--devices', '10', '--telemetry', '3000', '--window-rows', '1000', '--concurrency', '2'],
+      ...['--bake-seconds', '1', '--report-dir', reportDir, '--include-cleanup'],
+    ];
+  });
+  afterAll(async () => {
+    rmSync(reportDir, { recursive: true, force: true });
+    await dbs.v2.end();
+    await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
+  });
+
+  it('renames V1 once, after the archive of the resumed run, and tells the story', async () => {
+    const holder = new Client({ connectionString: dbs.v1Url });
+    // Polls from its own session: pg_stat_activity stays as it was for a whole transaction.
+    const watcher = new Client({ connectionString: dbs.v1Url });
+    const first = rehearse(args);
+    let holding = false;
+    try {
+      // Once V1 exists and Phase 1 is done, the test holds a read lock on V1's alerts table in
+      // an open transaction: cleanup's rename (ACCESS EXCLUSIVE) then waits for it, and the
+      // process is killed while it waits, inside Phase 5 with the archive made and checked.
+      await first.waitFor(/^\[migration\] Phase 2/);
+      await Promise.all([holder.connect(), watcher.connect()]);
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM public.alerts LIMIT 1');
+      holding = true;
+      const holderPid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      await first.waitFor(/^\[migration\] Phase 5/);
+      let waiting: number[] = [];
+      const ended = { now: false };
+      void first.exit.then(() => (ended.now = true));
+      while (waiting.length === 0) {
+        if (ended.now) throw new Error(`the run ended first:\n${first.lines.join('\n')}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const { rows } = await watcher.query<{ pid: number }>(
+          `SELECT pid FROM pg_stat_activity
+            WHERE $1::int = ANY (pg_blocking_pids(pid)) AND query ILIKE 'ALTER TABLE%RENAME TO%'`,
+          [holderPid],
+        );
+        waiting = rows.map((r) => r.pid);
+      }
+      await first.kill();
+      // The dead process's sessions die with it (the server notices a closed socket only when
+      // it next writes to it: end the waiting one as the server would).
+      await watcher.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [waiting]);
+    } finally {
+      if (holding) await holder.query('ROLLBACK');
+      await Promise.all([holder.end(), watcher.end()]);
+      await first.kill();
+    }
+    const cleanupRow = async () =>
+      (
+        await dbs.v2.query<{ status: string }>(
+          `SELECT status FROM migration_control.phase_runs WHERE phase = 'CLEANUP' ORDER BY started_at DESC, id DESC LIMIT 1`,
+        )
+      ).rows[0]?.status;
+    expect(await cleanupRow()).toBe('running');
+    const v1Tables = async () => {
+      const pool = new Pool({ connectionString: dbs.v1Url });
+      try {
+        const { rows } = await pool.query<{ name: string }>(
+          `SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`,
+        );
+        return rows.map((r) => r.name);
+      } finally {
+        await pool.end();
+      }
+    };
+    // Nothing was renamed: the rename is one transaction, and it never committed.
+    expect(await v1Tables()).toEqual(['alerts', 'device_data', 'devices', 'users']);
+
+    const last = rehearse([...args, '--json']);
+    const code = await last.exit;
+    // The output shown when it fails: it says why.
+    expect({ code, output: code === 0 ? '' : last.lines.join('\n') }).toEqual({ code: 0, output: '' });
+    const summary = JSON.parse(last.lines.filter((l) => l.startsWith('{')).at(-1)!);
+    expect(summary).toMatchObject({
+      ok: true,
+      phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'done', cleanup: 'done' },
+      trafficPercentage: 100,
+      verification: { clean: true, mismatchedWindows: 0 },
+    });
+    for (const t of Object.values(summary.tables as Record<string, { v1: number; v2: number }>))
+      expect(t.v2).toBe(t.v1);
+    expect(summary.tables.telemetry.v1).toBe(3000);
+    expect(await cleanupRow()).toBe('done');
+    expect(await v1Tables()).toEqual([
+      'alerts_v1_archived',
+      'device_data_v1_archived',
+      'devices_v1_archived',
+      'users_v1_archived',
+    ]);
+
+    const audit = (
+      await dbs.v2.query<{ action: string; details: Record<string, unknown> }>(
+        `SELECT action, details FROM migration_control.audit_log ORDER BY id`,
+      )
+    ).rows;
+    const of = (action: string) => audit.filter((e) => e.action === action);
+    // Cleanup began once, was resumed once, and renamed exactly once, after the resumed run's archive.
+    expect(of('phase.started').map((e) => e.details.phase)).toEqual([
+      'PREPARE',
+      'BACKFILL',
+      'VERIFY',
+      'CUTOVER',
+      'CLEANUP',
+    ]);
+    expect(of('phase.resumed').map((e) => e.details.phase)).toEqual(['CLEANUP']);
+    expect(of('lock.taken-over').length).toBeGreaterThanOrEqual(1);
+    expect(of('cleanup.archive-started')).toHaveLength(2);
+    expect(of('cleanup.renamed')).toHaveLength(1);
+    expect(of('cleanup.renamed')[0].details.counts).toMatchObject({ device_data: 3000 });
+    const order = audit.map((e) => e.action);
+    expect(order.lastIndexOf('cleanup.archive-started')).toBeLessThan(order.indexOf('cleanup.renamed'));
+    const cleanupDone = audit.filter((e) => e.action === 'phase.done' && e.details.phase === 'CLEANUP');
+    expect(cleanupDone).toHaveLength(1);
+    expect(audit.indexOf(cleanupDone[0])).toBeGreaterThan(order.indexOf('cleanup.renamed'));
+
+    const json = readdirSync(reportDir).filter((f) => f.endsWith('.json'));
+    expect(json).toHaveLength(1); // the killed run wrote none
+    const report = JSON.parse(readFileSync(join(reportDir, json[0]), 'utf8')) as {
+      interruptions: { action: string; details?: Record<string, unknown> }[];
+    };
+    expect(report.interruptions).toContainEqual(
+      expect.objectContaining({
+        action: 'phase.resumed',
+        details: expect.objectContaining({ phase: 'CLEANUP' }),
+      }),
+    );
+    expect(report.interruptions.map((e) => e.action)).toContain('lock.taken-over');
+  }, 600_000);
 });

@@ -128,6 +128,15 @@ describe('rehearsal, end to end on small data', () => {
       await page.goto(`file://${result.paths.html}`);
       const bars = await page.locator('#timeline rect').count();
       expect(bars).toBe(6); // the five phases and the write switch
+      // Every phase succeeded: no bar is red; each traffic level had its healthy gate.
+      expect(await page.locator('#timeline rect[data-status="done"]').count()).toBe(6);
+      expect(await page.locator('#timeline rect[fill="#c0392b"]').count()).toBe(0);
+      expect(
+        await page
+          .locator('#traffic g.gate-healthy')
+          .evaluateAll((g) => g.map((e) => e.getAttribute('data-level'))),
+      ).toEqual(['10', '25', '50', '100']);
+      expect(await page.locator('#traffic g.gate-unhealthy').count()).toBe(0);
       const box = await page.locator('#timeline').boundingBox();
       expect(box?.width).toBeGreaterThan(100);
       const points =

@@ -157,17 +157,17 @@ describe('IAM statements of the synthesized stack', () => {
     }
   });
 
-  it('give no function the backfill DLQ (the orchestrator never reads it)', () => {
-    const dlqGrants = statements(template).filter(({ statement }) =>
-      actionsOf(statement).some((a) => a === 'sqs:ReceiveMessage' || a === 'sqs:DeleteMessage'),
-    );
-    for (const { owner, statement } of dlqGrants) {
-      expect({ owner, resource: JSON.stringify(statement.Resource) }).not.toEqual({
-        owner,
-        resource: expect.stringMatching(/DeadLetter|Dlq/i),
-      });
-    }
-    expect(dlqGrants.some(({ owner }) => /^Orchestrator/.test(owner))).toBe(false);
+  it('give the backfill DLQ to the orchestrator alone (redrive reads and deletes it), and no DLQ to any other function', () => {
+    const dlqGrants = statements(template)
+      .filter(({ statement }) =>
+        actionsOf(statement).some((a) => a === 'sqs:ReceiveMessage' || a === 'sqs:DeleteMessage'),
+      )
+      .filter(({ statement }) => /DeadLetter|Dlq/i.test(JSON.stringify(statement.Resource)));
+    expect(dlqGrants.map(({ owner }) => owner)).toEqual([expect.stringMatching(/^Orchestrator/)]);
+    const resource = JSON.stringify(dlqGrants[0].statement.Resource);
+    expect(resource).toMatch(/DeadLetter/);
+    expect(resource).not.toMatch(/Repair/i);
+    expect(resourcesOf(dlqGrants[0].statement)).toHaveLength(1);
   });
 
   it('offer an ops managed policy that may start and follow the three state machines, and nothing else', () => {

@@ -94,6 +94,17 @@ describe('the synthesized state machines, executed locally against real handlers
     expect(audit.rows.map((r) => r.details.to.paused)).toEqual([true, false]);
   });
 
+  it('redrives failed windows from the console input ({"action":"redrive"}), refused by name before the backfill', async () => {
+    const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
+    const early = await machines.run('migration', { action: 'redrive' });
+    expect(early).toMatchObject({ status: 'FAILED', error: 'GuardRefusedError' });
+    expect(early.cause).toMatch(/the backfill has not started/);
+    expect(early.path).toContain('Redrive failed backfill windows');
+    const extra = await machines.run('migration', { action: 'redrive', windowId: 3 });
+    expect(extra).toMatchObject({ status: 'FAILED', error: 'InvalidInputError' });
+    expect(extra.path).toEqual(['Validate input', 'Input is invalid']);
+  });
+
   it('refuses a phase skip: a cutover before verification fails with PhaseOrderError and releases its lock', async () => {
     const machines = new LocalStateMachines(definitions, env.deps, fastWaits);
     const run = await machines.run('cutover', { action: 'run' });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { describeIssues } from '../../core/config';
 import { ConfigError, InvalidInputError, LocalQueueStateError } from '../../core/errors';
-import type { BatchHandler, QueueDepthPort, QueuePort, QueueRecord } from '../../ports/queue';
+import type { BatchHandler, DeadLetterPort, QueueDepthPort, QueuePort, QueueRecord } from '../../ports/queue';
 import { planBatches } from '../aws/sqs-queue';
 
 /** Records per handler invocation, as the Lambda SQS event source mapping's default. */
@@ -211,6 +211,30 @@ export class LocalQueue implements QueuePort, QueueDepthPort {
   /** The dead-letter list, oldest first. */
   dlq(): DeadLetter[] {
     return this.deadLetters.map((letter) => ({ ...letter }));
+  }
+
+  /**
+   * The dead-letter list as the DLQ ops redrive from (DeadLetterPort): a letter read is hidden
+   * from the next reads for the visibility timeout, as SQS hides it, and gone once deleted.
+   */
+  deadLetterPort(): DeadLetterPort {
+    const hiddenUntil = new Map<string, number>();
+    return {
+      receive: (max) => {
+        const now = performance.now();
+        const visible = this.deadLetters
+          .filter((l) => (hiddenUntil.get(l.messageId) ?? 0) <= now)
+          .slice(0, Math.max(0, Math.min(10, max)));
+        for (const l of visible) hiddenUntil.set(l.messageId, now + this.visibilityTimeoutMs);
+        return Promise.resolve(visible.map((l) => ({ body: l.body, receipt: l.messageId })));
+      },
+      delete: (receipts) => {
+        const gone = new Set(receipts);
+        for (let i = this.deadLetters.length - 1; i >= 0; i--)
+          if (gone.has(this.deadLetters[i].messageId)) this.deadLetters.splice(i, 1);
+        return Promise.resolve();
+      },
+    };
   }
 
   private isIdle(): boolean {

@@ -24,6 +24,30 @@ export interface ThrottleSettings extends PressureThresholds {
   pressureBackoffMs: number;
   /** Pressure stays the state this long after it was last seen (no flapping between windows). */
   pressureHoldSeconds: number;
+  /** Windows larger than this are split while pressure was seen lately (null or absent: never). */
+  pressureWindowRows?: number | null;
+}
+
+/**
+ * The window size a worker copies at most now: ops' window size, and, while V1 showed pressure
+ * within the hold time (and the automatic throttle is on), the smaller `pressureWindowRows`, so
+ * that a window under pressure is short and the next probe comes soon. Null: as planned.
+ */
+export function windowRowsNow(
+  control: BackfillControl,
+  settings: ThrottleSettings,
+  now = Date.now(),
+): number | null {
+  const pressureAt = control.lastProbe?.pressureAt;
+  const pressed =
+    control.autoThrottle &&
+    settings.pressureWindowRows != null &&
+    pressureAt !== undefined &&
+    now - Date.parse(pressureAt) < settings.pressureHoldSeconds * 1000;
+  const limits = [control.windowRows, pressed ? settings.pressureWindowRows! : null].filter(
+    (n): n is number => n !== null,
+  );
+  return limits.length > 0 ? Math.min(...limits) : null;
 }
 
 /** The defaults of the configuration's `throttle` (for a production V1; the rehearsal sets its own). */
@@ -253,6 +277,46 @@ async function noteState(
   });
 }
 
+/**
+ * Samples V1 while this worker copies (every `pressureBackoffMs`), until `stop()`: a probe taken
+ * only before a window sees V1 when no worker copies (workers that start together also probe
+ * together, between their windows) and so misses the load the backfill itself makes. A sample
+ * over a threshold is recorded as pressure (the control's last probe and state), which the next
+ * turn of every worker honours (see awaitTurn).
+ */
+export function sampleWhileWorking(
+  deps: { v1: Pool; v2: Pool; config: Pick<MigrationConfig, 'schemas'> },
+  settings: ThrottleSettings,
+): { stop: () => Promise<void> } {
+  const ctl = controlSchema(deps.config);
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let wake: (() => void) | undefined;
+  const loop = (async () => {
+    for (;;) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, settings.pressureBackoffMs);
+      });
+      if (stopped) return;
+      const result = await probeV1(deps.v1, settings);
+      if (stopped || !result.pressure) continue;
+      await deps.v2.query(`UPDATE ${ctl}.backfill_control SET last_probe = $1 WHERE id = 1`, [
+        JSON.stringify({ ...result.probe, pressureAt: result.probe.at }),
+      ]);
+      await noteState(deps.v2, deps.config, 'pressure', result.pressure, settings.pressureHoldSeconds);
+    }
+  })().catch(() => undefined);
+  return {
+    stop: async () => {
+      stopped = true;
+      clearTimeout(timer);
+      wake?.();
+      await loop;
+    },
+  };
+}
+
 export interface Turn {
   /** Whether the worker may do its window now; if not, the window goes back to the planner. */
   go: boolean;
@@ -299,6 +363,14 @@ export async function awaitTurn(
       return { go: false, state: 'paused', cause: control.stateCause, waitedMs: waited(), control, probe };
     }
     if (control.autoThrottle) {
+      // Pressure a worker sampled while copying (sampleWhileWorking) holds for one backoff: a
+      // fresh probe now, taken while fewer windows copy, would not see it.
+      const sampledAt = control.lastProbe?.pressureAt ? Date.parse(control.lastProbe.pressureAt) : 0;
+      if (Date.now() - sampledAt < settings.pressureBackoffMs && waited() + backoff <= budgetMs) {
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, settings.pressureBackoffMs * 8);
+        continue;
+      }
       const result = await probeV1(deps.v1, settings);
       probe = result.probe;
       const seen = result.pressure

@@ -187,7 +187,11 @@ describeEachStorage('backfill failures', (storage) => {
             killed++;
             const killer = setInterval(() => {
               void ctx.dbs.v2.query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'COPY%telemetry%' AND pid <> pg_backend_pid()",
+                // This database's running COPYs only: the server is shared with other suites, and
+                // pg_stat_activity shows an idle session's last query too.
+                `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                  WHERE datname = current_database() AND state = 'active'
+                    AND query LIKE 'COPY%telemetry%' AND pid <> pg_backend_pid()`,
               );
             }, 5);
             try {

@@ -13,6 +13,8 @@ import {
   parseControlChange,
   readControl,
   throttlePeriods,
+  windowRowsNow,
+  type BackfillControl,
   type ThrottleSettings,
 } from '../../../lambdas/core/backfill/throttle';
 import { InvalidInputError } from '../../../lambdas/core/errors';
@@ -337,5 +339,49 @@ describe('the automatic throttle: V1 pressure measured before each window', () =
       JSON.stringify({ type: 'copy-window', windowId: Number(window.id) }),
     );
     expect(result).toMatchObject({ type: 'copy-window', throttle: { state: 'running' } });
+  });
+});
+
+describe('window size under pressure (windowRowsNow)', () => {
+  const now = Date.parse('2026-12-02T04:00:00Z');
+  const control = (over: Partial<BackfillControl>): BackfillControl => ({
+    paused: false,
+    rowsPerSecond: null,
+    windowRows: null,
+    autoThrottle: true,
+    reason: null,
+    changedBy: null,
+    changedAt: new Date(now).toISOString(),
+    state: 'running',
+    stateCause: null,
+    stateSince: new Date(now).toISOString(),
+    lastProbe: null,
+    ...over,
+  });
+  const probe = (secondsAgo: number) => ({
+    at: new Date(now).toISOString(),
+    commitMs: 1,
+    commitKind: 'wal-message' as const,
+    activeSessions: 0,
+    replicaLagSeconds: null,
+    pressureAt: new Date(now - secondsAgo * 1000).toISOString(),
+  });
+  const settings = { ...DEFAULT_THROTTLE, pressureHoldSeconds: 10, pressureWindowRows: 5000 };
+
+  it('shrinks windows to pressureWindowRows while pressure was seen within the hold time', () => {
+    expect(windowRowsNow(control({ lastProbe: probe(3) }), settings, now)).toBe(5000);
+    // Ops' smaller window size wins; a larger one gives way to the pressure size.
+    expect(windowRowsNow(control({ lastProbe: probe(3), windowRows: 2000 }), settings, now)).toBe(2000);
+    expect(windowRowsNow(control({ lastProbe: probe(3), windowRows: 20000 }), settings, now)).toBe(5000);
+  });
+
+  it('keeps windows as planned (or as ops set them) once the hold time has passed, or with the throttle off', () => {
+    expect(windowRowsNow(control({ lastProbe: probe(11) }), settings, now)).toBeNull();
+    expect(windowRowsNow(control({ lastProbe: probe(11), windowRows: 20000 }), settings, now)).toBe(20000);
+    expect(windowRowsNow(control({ lastProbe: probe(3), autoThrottle: false }), settings, now)).toBeNull();
+    expect(
+      windowRowsNow(control({ lastProbe: probe(3) }), { ...settings, pressureWindowRows: null }, now),
+    ).toBeNull();
+    expect(windowRowsNow(control({}), settings, now)).toBeNull();
   });
 });
