@@ -21,7 +21,7 @@ import { LocalQueue } from '../lambdas/adapters/local/local-queue';
 import { MemoryParameters } from '../lambdas/adapters/local/memory-parameters';
 import { runBackfillLocally } from '../lambdas/adapters/local/local-backfill';
 import { probeV1 } from '../lambdas/core/backfill/pressure';
-import { changeControl, throttlePeriods } from '../lambdas/core/backfill/throttle';
+import { changeControl, throttlePeriods } from '../lambdas/core/backfill/control';
 import { ensureControlSchema } from '../lambdas/core/migration-state';
 import { controlSchema } from '../lambdas/core/db';
 import { parameterNames } from '../lambdas/ports/parameters';

@@ -3,7 +3,7 @@
  * `--help` line). What each command starts is in bin/ops/requests.ts.
  */
 import { z } from 'zod';
-import type { ControlChange } from '../../lambdas/core/backfill/throttle';
+import type { ControlChange } from '../../lambdas/core/backfill/control';
 import { DROP_CONFIRMATION, RENAME_CONFIRMATION } from '../../lambdas/core/cleanup';
 import { ROLLBACK_CONFIRMATION } from '../../lambdas/core/cutover';
 import { InvalidInputError } from '../../lambdas/core/errors';

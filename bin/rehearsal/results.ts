@@ -1,6 +1,6 @@
 import { runVerificationLocally } from '../../lambdas/adapters/local/local-verify';
 import { backfillProgress } from '../../lambdas/core/backfill';
-import { throttlePeriods } from '../../lambdas/core/backfill/throttle';
+import { throttlePeriods } from '../../lambdas/core/backfill/control';
 import { migrationStatus } from '../../lambdas/core/checklist';
 import { controlSchema } from '../../lambdas/core/db';
 import { phaseStates } from '../../lambdas/core/migration-state';

@@ -25,7 +25,7 @@ import {
   type Phase,
 } from './migration-state';
 import { pollBackfill, pollVerify, prepareStep, startBackfill, startVerify } from './phases';
-import { changeControl, parseControlChange } from './backfill/throttle';
+import { changeControl, parseControlChange } from './backfill/control';
 import { redriveWindows } from './backfill/redrive';
 import { assertCurrentVerificationRun, guardTask } from './task-guards';
 import {

@@ -9,7 +9,8 @@ import {
   setParameter,
   type MigrationContext,
 } from './migration-state';
-import { resendDeferredSlices, settleThrottle } from './backfill/throttle';
+import { settleThrottle } from './backfill/control';
+import { resendDeferredSlices } from './backfill/throttle';
 import { controlSchema } from './db';
 import { runPrepare, type PrepareReport } from './prepare';
 import { checkV1Schema } from './v1-schema';

@@ -9,8 +9,8 @@ import {
   sampleWhileWorking,
   windowRowsNow,
   type ThrottleSettings,
-  type ThrottleState,
 } from './backfill/throttle';
+import type { ThrottleState } from './backfill/control';
 import { controlSchema } from './db';
 import { parseWorkMessage, type WorkMessage } from './work-messages';
 import { verifySlice } from './verify';

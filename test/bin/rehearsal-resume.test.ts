@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Pool } from 'pg';
-import { changeControl } from '../../lambdas/core/backfill/throttle';
+import { changeControl } from '../../lambdas/core/backfill/control';
 import { parseConfig } from '../../lambdas/core/config';
 import { dropDatabase, freshDatabases, type TestDatabases } from '../support/pg';
 

@@ -5,7 +5,7 @@ import { STAGES } from '../mapping';
 import type { WorkMessage } from '../work-messages';
 import type { QueuePort } from '../../ports/queue';
 import type { BackfillDeps } from './copy';
-import { readControl, type ThrottleState } from './throttle';
+import { readControl, type ThrottleState } from './control';
 
 export interface TableProgress {
   windows: number;

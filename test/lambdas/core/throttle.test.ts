@@ -9,12 +9,14 @@ import {
 import { probeV1 } from '../../../lambdas/core/backfill/pressure';
 import {
   changeControl,
-  DEFAULT_THROTTLE,
   parseControlChange,
   readControl,
   throttlePeriods,
-  windowRowsNow,
   type BackfillControl,
+} from '../../../lambdas/core/backfill/control';
+import {
+  DEFAULT_THROTTLE,
+  windowRowsNow,
   type ThrottleSettings,
 } from '../../../lambdas/core/backfill/throttle';
 import { InvalidInputError } from '../../../lambdas/core/errors';
