@@ -147,7 +147,21 @@ function chart(report: RehearsalReport): string {
   const px = (t: number) => 50 + (t / maxT) * (width - 70);
   const py = (r: number) => height - 30 - (r / maxR) * (height - 50);
   const points = samples.map((s) => `${px(s.t).toFixed(1)},${py(s.rowsPerSecond).toFixed(1)}`).join(' ');
-  return `<svg id="throughput" role="img" aria-label="Backfill throughput" width="${width}" height="${height}" xmlns="http://www.w3.org/2000/svg">
+  // Throttle periods as bands behind the line: the samples' t counts from the backfill's start.
+  const backfill = report.phases.find((p) => p.phase === 'BACKFILL' && p.startedAt);
+  const origin = backfill ? Date.parse(backfill.startedAt) : NaN;
+  const end = backfill?.finishedAt ? Date.parse(backfill.finishedAt) : origin + maxT * 1000;
+  const bands = Number.isNaN(origin)
+    ? ''
+    : report.throttlePeriods
+        .map((p) => {
+          const from = Math.max(0, (Date.parse(p.startedAt) - origin) / 1000);
+          const to = Math.min(maxT, ((p.endedAt ? Date.parse(p.endedAt) : end) - origin) / 1000);
+          if (!(to > from)) return '';
+          return `<rect class="throttle" data-state="${escape(p.state)}" x="${px(from).toFixed(1)}" y="20" width="${(px(to) - px(from)).toFixed(1)}" height="${height - 50}" fill="#f0ad4e" fill-opacity="0.3"><title>${escape(`${p.state}: ${p.cause}`)}</title></rect>`;
+        })
+        .join('');
+  return `<svg id="throughput" role="img" aria-label="Backfill throughput" width="${width}" height="${height}" xmlns="http://www.w3.org/2000/svg">${bands}
     <line x1="50" y1="${height - 30}" x2="${width - 20}" y2="${height - 30}" stroke="#333"/>
     <line x1="50" y1="20" x2="50" y2="${height - 30}" stroke="#333"/>
     <text x="55" y="15">${Math.round(maxR).toLocaleString('en-US')} rows/s</text>

@@ -48,6 +48,32 @@ describe('the HTML report: phase outcomes and traffic steps', () => {
     expect(html).toContain('traffic to V2 25 % (cutover step) · gate: UNHEALTHY (alarm:RehearsalFault)');
   });
 
+  it('shades the throttle periods on the throughput chart, where they fell in the backfill', () => {
+    // The backfill ran from t(5) to t(20): 15 s of samples; paused from t(8) to t(11), and
+    // held back by V1 pressure from t(17) to its end.
+    const html = renderHtml({
+      ...report,
+      throughput: {
+        backfillRowsPerSecond: 1000,
+        samples: [0, 5, 10, 15].map((s) => ({ t: s, rowsPerSecond: 1000, rows: s * 1000 })),
+      },
+      throttlePeriods: [
+        { state: 'paused', cause: 'paused by cli:ops: <maintenance>', startedAt: t(8), endedAt: t(11) },
+        { state: 'pressure', cause: 'V1 commit latency 9 ms', startedAt: t(17), endedAt: null },
+      ],
+    });
+    const bands = [
+      ...html.matchAll(/<rect class="throttle" data-state="(\w+)" x="([\d.]+)" y="20" width="([\d.]+)"/g),
+    ];
+    // x = 50 + t / 15 × 730 (the chart's 800 px less its margins).
+    const at = (s: number) => 50 + (s / 15) * 730;
+    expect(bands.map((b) => [b[1], Number(b[2]), Number(b[3])])).toEqual([
+      ['paused', expect.closeTo(at(3), 0), expect.closeTo(at(6) - at(3), 0)],
+      ['pressure', expect.closeTo(at(12), 0), expect.closeTo(at(15) - at(12), 0)],
+    ]);
+    expect(html).toContain('<title>paused: paused by cli:ops: &#60;maintenance&#62;</title>');
+  });
+
   const browserTest = existsSync(CHROMIUM) ? it : it.skip;
   if (!existsSync(CHROMIUM)) {
     console.warn(
