@@ -1,8 +1,14 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** Signals that end the process; each exits with 128 + its number after the cleanup. */
-const FATAL_SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGPIPE: 13, SIGTERM: 15 } as const;
+/**
+ * Signals that end the process; each exits with 128 + its number after the cleanup. Not SIGPIPE:
+ * Node ignores it so that a write to a closed socket fails with EPIPE instead, and a listener
+ * for it would turn every database connection that a server ends mid-write (a terminated COPY
+ * under --kill-workers) into the end of the run. A closed standard output arrives as EPIPE.
+ */
+const FATAL_SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+const EXIT_ON_EPIPE = 128 + 13;
 
 /** The postmaster's process id, from `postmaster.pid` in a PostgreSQL data directory. */
 function postmasterPid(dataDir: string): number | undefined {
@@ -50,7 +56,7 @@ export function removeNow(dir: string, dataDir: string): void {
 
 /**
  * Removes `dir` (a folder holding an embedded PostgreSQL's data in `dataDir`) whenever the
- * process ends: normal exit, an uncaught error, SIGINT, SIGTERM, SIGHUP, SIGPIPE, or a broken
+ * process ends: normal exit, an uncaught error, SIGINT, SIGTERM, SIGHUP, or a broken
  * pipe on standard output (EPIPE, as when the output is piped into `head`). Returns a function
  * that removes the folder now and unregisters the handlers (the normal end of a run).
  */
@@ -66,8 +72,11 @@ export function removeOnExit(dir: string, dataDir: string): () => void {
     process.exit(128 + FATAL_SIGNALS[signal]);
   };
   const onStreamError = (error: NodeJS.ErrnoException) => {
-    // The reader went away: nobody sees the rest of the run, so it ends here, cleanly.
-    if (error.code === 'EPIPE') onSignal('SIGPIPE');
+    // The reader went away: nobody sees the rest of the run, so it ends here, cleanly (with
+    // the status a shell gives a process ended by SIGPIPE).
+    if (error.code !== 'EPIPE') return;
+    cleanup();
+    process.exit(EXIT_ON_EPIPE);
   };
   const signals = Object.keys(FATAL_SIGNALS) as (keyof typeof FATAL_SIGNALS)[];
   for (const signal of signals) process.on(signal, onSignal);
