@@ -266,28 +266,8 @@ export class DualWriter {
    * The V2 half: skipped when dual-write is off; never throws into the caller. `sync` says what
    * is known of the row's V1 state; V1 is read again afterwards (see `syncRow`).
    */
-  private async toV2(
-    table: unknown,
-    id: unknown,
-    operation: DualWriteOperation,
-    sync: SyncOptions,
-  ): Promise<void> {
-    let row: { table: ClientTable; id: string } | undefined;
-    try {
-      if (!this.options.router.dualWriteEnabled()) return;
-      const t = parseTable(table);
-      const target = { table: t, id: parseId(t, id) };
-      row = target;
-      await this.withTimeout(syncRow(this.options, target.table, target.id, sync));
-    } catch (cause) {
-      await this.recordFailure(
-        row ?? { table: String(table), id: String(id) },
-        operation,
-        cause,
-        row !== undefined,
-        'v2',
-      );
-    }
+  private toV2(table: unknown, id: unknown, operation: DualWriteOperation, sync: SyncOptions): Promise<void> {
+    return this.toMirror('v2', table, id, operation, (t, key) => syncRow(this.options, t, key, sync));
   }
 
   /**
@@ -295,28 +275,42 @@ export class DualWriter {
    * off; never throws into the caller. `known` is V2's row just written (its source text), null
    * after a delete, or undefined to read it; V2 is read again afterwards (see `syncRowToV1`).
    */
-  private async toV1(
+  private toV1(
     table: unknown,
     id: unknown,
     operation: DualWriteOperation,
     known: V2Source | null | undefined,
   ): Promise<void> {
+    return this.toMirror('v1', table, id, operation, (t, key) =>
+      syncRowToV1(this.options, t, key, known === undefined ? {} : { known }),
+    );
+  }
+
+  /**
+   * One mirror half, to `target`: skipped when dual-write is off; `sync` runs within the mirror
+   * timeout; a failure (a bad table or id included) is recorded and queued for repair, never
+   * thrown into the caller.
+   */
+  private async toMirror(
+    target: WritePrimary,
+    table: unknown,
+    id: unknown,
+    operation: DualWriteOperation,
+    sync: (table: ClientTable, id: string) => Promise<unknown>,
+  ): Promise<void> {
     let row: { table: ClientTable; id: string } | undefined;
     try {
       if (!this.options.router.dualWriteEnabled()) return;
       const t = parseTable(table);
-      const target = { table: t, id: parseId(t, id) };
-      row = target;
-      await this.withTimeout(
-        syncRowToV1(this.options, target.table, target.id, known === undefined ? {} : { known }),
-      );
+      row = { table: t, id: parseId(t, id) };
+      await this.withTimeout(sync(row.table, row.id));
     } catch (cause) {
       await this.recordFailure(
         row ?? { table: String(table), id: String(id) },
         operation,
         cause,
         row !== undefined,
-        'v1',
+        target,
       );
     }
   }

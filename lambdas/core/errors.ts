@@ -304,24 +304,45 @@ export class DatabaseSecretError extends MigrationError {
   override readonly retryable: boolean;
 }
 
+/** The row, the operation and why, as a mirror-write error is made of them. */
+export type MirrorWriteFailure = [
+  table: string,
+  rowId: string,
+  operation: string,
+  reason: string,
+  options?: { cause?: unknown },
+];
+
+/**
+ * The mirror half of a dual write failed: the base of DualWriteV2Error (V2 the mirror) and
+ * DualWriteV1Error (V1 the mirror, once V2 is the write primary). `write` and `side` word the
+ * message ("<write> <table> <id> (<operation>) to <side> failed: <reason>").
+ */
+export abstract class MirrorWriteError extends MigrationError {
+  override readonly retryable = true;
+  readonly table: string;
+  readonly rowId: string;
+  readonly operation: string;
+  protected constructor(write: string, side: 'V1' | 'V2', ...failure: MirrorWriteFailure) {
+    const [table, rowId, operation, reason, options] = failure;
+    super(
+      `${write} ${table} ${rowId} (${operation}) to ${side} failed: ${reason}`,
+      { table, rowId, operation },
+      options,
+    );
+    this.table = table;
+    this.rowId = rowId;
+    this.operation = operation;
+  }
+}
+
 /**
  * The V2 half of a dual write failed (V2 unreachable, connection lost, constraint refused,
  * timed out). The caller's V1 write stood; a repair of the row was requested.
  */
-export class DualWriteV2Error extends MigrationError {
-  override readonly retryable = true;
-  constructor(
-    readonly table: string,
-    readonly rowId: string,
-    readonly operation: string,
-    reason: string,
-    options?: { cause?: unknown },
-  ) {
-    super(
-      `Dual write of ${table} ${rowId} (${operation}) to V2 failed: ${reason}`,
-      { table, rowId, operation },
-      options,
-    );
+export class DualWriteV2Error extends MirrorWriteError {
+  constructor(...failure: MirrorWriteFailure) {
+    super('Dual write of', 'V2', ...failure);
   }
 }
 

@@ -1,4 +1,4 @@
-import { MigrationError } from './errors';
+import { MigrationError, MirrorWriteError, type MirrorWriteFailure } from './errors';
 
 /**
  * The named errors of the write switch and of the reverse mirror (V2 the write primary, V1 kept
@@ -6,20 +6,9 @@ import { MigrationError } from './errors';
  */
 
 /** The V1 half (the reverse mirror) of a write failed; the caller's V2 write succeeded. */
-export class DualWriteV1Error extends MigrationError {
-  override readonly retryable = true;
-  constructor(
-    readonly table: string,
-    readonly rowId: string,
-    readonly operation: string,
-    reason: string,
-    options?: { cause?: unknown },
-  ) {
-    super(
-      `Mirroring ${table} ${rowId} (${operation}) to V1 failed: ${reason}`,
-      { table, rowId, operation },
-      options,
-    );
+export class DualWriteV1Error extends MirrorWriteError {
+  constructor(...failure: MirrorWriteFailure) {
+    super('Mirroring', 'V1', ...failure);
   }
 }
 

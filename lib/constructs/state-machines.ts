@@ -52,6 +52,9 @@ export interface MigrationStateMachinesProps {
   readonly logRetention?: logs.RetentionDays;
 }
 
+/** The execution input asks for `action` (`{"action": …}`, kept under `$.request`). */
+const requested = (action: string) => sfn.Condition.stringEquals('$.request.action', action);
+
 /**
  * The three state machines ops drive from the Step Functions console (JSONPath, so that they
  * also run locally): Migration (phases 1–3 and 5, with Wait/poll loops), Cutover (the traffic
@@ -102,6 +105,11 @@ export class MigrationStateMachines extends Construct {
     });
   }
 
+  /** A final state named `stateName`; with `outputPath`, the execution's output is that part of its state. */
+  private succeed(id: string, stateName: string, outputPath?: string): sfn.Succeed {
+    return new sfn.Succeed(this, id, { stateName, outputPath });
+  }
+
   private migrationDefinition(poll: Duration, archivePoll: Duration): sfn.IChainable {
     const { validate } = this.tasks.validation('Migration', 'validate-migration-input');
     const failed = this.tasks.failurePath('Migration');
@@ -115,7 +123,7 @@ export class MigrationStateMachines extends Construct {
       'target.$': '$.plan.target',
     });
     const release = named('ReleaseLock', 'Release the lock', 'release', null);
-    const done = new sfn.Succeed(this, 'MigrationDone', { stateName: 'Done' });
+    const done = this.succeed('MigrationDone', 'Done');
     release.next(done);
 
     const prepare = named(
@@ -252,36 +260,19 @@ export class MigrationStateMachines extends Construct {
     acquireForDrop
       .next(drop)
       .next(releaseAfterDrop)
-      .next(
-        new sfn.Succeed(this, 'ArchivesDropped', { stateName: 'Archives dropped', outputPath: '$.dropped' }),
-      );
+      .next(this.succeed('ArchivesDropped', 'Archives dropped', '$.dropped'));
 
     const action = new sfn.Choice(this, 'ChooseAction', { stateName: 'Which action?' })
+      .when(requested('status'), status.next(this.succeed('StatusReported', 'Status reported', '$.status')))
       .when(
-        sfn.Condition.stringEquals('$.request.action', 'status'),
-        status.next(
-          new sfn.Succeed(this, 'StatusReported', { stateName: 'Status reported', outputPath: '$.status' }),
-        ),
+        requested('throttle'),
+        throttle.next(this.succeed('ThrottleChanged', 'Throttle changed', '$.throttle')),
       )
       .when(
-        sfn.Condition.stringEquals('$.request.action', 'throttle'),
-        throttle.next(
-          new sfn.Succeed(this, 'ThrottleChanged', {
-            stateName: 'Throttle changed',
-            outputPath: '$.throttle',
-          }),
-        ),
+        requested('redrive'),
+        redrive.next(this.succeed('WindowsRedriven', 'Windows redriven', '$.redrive')),
       )
-      .when(
-        sfn.Condition.stringEquals('$.request.action', 'redrive'),
-        redrive.next(
-          new sfn.Succeed(this, 'WindowsRedriven', {
-            stateName: 'Windows redriven',
-            outputPath: '$.redrive',
-          }),
-        ),
-      )
-      .when(sfn.Condition.stringEquals('$.request.action', 'drop-archives'), acquireForDrop)
+      .when(requested('drop-archives'), acquireForDrop)
       .otherwise(acquire);
     return validate.next(action);
   }
@@ -292,22 +283,20 @@ export class MigrationStateMachines extends Construct {
     const named = this.tasks.guardedTask(failed);
 
     const hold = named('HoldCutover', 'Hold the cutover', 'hold', '$.result').next(
-      new sfn.Succeed(this, 'Held', { stateName: 'Held' }),
+      this.succeed('Held', 'Held'),
     );
     const resume = named('ResumeCutover', 'Resume the cutover', 'resume', '$.result').next(
-      new sfn.Succeed(this, 'Resumed', { stateName: 'Resumed' }),
+      this.succeed('Resumed', 'Resumed'),
     );
     const step = named('StepOneLevel', 'Step traffic one level', 'step', '$.result').next(
-      new sfn.Succeed(this, 'Stepped', { stateName: 'Stepped', outputPath: '$.result' }),
+      this.succeed('Stepped', 'Stepped', '$.result'),
     );
     const switchWrites = named(
       'SwitchWrites',
       'Write switch: verify touched windows, V2 the write primary',
       'switch-writes',
       '$.result',
-    ).next(
-      new sfn.Succeed(this, 'WritesSwitchedToV2', { stateName: 'Writes on V2', outputPath: '$.result' }),
-    );
+    ).next(this.succeed('WritesSwitchedToV2', 'Writes on V2', '$.result'));
 
     const start = named('StartCutover', 'Check guards, take the lock', 'start-cutover', '$.cutover');
     const nextLevel = named('NextLevel', 'Set the next traffic level', 'cutover-next', '$.level');
@@ -318,7 +307,7 @@ export class MigrationStateMachines extends Construct {
     const gate = named('HealthGate', 'Health gate: alarms and drift', 'health-gate', '$.gate');
     const complete = named('CompleteCutover', 'Cutover complete at 100 %', 'complete-cutover', '$.result');
     const release = named('CutoverReleaseLock', 'Release the lock', 'release', null);
-    complete.next(release).next(new sfn.Succeed(this, 'CutoverDone', { stateName: 'Traffic at 100 %' }));
+    complete.next(release).next(this.succeed('CutoverDone', 'Traffic at 100 %'));
 
     const startRollback = new tasks.StepFunctionsStartExecution(this, 'StartRollback', {
       stateName: 'Start the Rollback',
@@ -373,10 +362,10 @@ export class MigrationStateMachines extends Construct {
     gate.next(healthy);
 
     const action = new sfn.Choice(this, 'ChooseCutoverAction', { stateName: 'Which action?' })
-      .when(sfn.Condition.stringEquals('$.request.action', 'hold'), hold)
-      .when(sfn.Condition.stringEquals('$.request.action', 'resume'), resume)
-      .when(sfn.Condition.stringEquals('$.request.action', 'step'), step)
-      .when(sfn.Condition.stringEquals('$.request.action', 'switch-writes'), switchWrites)
+      .when(requested('hold'), hold)
+      .when(requested('resume'), resume)
+      .when(requested('step'), step)
+      .when(requested('switch-writes'), switchWrites)
       .otherwise(start);
     return validate.next(action);
   }

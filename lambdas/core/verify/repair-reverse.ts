@@ -6,7 +6,7 @@ import { INVERSE_MAPPINGS, v2SourceColumns } from '../mapping-inverse';
 import { syncRowToV1, v1UpsertSql } from '../sync/reverse';
 import { bindWindow, loadWindows, qualified } from '../windows';
 import type { VerifyDeps } from './checksums';
-import { repairFindings } from './repair';
+import { repairFindings, withRepairConnections, type WindowRepairResult } from './repair';
 import type { VerificationReport } from './report';
 
 /**
@@ -21,18 +21,13 @@ import type { VerificationReport } from './report';
  * table, V1's rows of the window that V2 does not hold are deleted, and the rest are upserted
  * through the inverse mapping (rows already equal under the mapping are left as they are).
  */
-export async function repairWindowFromV2(
-  deps: VerifyDeps,
-  windowId: number,
-): Promise<{ deleted: number; written: number }> {
+export async function repairWindowFromV2(deps: VerifyDeps, windowId: number): Promise<WindowRepairResult> {
   const [window] = await loadWindows(deps.v2, deps.config, [windowId]);
-  const { v1, v2, config } = deps;
+  const { config } = deps;
   const table = window.table_name;
   const inverse = INVERSE_MAPPINGS[table];
-  const v1Client = await v1.connect();
-  const v2Client = await v2.connect();
-  let broken = false;
-  try {
+  // A COPY cut off half-way leaves its connection unusable: a failed repair releases both as broken.
+  return withRepairConnections(deps, { brokenOnError: true }, async (v1Client, v2Client) => {
     await v2Client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await v1Client.query('BEGIN');
     // COPY's text form of an instant follows DateStyle: both sides use the same one.
@@ -63,20 +58,7 @@ export async function repairWindowFromV2(
     const written = await v1Client.query(v1UpsertSql(table, config.schemas.v1, 'pg_temp.stage_v2'));
     await v1Client.query('COMMIT');
     return { deleted: deleted.rowCount ?? 0, written: written.rowCount ?? 0 };
-  } catch (error) {
-    await v2Client.query('ROLLBACK').catch(() => {
-      broken = true;
-    });
-    await v1Client.query('ROLLBACK').catch(() => {
-      broken = true;
-    });
-    // A COPY cut off half-way leaves its connection unusable.
-    broken = true;
-    throw error;
-  } finally {
-    v1Client.release(broken);
-    v2Client.release(broken);
-  }
+  });
 }
 
 /**

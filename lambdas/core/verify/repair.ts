@@ -1,3 +1,4 @@
+import type { PoolClient } from 'pg';
 import { ident } from '../db';
 import { MAPPINGS, TABLE_ORDER, type MappedTable } from '../mapping';
 import {
@@ -17,23 +18,53 @@ import { describeError } from '../safe-error';
 /** Telemetry rows rewritten per transaction by a window repair (see repairTelemetryWindow). */
 export const REPAIR_ROWS_PER_TRANSACTION = 50;
 
+/** What a window repair did: rows deleted from, and rows written to, the repaired side. */
+export interface WindowRepairResult {
+  deleted: number;
+  written: number;
+}
+
+/**
+ * Runs `repair` on one connection to V1 and one to V2 and releases both. When it fails, both
+ * connections are rolled back before the error is thrown on; one whose ROLLBACK fails, or both
+ * with `brokenOnError` (a COPY cut off half-way leaves its connection unusable), is released as
+ * broken so that the pool never hands it out again.
+ */
+export async function withRepairConnections<T>(
+  deps: Pick<VerifyDeps, 'v1' | 'v2'>,
+  options: { brokenOnError: boolean },
+  repair: (v1Client: PoolClient, v2Client: PoolClient) => Promise<T>,
+): Promise<T> {
+  const v1Client = await deps.v1.connect();
+  const v2Client = await deps.v2.connect();
+  let broken = false;
+  try {
+    return await repair(v1Client, v2Client);
+  } catch (error) {
+    for (const client of [v1Client, v2Client])
+      await client.query('ROLLBACK').catch(() => {
+        broken = true;
+      });
+    if (options.brokenOnError) broken = true;
+    throw error;
+  } finally {
+    v1Client.release(broken);
+    v2Client.release(broken);
+  }
+}
+
 /**
  * Re-copies one window from V1: V2 rows of the window that V1 no longer has are removed, the
  * rest are written from V1 (overwriting V2), in one transaction (telemetry: only the rows that
  * differ, see repairTelemetryWindow).
  */
-export async function repairWindow(
-  deps: VerifyDeps,
-  windowId: number,
-): Promise<{ deleted: number; written: number }> {
+export async function repairWindow(deps: VerifyDeps, windowId: number): Promise<WindowRepairResult> {
   const [window] = await loadWindows(deps.v2, deps.config, [windowId]);
-  const { v1, v2, config } = deps;
-  const table = window.table_name;
-  if (table === 'telemetry') return repairTelemetryWindow(deps, window);
-  const m = MAPPINGS[table];
-  const v1Client = await v1.connect();
-  const v2Client = await v2.connect();
-  try {
+  if (window.table_name === 'telemetry') return repairTelemetryWindow(deps, window);
+  return withRepairConnections(deps, { brokenOnError: false }, async (v1Client, v2Client) => {
+    const { config } = deps;
+    const table = window.table_name;
+    const m = MAPPINGS[table];
     await v1Client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await v2Client.query('BEGIN');
     await v2Client.query(`CREATE TEMP TABLE stage (${stagingColumns(table)}) ON COMMIT DROP`);
@@ -56,14 +87,7 @@ export async function repairWindow(
       deleted.rows.map((r) => r.id),
     );
     return { deleted: deleted.rowCount ?? 0, written: written.rowCount ?? 0 };
-  } catch (error) {
-    await v1Client.query('ROLLBACK').catch(() => undefined);
-    await v2Client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    v1Client.release();
-    v2Client.release();
-  }
+  });
 }
 
 /** Rows a window repair re-syncs from V1 after it (see resyncRaced); a larger repair skips it. */
@@ -94,10 +118,7 @@ async function resyncRaced(deps: VerifyDeps, table: MappedTable, ids: string[]):
  * not bound. The V1 rows are staged once, from one snapshot; each transaction is idempotent, so
  * a repair cut short is finished by the next one (the window is checked again either way).
  */
-async function repairTelemetryWindow(
-  deps: VerifyDeps,
-  window: WindowRow,
-): Promise<{ deleted: number; written: number }> {
+async function repairTelemetryWindow(deps: VerifyDeps, window: WindowRow): Promise<WindowRepairResult> {
   const { v1, v2, config } = deps;
   const target = qualified(config.schemas.v2, MAPPINGS.telemetry.v2Table);
   const columns = MAPPINGS.telemetry.columns.map((c) => ident(c.v2));
