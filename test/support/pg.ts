@@ -94,3 +94,33 @@ export async function createDatabase(name: string, server: TestServerKind = 'emb
 export async function dropDatabase(name: string, server: TestServerKind = 'embedded'): Promise<void> {
   await admin(server, (c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
 }
+
+/** One more database beside a suite's pair (a second V2, a restore target): its URL, a pool, and drop(). */
+export interface ExtraDatabase {
+  name: string;
+  url: string;
+  /** Closed by drop(). */
+  pool: Pool;
+  drop(): Promise<void>;
+}
+
+/** Creates the database `name` on the given test server (see ExtraDatabase). */
+export async function extraDatabase(
+  name: string,
+  server: TestServerKind = 'embedded',
+): Promise<ExtraDatabase> {
+  await createDatabase(name, server);
+  const url = testUrl(name, server);
+  const pool = new Pool({ connectionString: url, max: 4 });
+  // An idle connection ended by the database's drop must not crash the suite.
+  pool.on('error', () => undefined);
+  return {
+    name,
+    url,
+    pool,
+    drop: async () => {
+      await pool.end();
+      await dropDatabase(name, server);
+    },
+  };
+}

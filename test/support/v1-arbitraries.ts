@@ -127,6 +127,17 @@ export const timestampText = (near = false, hypertable = false) =>
 
 export const ROLES = ['ADMIN', 'OPERATOR', 'VIEWER'] as const;
 
+/**
+ * A property test's seed and rows a table: from the environment (`<name>_SEED`, `<name>_ROWS`)
+ * to replay a run, else a fresh seed (to put in the test's title) and `rows`.
+ */
+export function propertyRun(name: string, rows: number): { seed: number; rows: number } {
+  return {
+    seed: Number(process.env[`${name}_SEED`] ?? Date.now() % 2 ** 31),
+    rows: Number(process.env[`${name}_ROWS`] ?? rows),
+  };
+}
+
 export interface V1Batch {
   users: Record<string, string | null>[];
   devices: Record<string, string | null>[];

@@ -7,13 +7,7 @@ import { restoreFlags } from '../../../../bin/restore-backup';
 import { parseArgs } from '../../../../bin/cli-args';
 import { rowCounts, seedV1 } from '../../../support/fixtures';
 import { testBackupDir } from '../../../support/migration';
-import {
-  createDatabase,
-  dropDatabase,
-  freshDatabases,
-  testUrl,
-  type TestDatabases,
-} from '../../../support/pg';
+import { extraDatabase, freshDatabases, testUrl, type TestDatabases } from '../../../support/pg';
 import { describeOnTimescale, type TestServerKind } from '../../../support/servers';
 
 describe('backup names', () => {
@@ -122,34 +116,27 @@ function backupScenario(server: TestServerKind, method: 'pg_dump' | 'export') {
 
     // The documented restore, into a database of one's own: equal to the snapshot again, with
     // keys, foreign keys and sequences in place (the restored V1 takes new rows).
-    const target = `${dbs.v1Name}_restored`;
-    await createDatabase(target, server);
+    const target = await extraDatabase(`${dbs.v1Name}_restored`, server);
     try {
-      const restored = await restoreAndCheck(ref.location, testUrl(target, server));
+      const restored = await restoreAndCheck(ref.location, target.url);
       expect(restored.differing).toEqual([]);
       expect(restored.tables.device_data.rows).toBe(evidence.tables.device_data);
-      const client = new Client({ connectionString: testUrl(target, server) });
-      await client.connect();
-      try {
-        const inserted = await client.query(
-          `INSERT INTO device_data ("deviceId", "timestamp", data, protocol) SELECT id, now(), '{}', 'x' FROM devices LIMIT 1 RETURNING id`,
-        );
-        expect(Number(inserted.rows[0].id)).toBeGreaterThan(evidence.tables.device_data);
-        await expect(
-          client.query(
-            `INSERT INTO device_data ("deviceId", "timestamp", data, protocol) VALUES ('no such device', now(), '{}', 'x')`,
-          ),
-        ).rejects.toThrow(/foreign key/);
-        await expect(
-          client.query(
-            `INSERT INTO users (id, email, "passwordHash", role, "updatedAt") VALUES ('u', 'e', 'h', 'NOPE', now())`,
-          ),
-        ).rejects.toThrow(/enum/);
-      } finally {
-        await client.end();
-      }
+      const inserted = await target.pool.query(
+        `INSERT INTO device_data ("deviceId", "timestamp", data, protocol) SELECT id, now(), '{}', 'x' FROM devices LIMIT 1 RETURNING id`,
+      );
+      expect(Number(inserted.rows[0].id)).toBeGreaterThan(evidence.tables.device_data);
+      await expect(
+        target.pool.query(
+          `INSERT INTO device_data ("deviceId", "timestamp", data, protocol) VALUES ('no such device', now(), '{}', 'x')`,
+        ),
+      ).rejects.toThrow(/foreign key/);
+      await expect(
+        target.pool.query(
+          `INSERT INTO users (id, email, "passwordHash", role, "updatedAt") VALUES ('u', 'e', 'h', 'NOPE', now())`,
+        ),
+      ).rejects.toThrow(/enum/);
     } finally {
-      await dropDatabase(target, server);
+      await target.drop();
     }
   });
 

@@ -9,14 +9,8 @@ import { syncRowToV1 } from '../../../../lambdas/core/sync/reverse';
 import { compareKeys } from '../../../../lambdas/core/verify';
 import { testConfig } from '../../../support/fixtures';
 import { prepared } from '../../../support/migration';
-import {
-  createDatabase,
-  dropDatabase,
-  freshDatabases,
-  testUrl,
-  type TestDatabases,
-} from '../../../support/pg';
-import { insertV1Batch, v1Batch } from '../../../support/v1-arbitraries';
+import { extraDatabase, freshDatabases, type ExtraDatabase, type TestDatabases } from '../../../support/pg';
+import { insertV1Batch, propertyRun, v1Batch } from '../../../support/v1-arbitraries';
 
 /**
  * The inverse mapping (V2 → V1, for the time V2 is the write primary) against the forward one,
@@ -28,8 +22,7 @@ import { insertV1Batch, v1Batch } from '../../../support/v1-arbitraries';
  * range, which a TimescaleDB hypertable refuses (UnmappableRowError at backfill); the inverse
  * sync on a hypertable is exercised by test/client/dual-writer-v2-primary.test.ts.
  */
-const SEED = Number(process.env.INVERSE_SEED ?? Date.now() % 2 ** 31);
-const ROWS = Number(process.env.INVERSE_ROWS ?? 500);
+const { seed: SEED, rows: ROWS } = propertyRun('INVERSE', 500);
 
 /** V1 columns whose forward mapping sends two V1 values to one (NULL and a value): see mapping-inverse.ts. */
 const LOSSY: Partial<Record<MappedTable, Record<string, string>>> = {
@@ -77,19 +70,16 @@ function differences<T>(a: Map<string, T>, b: Map<string, T>, same = (x: T, y: T
 describe(`the inverse mapping: V1 → V2 → V1 gives V1 back (INVERSE_SEED=${SEED}, ${ROWS} rows a table)`, () => {
   let dbs: TestDatabases;
   let config: MigrationConfig;
+  let rebuiltDb: ExtraDatabase;
   let rebuilt: Pool;
-  let rebuiltName: string;
   const before = new Map<MappedTable, Map<string, { value: string; version: string }>>();
   /** Per lossy column, V1's values as the mapping sends them (NULL as its image), and its NULLs. */
   const lossyBefore = new Map<string, { values: Map<string, string>; nulls: number }>();
 
   beforeAll(async () => {
     dbs = await freshDatabases('inv');
-    rebuiltName = `${dbs.v1Name}_rebuilt`;
-    await createDatabase(rebuiltName);
-    rebuilt = new Pool({ connectionString: testUrl(rebuiltName), max: 4 });
-    // An idle connection ended by the database's drop must not crash the suite.
-    rebuilt.on('error', () => undefined);
+    rebuiltDb = await extraDatabase(`${dbs.v1Name}_rebuilt`);
+    rebuilt = rebuiltDb.pool;
     config = testConfig(dbs, { telemetryStorage: 'partitioned' });
     await applyV1Schema(dbs.v1);
     await applyV1Schema(rebuilt);
@@ -125,8 +115,7 @@ describe(`the inverse mapping: V1 → V2 → V1 gives V1 back (INVERSE_SEED=${SE
   }, 600_000);
 
   afterAll(async () => {
-    await rebuilt?.end();
-    await dropDatabase(rebuiltName);
+    await rebuiltDb?.drop();
     await dbs?.drop();
   });
 

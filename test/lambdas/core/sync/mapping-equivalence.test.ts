@@ -11,15 +11,9 @@ import { ShadowReader, type ShadowMismatch } from '../../../../client/shadow-rea
 import type { BackupPort } from '../../../../lambdas/ports/backup';
 import { testConfig } from '../../../support/fixtures';
 import { prepared } from '../../../support/migration';
-import {
-  createDatabase,
-  dropDatabase,
-  freshDatabases,
-  testUrl,
-  type TestDatabases,
-} from '../../../support/pg';
+import { extraDatabase, freshDatabases, type ExtraDatabase, type TestDatabases } from '../../../support/pg';
 import { describeEachStorage } from '../../../support/servers';
-import { insertV1Batch, v1Batch } from '../../../support/v1-arbitraries';
+import { insertV1Batch, propertyRun, v1Batch } from '../../../support/v1-arbitraries';
 
 /**
  * The mapping has one implementation in SQL, used two ways: the backfill copies whole windows
@@ -28,8 +22,7 @@ import { insertV1Batch, v1Batch } from '../../../support/v1-arbitraries';
  * databases and requires identical V2 rows and identical digests, equal to V1's. The rows are
  * drawn across every column's domain; the seed (MAPPING_SEED to replay one) is in the title.
  */
-const SEED = Number(process.env.MAPPING_SEED ?? Date.now() % 2 ** 31);
-const ROWS = Number(process.env.MAPPING_ROWS ?? 1000);
+const { seed: SEED, rows: ROWS } = propertyRun('MAPPING', 1000);
 
 /** Phase 1 for the second V2: its backup is the first one's business, so none is taken here. */
 const noBackup: BackupPort = {
@@ -86,19 +79,18 @@ describeEachStorage(
   `one mapping: backfill and row sync agree on generated V1 rows (MAPPING_SEED=${SEED}, ${ROWS} rows a table)`,
   (storage) => {
     let dbs: TestDatabases;
+    let rowSyncDb: ExtraDatabase;
     let rowSyncV2: Pool;
-    let rowSyncName: string;
     let config: MigrationConfig;
     let rowSyncConfig: MigrationConfig;
 
     beforeAll(async () => {
       dbs = await freshDatabases('map', storage.server);
-      rowSyncName = `${dbs.v2Name}_rows`;
-      await createDatabase(rowSyncName, storage.server);
-      rowSyncV2 = new Pool({ connectionString: testUrl(rowSyncName, storage.server), max: 4 });
+      rowSyncDb = await extraDatabase(`${dbs.v2Name}_rows`, storage.server);
+      rowSyncV2 = rowSyncDb.pool;
       config = testConfig(dbs, { telemetryStorage: storage.storage });
       rowSyncConfig = testConfig(
-        { v1Url: dbs.v1Url, v2Url: testUrl(rowSyncName, storage.server) },
+        { v1Url: dbs.v1Url, v2Url: rowSyncDb.url },
         { telemetryStorage: storage.storage },
       );
       await applyV1Schema(dbs.v1);
@@ -123,8 +115,7 @@ describeEachStorage(
     }, 600_000);
 
     afterAll(async () => {
-      await rowSyncV2?.end();
-      await dropDatabase(rowSyncName, storage.server);
+      await rowSyncDb?.drop();
       await dbs?.drop();
     });
 
