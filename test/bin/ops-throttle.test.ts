@@ -2,14 +2,27 @@ import { parseCommand } from '../../bin/ops/commands';
 import { executionRequest } from '../../bin/ops/requests';
 import { InvalidInputError } from '../../lambdas/core/errors';
 
+/** What `migrate …argv` (a state machine command) starts its state machine with. */
+function request(argv: string[]) {
+  const command = parseCommand(argv);
+  if (command.command === 'reset') throw new Error('not a state machine command');
+  return executionRequest(command, 'alice');
+}
+
+/** `migrate …argv` is refused with an InvalidInputError naming `field` and what is wrong with it. */
+function expectRefused(argv: string[], field: string, problem: RegExp): void {
+  let issues: unknown;
+  try {
+    parseCommand(argv);
+  } catch (error) {
+    expect(error).toBeInstanceOf(InvalidInputError);
+    issues = (error as InvalidInputError).issues;
+  }
+  expect(issues).toContainEqual({ field, problem: expect.stringMatching(problem) });
+}
+
 /** `migrate throttle`: its flags, and the console input it starts the Migration state machine with. */
 describe('migrate throttle', () => {
-  const input = (argv: string[]) => {
-    const command = parseCommand(argv);
-    if (command.command === 'reset') throw new Error('not a state machine command');
-    return executionRequest(command, 'alice');
-  };
-
   it.each<[string[], Record<string, unknown>]>([
     [['throttle', '--pause'], { action: 'throttle', pause: true }],
     [['throttle', '--resume'], { action: 'throttle', pause: false }],
@@ -22,7 +35,7 @@ describe('migrate throttle', () => {
       { action: 'throttle', rowsPerSecond: null, windowRows: null, autoThrottle: false },
     ],
   ])('%j starts Migration with %j', (argv, expected) => {
-    expect(input(argv)).toEqual({ stateMachine: 'migration', input: expected });
+    expect(request(argv)).toEqual({ stateMachine: 'migration', input: expected });
   });
 
   it.each<[string[], string, RegExp]>([
@@ -31,24 +44,13 @@ describe('migrate throttle', () => {
     [['throttle', '--rows-per-second', '-5'], '--rows-per-second', /0|greater/],
     [['throttle', '--window-rows', '50'], '--window-rows', /must be 0 or between 100 and 5000000/],
     [['throttle', '--auto-throttle', 'maybe'], '--auto-throttle', /must be on or off/],
-  ])('%j: %s %s', (argv, field, problem) => {
-    let issues: unknown;
-    try {
-      parseCommand(argv);
-    } catch (error) {
-      expect(error).toBeInstanceOf(InvalidInputError);
-      issues = (error as InvalidInputError).issues;
-    }
-    expect(issues).toContainEqual({ field, problem: expect.stringMatching(problem) });
-  });
+  ])('%j: %s %s', expectRefused);
 });
 
 /** `migrate redrive`: the console input it starts the Migration state machine with, and its flags. */
 describe('migrate redrive', () => {
   it('starts Migration with {"action":"redrive"}', () => {
-    const command = parseCommand(['redrive']);
-    if (command.command === 'reset') throw new Error('not a state machine command');
-    expect(executionRequest(command, 'alice')).toEqual({
+    expect(request(['redrive'])).toEqual({
       stateMachine: 'migration',
       input: { action: 'redrive' },
     });
@@ -57,14 +59,5 @@ describe('migrate redrive', () => {
   it.each<[string[], string, RegExp]>([
     [['redrive', '--window', '3'], '--window', /is not a flag of redrive/],
     [['redrive', '--migration-arn', 'nope'], '--migration-arn', /state machine ARN/],
-  ])('%j: %s %s', (argv, field, problem) => {
-    let issues: unknown;
-    try {
-      parseCommand(argv);
-    } catch (error) {
-      expect(error).toBeInstanceOf(InvalidInputError);
-      issues = (error as InvalidInputError).issues;
-    }
-    expect(issues).toContainEqual({ field, problem: expect.stringMatching(problem) });
-  });
+  ])('%j: %s %s', expectRefused);
 });
