@@ -63,18 +63,47 @@ function rehearse(args: string[]): Run {
   };
 }
 
+/** The status of the newest run of `phase` in V2's phase_runs (undefined before it began). */
+async function phaseStatus(v2: Pool, phase: string): Promise<string | undefined> {
+  const { rows } = await v2.query<{ status: string }>(
+    `SELECT status FROM migration_control.phase_runs WHERE phase = $1 ORDER BY started_at DESC, id DESC LIMIT 1`,
+    [phase],
+  );
+  return rows[0]?.status;
+}
+
+/**
+ * The last run's `--json` summary tells of a finished migration: each of `phases` done, traffic
+ * at 100 %, verification clean, V2 holding as many rows as V1 in every table, and V1 holding
+ * `telemetry` telemetry rows.
+ */
+function expectFinished(run: Run, phases: string[], telemetry: number): void {
+  const summary = JSON.parse(run.lines.filter((l) => l.startsWith('{')).at(-1)!);
+  expect(summary).toMatchObject({
+    ok: true,
+    phases: Object.fromEntries(phases.map((p) => [p, 'done'])),
+    trafficPercentage: 100,
+    verification: { clean: true, mismatchedWindows: 0 },
+  });
+  for (const t of Object.values(summary.tables as Record<string, { v1: number; v2: number }>))
+    expect(t.v2).toBe(t.v1);
+  expect(summary.tables.telemetry.v1).toBe(telemetry);
+}
+
+/** V2's audit log, oldest first, and `of(action)`: its entries of one action. */
+async function auditLog(v2: Pool) {
+  const { rows: audit } = await v2.query<{ action: string; details: Record<string, unknown> }>(
+    `SELECT action, details FROM migration_control.audit_log ORDER BY id`,
+  );
+  return { audit, of: (action: string) => audit.filter((e) => e.action === action) };
+}
+
 describe('a rehearsal killed (SIGKILL) inside each phase, and run again each time', () => {
   let dbs: TestDatabases;
   let reportDir: string;
   let args: string[];
   const config = () => parseConfig({ v1: { url: dbs.v1Url }, v2: { url: dbs.v2Url } });
-  const phase = async (name: string) =>
-    (
-      await dbs.v2.query<{ status: string }>(
-        `SELECT status FROM migration_control.phase_runs WHERE phase = $1 ORDER BY started_at DESC, id DESC LIMIT 1`,
-        [name],
-      )
-    ).rows[0]?.status;
+  const phase = (name: string) => phaseStatus(dbs.v2, name);
   /** Windows done, and windows sent to the (in-memory) queue and not done yet. */
   const windows = async () => {
     const { rows } = await dbs.v2.query(
@@ -174,24 +203,10 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
     // 5. Runs to the end.
     const last = rehearse([...args, '--json']);
     expect(await last.exit).toBe(0);
-    const summary = JSON.parse(last.lines.filter((l) => l.startsWith('{')).at(-1)!);
-    expect(summary).toMatchObject({
-      ok: true,
-      phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'done' },
-      trafficPercentage: 100,
-      verification: { clean: true, mismatchedWindows: 0 },
-    });
-    for (const t of Object.values(summary.tables as Record<string, { v1: number; v2: number }>))
-      expect(t.v2).toBe(t.v1);
-    expect(summary.tables.telemetry.v1).toBe(12000);
+    expectFinished(last, ['prepare', 'backfill', 'verify', 'cutover'], 12000);
 
     // Each phase began once; each interrupted one was resumed, its lock taken from the dead run.
-    const audit = (
-      await dbs.v2.query<{ action: string; details: Record<string, unknown> }>(
-        `SELECT action, details FROM migration_control.audit_log ORDER BY id`,
-      )
-    ).rows;
-    const of = (action: string) => audit.filter((e) => e.action === action);
+    const { of } = await auditLog(dbs.v2);
     expect(of('phase.started').map((e) => e.details.phase)).toEqual([
       'PREPARE',
       'BACKFILL',
@@ -293,13 +308,7 @@ describe('a rehearsal killed (SIGKILL) inside cleanup, and run again', () => {
       await Promise.all([holder.end(), watcher.end()]);
       await first.kill();
     }
-    const cleanupRow = async () =>
-      (
-        await dbs.v2.query<{ status: string }>(
-          `SELECT status FROM migration_control.phase_runs WHERE phase = 'CLEANUP' ORDER BY started_at DESC, id DESC LIMIT 1`,
-        )
-      ).rows[0]?.status;
-    expect(await cleanupRow()).toBe('running');
+    expect(await phaseStatus(dbs.v2, 'CLEANUP')).toBe('running');
     const v1Tables = async () => {
       const pool = new Pool({ connectionString: dbs.v1Url });
       try {
@@ -318,17 +327,8 @@ describe('a rehearsal killed (SIGKILL) inside cleanup, and run again', () => {
     const code = await last.exit;
     // The output shown when it fails: it says why.
     expect({ code, output: code === 0 ? '' : last.lines.join('\n') }).toEqual({ code: 0, output: '' });
-    const summary = JSON.parse(last.lines.filter((l) => l.startsWith('{')).at(-1)!);
-    expect(summary).toMatchObject({
-      ok: true,
-      phases: { prepare: 'done', backfill: 'done', verify: 'done', cutover: 'done', cleanup: 'done' },
-      trafficPercentage: 100,
-      verification: { clean: true, mismatchedWindows: 0 },
-    });
-    for (const t of Object.values(summary.tables as Record<string, { v1: number; v2: number }>))
-      expect(t.v2).toBe(t.v1);
-    expect(summary.tables.telemetry.v1).toBe(3000);
-    expect(await cleanupRow()).toBe('done');
+    expectFinished(last, ['prepare', 'backfill', 'verify', 'cutover', 'cleanup'], 3000);
+    expect(await phaseStatus(dbs.v2, 'CLEANUP')).toBe('done');
     expect(await v1Tables()).toEqual([
       'alerts_v1_archived',
       'device_data_v1_archived',
@@ -336,12 +336,7 @@ describe('a rehearsal killed (SIGKILL) inside cleanup, and run again', () => {
       'users_v1_archived',
     ]);
 
-    const audit = (
-      await dbs.v2.query<{ action: string; details: Record<string, unknown> }>(
-        `SELECT action, details FROM migration_control.audit_log ORDER BY id`,
-      )
-    ).rows;
-    const of = (action: string) => audit.filter((e) => e.action === action);
+    const { audit, of } = await auditLog(dbs.v2);
     // Cleanup began once, was resumed once, and renamed exactly once, after the resumed run's archive.
     expect(of('phase.started').map((e) => e.details.phase)).toEqual([
       'PREPARE',
