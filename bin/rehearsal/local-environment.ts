@@ -5,9 +5,13 @@ import type { Pool } from 'pg';
 import { startLocalPostgres, type LocalPostgres } from '../../lambdas/adapters/local/embedded-pg';
 import { FileParameters } from '../../lambdas/adapters/local/file-parameters';
 import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
-import { LocalQueue } from '../../lambdas/adapters/local/local-queue';
+import type { LocalQueue } from '../../lambdas/adapters/local/local-queue';
 import { ControlSchemaParameters, requeueLostWork } from '../../lambdas/adapters/local/local-resume';
-import { startLocalWorkers, type LocalWorkers } from '../../lambdas/adapters/local/local-workers';
+import {
+  localRepairQueue,
+  startLocalWorkers,
+  type LocalWorkers,
+} from '../../lambdas/adapters/local/local-workers';
 import { MemoryParameters } from '../../lambdas/adapters/local/memory-parameters';
 import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
 import { applyV1Schema, generateV1 } from '../../lambdas/adapters/local/v1-generator';
@@ -253,12 +257,7 @@ export async function openLocalEnvironment(options: LocalEnvironmentOptions): Pr
       { ...pools, config },
       options.wrapHandler ? { wrapHandler: options.wrapHandler } : {},
     );
-    const repairs = new LocalQueue({
-      visibilityTimeoutMs: 30_000,
-      maxReceiveCount: 10,
-      concurrency: 1,
-      retryDelayMs: 500,
-    });
+    const repairs = localRepairQueue();
     const deps: OrchestratorDeps = {
       ...pools,
       config,

@@ -13,6 +13,22 @@ export interface LocalWorkers {
   stop(): Promise<void>;
 }
 
+/**
+ * The backend's repair queue on one machine (SQS's stand-in): one message at a time, 30 s
+ * visibility, a failed message delivered again after `retryDelayMs` until `maxReceiveCount`.
+ * Its worker is started by whoever runs the repairs.
+ */
+export function localRepairQueue(
+  options: { maxReceiveCount?: number; retryDelayMs?: number } = {},
+): LocalQueue {
+  return new LocalQueue({
+    visibilityTimeoutMs: 30_000,
+    maxReceiveCount: options.maxReceiveCount ?? 10,
+    concurrency: 1,
+    retryDelayMs: options.retryDelayMs ?? 500,
+  });
+}
+
 /** A LocalQueue served by the real worker at the configured concurrency (Lambda's stand-in). */
 export function startLocalWorkers(
   ctx: Pick<MigrationContext, 'v1' | 'v2' | 'config'>,
