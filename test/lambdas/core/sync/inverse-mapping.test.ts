@@ -2,7 +2,6 @@ import { Pool } from 'pg';
 import { runBackfillLocally } from '../../../../lambdas/adapters/local/local-backfill';
 import { applyV1Schema } from '../../../../lambdas/adapters/local/v1-generator';
 import type { MigrationConfig } from '../../../../lambdas/core/config';
-import { rowDigest } from '../../../../lambdas/core/digest';
 import { MAPPINGS, TABLE_ORDER, V1_COLUMNS, type MappedTable } from '../../../../lambdas/core/mapping';
 import { INVERSE_MAPPINGS } from '../../../../lambdas/core/mapping-inverse';
 import { syncRowToV1 } from '../../../../lambdas/core/sync/reverse';
@@ -10,6 +9,7 @@ import { compareKeys } from '../../../../lambdas/core/verify';
 import { testConfig } from '../../../support/fixtures';
 import { prepared } from '../../../support/migration';
 import { extraDatabase, freshDatabases, type ExtraDatabase, type TestDatabases } from '../../../support/pg';
+import { differences, digests } from '../../../support/row-digests';
 import { insertV1Batch, propertyRun, v1Batch } from '../../../support/v1-arbitraries';
 
 /**
@@ -38,33 +38,6 @@ async function v1Rows(pool: Pool, table: MappedTable, columns = V1_COLUMNS[table
        FROM public.${MAPPINGS[table].v1Table}`,
   );
   return new Map(rows.map((r) => [r.k, { value: r.v, version: r.x }]));
-}
-
-async function digests(pool: Pool, config: MigrationConfig, table: MappedTable, side: 'v1' | 'v2') {
-  const m = MAPPINGS[table];
-  const key = side === 'v2' && table === 'telemetry' ? 'legacy_id' : 'id';
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    await client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
-    const { rows } = await client.query<{ k: string; d: string }>(
-      `SELECT ${key}::text AS k, (${rowDigest(table, side, config)})::text AS d
-         FROM public.${side === 'v1' ? m.v1Table : m.v2Table}`,
-    );
-    await client.query('COMMIT');
-    return new Map(rows.map((r) => [r.k, r.d]));
-  } finally {
-    client.release();
-  }
-}
-
-function differences<T>(a: Map<string, T>, b: Map<string, T>, same = (x: T, y: T | undefined) => x === y) {
-  const out: string[] = [];
-  for (const [k, v] of a)
-    if (!same(v, b.get(k)))
-      out.push(`${JSON.stringify(k)}: ${JSON.stringify(v)} ≠ ${JSON.stringify(b.get(k))}`);
-  for (const k of b.keys()) if (!a.has(k)) out.push(`${JSON.stringify(k)}: only in the second`);
-  return out.slice(0, 5);
 }
 
 describe(`the inverse mapping: V1 → V2 → V1 gives V1 back (INVERSE_SEED=${SEED}, ${ROWS} rows a table)`, () => {

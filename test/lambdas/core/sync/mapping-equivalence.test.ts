@@ -2,7 +2,6 @@ import { Pool } from 'pg';
 import { runBackfillLocally } from '../../../../lambdas/adapters/local/local-backfill';
 import { applyV1Schema } from '../../../../lambdas/adapters/local/v1-generator';
 import type { MigrationConfig } from '../../../../lambdas/core/config';
-import { rowDigest } from '../../../../lambdas/core/digest';
 import { MAPPINGS, TABLE_ORDER, type MappedTable } from '../../../../lambdas/core/mapping';
 import { runPrepare } from '../../../../lambdas/core/prepare';
 import { repairRow } from '../../../../lambdas/core/sync/repair';
@@ -13,6 +12,7 @@ import { testConfig } from '../../../support/fixtures';
 import { prepared } from '../../../support/migration';
 import { extraDatabase, freshDatabases, type ExtraDatabase, type TestDatabases } from '../../../support/pg';
 import { describeEachStorage } from '../../../support/servers';
+import { differences, digests } from '../../../support/row-digests';
 import { insertV1Batch, propertyRun, v1Batch } from '../../../support/v1-arbitraries';
 
 /**
@@ -48,31 +48,6 @@ async function v2Content(pool: Pool, table: MappedTable): Promise<Map<string, st
     `SELECT ${key}::text AS k, ROW(${columns.join(', ')})::text AS v FROM ${m.v2Table}`,
   );
   return new Map(rows.map((r) => [r.k, r.v]));
-}
-
-async function digests(pool: Pool, config: MigrationConfig, table: MappedTable, side: 'v1' | 'v2') {
-  const m = MAPPINGS[table];
-  const key = side === 'v2' && table === 'telemetry' ? 'legacy_id' : 'id';
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    await client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
-    const { rows } = await client.query<{ k: string; d: string }>(
-      `SELECT ${key}::text AS k, (${rowDigest(table, side, config)})::text AS d
-         FROM public.${side === 'v1' ? m.v1Table : m.v2Table}`,
-    );
-    await client.query('COMMIT');
-    return new Map(rows.map((r) => [r.k, r.d]));
-  } finally {
-    client.release();
-  }
-}
-
-function differences(a: Map<string, string>, b: Map<string, string>, limit = 5): string[] {
-  const out: string[] = [];
-  for (const [k, v] of a) if (b.get(k) !== v) out.push(`${JSON.stringify(k)}: ${v} ≠ ${b.get(k)}`);
-  for (const k of b.keys()) if (!a.has(k)) out.push(`${JSON.stringify(k)}: only in the second`);
-  return out.slice(0, limit);
 }
 
 describeEachStorage(
