@@ -11,6 +11,7 @@ import {
   changeControl,
   parseControlChange,
   readControl,
+  NO_CONTROL,
   throttlePeriods,
   type BackfillControl,
 } from '../../../lambdas/core/backfill/control';
@@ -346,17 +347,12 @@ describe('the automatic throttle: V1 pressure measured before each window', () =
 
 describe('window size under pressure (windowRowsNow)', () => {
   const now = Date.parse('2026-12-02T04:00:00Z');
+  // The fields windowRowsNow reads are stated here (no window size set, the auto-throttle on, no
+  // probe yet); the rest, bookkeeping it does not read, are those of a control that holds nothing back.
   const control = (over: Partial<BackfillControl>): BackfillControl => ({
-    paused: false,
-    rowsPerSecond: null,
+    ...NO_CONTROL,
     windowRows: null,
     autoThrottle: true,
-    reason: null,
-    changedBy: null,
-    changedAt: new Date(now).toISOString(),
-    state: 'running',
-    stateCause: null,
-    stateSince: new Date(now).toISOString(),
     lastProbe: null,
     ...over,
   });
