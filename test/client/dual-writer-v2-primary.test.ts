@@ -1,83 +1,39 @@
 import '../../lambdas/core/polyfills';
 import type { Pool } from 'pg';
-import { runBackfillLocally } from '../../lambdas/adapters/local/local-backfill';
 import type { MigrationConfig } from '../../lambdas/core/config';
 import { repairBatchHandler } from '../../lambdas/core/sync/repair';
 import { LegacyIdAllocator } from '../../lambdas/core/sync/v2-writes';
 import { LegacyIdUnavailableError } from '../../lambdas/core/write-switch-errors';
-import type { WritePrimary } from '../../lambdas/ports/parameters';
 import {
   DUAL_WRITE_V1_FAILURE_METRIC,
   DualWriter,
   REPAIR_MESSAGE_TYPE,
   type DualWriteFailure,
 } from '../../client';
-import { seedV1, testConfig } from '../support/fixtures';
-import { prepared } from '../support/migration';
+import { seedV1 } from '../support/fixtures';
 import { freshDatabases, type TestDatabases } from '../support/pg';
-import { describeEachStorage, PARTITIONS, type StorageCase } from '../support/servers';
-import { expectAllInSync, expectRowInSync, recorder, recordingQueue, v2RowsOf } from './helpers';
+import { describeEachStorage, type StorageCase } from '../support/servers';
+import {
+  dualWriterSuite,
+  dualWriteSwitch,
+  expectAllInSync,
+  expectRowInSync,
+  raceToMirror,
+  recorder,
+  v2RowsOf,
+} from './helpers';
 
-/** A router stand-in whose switches a test flips: dual-write on, V2 the write primary. */
-function switches(primary: WritePrimary = 'v2', on = true) {
-  return {
-    on,
-    primary,
-    dualWriteEnabled() {
-      return this.on;
-    },
-    writePrimary() {
-      return this.primary;
-    },
-  };
-}
-
-async function setup(prefix: string, storage: StorageCase = PARTITIONS) {
-  const dbs = await freshDatabases(prefix, storage.server);
-  await seedV1(dbs.v1, { devices: 4, telemetry: 60, seed: 5 });
-  const config = testConfig(dbs, {
-    batch: { telemetryWindowRows: 100, entityWindowRows: 4, concurrency: 2, maxReceiveCount: 3 },
-  });
-  await prepared(dbs, config);
-  await runBackfillLocally({ v1: dbs.v1, v2: dbs.v2, config });
-  const router = switches('v2');
-  const queue = recordingQueue();
-  const rec = recorder();
-  const failures: DualWriteFailure[] = [];
-  const writer = new DualWriter({
-    v1: dbs.v1,
-    v2: dbs.v2,
-    router,
-    repairQueue: queue,
-    tenantId: config.tenant.id,
+/** The suites' DualWriter, V2 the write primary, over a backfilled V2. */
+const setup = (prefix: string, storage?: StorageCase) =>
+  dualWriterSuite(prefix, {
+    router: dualWriteSwitch(true, 'v2'),
+    seed: { devices: 4, telemetry: 60, seed: 5 },
+    backfilled: true,
+    storage,
     legacyIdBlockSize: 4,
-    onMetric: rec.onMetric,
-    onV2Failure: (f) => void failures.push(f),
-    onV1Failure: (f) => void failures.push(f),
   });
-  return { dbs, config, router, queue, rec, failures, writer };
-}
 
 const at = (iso: string) => new Date(iso);
-
-/** A pool whose queries carrying `held` among their values wait until released. */
-function holdingPool(pool: Pool, held: string) {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let holding!: () => void;
-  const isHolding = new Promise<void>((resolve) => (holding = resolve));
-  const wrapped = {
-    async query(config: unknown, values?: unknown[]) {
-      if (Array.isArray(values) && values.some((v) => typeof v === 'string' && v.includes(held))) {
-        holding();
-        await released;
-      }
-      return pool.query(config as string, values);
-    },
-    on: () => wrapped,
-  } as unknown as Pool;
-  return { pool: wrapped, isHolding, release };
-}
 
 describeEachStorage('DualWriter with V2 the write primary', (storage) => {
   let ctx: Awaited<ReturnType<typeof setup>>;
@@ -284,7 +240,7 @@ describe('DualWriter with V2 primary: failed V1 mirrors are repaired from V2', (
     const writer = new DualWriter({
       v1: brokenV1,
       v2: dbs.v2,
-      router: switches('v2'),
+      router: dualWriteSwitch(true, 'v2'),
       repairQueue: ctx.queue,
       tenantId: config.tenant.id,
       onMetric: rec.onMetric,
@@ -349,28 +305,16 @@ describe('DualWriter with V2 primary: two writes of one row racing', () => {
   });
   afterAll(() => ctx.dbs.drop());
 
-  function slowWriter(held: string) {
-    const slow = holdingPool(ctx.dbs.v1, held);
-    const writer = new DualWriter({
-      v1: slow.pool,
-      v2: ctx.dbs.v2,
-      router: switches('v2'),
-      repairQueue: ctx.queue,
-      tenantId: ctx.config.tenant.id,
-      onV1Failure: (f) => void ctx.failures.push(f),
-    });
-    return { writer, isHolding: slow.isHolding, release: slow.release };
-  }
-
   it('leaves V1 as V2 ends when the earlier write reaches V1 last', async () => {
     const id = (await ctx.dbs.v1.query('SELECT id FROM users ORDER BY id LIMIT 1')).rows[0].id as string;
-    const slow = slowWriter('name from A');
     // A writes V2, then its V1 mirror stalls; B writes V2 and V1; then A's V1 mirror lands.
-    const a = slow.writer.update('users', id, { name: 'name from A' });
-    await slow.isHolding;
-    await ctx.writer.update('users', id, { name: 'name from B' });
-    slow.release();
-    await a;
+    await raceToMirror(
+      ctx,
+      'v1',
+      'name from A',
+      (a) => a.update('users', id, { name: 'name from A' }),
+      (b) => b.update('users', id, { name: 'name from B' }),
+    );
     expect((await ctx.dbs.v1.query(`SELECT name FROM users WHERE id = $1`, [id])).rows).toEqual([
       { name: 'name from B' },
     ]);
@@ -380,12 +324,13 @@ describe('DualWriter with V2 primary: two writes of one row racing', () => {
 
   it('does not bring a row back into V1 that V2 deleted while an earlier write of it was on its way', async () => {
     const id = (await ctx.dbs.v1.query('SELECT id FROM alerts ORDER BY id LIMIT 1')).rows[0].id as string;
-    const slow = slowWriter('message from A');
-    const a = slow.writer.update('alerts', id, { message: 'message from A' });
-    await slow.isHolding;
-    await ctx.writer.delete('alerts', id);
-    slow.release();
-    await a;
+    await raceToMirror(
+      ctx,
+      'v1',
+      'message from A',
+      (a) => a.update('alerts', id, { message: 'message from A' }),
+      (b) => b.delete('alerts', id),
+    );
     expect((await ctx.dbs.v1.query(`SELECT 1 FROM alerts WHERE id = $1`, [id])).rows).toEqual([]);
     expect(ctx.failures).toEqual([]);
   });

@@ -9,46 +9,30 @@ import { runBackfillLocally } from '../../lambdas/adapters/local/local-backfill'
 import type { MigrationConfig } from '../../lambdas/core/config';
 import { InvalidInputError } from '../../lambdas/core/errors';
 import { templateIdFor } from '../../lambdas/core/mapping';
-import { DualWriter, type DualWriteFailure } from '../../client';
-import { seedV1, testConfig } from '../support/fixtures';
-import { prepared } from '../support/migration';
-import { freshDatabases, type TestDatabases } from '../support/pg';
-import { describeEachStorage, PARTITIONS, type StorageCase } from '../support/servers';
+import type { TestDatabases } from '../support/pg';
+import { describeEachStorage, type StorageCase } from '../support/servers';
 import {
+  dualWriterSuite,
   dualWriteSwitch,
   expectAllInSync,
   expectRowInSync,
-  recorder,
-  recordingQueue,
+  raceToMirror,
   v2RowsOf,
 } from './helpers';
 
-async function setup(
+/** The suites' DualWriter, V1 the write primary, on V1 seeded with `options` (seed 3). */
+const setup = (
   prefix: string,
   options: { devices: number; telemetry: number },
-  storage: StorageCase = PARTITIONS,
-) {
-  const dbs = await freshDatabases(prefix, storage.server);
-  await seedV1(dbs.v1, { ...options, seed: 3 });
-  const config = testConfig(dbs, {
-    batch: { telemetryWindowRows: 100, entityWindowRows: 4, concurrency: 2, maxReceiveCount: 3 },
+  storage?: StorageCase,
+  backfilled = false,
+) =>
+  dualWriterSuite(prefix, {
+    router: dualWriteSwitch(true),
+    seed: { ...options, seed: 3 },
+    storage,
+    backfilled,
   });
-  await prepared(dbs, config);
-  const router = dualWriteSwitch(true);
-  const queue = recordingQueue();
-  const rec = recorder();
-  const failures: DualWriteFailure[] = [];
-  const writer = new DualWriter({
-    v1: dbs.v1,
-    v2: dbs.v2,
-    router,
-    repairQueue: queue,
-    tenantId: config.tenant.id,
-    onMetric: rec.onMetric,
-    onV2Failure: (f) => void failures.push(f),
-  });
-  return { dbs, config, router, queue, rec, failures, writer };
-}
 
 const at = (iso: string) => new Date(iso);
 
@@ -255,7 +239,7 @@ describeEachStorage('DualWriter', (storage) => {
     expect(await v2RowsOf(dbs, 'users', 'dw_mirror')).toEqual([]);
   });
 
-  it("mirrors a row whose V1 state names a parent V2 does not hold yet: the parent first, from V1", async () => {
+  it('mirrors a row whose V1 state names a parent V2 does not hold yet: the parent first, from V1', async () => {
     // Another caller has just created the owner and given it the device; that caller's V2 half
     // has not landed yet when this write of the device re-reads V1.
     await dbs.v1.query(
@@ -341,50 +325,20 @@ describe('DualWriter racing the backfill', () => {
 describe('DualWriter with two writes of one row racing', () => {
   let ctx: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    ctx = await setup('dwrace', { devices: 3, telemetry: 20 });
-    await runBackfillLocally({ v1: ctx.dbs.v1, v2: ctx.dbs.v2, config: ctx.config });
+    ctx = await setup('dwrace', { devices: 3, telemetry: 20 }, undefined, true);
   });
   afterAll(() => ctx.dbs.drop());
 
-  /**
-   * A writer whose V2 upserts carrying `held` wait until released: its V2 half lands after a
-   * later write's, as a slow connection would make it.
-   */
-  function slowWriter(held: string) {
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let holding!: () => void;
-    const isHolding = new Promise<void>((resolve) => (holding = resolve));
-    const v2 = {
-      async query(config: unknown, values?: unknown[]) {
-        if (Array.isArray(values) && values.includes(held)) {
-          holding();
-          await released;
-        }
-        return ctx.dbs.v2.query(config as string, values);
-      },
-      on: () => v2,
-    } as unknown as TestDatabases['v2'];
-    const writer = new DualWriter({
-      v1: ctx.dbs.v1,
-      v2,
-      router: dualWriteSwitch(true),
-      repairQueue: ctx.queue,
-      tenantId: ctx.config.tenant.id,
-      onV2Failure: (f) => void ctx.failures.push(f),
-    });
-    return { writer, isHolding, release };
-  }
-
   it('leaves V2 as V1 ends when the earlier write reaches V2 last', async () => {
     const id = (await ctx.dbs.v1.query('SELECT id FROM users ORDER BY id LIMIT 1')).rows[0].id as string;
-    const slow = slowWriter('name from A');
     // A writes V1, then its V2 half stalls; B writes V1 and V2; then A's V2 half lands.
-    const a = slow.writer.update('users', id, { name: 'name from A' });
-    await slow.isHolding;
-    await ctx.writer.update('users', id, { name: 'name from B' });
-    slow.release();
-    await a;
+    await raceToMirror(
+      ctx,
+      'v2',
+      'name from A',
+      (a) => a.update('users', id, { name: 'name from A' }),
+      (b) => b.update('users', id, { name: 'name from B' }),
+    );
     const v2 = await v2RowsOf(ctx.dbs, 'users', id);
     expect(v2.map((r) => r.name)).toEqual(['name from B']);
     await expectRowInSync(ctx.dbs, ctx.config, 'users', id);
@@ -393,12 +347,13 @@ describe('DualWriter with two writes of one row racing', () => {
 
   it('does not bring back a row deleted while an earlier write of it was on its way to V2', async () => {
     const id = (await ctx.dbs.v1.query('SELECT id FROM alerts ORDER BY id LIMIT 1')).rows[0].id as string;
-    const slow = slowWriter('message from A');
-    const a = slow.writer.update('alerts', id, { message: 'message from A' });
-    await slow.isHolding;
-    await ctx.writer.delete('alerts', id);
-    slow.release();
-    await a;
+    await raceToMirror(
+      ctx,
+      'v2',
+      'message from A',
+      (a) => a.update('alerts', id, { message: 'message from A' }),
+      (b) => b.delete('alerts', id),
+    );
     expect(await v2RowsOf(ctx.dbs, 'alerts', id)).toEqual([]);
     expect(ctx.failures).toEqual([]);
   });
