@@ -1,4 +1,3 @@
-import type { Pool } from 'pg';
 import { DualWriter, type DualWriteFailure, type DualWriterOptions } from '../../client';
 import { runBackfillLocally } from '../../lambdas/adapters/local/local-backfill';
 import type { MigrationConfig } from '../../lambdas/core/config';
@@ -95,61 +94,6 @@ export async function dualWriterSuite<R extends DualWriterOptions['router']>(
     onV1Failure: (f) => void failures.push(f),
   });
   return { dbs, config, router: options.router, queue, rec, failures, writer };
-}
-
-/** A pool whose first query carrying `held` among its values (or inside one) waits until released. */
-export function holdingPool(pool: Pool, held: string) {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let holding!: () => void;
-  const isHolding = new Promise<void>((resolve) => (holding = resolve));
-  const wrapped = {
-    async query(config: unknown, values?: unknown[]) {
-      if (Array.isArray(values) && values.some((v) => typeof v === 'string' && v.includes(held))) {
-        holding();
-        await released;
-      }
-      return pool.query(config as string, values);
-    },
-    on: () => wrapped,
-  } as unknown as Pool;
-  return { pool: wrapped, isHolding, release };
-}
-
-/**
- * Two writes of one row racing, the earlier one's mirror half landing last: `early` writes through
- * a second writer whose mirror half (to `mirror`: V2 while V1 is the write primary, V1 once V2
- * is) stalls at its first query carrying `held`; meanwhile `late` writes through the suite's own
- * writer; then the stalled half goes on. Its failures are recorded with the suite's.
- */
-export async function raceToMirror(
-  suite: DualWriterSuite,
-  mirror: WritePrimary,
-  held: string,
-  early: (writer: DualWriter) => Promise<unknown>,
-  late: (writer: DualWriter) => Promise<unknown>,
-): Promise<void> {
-  const slow = holdingPool(suite.dbs[mirror], held);
-  const writer = new DualWriter({
-    v1: mirror === 'v1' ? slow.pool : suite.dbs.v1,
-    v2: mirror === 'v2' ? slow.pool : suite.dbs.v2,
-    router: dualWriteSwitch(true, mirror === 'v2' ? 'v1' : 'v2'),
-    repairQueue: suite.queue,
-    tenantId: suite.config.tenant.id,
-    onV2Failure: (f) => void suite.failures.push(f),
-    onV1Failure: (f) => void suite.failures.push(f),
-  });
-  const first = early(writer);
-  // An early write that ends without reaching the held query fails here instead of waiting forever.
-  await Promise.race([
-    slow.isHolding,
-    first.then(() => {
-      throw new Error(`the early write ended without a query carrying "${held}"`);
-    }),
-  ]);
-  await late(suite.writer);
-  slow.release();
-  await first;
 }
 
 export { expectAllInSync, expectRowInSync, v2RowsOf } from '../support/in-sync';
