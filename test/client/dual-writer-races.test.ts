@@ -1,6 +1,7 @@
 import '../../lambdas/core/polyfills';
 import type { Pool } from 'pg';
 import { DualWriter } from '../../client';
+import type { V1Patch } from '../../client/v1-rows';
 import { MAPPINGS, type MappedTable } from '../../lambdas/core/mapping';
 import type { WritePrimary } from '../../lambdas/ports/parameters';
 import { dualWriterSuite, dualWriteSwitch, expectRowInSync, type DualWriterSuite } from './helpers';
@@ -30,41 +31,6 @@ function holdingPool(pool: Pool, held: string) {
   return { pool: wrapped, isHolding, release };
 }
 
-/**
- * `early` writes through a second writer whose mirror half (to `mirror`) stalls at its first
- * query carrying `held`; meanwhile `late` writes through the suite's own writer; then the
- * stalled half goes on. The second writer's failures are recorded with the suite's.
- */
-async function raceToMirror(
-  suite: DualWriterSuite,
-  mirror: WritePrimary,
-  held: string,
-  early: (writer: DualWriter) => Promise<unknown>,
-  late: (writer: DualWriter) => Promise<unknown>,
-): Promise<void> {
-  const slow = holdingPool(suite.dbs[mirror], held);
-  const writer = new DualWriter({
-    v1: mirror === 'v1' ? slow.pool : suite.dbs.v1,
-    v2: mirror === 'v2' ? slow.pool : suite.dbs.v2,
-    router: dualWriteSwitch(true, mirror === 'v2' ? 'v1' : 'v2'),
-    repairQueue: suite.queue,
-    tenantId: suite.config.tenant.id,
-    onV2Failure: (f) => void suite.failures.push(f),
-    onV1Failure: (f) => void suite.failures.push(f),
-  });
-  const first = early(writer);
-  // An early write that ends without reaching the held query fails here instead of waiting forever.
-  await Promise.race([
-    slow.isHolding,
-    first.then(() => {
-      throw new Error(`the early write ended without a query carrying "${held}"`);
-    }),
-  ]);
-  await late(suite.writer);
-  slow.release();
-  await first;
-}
-
 describe.each<{ primary: WritePrimary; mirror: WritePrimary }>([
   { primary: 'v1', mirror: 'v2' },
   { primary: 'v2', mirror: 'v1' },
@@ -88,18 +54,46 @@ describe.each<{ primary: WritePrimary; mirror: WritePrimary }>([
     );
     return rows;
   };
-  const firstId = async (table: 'users' | 'alerts') =>
-    (await suite.dbs.v1.query(`SELECT id FROM ${table} ORDER BY id LIMIT 1`)).rows[0].id as string;
+  /**
+   * A race on the first row of `table`: A writes `early` through a second writer whose mirror
+   * half stalls at its first query carrying that value; meanwhile B writes `late` through the
+   * suite's writer; then A's mirror half goes on. A's failures are recorded with the suite's.
+   */
+  const race = async <T extends 'users' | 'alerts'>(
+    table: T,
+    early: V1Patch<T>,
+    late: (writer: DualWriter, id: string) => Promise<unknown>,
+  ): Promise<string> => {
+    const id = (await suite.dbs.v1.query(`SELECT id FROM ${table} ORDER BY id LIMIT 1`)).rows[0].id as string;
+    const held = Object.values(early)[0] as string;
+    const slow = holdingPool(suite.dbs[mirror], held);
+    const writer = new DualWriter({
+      v1: mirror === 'v1' ? slow.pool : suite.dbs.v1,
+      v2: mirror === 'v2' ? slow.pool : suite.dbs.v2,
+      router: dualWriteSwitch(true, primary),
+      repairQueue: suite.queue,
+      tenantId: suite.config.tenant.id,
+      onV2Failure: (f) => void suite.failures.push(f),
+      onV1Failure: (f) => void suite.failures.push(f),
+    });
+    const a = writer.update(table, id, early);
+    // A write that ends without reaching the held query fails here instead of waiting forever.
+    await Promise.race([
+      slow.isHolding,
+      a.then(() => {
+        throw new Error(`A's write ended without a query carrying "${held}"`);
+      }),
+    ]);
+    await late(suite.writer, id);
+    slow.release();
+    await a;
+    return id;
+  };
 
   it(`leaves ${mirror.toUpperCase()} as ${primary.toUpperCase()} ends when the earlier write reaches it last`, async () => {
-    const id = await firstId('users');
     // A writes the primary, then its mirror half stalls; B writes both; then A's mirror half lands.
-    await raceToMirror(
-      suite,
-      mirror,
-      'name from A',
-      (a) => a.update('users', id, { name: 'name from A' }),
-      (b) => b.update('users', id, { name: 'name from B' }),
+    const id = await race('users', { name: 'name from A' }, (b, id) =>
+      b.update('users', id, { name: 'name from B' }),
     );
     expect(await onMirror('users', id, 'name')).toEqual([{ name: 'name from B' }]);
     await expectRowInSync(suite.dbs, suite.config, 'users', id);
@@ -107,14 +101,7 @@ describe.each<{ primary: WritePrimary; mirror: WritePrimary }>([
   });
 
   it(`does not bring a row back into ${mirror.toUpperCase()} that was deleted while an earlier write of it was on its way`, async () => {
-    const id = await firstId('alerts');
-    await raceToMirror(
-      suite,
-      mirror,
-      'message from A',
-      (a) => a.update('alerts', id, { message: 'message from A' }),
-      (b) => b.delete('alerts', id),
-    );
+    const id = await race('alerts', { message: 'message from A' }, (b, id) => b.delete('alerts', id));
     expect(await onMirror('alerts', id, '1')).toEqual([]);
     expect(suite.failures).toEqual([]);
   });
