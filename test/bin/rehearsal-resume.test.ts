@@ -63,6 +63,42 @@ function rehearse(args: string[]): Run {
   };
 }
 
+/** A rehearsal's databases (given by URL), its report folder, and the flags that run it. */
+interface Rehearsal {
+  dbs: TestDatabases;
+  reportDir: string;
+  args: string[];
+}
+
+/**
+ * Fresh databases for a rehearsal that generates a V1 of `devices` devices and `telemetry`
+ * telemetry rows and copies it in windows of `windowRows`; `more` flags after the common ones.
+ */
+async function rehearsal(
+  prefix: string,
+  sizes: { devices: number; telemetry: number; windowRows: number },
+  more: string[] = [],
+): Promise<Rehearsal> {
+  const dbs = await freshDatabases(prefix);
+  // An open V1 session would block Phase 1's backup (a copy of V1 as a template).
+  await dbs.v1.end();
+  const reportDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  const args = [
+    ...['--v1-url', dbs.v1Url, '--v2-url', dbs.v2Url, '--generate-v1-in', dbs.v1Name],
+    ...['--devices', String(sizes.devices), '--telemetry', String(sizes.telemetry)],
+    ...['--window-rows', String(sizes.windowRows), '--concurrency', '2'],
+    ...['--bake-seconds', '1', '--report-dir', reportDir, ...more],
+  ];
+  return { dbs, reportDir, args };
+}
+
+/** Removes a rehearsal's report folder and databases. */
+async function removeRehearsal({ dbs, reportDir }: Rehearsal): Promise<void> {
+  rmSync(reportDir, { recursive: true, force: true });
+  await dbs.v2.end();
+  await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
+}
+
 /** The status of the newest run of `phase` in V2's phase_runs (undefined before it began). */
 async function phaseStatus(v2: Pool, phase: string): Promise<string | undefined> {
   const { rows } = await v2.query<{ status: string }>(
@@ -126,21 +162,13 @@ describe('a rehearsal killed (SIGKILL) inside each phase, and run again each tim
     changeControl({ v2: dbs.v2, config: config(), actor: 'person:test' }, change);
 
   beforeAll(async () => {
-    dbs = await freshDatabases('resume');
-    // An open V1 session would block Phase 1's backup (a copy of V1 as a template).
-    await dbs.v1.end();
-    reportDir = mkdtempSync(join(tmpdir(), 'resume-'));
-    args = [
-      ...['--v1-url', dbs.v1Url, '--v2-url', dbs.v2Url, '--generate-v1-in', dbs.v1Name],
-      ...['--devices', '20', '--telemetry', '12000', '--window-rows', '500', '--concurrency', '2'],
-      ...['--bake-seconds', '1', '--report-dir', reportDir],
-    ];
+    ({ dbs, reportDir, args } = await rehearsal('resume', {
+      devices: 20,
+      telemetry: 12000,
+      windowRows: 500,
+    }));
   });
-  afterAll(async () => {
-    rmSync(reportDir, { recursive: true, force: true });
-    await dbs.v2.end();
-    await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
-  });
+  afterAll(() => removeRehearsal({ dbs, reportDir, args }));
 
   it('goes on from where each run died, and ends with V2 equal to V1 and the story told', async () => {
     // 1. Killed in Phase 1 (its run recorded, V1 being backed up).
@@ -252,22 +280,15 @@ describe('a rehearsal killed (SIGKILL) inside cleanup, and run again', () => {
   let args: string[];
 
   beforeAll(async () => {
-    dbs = await freshDatabases('resume_cleanup');
-    await dbs.v1.end();
-    reportDir = mkdtempSync(join(tmpdir(), 'resume-cleanup-'));
     // --include-cleanup: on databases given by URL, cleanup (the rename of V1's tables) runs
     // only when asked; the rehearsal then passes the confirmation words an operator types.
-    args = [
-      ...['--v1-url', dbs.v1Url, '--v2-url', dbs.v2Url, '--generate-v1-in', dbs.v1Name],
-      ...['--devices', '10', '--telemetry', '3000', '--window-rows', '1000', '--concurrency', '2'],
-      ...['--bake-seconds', '1', '--report-dir', reportDir, '--include-cleanup'],
-    ];
+    ({ dbs, reportDir, args } = await rehearsal(
+      'resume_cleanup',
+      { devices: 10, telemetry: 3000, windowRows: 1000 },
+      ['--include-cleanup'],
+    ));
   });
-  afterAll(async () => {
-    rmSync(reportDir, { recursive: true, force: true });
-    await dbs.v2.end();
-    await Promise.all([dropDatabase(dbs.v1Name), dropDatabase(dbs.v2Name)]);
-  });
+  afterAll(() => removeRehearsal({ dbs, reportDir, args }));
 
   it('renames V1 once, after the archive of the resumed run, and tells the story', async () => {
     const holder = new Client({ connectionString: dbs.v1Url });
