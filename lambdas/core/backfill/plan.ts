@@ -50,7 +50,11 @@ async function boundaries(
 export async function planBackfill(deps: BackfillDeps): Promise<PlanResult> {
   const { v1, v2, config } = deps;
   const ctl = controlSchema(config);
-  const result: PlanResult = { tables: {} as PlanResult['tables'], partitionsCreated: [], indexesDeferred: [] };
+  const result: PlanResult = {
+    tables: {} as PlanResult['tables'],
+    partitionsCreated: [],
+    indexesDeferred: [],
+  };
   const planned = new Map(
     (
       await v2.query<{ table_name: MappedTable; windows: number; expected_rows: string }>(

@@ -1,6 +1,11 @@
 import type { Pool } from 'pg';
 import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
-import { buildDeferredIndexes, pendingIndexes, planBackfill, type BackfillDeps } from '../../../lambdas/core/backfill';
+import {
+  buildDeferredIndexes,
+  pendingIndexes,
+  planBackfill,
+  type BackfillDeps,
+} from '../../../lambdas/core/backfill';
 import type { MigrationConfig } from '../../../lambdas/core/config';
 import { freshDatabases } from '../../support/pg';
 import { seedV1, testConfig } from '../../support/fixtures';
@@ -44,7 +49,10 @@ async function telemetryIndexes(v2: Pool, config: MigrationConfig) {
  * The partitions (or chunks) holding telemetry, and how many of them have an index whose
  * columns are the deferred index's, valid.
  */
-async function partsWithIndex(v2: Pool, config: MigrationConfig): Promise<{ parts: number; indexed: number }> {
+async function partsWithIndex(
+  v2: Pool,
+  config: MigrationConfig,
+): Promise<{ parts: number; indexed: number }> {
   const { rows } = await v2.query<{ parts: number; indexed: number }>(
     `WITH parts AS (
        SELECT inhrelid AS rel FROM pg_inherits WHERE inhparent = $1::regclass
@@ -142,9 +150,10 @@ describeEachStorage('deferred telemetry indexes', (storage) => {
     await planBackfill(deps);
     await runBackfillLocally(deps);
     // Cut short: the index is dropped again and pending, then left half built.
-    await dbs.v2.query(`UPDATE migration_control.deferred_indexes SET built_at = NULL WHERE index_name = $1`, [
-      INDEX,
-    ]);
+    await dbs.v2.query(
+      `UPDATE migration_control.deferred_indexes SET built_at = NULL WHERE index_name = $1`,
+      [INDEX],
+    );
     await dbs.v2.query(`DROP INDEX "${config.schemas.v2}".${INDEX}`);
     if (noChunks) {
       // The parent's index and one partition's, attached; the other partitions have none.
@@ -153,7 +162,9 @@ describeEachStorage('deferred telemetry indexes', (storage) => {
         [`"${config.schemas.v2}".telemetry`],
       );
       await dbs.v2.query(`CREATE INDEX ${INDEX} ON ONLY telemetry (tenant_id, device_id, "timestamp" DESC)`);
-      await dbs.v2.query(`CREATE INDEX half_built ON ${one.rows[0].rel} (tenant_id, device_id, "timestamp" DESC)`);
+      await dbs.v2.query(
+        `CREATE INDEX half_built ON ${one.rows[0].rel} (tenant_id, device_id, "timestamp" DESC)`,
+      );
       await dbs.v2.query(`ALTER INDEX ${INDEX} ATTACH PARTITION half_built`);
       expect((await parts(dbs.v2, config)).indexed).toBe(1);
     } else {
@@ -194,4 +205,3 @@ describeEachStorage('deferred telemetry indexes', (storage) => {
     expect(await pendingIndexes(dbs.v2, config)).toEqual([]);
   });
 });
-
