@@ -14,6 +14,13 @@ export interface PlanResult {
   indexesDeferred: string[];
 }
 
+/**
+ * Working memory of the one V1 session that numbers a table's rows in key order to plan its
+ * windows: at 1M telemetry rows the sort stays in memory (1.0 s here instead of 3.0 s with
+ * PostgreSQL's default 4MB, which sorts on disk); larger tables sort in fewer, longer runs.
+ */
+const PLAN_WORK_MEM = '128MB';
+
 /** Window boundaries of a V1 table: every N-th key in key order starts a new window. */
 async function boundaries(
   client: PoolClient,
@@ -77,6 +84,7 @@ export async function planBackfill(deps: BackfillDeps): Promise<PlanResult> {
     try {
       await reader.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
       await reader.query(`SET LOCAL DateStyle = 'ISO, YMD'`);
+      await reader.query(`SELECT set_config('work_mem', $1, true)`, [PLAN_WORK_MEM]);
       plan = await boundaries(reader, config, table);
       if (table === 'telemetry') {
         const storage = await v2.query(`SELECT kind FROM ${ctl}.telemetry_storage`);
