@@ -19,6 +19,8 @@
  * `vsPgcopydb` is the pipeline's rows/s over pgcopydb's, each over the whole V1 (every table).
  * Where PostgreSQL 15 with TimescaleDB cannot be had, it runs on embedded PostgreSQL, native
  * partitions only, without pgcopydb (`vsPgcopydb` null, the reason printed).
+ * The workers' automatic throttle is off unless `--auto-throttle`: V1 and V2 share the one server
+ * here, so V2's own load would read as V1 pressure and shrink the windows.
  * `--pipeline-only` leaves out (a) and (b) (their figures null): at 10M rows the limit's single
  * COPY alone takes longer than the pipeline, and the guide's rate is known.
  * One JSON line per storage; the last line is one JSON object holding them all.
@@ -33,6 +35,7 @@ import type { LocalPostgres } from '../lambdas/adapters/local/pg-cluster';
 import { startTimescalePostgres } from '../lambdas/adapters/local/timescale-pg';
 import type { MigrationConfig } from '../lambdas/core/config';
 import { v1Projection, v2Columns } from '../lambdas/core/mapping';
+import { changeControl } from '../lambdas/core/backfill/control';
 import { exitOnError, parseArgs } from '../bin/cli-args';
 import { ensurePgcopydb, pgcopydbClone } from './pgcopydb';
 import { benchHelp, benchV1, benchV2, log, seconds, sizeFlags } from './support';
@@ -49,6 +52,12 @@ const flags = z
       .enum(['both', 'partitioned', 'timescaledb'])
       .default('both')
       .describe('V2 telemetry storage(s) to measure: native partitions, a TimescaleDB hypertable, or both'),
+    autoThrottle: z
+      .boolean()
+      .default(false)
+      .describe(
+        'keep the workers’ automatic throttle on (off by default here: V1 and V2 share one server, so V2’s own load reads as V1 pressure)',
+      ),
     pipelineOnly: z
       .boolean()
       .default(false)
@@ -75,6 +84,7 @@ async function measureStorage(
   storage: Storage,
   rows: number,
   guideBudget: number | null,
+  autoThrottle: boolean,
 ): Promise<{
   pipelineSeconds: number;
   pipelineRowsPerSec: number;
@@ -84,6 +94,11 @@ async function measureStorage(
 }> {
   const { v2, config, close } = await benchV2(pg, v1, `v2_${storage}`, storage);
   try {
+    if (!autoThrottle)
+      await changeControl(
+        { v2, config, actor: 'bench:backfill' },
+        { autoThrottle: false, reason: 'V1 and V2 share the benchmark server' },
+      );
     return await measure(v1, v2, config, storage, rows, guideBudget);
   } finally {
     await close();
@@ -253,6 +268,7 @@ async function main() {
         storage,
         args.rows,
         args.pipelineOnly ? null : args.guideSeconds,
+        args.autoThrottle,
       );
       const { limitRowsPerSec: limit, guideRowsPerSec: guide } = m;
       const line = {
@@ -267,6 +283,7 @@ async function main() {
         vsGuide: guide === null ? null : Math.round((m.pipelineRowsPerSec / guide) * 100) / 100,
         // Whole V1 each: every row the backfill copied over its whole time, against pgcopydb's.
         vsPgcopydb: pgcopydb ? round3(m.rowsCopied / m.pipelineSeconds / pgcopydb.rowsPerSec) : null,
+        autoThrottle: args.autoThrottle,
       };
       console.log(JSON.stringify(line));
       result[storage] = line;

@@ -1,5 +1,5 @@
 import { BackfillFailedError, BackupError } from './errors';
-import { planBackfill, pumpBackfill, type BackfillProgress } from './backfill';
+import { buildDeferredIndexes, planBackfill, pumpBackfill, type BackfillProgress } from './backfill';
 import {
   auditEvent,
   beginPhase,
@@ -71,6 +71,7 @@ export async function startBackfill(ctx: MigrationContext & { queue: QueuePort }
     await auditEvent(ctx, 'backfill.planned', {
       tables: plan.tables,
       partitionsCreated: plan.partitionsCreated,
+      indexesDeferred: plan.indexesDeferred,
     });
     return (await pumpBackfill(ctx)).progress;
   } catch (error) {
@@ -83,6 +84,10 @@ export async function startBackfill(ctx: MigrationContext & { queue: QueuePort }
 export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort }): Promise<BackfillProgress> {
   const { progress } = await pumpBackfill(ctx);
   if (progress.complete) {
+    // The indexes dropped for the load are built before the phase ends: Phase 3 and the
+    // backend find V2 as the schema defines it.
+    const built = await buildDeferredIndexes(ctx.v2, ctx.config);
+    if (built.length > 0) await auditEvent(ctx, 'backfill.indexes-built', { indexes: built });
     await settleThrottle(ctx.v2, ctx.config);
     await endPhase(ctx, 'BACKFILL', {
       rows: progress.rowsCopied,

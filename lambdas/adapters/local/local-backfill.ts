@@ -2,6 +2,7 @@ import { controlSchema } from '../../core/db';
 import { BackfillFailedError } from '../../core/errors';
 import {
   backfillProgress,
+  buildDeferredIndexes,
   planBackfill,
   pumpBackfill,
   type BackfillDeps,
@@ -21,11 +22,6 @@ export interface LocalBackfillOptions {
   visibilityTimeoutMs?: number;
 }
 
-/**
- * Runs the whole backfill in-process: plan, then pump stages through a LocalQueue served by the
- * real worker at the configured concurrency, until every window is done. Throws
- * BackfillFailedError when windows end in the DLQ.
- */
 /** Puts windows marked queued or running, but with no message left, back to pending. */
 async function requeueOrphans(deps: BackfillDeps): Promise<number> {
   const { rowCount } = await deps.v2.query(
@@ -34,6 +30,18 @@ async function requeueOrphans(deps: BackfillDeps): Promise<number> {
   return rowCount ?? 0;
 }
 
+/** The backfill's end, as the state machine's: the indexes deferred for the load are built. */
+async function finish(deps: BackfillDeps, progress: BackfillProgress): Promise<BackfillProgress> {
+  await buildDeferredIndexes(deps.v2, deps.config);
+  return progress;
+}
+
+/**
+ * Runs the whole backfill in-process: plan, then pump stages through a LocalQueue served by the
+ * real worker at the configured concurrency, until every window is done and
+ * the deferred indexes are built. Throws
+ * BackfillFailedError when windows end in the DLQ.
+ */
 export async function runBackfillLocally(
   deps: BackfillDeps,
   options: LocalBackfillOptions = {},
@@ -45,7 +53,7 @@ export async function runBackfillLocally(
     for (;;) {
       const { progress } = await pumpBackfill({ ...deps, queue });
       options.onProgress?.(progress);
-      if (progress.complete) return progress;
+      if (progress.complete) return await finish(deps, progress);
       const stats = queue.stats();
       // Paused by ops: the workers gave their windows back; wait for the resume.
       const idle = stats.queued === 0 && stats.inFlight === 0 && stats.invocations === 0;
@@ -59,7 +67,7 @@ export async function runBackfillLocally(
         const after = await pumpBackfill({ ...deps, queue });
         if (after.enqueued === 0) {
           const final = await backfillProgress(deps.v2, deps.config);
-          if (final.complete) return final;
+          if (final.complete) return await finish(deps, final);
           const orphans = final.windowsFailed === 0 && resends < 3 ? await requeueOrphans(deps) : 0;
           if (orphans === 0) throw new BackfillFailedError(final.failures);
           resends++;

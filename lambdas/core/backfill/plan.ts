@@ -5,11 +5,21 @@ import { MAPPINGS, TABLE_ORDER, type MappedTable } from '../mapping';
 import { ensureMonthlyPartitions } from '../storage';
 import { qualified, type Bound } from '../windows';
 import type { BackfillDeps } from './copy';
+import { deferTelemetryIndexes } from './deferred-indexes';
 
 export interface PlanResult {
   tables: Record<MappedTable, { windows: number; expectedRows: number; planned: 'now' | 'before' }>;
   partitionsCreated: string[];
+  /** V2 telemetry indexes dropped for the load, built when its last window is done (deferred-indexes.ts). */
+  indexesDeferred: string[];
 }
+
+/**
+ * Working memory of the one V1 session that numbers a table's rows in key order to plan its
+ * windows: at 1M telemetry rows the sort stays in memory (1.0 s here instead of 3.0 s with
+ * PostgreSQL's default 4MB, which sorts on disk); larger tables sort in fewer, longer runs.
+ */
+const PLAN_WORK_MEM = '128MB';
 
 /** Window boundaries of a V1 table: every N-th key in key order starts a new window. */
 async function boundaries(
@@ -41,12 +51,17 @@ async function boundaries(
 /**
  * Splits each V1 table into windows of about the target row count and records them in the
  * control schema. Planning again finds the recorded plan and adds nothing. For partitioned
- * telemetry, the monthly partitions of every month that holds data are created first.
+ * telemetry, the monthly partitions of every month that holds data are created first; once
+ * telemetry is planned, its secondary indexes are dropped for the load (deferred-indexes.ts).
  */
 export async function planBackfill(deps: BackfillDeps): Promise<PlanResult> {
   const { v1, v2, config } = deps;
   const ctl = controlSchema(config);
-  const result: PlanResult = { tables: {} as PlanResult['tables'], partitionsCreated: [] };
+  const result: PlanResult = {
+    tables: {} as PlanResult['tables'],
+    partitionsCreated: [],
+    indexesDeferred: [],
+  };
   const planned = new Map(
     (
       await v2.query<{ table_name: MappedTable; windows: number; expected_rows: string }>(
@@ -69,6 +84,7 @@ export async function planBackfill(deps: BackfillDeps): Promise<PlanResult> {
     try {
       await reader.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
       await reader.query(`SET LOCAL DateStyle = 'ISO, YMD'`);
+      await reader.query(`SELECT set_config('work_mem', $1, true)`, [PLAN_WORK_MEM]);
       plan = await boundaries(reader, config, table);
       if (table === 'telemetry') {
         const storage = await v2.query(`SELECT kind FROM ${ctl}.telemetry_storage`);
@@ -134,6 +150,11 @@ export async function planBackfill(deps: BackfillDeps): Promise<PlanResult> {
       client.release();
     }
     result.tables[table] = { windows: count, expectedRows: plan.total, planned: 'now' };
+  }
+  // Only by the planner that planned telemetry: a plan found again (a rerun, a second planner)
+  // finds the indexes already dropped and recorded, or, its backfill done, built again.
+  if (result.tables.telemetry?.planned === 'now') {
+    result.indexesDeferred = (await deferTelemetryIndexes(v2, config)).map((i) => i.name);
   }
   return result;
 }

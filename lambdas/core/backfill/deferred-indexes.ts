@@ -1,0 +1,224 @@
+import type { Pool, PoolClient } from 'pg';
+import type { MigrationConfig } from '../config';
+import { controlSchema, ident, withTransaction } from '../db';
+import { qualified } from '../windows';
+
+/**
+ * V2 telemetry's secondary indexes, built once after the backfill instead of row by row while
+ * it copies. Maintaining `(tenant_id, device_id, "timestamp" DESC)` (and, on a hypertable, any
+ * other plain index) for every copied row costs about a third of a window's V2 time (README,
+ * "Backfill performance"); one build over the copied rows at the end costs a fraction of that.
+ *
+ * Only indexes that no statement of the migration relies on while the backfill runs are
+ * deferred: not the primary key and not a unique key (the backfill's and the dual writer's
+ * `ON CONFLICT (legacy_id, "timestamp")` and every row lookup by `legacy_id` use them), nor an
+ * index behind a constraint. What this costs while they are absent: V2 reads of telemetry by
+ * tenant and device (nothing of the migration reads them; the backend reads V1 until the
+ * cutover) and a device deletion's cascade to its telemetry scan the table instead of the index.
+ *
+ * Each dropped index is recorded (control schema `deferred_indexes`) in the transaction that
+ * drops it, so a crash, a rerun or a second planner finds it and builds it; nothing is ever lost.
+ */
+
+export interface DeferredIndex {
+  name: string;
+  /** As the catalog defined it (`pg_get_indexdef`). */
+  definition: string;
+}
+
+export interface BuiltIndex {
+  name: string;
+  seconds: number;
+  /** Partitions (native partitioning) or chunks (TimescaleDB) it was built on, one at a time. */
+  parts: number;
+}
+
+/** A drop waits this long at most for the dual writes' locks on telemetry, then gives up (indexes kept). */
+const DROP_LOCK_TIMEOUT = '5s';
+/** Memory one index build may sort in (per build, not per row). */
+const BUILD_MAINTENANCE_WORK_MEM = '256MB';
+
+async function telemetryOid(client: Pool | PoolClient, config: MigrationConfig): Promise<number> {
+  const { rows } = await client.query<{ oid: number }>(`SELECT $1::regclass::oid AS oid`, [
+    `${ident(config.schemas.v2)}.telemetry`,
+  ]);
+  return rows[0].oid;
+}
+
+/**
+ * Drops V2 telemetry's deferrable indexes for the backfill (see above) and records each; returns
+ * what it dropped. Safe to call again: an index already recorded is gone, and one that exists is
+ * recorded before it is dropped. Where the dual writes hold telemetry longer than a few seconds,
+ * it changes nothing and returns [] (the backfill then maintains the indexes as it copies).
+ */
+export async function deferTelemetryIndexes(v2: Pool, config: MigrationConfig): Promise<DeferredIndex[]> {
+  const ctl = controlSchema(config);
+  try {
+    return await withTransaction(
+      v2,
+      async (client) => {
+        await client.query(`SELECT set_config('lock_timeout', $1, true)`, [DROP_LOCK_TIMEOUT]);
+        const oid = await telemetryOid(client, config);
+        const { rows } = await client.query<{ name: string; definition: string }>(
+          `SELECT c.relname AS name, pg_catalog.pg_get_indexdef(i.indexrelid) AS definition
+           FROM pg_catalog.pg_index i
+           JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+          WHERE i.indrelid = $1 AND NOT i.indisunique AND NOT i.indisprimary
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = i.indexrelid)
+          ORDER BY c.relname`,
+          [oid],
+        );
+        for (const index of rows) {
+          await client.query(
+            `INSERT INTO ${ctl}.deferred_indexes (index_name, definition) VALUES ($1, $2)
+           ON CONFLICT (index_name) DO UPDATE SET definition = EXCLUDED.definition, dropped_at = now(),
+                                                  built_at = NULL, build_seconds = NULL`,
+            [index.name, index.definition],
+          );
+          // The name comes from the catalog, quoted as an identifier.
+          await client.query(`DROP INDEX ${qualified(config.schemas.v2, index.name)}`);
+        }
+        return rows;
+        // One try: a lock timeout means the writes are busy now; the backfill goes on with the indexes.
+      },
+      { attempts: 1 },
+    );
+  } catch (error) {
+    // 55P03: the dual writes held telemetry past the lock timeout; keep the indexes.
+    if ((error as { code?: string }).code === '55P03') return [];
+    throw error;
+  }
+}
+
+/** The indexes dropped for the backfill and not built yet. */
+export async function pendingIndexes(v2: Pool, config: MigrationConfig): Promise<DeferredIndex[]> {
+  const { rows } = await v2.query<{ name: string; definition: string }>(
+    `SELECT index_name AS name, definition FROM ${controlSchema(config)}.deferred_indexes
+      WHERE built_at IS NULL ORDER BY index_name`,
+  );
+  return rows;
+}
+
+/** `USING btree (…) [INCLUDE …] [WITH …] [WHERE …]`: the catalog's definition after the table. */
+function methodAndColumns(index: DeferredIndex): string {
+  const at = index.definition.indexOf(' USING ');
+  if (at < 0) throw new Error(`deferred index ${index.name}: unexpected definition ${index.definition}`);
+  return index.definition.slice(at + 1);
+}
+
+/**
+ * Builds on native partitions: the parent's index first `ON ONLY` the parent (invalid, no rows
+ * read), then each partition's in its own transaction, attached to it at once; the parent's index
+ * is valid when the last partition's is attached. A dual write waits only for the build of the
+ * partition it writes to. A partition that already has its index attached (a build cut short and
+ * run again, a partition created after the parent's index) is skipped.
+ */
+async function buildOnPartitions(v2: Pool, config: MigrationConfig, index: DeferredIndex): Promise<number> {
+  const table = qualified(config.schemas.v2, 'telemetry');
+  const using = methodAndColumns(index);
+  const parent = qualified(config.schemas.v2, index.name);
+  await v2.query(`CREATE INDEX IF NOT EXISTS ${ident(index.name)} ON ONLY ${table} ${using}`);
+  const { rows } = await v2.query<{ oid: number; name: string }>(
+    `SELECT p.relid::oid AS oid, c.relname AS name
+       FROM pg_catalog.pg_partition_tree($1::regclass) p
+       JOIN pg_catalog.pg_class c ON c.oid = p.relid
+      WHERE p.isleaf
+        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_index x ON x.indexrelid = h.inhrelid
+                         WHERE h.inhparent = $2::regclass AND x.indrelid = p.relid)
+      ORDER BY c.relname`,
+    [`${ident(config.schemas.v2)}.telemetry`, `${ident(config.schemas.v2)}.${ident(index.name)}`],
+  );
+  for (const partition of rows) {
+    // A name of at most 63 bytes, unique per partition: the index's name and the partition's oid.
+    const name = `${index.name.slice(0, 48)}_${partition.oid}`;
+    await withTransaction(v2, async (client) => {
+      await client.query(`SELECT set_config('maintenance_work_mem', $1, true)`, [BUILD_MAINTENANCE_WORK_MEM]);
+      await client.query(
+        `CREATE INDEX IF NOT EXISTS ${ident(name)} ON ${qualified(config.schemas.v2, partition.name)} ${using}`,
+      );
+      await client.query(`ALTER INDEX ${parent} ATTACH PARTITION ${qualified(config.schemas.v2, name)}`);
+    });
+  }
+  return rows.length;
+}
+
+/** Whether V2 telemetry is a TimescaleDB hypertable. */
+async function isHypertable(v2: Pool, config: MigrationConfig): Promise<boolean> {
+  const ext = await v2.query(`SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'timescaledb'`);
+  if (ext.rows.length === 0) return false;
+  const { rows } = await v2.query(
+    `SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_schema = $1 AND hypertable_name = 'telemetry'`,
+    [config.schemas.v2],
+  );
+  return rows.length > 0;
+}
+
+/**
+ * Builds on a TimescaleDB hypertable one chunk at a time (`timescaledb.transaction_per_chunk`):
+ * a dual write waits only for the build of the chunk it writes to. An index left invalid by a
+ * build cut short is dropped and built again. A plain table (neither kind of storage the
+ * migration sets up) gets one ordinary build.
+ */
+async function buildOnTable(
+  v2: Pool,
+  config: MigrationConfig,
+  index: DeferredIndex,
+  hypertable: boolean,
+): Promise<number> {
+  const table = qualified(config.schemas.v2, 'telemetry');
+  const existing = await v2.query<{ valid: boolean }>(
+    `SELECT i.indisvalid AS valid FROM pg_catalog.pg_index i WHERE i.indexrelid = to_regclass($1)`,
+    [`${ident(config.schemas.v2)}.${ident(index.name)}`],
+  );
+  if (existing.rows[0]?.valid) return 0;
+  if (existing.rows.length > 0) await v2.query(`DROP INDEX ${qualified(config.schemas.v2, index.name)}`);
+  const client = await v2.connect();
+  let broken = false;
+  try {
+    await client.query(`SELECT set_config('maintenance_work_mem', $1, false)`, [BUILD_MAINTENANCE_WORK_MEM]);
+    await client.query(
+      `CREATE INDEX ${ident(index.name)} ON ${table} ${methodAndColumns(index)}${hypertable ? ' WITH (timescaledb.transaction_per_chunk)' : ''}`,
+    );
+    await client.query('RESET maintenance_work_mem');
+  } catch (error) {
+    broken = true;
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+  if (!hypertable) return 1;
+  const chunks = await v2.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_schema = $1 AND hypertable_name = 'telemetry'`,
+    [config.schemas.v2],
+  );
+  return chunks.rows[0].n;
+}
+
+/**
+ * Builds every index the backfill deferred and records each as built; returns what it built.
+ * Safe to run again after a crash at any point (each step checks what is already there).
+ */
+export async function buildDeferredIndexes(v2: Pool, config: MigrationConfig): Promise<BuiltIndex[]> {
+  const ctl = controlSchema(config);
+  const pending = await pendingIndexes(v2, config);
+  if (pending.length === 0) return [];
+  const kind = await v2.query<{ relkind: string }>(`SELECT relkind FROM pg_catalog.pg_class WHERE oid = $1`, [
+    await telemetryOid(v2, config),
+  ]);
+  const partitioned = kind.rows[0].relkind === 'p';
+  const hypertable = !partitioned && (await isHypertable(v2, config));
+  const built: BuiltIndex[] = [];
+  for (const index of pending) {
+    const started = performance.now();
+    const parts = partitioned
+      ? await buildOnPartitions(v2, config, index)
+      : await buildOnTable(v2, config, index, hypertable);
+    const seconds = Math.round(performance.now() - started) / 1000;
+    await v2.query(
+      `UPDATE ${ctl}.deferred_indexes SET built_at = now(), build_seconds = $2 WHERE index_name = $1`,
+      [index.name, seconds],
+    );
+    built.push({ name: index.name, seconds, parts });
+  }
+  return built;
+}
