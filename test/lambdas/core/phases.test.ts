@@ -132,6 +132,24 @@ describeEachStorage('the five phases', (storage) => {
     const progress = await runBackfillPhase(s.ctx, s.workers);
     expect(progress.complete).toBe(true);
     expect(s.parameters.entries()['/iot-migration/dual-write']).toBe('on');
+    // The index dropped for the load is built before the phase ends, in that order.
+    const steps = await s.dbs.v2.query<{ action: string; details: Record<string, unknown> }>(
+      `SELECT action, details FROM migration_control.audit_log
+        WHERE action IN ('backfill.planned', 'backfill.indexes-built')
+           OR (action = 'phase.done' AND details->>'phase' = 'BACKFILL') ORDER BY id`,
+    );
+    expect(steps.rows.map((r) => r.action)).toEqual([
+      'backfill.planned',
+      'backfill.indexes-built',
+      'phase.done',
+    ]);
+    expect(steps.rows[0].details.indexesDeferred).toContain('telemetry_tenant_device_ts');
+    expect(steps.rows[1].details.indexes).toEqual([
+      expect.objectContaining({ name: 'telemetry_tenant_device_ts' }),
+      ...(storage.storage === 'timescaledb'
+        ? [expect.objectContaining({ name: 'telemetry_timestamp_idx' })]
+        : []),
+    ]);
     const verified = await runVerifyPhase(s.ctx, s.workers);
     expect(verified.complete && verified.clean).toBe(true);
     const cut = await runCutoverLocally(s.ctx);
@@ -159,7 +177,11 @@ describeEachStorage('the five phases', (storage) => {
       depth: async () => {
         depthCalls += 1;
         if (depthCalls === 1) return { waiting: 1, inFlight: 0 };
-        await syncRow({ v1: s.dbs.v1, v2: s.dbs.v2, tenantId: s.ctx.config.tenant.id }, 'users', behind.rows[0].id);
+        await syncRow(
+          { v1: s.dbs.v1, v2: s.dbs.v2, tenantId: s.ctx.config.tenant.id },
+          'users',
+          behind.rows[0].id,
+        );
         return { waiting: 0, inFlight: 0 };
       },
     };
