@@ -5,6 +5,10 @@
  */
 import type { OpsCommand, StateMachineKey } from './commands';
 
+/** The options that were given (an absent or false one is left out of the input). */
+const given = (options: Record<string, string | boolean | undefined>) =>
+  Object.fromEntries(Object.entries(options).filter(([, value]) => Boolean(value)));
+
 /** Which state machine a command starts, and with what input (the console input of the runbook). */
 export function executionRequest(
   command: Exclude<OpsCommand, { command: 'reset' }>,
@@ -16,11 +20,7 @@ export function executionRequest(
     case 'advance':
       return {
         stateMachine: 'migration',
-        input: {
-          action: 'advance',
-          ...(command.through ? { through: command.through } : {}),
-          ...(command.confirm ? { confirm: command.confirm } : {}),
-        },
+        input: { action: 'advance', ...given({ through: command.through, confirm: command.confirm }) },
       };
     case 'drop-archives':
       return { stateMachine: 'migration', input: { action: 'drop-archives', confirm: command.confirm } };
@@ -38,8 +38,7 @@ export function executionRequest(
         input: {
           reason: command.reason,
           actor: `cli:${user}`,
-          ...(command.force ? { force: true } : {}),
-          ...(command.confirm ? { confirm: command.confirm } : {}),
+          ...given({ force: command.force, confirm: command.confirm }),
         },
       };
   }

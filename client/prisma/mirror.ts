@@ -1,3 +1,4 @@
+import { eachLimited } from '../../lambdas/core/each-limited';
 import { TABLE_ORDER } from '../../lambdas/core/mapping';
 import type { DualWriter } from '../dual-writer';
 import type { ClientTable, V1Rows } from '../v1-rows';
@@ -18,15 +19,6 @@ export interface Changes {
 }
 
 export const noChanges = (): Changes => ({ rows: [], deleted: [], gone: [], ids: [] });
-
-/** Runs `work` over `items` with at most `limit` in flight. */
-async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await work(items[next++]);
-  });
-  await Promise.all(lanes);
-}
 
 function dedupe(ids: [ClientTable, string][]): [ClientTable, string][] {
   return [...new Map(ids.map(([t, id]) => [`${t}:${id}`, [t, id] as [ClientTable, string]])).values()];

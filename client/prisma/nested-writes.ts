@@ -41,6 +41,12 @@ export function touchesOf(
         filter(findBack(relation.table, row));
         touchesOf(models, byTable, relation.table, row, touch.children);
       };
+      // An update or upsert of existing children: to-one, the parent's own child (its foreign
+      // key may move); to-many, the children its `where` names.
+      const existing = (where: unknown) => {
+        if (relation.toOne) touch.all = true;
+        else filter(where);
+      };
       for (const [op, payload] of Object.entries(value)) {
         const items = asArray(payload);
         switch (op) {
@@ -51,10 +57,14 @@ export function touchesOf(
             for (const p of items) for (const row of asArray(isObject(p) ? p.data : undefined)) created(row);
             break;
           case 'connectOrCreate':
+          case 'upsert':
+            // The child its `where` names (an upsert's may be updated), or the one it creates.
             for (const p of items) {
               if (!isObject(p)) continue;
-              filter(p.where);
+              if (op === 'upsert') existing(p.where);
+              else filter(p.where);
               created(p.create);
+              if (op === 'upsert') touchesOf(models, byTable, relation.table, p.update, touch.children);
             }
             break;
           case 'connect':
@@ -68,8 +78,7 @@ export function touchesOf(
           case 'update':
             for (const p of items) {
               if (!isObject(p)) continue;
-              if (relation.toOne) touch.all = true;
-              else filter(p.where);
+              existing(p.where);
               // `{ where, data }`, or (to-one) the data itself: both are looked at.
               touchesOf(models, byTable, relation.table, p, touch.children);
               if (isObject(p.data)) touchesOf(models, byTable, relation.table, p.data, touch.children);
@@ -78,15 +87,6 @@ export function touchesOf(
           case 'updateMany':
           case 'deleteMany':
             for (const p of items) filter(op === 'updateMany' && isObject(p) ? p.where : p);
-            break;
-          case 'upsert':
-            for (const p of items) {
-              if (!isObject(p)) continue;
-              if (relation.toOne) touch.all = true;
-              else filter(p.where);
-              created(p.create);
-              touchesOf(models, byTable, relation.table, p.update, touch.children);
-            }
             break;
           case 'delete':
             if (relation.toOne) touch.all = true;

@@ -1,6 +1,5 @@
 import '../../lambdas/core/polyfills';
 import type { Pool } from 'pg';
-import type { MigrationConfig } from '../../lambdas/core/config';
 import { repairBatchHandler } from '../../lambdas/core/sync/repair';
 import { LegacyIdAllocator } from '../../lambdas/core/sync/v2-writes';
 import { LegacyIdUnavailableError } from '../../lambdas/core/write-switch-errors';
@@ -11,7 +10,7 @@ import {
   type DualWriteFailure,
 } from '../../client';
 import { seedV1 } from '../support/fixtures';
-import { freshDatabases, type TestDatabases } from '../support/pg';
+import { freshDatabases, suiteSetup, type TestDatabases } from '../support/pg';
 import { describeEachStorage, type StorageCase } from '../support/servers';
 import {
   dualWriterSuite,
@@ -19,6 +18,8 @@ import {
   expectAllInSync,
   expectRowInSync,
   recorder,
+  useDualWriterSuite,
+  whileDualWriteOff,
   v2RowsOf,
 } from './helpers';
 
@@ -35,21 +36,10 @@ const setup = (prefix: string, storage?: StorageCase) =>
 const at = (iso: string) => new Date(iso);
 
 describeEachStorage('DualWriter with V2 the write primary', (storage) => {
-  let ctx: Awaited<ReturnType<typeof setup>>;
-  let dbs: TestDatabases;
-  let config: MigrationConfig;
-  beforeAll(async () => {
-    ctx = await setup('dwv2', storage);
-    ({ dbs, config } = ctx);
-  });
-  afterAll(() => ctx.dbs.drop());
-  afterEach(() => {
-    expect(ctx.failures.map((f) => f.error.message)).toEqual([]);
-    expect(ctx.queue.bodies).toEqual([]);
-  });
+  const ctx = useDualWriterSuite(() => setup('dwv2', storage), { quietQueue: true });
 
   it('inserts into V2 first, fills V1’s defaults, mirrors V1 exactly, and returns the row as V1 holds it', async () => {
-    const sequenceBefore = (await dbs.v1.query(`SELECT last_value::text AS v FROM device_data_id_seq`))
+    const sequenceBefore = (await ctx.dbs.v1.query(`SELECT last_value::text AS v FROM device_data_id_seq`))
       .rows[0].v;
     const user = await ctx.writer.insert('users', {
       id: 'v2p_user',
@@ -80,7 +70,7 @@ describeEachStorage('DualWriter with V2 the write primary', (storage) => {
     // V2 holds no NULL source (the mapping's 'migrated'), so neither does the V1 row it mirrors.
     expect(reading.source).toBe('migrated');
     expect(
-      (await dbs.v1.query(`SELECT source FROM device_data WHERE id = $1`, [reading.id])).rows[0].source,
+      (await ctx.dbs.v1.query(`SELECT source FROM device_data WHERE id = $1`, [reading.id])).rows[0].source,
     ).toBe('migrated');
     const alert = await ctx.writer.insert('alerts', {
       id: 'v2p_alert',
@@ -96,15 +86,15 @@ describeEachStorage('DualWriter with V2 the write primary', (storage) => {
       ['telemetry', reading.id],
       ['alerts', alert.id],
     ] as const)
-      await expectRowInSync(dbs, config, table, id);
+      await expectRowInSync(ctx.dbs, ctx.config, table, id);
     // The telemetry id came from V1's own sequence, and V2 keeps it as legacy_id.
     expect(BigInt(reading.id)).toBeGreaterThan(BigInt(sequenceBefore));
-    expect((await v2RowsOf(dbs, 'telemetry', reading.id))[0]).toMatchObject({
+    expect((await v2RowsOf(ctx.dbs, 'telemetry', reading.id))[0]).toMatchObject({
       legacy_id: reading.id,
       source: 'migrated',
       quality: 'GOOD',
     });
-    const v1Row = (await dbs.v1.query(`SELECT * FROM devices WHERE id = 'v2p_device'`)).rows[0];
+    const v1Row = (await ctx.dbs.v1.query(`SELECT * FROM devices WHERE id = 'v2p_device'`)).rows[0];
     expect(v1Row.config).toEqual({ nested: [1, null, 'é'] });
   });
 
@@ -113,7 +103,7 @@ describeEachStorage('DualWriter with V2 the write primary', (storage) => {
     expect(updated).toMatchObject({ name: 'Zoë', role: 'ADMIN', email: 'v2p@example.com' });
     await ctx.writer.update('devices', 'v2p_device', { type: 'v2p_type_b', config: null });
     const [reading] = (
-      await dbs.v1.query(`SELECT id::text AS id FROM device_data WHERE "deviceId" = 'v2p_device'`)
+      await ctx.dbs.v1.query(`SELECT id::text AS id FROM device_data WHERE "deviceId" = 'v2p_device'`)
     ).rows;
     const moved = await ctx.writer.update('telemetry', reading.id, {
       timestamp: at('2025-01-20T10:00:00Z'),
@@ -121,17 +111,17 @@ describeEachStorage('DualWriter with V2 the write primary', (storage) => {
     });
     expect(moved?.timestamp.toISOString()).toBe('2025-01-20T10:00:00.000Z');
     // A backfilled row, updated in V2 first.
-    const [old] = (await dbs.v1.query(`SELECT id::text AS id FROM device_data ORDER BY id LIMIT 1`)).rows;
+    const [old] = (await ctx.dbs.v1.query(`SELECT id::text AS id FROM device_data ORDER BY id LIMIT 1`)).rows;
     await ctx.writer.update('telemetry', old.id, { data: { updated: 'in V2' } });
 
-    await expectRowInSync(dbs, config, 'users', 'v2p_user');
-    const device = await expectRowInSync(dbs, config, 'devices', 'v2p_device');
+    await expectRowInSync(ctx.dbs, ctx.config, 'users', 'v2p_user');
+    const device = await expectRowInSync(ctx.dbs, ctx.config, 'devices', 'v2p_device');
     expect(device?.metadata).toEqual({ migratedFrom: 'v1', originalType: 'v2p_type_b' });
     expect(
-      (await v2RowsOf(dbs, 'telemetry', reading.id)).map((r) => (r.timestamp as Date).toISOString()),
+      (await v2RowsOf(ctx.dbs, 'telemetry', reading.id)).map((r) => (r.timestamp as Date).toISOString()),
     ).toEqual(['2025-01-20T10:00:00.000Z']);
-    await expectRowInSync(dbs, config, 'telemetry', reading.id);
-    await expectRowInSync(dbs, config, 'telemetry', old.id);
+    await expectRowInSync(ctx.dbs, ctx.config, 'telemetry', reading.id);
+    await expectRowInSync(ctx.dbs, ctx.config, 'telemetry', old.id);
     expect(await ctx.writer.update('users', 'no_such_user', { name: 'x' })).toBeNull();
   });
 
@@ -139,16 +129,16 @@ describeEachStorage('DualWriter with V2 the write primary', (storage) => {
     const deleted = await ctx.writer.delete('devices', 'v2p_device');
     expect(deleted).toMatchObject({ id: 'v2p_device', type: 'v2p_type_b' });
     for (const table of ['devices', 'alerts'] as const)
-      expect((await dbs.v1.query(`SELECT 1 FROM ${table} WHERE id LIKE 'v2p_%'`)).rows).toEqual([]);
-    expect((await dbs.v1.query(`SELECT 1 FROM device_data WHERE "deviceId" = 'v2p_device'`)).rows).toEqual(
-      [],
-    );
+      expect((await ctx.dbs.v1.query(`SELECT 1 FROM ${table} WHERE id LIKE 'v2p_%'`)).rows).toEqual([]);
+    expect(
+      (await ctx.dbs.v1.query(`SELECT 1 FROM device_data WHERE "deviceId" = 'v2p_device'`)).rows,
+    ).toEqual([]);
     expect(await ctx.writer.delete('alerts', 'v2p_alert')).toBeNull();
-    await expectAllInSync(dbs, config);
+    await expectAllInSync(ctx.dbs, ctx.config);
   });
 
   it("passes V2's own errors to the caller and writes nothing to V1 for them", async () => {
-    const user = (await dbs.v1.query(`SELECT id FROM users ORDER BY id LIMIT 1`)).rows[0].id;
+    const user = (await ctx.dbs.v1.query(`SELECT id FROM users ORDER BY id LIMIT 1`)).rows[0].id;
     await expect(
       ctx.writer.insert('users', {
         id: user,
@@ -165,66 +155,59 @@ describeEachStorage('DualWriter with V2 the write primary', (storage) => {
         message: 'x',
       }),
     ).rejects.toMatchObject({ code: '23503' });
-    expect((await dbs.v1.query(`SELECT 1 FROM alerts WHERE id = 'v2p_orphan'`)).rows).toEqual([]);
-    expect((await dbs.v1.query(`SELECT email FROM users WHERE id = $1`, [user])).rows[0].email).not.toBe(
+    expect((await ctx.dbs.v1.query(`SELECT 1 FROM alerts WHERE id = 'v2p_orphan'`)).rows).toEqual([]);
+    expect((await ctx.dbs.v1.query(`SELECT email FROM users WHERE id = $1`, [user])).rows[0].email).not.toBe(
       'dup@example.com',
     );
   });
 
   it('writes V2 only while dual-write is off (after cleanup), V1 untouched', async () => {
-    ctx.router.on = false;
-    try {
+    await whileDualWriteOff(ctx, async () => {
       await ctx.writer.insert('users', {
         id: 'v2p_alone',
         email: 'alone@example.com',
         passwordHash: 'h',
         updatedAt: new Date(),
       });
-    } finally {
-      ctx.router.on = true;
-    }
-    expect(await v2RowsOf(dbs, 'users', 'v2p_alone')).toHaveLength(1);
-    expect((await dbs.v1.query(`SELECT 1 FROM users WHERE id = 'v2p_alone'`)).rows).toEqual([]);
+    });
+    expect(await v2RowsOf(ctx.dbs, 'users', 'v2p_alone')).toHaveLength(1);
+    expect((await ctx.dbs.v1.query(`SELECT 1 FROM users WHERE id = 'v2p_alone'`)).rows).toEqual([]);
     await ctx.writer.delete('users', 'v2p_alone');
   });
 
   it('mirrors rows the backend wrote to V2 itself, by id', async () => {
-    await dbs.v2.query(
+    await ctx.dbs.v2.query(
       `INSERT INTO users (id, tenant_id, email, password_hash, role, created_at, updated_at)
        VALUES ('v2p_native', $1, 'native@example.com', 'h', 'OPERATOR', '2026-01-01T00:00:00.5Z', '2026-01-01T00:00:00Z')`,
-      [config.tenant.id],
+      [ctx.config.tenant.id],
     );
     await ctx.writer.mirrorById('users', 'v2p_native');
-    await expectRowInSync(dbs, config, 'users', 'v2p_native');
-    await dbs.v2.query(`DELETE FROM users WHERE id = 'v2p_native'`);
+    await expectRowInSync(ctx.dbs, ctx.config, 'users', 'v2p_native');
+    await ctx.dbs.v2.query(`DELETE FROM users WHERE id = 'v2p_native'`);
     await ctx.writer.mirrorDelete('users', 'v2p_native');
-    expect((await dbs.v1.query(`SELECT 1 FROM users WHERE id = 'v2p_native'`)).rows).toEqual([]);
+    expect((await ctx.dbs.v1.query(`SELECT 1 FROM users WHERE id = 'v2p_native'`)).rows).toEqual([]);
   });
 
   it('never touches a V2 row of another tenant, nor mirrors it to V1', async () => {
-    await dbs.v2.query(
+    await ctx.dbs.v2.query(
       `INSERT INTO tenants (id, name, slug, plan, status) VALUES ('other_tenant', 'Other', 'other', 'FREE', 'ACTIVE')`,
     );
-    await dbs.v2.query(
+    await ctx.dbs.v2.query(
       `INSERT INTO users (id, tenant_id, email, password_hash, updated_at) VALUES ('v2p_other', 'other_tenant', 'o@example.com', 'h', now())`,
     );
     expect(await ctx.writer.update('users', 'v2p_other', { name: 'not mine' })).toBeNull();
     await ctx.writer.mirrorById('users', 'v2p_other');
-    expect((await dbs.v1.query(`SELECT 1 FROM users WHERE id = 'v2p_other'`)).rows).toEqual([]);
-    expect((await dbs.v2.query(`SELECT name FROM users WHERE id = 'v2p_other'`)).rows).toEqual([
+    expect((await ctx.dbs.v1.query(`SELECT 1 FROM users WHERE id = 'v2p_other'`)).rows).toEqual([]);
+    expect((await ctx.dbs.v2.query(`SELECT name FROM users WHERE id = 'v2p_other'`)).rows).toEqual([
       { name: null },
     ]);
-    await dbs.v2.query(`DELETE FROM users WHERE id = 'v2p_other'`);
-    await dbs.v2.query(`DELETE FROM tenants WHERE id = 'other_tenant'`);
+    await ctx.dbs.v2.query(`DELETE FROM users WHERE id = 'v2p_other'`);
+    await ctx.dbs.v2.query(`DELETE FROM tenants WHERE id = 'other_tenant'`);
   });
 });
 
 describe('DualWriter with V2 primary: failed V1 mirrors are repaired from V2', () => {
-  let ctx: Awaited<ReturnType<typeof setup>>;
-  beforeAll(async () => {
-    ctx = await setup('dwv2_repair');
-  });
-  afterAll(() => ctx.dbs.drop());
+  const ctx = suiteSetup(() => setup('dwv2_repair'));
 
   it('never fails the caller, queues a repair from V2, and the repair worker makes V1 whole', async () => {
     const { dbs, config } = ctx;

@@ -6,12 +6,18 @@
  */
 import '../../lambdas/core/polyfills';
 import { runBackfillLocally } from '../../lambdas/adapters/local/local-backfill';
-import type { MigrationConfig } from '../../lambdas/core/config';
 import { InvalidInputError } from '../../lambdas/core/errors';
 import { templateIdFor } from '../../lambdas/core/mapping';
-import type { TestDatabases } from '../support/pg';
 import { describeEachStorage, type StorageCase } from '../support/servers';
-import { dualWriterSuite, dualWriteSwitch, expectAllInSync, expectRowInSync, v2RowsOf } from './helpers';
+import {
+  dualWriterSuite,
+  dualWriteSwitch,
+  expectAllInSync,
+  expectRowInSync,
+  useDualWriterSuite,
+  whileDualWriteOff,
+  v2RowsOf,
+} from './helpers';
 
 /** The suites' DualWriter, V1 the write primary, on V1 seeded with `options` (seed 3). */
 const setup = (prefix: string, options: { devices: number; telemetry: number }, storage?: StorageCase) =>
@@ -20,18 +26,8 @@ const setup = (prefix: string, options: { devices: number; telemetry: number }, 
 const at = (iso: string) => new Date(iso);
 
 describeEachStorage('DualWriter', (storage) => {
-  let ctx: Awaited<ReturnType<typeof setup>>;
-  let dbs: TestDatabases;
-  let config: MigrationConfig;
-  beforeAll(async () => {
-    ctx = await setup('dualw', { devices: 4, telemetry: 50 }, storage);
-    ({ dbs, config } = ctx);
-  });
-  afterAll(() => ctx.dbs.drop());
-  afterEach(() => {
-    // Every test here runs with a healthy V2: no write may have needed a repair.
-    expect(ctx.failures.map((f) => f.error.message)).toEqual([]);
-  });
+  // Every test here runs with a healthy V2: no write may have needed a repair.
+  const ctx = useDualWriterSuite(() => setup('dualw', { devices: 4, telemetry: 50 }, storage));
 
   it('inserts into V1 and V2 with the exact mapping, and returns the V1 row as stored', async () => {
     const user = await ctx.writer.insert('users', {
@@ -46,7 +42,7 @@ describeEachStorage('DualWriter', (storage) => {
     });
     expect(user).toMatchObject({ id: 'dw_user_1', role: 'ADMIN', name: 'Zoë 🚀' });
     expect(user.createdAt.toISOString()).toBe('2026-03-01T10:00:00.123Z');
-    const raw = await dbs.v1.query(`SELECT "createdAt"::text AS t FROM users WHERE id = 'dw_user_1'`);
+    const raw = await ctx.dbs.v1.query(`SELECT "createdAt"::text AS t FROM users WHERE id = 'dw_user_1'`);
     expect(raw.rows[0].t).toBe('2026-03-01 10:00:00.123');
 
     const d1 = await ctx.writer.insert('devices', {
@@ -87,19 +83,21 @@ describeEachStorage('DualWriter', (storage) => {
       ['telemetry', t1.id],
       ['alerts', a1.id],
     ] as const) {
-      await expectRowInSync(dbs, config, table, id);
+      await expectRowInSync(ctx.dbs, ctx.config, table, id);
     }
-    const v2Device = (await v2RowsOf(dbs, 'devices', d1.id))[0];
+    const v2Device = (await v2RowsOf(ctx.dbs, 'devices', d1.id))[0];
     expect(v2Device.attributes).toEqual({});
     expect(v2Device.metadata).toEqual({ migratedFrom: 'v1', originalType: 'dw_type_a' });
-    expect((await v2RowsOf(dbs, 'telemetry', t1.id))[0]).toMatchObject({
+    expect((await v2RowsOf(ctx.dbs, 'telemetry', t1.id))[0]).toMatchObject({
       source: 'migrated',
       quality: 'GOOD',
     });
     // One default template for the new type, shared by both devices.
-    const templates = await dbs.v2.query(`SELECT id FROM device_templates WHERE device_type = 'dw_type_a'`);
-    expect(templates.rows).toEqual([{ id: templateIdFor(config.tenant.id, 'dw_type_a') }]);
-    expect((await v2RowsOf(dbs, 'devices', d2.id))[0].template_id).toBe(templates.rows[0].id);
+    const templates = await ctx.dbs.v2.query(
+      `SELECT id FROM device_templates WHERE device_type = 'dw_type_a'`,
+    );
+    expect(templates.rows).toEqual([{ id: templateIdFor(ctx.config.tenant.id, 'dw_type_a') }]);
+    expect((await v2RowsOf(ctx.dbs, 'devices', d2.id))[0].template_id).toBe(templates.rows[0].id);
     expect(ctx.queue.bodies).toEqual([]);
   });
 
@@ -112,7 +110,7 @@ describeEachStorage('DualWriter', (storage) => {
     expect(user).toMatchObject({ name: null, role: 'VIEWER' });
     await ctx.writer.update('devices', 'dw_dev_1', { type: 'dw_type_b', config: { a: { b: [1, 2] } } });
     const [telemetry] = (
-      await dbs.v1.query(`SELECT id::text AS id FROM device_data WHERE "deviceId" = 'dw_dev_1'`)
+      await ctx.dbs.v1.query(`SELECT id::text AS id FROM device_data WHERE "deviceId" = 'dw_dev_1'`)
     ).rows;
     const moved = await ctx.writer.update('telemetry', telemetry.id, {
       timestamp: at('2026-05-20T10:00:00Z'),
@@ -125,38 +123,37 @@ describeEachStorage('DualWriter', (storage) => {
       resolvedAt: at('2026-04-02T00:00:00Z'),
     });
 
-    await expectRowInSync(dbs, config, 'users', 'dw_user_1');
-    const device = await expectRowInSync(dbs, config, 'devices', 'dw_dev_1');
-    expect(device?.template_id).toBe(templateIdFor(config.tenant.id, 'dw_type_b'));
+    await expectRowInSync(ctx.dbs, ctx.config, 'users', 'dw_user_1');
+    const device = await expectRowInSync(ctx.dbs, ctx.config, 'devices', 'dw_dev_1');
+    expect(device?.template_id).toBe(templateIdFor(ctx.config.tenant.id, 'dw_type_b'));
     // No stale copy under the old timestamp: exactly one V2 row, at the new instant.
-    const rows = await v2RowsOf(dbs, 'telemetry', telemetry.id);
+    const rows = await v2RowsOf(ctx.dbs, 'telemetry', telemetry.id);
     expect(rows.map((r) => (r.timestamp as Date).toISOString())).toEqual(['2026-05-20T10:00:00.000Z']);
-    await expectRowInSync(dbs, config, 'telemetry', telemetry.id);
-    await expectRowInSync(dbs, config, 'alerts', 'dw_alert_1');
+    await expectRowInSync(ctx.dbs, ctx.config, 'telemetry', telemetry.id);
+    await expectRowInSync(ctx.dbs, ctx.config, 'alerts', 'dw_alert_1');
   });
 
   it('returns null for an update of a row V1 does not have, and writes nothing', async () => {
     expect(await ctx.writer.update('users', 'no_such_user', { name: 'x' })).toBeNull();
-    expect(await v2RowsOf(dbs, 'users', 'no_such_user')).toEqual([]);
+    expect(await v2RowsOf(ctx.dbs, 'users', 'no_such_user')).toEqual([]);
   });
 
   it('deletes the V2 row of a V1 delete (and V2 cascades as V1 does)', async () => {
     const [telemetry] = (
-      await dbs.v1.query(`SELECT id::text AS id FROM device_data WHERE "deviceId" = 'dw_dev_1'`)
+      await ctx.dbs.v1.query(`SELECT id::text AS id FROM device_data WHERE "deviceId" = 'dw_dev_1'`)
     ).rows;
     const deleted = await ctx.writer.delete('telemetry', telemetry.id);
     expect(deleted?.id).toBe(telemetry.id);
-    expect(await v2RowsOf(dbs, 'telemetry', telemetry.id)).toEqual([]);
+    expect(await v2RowsOf(ctx.dbs, 'telemetry', telemetry.id)).toEqual([]);
     await ctx.writer.delete('devices', 'dw_dev_2');
-    expect(await v2RowsOf(dbs, 'devices', 'dw_dev_2')).toEqual([]);
-    expect(await v2RowsOf(dbs, 'alerts', 'dw_alert_1')).toEqual([]);
-    expect((await dbs.v1.query(`SELECT 1 FROM alerts WHERE id = 'dw_alert_1'`)).rows).toEqual([]);
+    expect(await v2RowsOf(ctx.dbs, 'devices', 'dw_dev_2')).toEqual([]);
+    expect(await v2RowsOf(ctx.dbs, 'alerts', 'dw_alert_1')).toEqual([]);
+    expect((await ctx.dbs.v1.query(`SELECT 1 FROM alerts WHERE id = 'dw_alert_1'`)).rows).toEqual([]);
     expect(await ctx.writer.delete('alerts', 'dw_alert_1')).toBeNull();
   });
 
   it('writes V1 only while dual-write is off, and V2 again once it is back on', async () => {
-    ctx.router.on = false;
-    try {
+    await whileDualWriteOff(ctx, async () => {
       await ctx.writer.insert('users', {
         id: 'dw_off_user',
         email: 'off@example.com',
@@ -164,21 +161,19 @@ describeEachStorage('DualWriter', (storage) => {
         updatedAt: at('2026-01-01T00:00:00Z'),
       });
       await ctx.writer.update('users', 'dw_user_1', { name: 'changed while off' });
-      expect((await dbs.v1.query(`SELECT name FROM users WHERE id = 'dw_user_1'`)).rows[0].name).toBe(
+      expect((await ctx.dbs.v1.query(`SELECT name FROM users WHERE id = 'dw_user_1'`)).rows[0].name).toBe(
         'changed while off',
       );
-      expect(await v2RowsOf(dbs, 'users', 'dw_off_user')).toEqual([]);
-      expect((await v2RowsOf(dbs, 'users', 'dw_user_1'))[0].name).toBeNull();
-    } finally {
-      ctx.router.on = true;
-    }
+      expect(await v2RowsOf(ctx.dbs, 'users', 'dw_off_user')).toEqual([]);
+      expect((await v2RowsOf(ctx.dbs, 'users', 'dw_user_1'))[0].name).toBeNull();
+    });
     await ctx.writer.update('users', 'dw_off_user', { name: 'on again' });
-    await expectRowInSync(dbs, config, 'users', 'dw_off_user');
+    await expectRowInSync(ctx.dbs, ctx.config, 'users', 'dw_off_user');
     expect(ctx.queue.bodies).toEqual([]);
   });
 
   it('refuses a row with unknown or malformed columns before anything is written', async () => {
-    const before = (await dbs.v1.query('SELECT count(*)::int AS n FROM users')).rows[0].n;
+    const before = (await ctx.dbs.v1.query('SELECT count(*)::int AS n FROM users')).rows[0].n;
     const bad = [
       () =>
         ctx.writer.insert('users', {
@@ -195,7 +190,7 @@ describeEachStorage('DualWriter', (storage) => {
       () => ctx.writer.delete('device_data' as never, '1'),
     ];
     for (const call of bad) await expect(call()).rejects.toBeInstanceOf(InvalidInputError);
-    expect((await dbs.v1.query('SELECT count(*)::int AS n FROM users')).rows[0].n).toBe(before);
+    expect((await ctx.dbs.v1.query('SELECT count(*)::int AS n FROM users')).rows[0].n).toBe(before);
   });
 
   it("passes V1's own errors to the caller and writes nothing to V2 for them", async () => {
@@ -207,37 +202,37 @@ describeEachStorage('DualWriter', (storage) => {
         updatedAt: new Date(),
       }),
     ).rejects.toMatchObject({ code: '23505' });
-    expect((await v2RowsOf(dbs, 'users', 'dw_user_1'))[0].email).toBe('zoë@example.com');
+    expect((await v2RowsOf(ctx.dbs, 'users', 'dw_user_1'))[0].email).toBe('zoë@example.com');
   });
 
   it('mirrors rows the backend wrote to V1 itself', async () => {
-    await dbs.v1.query(
+    await ctx.dbs.v1.query(
       `INSERT INTO users (id, email, "passwordHash", "updatedAt") VALUES ('dw_mirror', 'm@example.com', 'h', now())`,
     );
-    const row = (await dbs.v1.query(`SELECT * FROM users WHERE id = 'dw_mirror'`)).rows[0];
+    const row = (await ctx.dbs.v1.query(`SELECT * FROM users WHERE id = 'dw_mirror'`)).rows[0];
     await ctx.writer.mirror('users', row);
-    await expectRowInSync(dbs, config, 'users', 'dw_mirror');
-    await dbs.v1.query(`DELETE FROM users WHERE id = 'dw_mirror'`);
+    await expectRowInSync(ctx.dbs, ctx.config, 'users', 'dw_mirror');
+    await ctx.dbs.v1.query(`DELETE FROM users WHERE id = 'dw_mirror'`);
     await ctx.writer.mirrorDelete('users', 'dw_mirror');
-    expect(await v2RowsOf(dbs, 'users', 'dw_mirror')).toEqual([]);
+    expect(await v2RowsOf(ctx.dbs, 'users', 'dw_mirror')).toEqual([]);
   });
 
   it('mirrors a row whose V1 state names a parent V2 does not hold yet: the parent first, from V1', async () => {
     // Another caller has just created the owner and given it the device; that caller's V2 half
     // has not landed yet when this write of the device re-reads V1.
-    await dbs.v1.query(
+    await ctx.dbs.v1.query(
       `INSERT INTO users (id, email, "passwordHash", "updatedAt") VALUES ('dw_new_owner', 'owner@example.com', 'h', now())`,
     );
-    await dbs.v1.query(
+    await ctx.dbs.v1.query(
       `INSERT INTO devices (id, name, type, "ownerId", "updatedAt") VALUES ('dw_owned', 'owned', 'dw_type', 'dw_new_owner', now())`,
     );
-    await dbs.v1.query(
+    await ctx.dbs.v1.query(
       `INSERT INTO alerts (id, "deviceId", severity, message) VALUES ('dw_owned_alert', 'dw_owned', 'LOW', 'm')`,
     );
     await ctx.writer.mirrorById('alerts', 'dw_owned_alert');
-    await expectRowInSync(dbs, config, 'users', 'dw_new_owner');
-    await expectRowInSync(dbs, config, 'devices', 'dw_owned');
-    await expectRowInSync(dbs, config, 'alerts', 'dw_owned_alert');
+    await expectRowInSync(ctx.dbs, ctx.config, 'users', 'dw_new_owner');
+    await expectRowInSync(ctx.dbs, ctx.config, 'devices', 'dw_owned');
+    await expectRowInSync(ctx.dbs, ctx.config, 'alerts', 'dw_owned_alert');
   });
 });
 

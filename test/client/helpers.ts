@@ -6,7 +6,7 @@ import type { WritePrimary } from '../../lambdas/ports/parameters';
 import type { QueuePort } from '../../lambdas/ports/queue';
 import { seedV1, testConfig } from '../support/fixtures';
 import { prepared } from '../support/migration';
-import { freshDatabases, type TestDatabases } from '../support/pg';
+import { freshDatabases, suiteSetup, type TestDatabases } from '../support/pg';
 import { PARTITIONS, type StorageCase } from '../support/servers';
 
 export const TABLES: MappedTable[] = ['users', 'devices', 'telemetry', 'alerts'];
@@ -94,6 +94,36 @@ export async function dualWriterSuite<R extends DualWriterOptions['router']>(
     onV1Failure: (f) => void failures.push(f),
   });
   return { dbs, config, router: options.router, queue, rec, failures, writer };
+}
+
+/**
+ * A describe body's DualWriter suite, made once before its tests and dropped after them (see
+ * suiteSetup). After each test no write may have failed, and with `quietQueue` none may have
+ * been queued for repair either.
+ */
+export function useDualWriterSuite<S extends DualWriterSuite>(
+  make: () => Promise<S>,
+  options: { quietQueue?: boolean } = {},
+): S {
+  const suite = suiteSetup(make);
+  afterEach(() => {
+    expect(suite.failures.map((f) => f.error.message)).toEqual([]);
+    if (options.quietQueue) expect(suite.queue.bodies).toEqual([]);
+  });
+  return suite;
+}
+
+/** Runs `work` with the suite's dual write off, and turns it on again however `work` ends. */
+export async function whileDualWriteOff(
+  suite: { router: { on: boolean } },
+  work: () => Promise<void>,
+): Promise<void> {
+  suite.router.on = false;
+  try {
+    await work();
+  } finally {
+    suite.router.on = true;
+  }
 }
 
 export { expectAllInSync, expectRowInSync, v2RowsOf } from '../support/in-sync';

@@ -1,11 +1,10 @@
 import '../../lambdas/core/polyfills';
-import { runBackfillLocally } from '../../lambdas/adapters/local/local-backfill';
 import type { WritePrimary } from '../../lambdas/ports/parameters';
 import { PrismaWriteAfterWriteSwitchError, withMigration } from '../../client';
 import type { PrismaClient } from '../../prisma/v1/generated/client';
-import { seedV1, testConfig } from '../support/fixtures';
-import { prepared } from '../support/migration';
-import { freshDatabases, type TestDatabases } from '../support/pg';
+import { testConfig } from '../support/fixtures';
+import { preparedDatabases } from '../support/migration';
+import type { TestDatabases } from '../support/pg';
 import { recordingQueue } from './helpers';
 import { expectVerified, v1Prisma, v2State } from './prisma-support';
 
@@ -29,11 +28,11 @@ describe('withMigration while the writes are switched to V2', () => {
   let db: ReturnType<typeof withMigration<PrismaClient>>;
 
   beforeAll(async () => {
-    dbs = await freshDatabases('prisma_v2p');
-    await seedV1(dbs.v1, { devices: 3, telemetry: 30, seed: 9 });
-    config = testConfig(dbs);
-    await prepared(dbs, config);
-    await runBackfillLocally({ v1: dbs.v1, v2: dbs.v2, config });
+    ({ dbs, config } = await preparedDatabases(
+      'prisma_v2p',
+      { devices: 3, telemetry: 30, seed: 9 },
+      { backfilled: true },
+    ));
     prisma = v1Prisma(dbs.v1);
     db = withMigration(prisma, {
       v1: dbs.v1,

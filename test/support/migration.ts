@@ -1,11 +1,13 @@
 import { LocalAlarms } from '../../lambdas/adapters/local/local-alarms';
 import { LocalBackup } from '../../lambdas/adapters/local/pg-backup';
-import type { MigrationConfig } from '../../lambdas/core/config';
+import type { MigrationConfig, MigrationConfigInput } from '../../lambdas/core/config';
+import { runBackfillLocally } from '../../lambdas/adapters/local/local-backfill';
 import type { OrchestratorDeps } from '../../lambdas/core/orchestrator';
 import type { ParameterPort } from '../../lambdas/ports/parameters';
 import type { QueuePort } from '../../lambdas/ports/queue';
 import { runPrepare } from '../../lambdas/core/prepare';
-import type { TestDatabases } from './pg';
+import { seedV1, testConfig } from './fixtures';
+import { freshDatabases, type TestDatabases } from './pg';
 import { ENV } from './servers';
 
 /** The folder of this jest run's backups (made by global setup, removed by teardown). */
@@ -58,4 +60,21 @@ export function localOrchestratorDeps(
     queue,
     backup: testBackup(dbs),
   };
+}
+
+/**
+ * What most suites start from: fresh V1 and V2 databases on the embedded server, V1 seeded,
+ * Phase 1 done, and with `backfilled` the whole backfill run.
+ */
+export async function preparedDatabases(
+  prefix: string,
+  seed: Parameters<typeof seedV1>[1],
+  options: { config?: Partial<MigrationConfigInput>; backfilled?: boolean } = {},
+): Promise<{ dbs: TestDatabases; config: MigrationConfig }> {
+  const dbs = await freshDatabases(prefix);
+  await seedV1(dbs.v1, seed);
+  const config = testConfig(dbs, options.config);
+  await prepared(dbs, config);
+  if (options.backfilled) await runBackfillLocally({ v1: dbs.v1, v2: dbs.v2, config });
+  return { dbs, config };
 }

@@ -124,3 +124,17 @@ export async function extraDatabase(
     },
   };
 }
+
+/**
+ * A describe body's databases (and whatever `make` builds with them), made once before its tests
+ * and dropped after them. Returns the object `make` made, filled in before the first test (read
+ * its fields in tests and hooks, not in the describe body).
+ */
+export function suiteSetup<T extends { dbs: Pick<TestDatabases, 'drop'> }>(make: () => Promise<T>): T {
+  const made = {} as T;
+  beforeAll(async () => {
+    Object.assign(made, await make());
+  });
+  afterAll(() => (made as Partial<T>).dbs?.drop());
+  return made;
+}

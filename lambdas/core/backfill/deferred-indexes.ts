@@ -2,6 +2,7 @@ import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from '../config';
 import { controlSchema, ident, withTransaction } from '../db';
 import { qualified } from '../windows';
+import { eachLimited } from '../each-limited';
 
 /**
  * V2 telemetry's secondary indexes, built once after the backfill instead of row by row while
@@ -35,6 +36,8 @@ export interface BuiltIndex {
 
 /** A drop waits this long at most for the dual writes' locks on telemetry, then gives up (indexes kept). */
 const DROP_LOCK_TIMEOUT = '5s';
+/** Index builds side by side: partitions of one index, or a hypertable's indexes. */
+const BUILD_CONCURRENCY = 2;
 /** Memory one index build may sort in (per build, not per row). */
 const BUILD_MAINTENANCE_WORK_MEM = '256MB';
 
@@ -128,7 +131,7 @@ async function buildOnPartitions(v2: Pool, config: MigrationConfig, index: Defer
       ORDER BY c.relname`,
     [`${ident(config.schemas.v2)}.telemetry`, `${ident(config.schemas.v2)}.${ident(index.name)}`],
   );
-  for (const partition of rows) {
+  await eachLimited(rows, BUILD_CONCURRENCY, async (partition) => {
     // A name of at most 63 bytes, unique per partition: the index's name and the partition's oid.
     const name = `${index.name.slice(0, 48)}_${partition.oid}`;
     await withTransaction(v2, async (client) => {
@@ -138,7 +141,7 @@ async function buildOnPartitions(v2: Pool, config: MigrationConfig, index: Defer
       );
       await client.query(`ALTER INDEX ${parent} ATTACH PARTITION ${qualified(config.schemas.v2, name)}`);
     });
-  }
+  });
   return rows.length;
 }
 
@@ -208,7 +211,8 @@ export async function buildDeferredIndexes(v2: Pool, config: MigrationConfig): P
   const partitioned = kind.rows[0].relkind === 'p';
   const hypertable = !partitioned && (await isHypertable(v2, config));
   const built: BuiltIndex[] = [];
-  for (const index of pending) {
+  // On a hypertable, its indexes side by side (each builds chunk after chunk).
+  await eachLimited(pending, partitioned ? 1 : BUILD_CONCURRENCY, async (index) => {
     const started = performance.now();
     const parts = partitioned
       ? await buildOnPartitions(v2, config, index)
@@ -219,6 +223,6 @@ export async function buildDeferredIndexes(v2: Pool, config: MigrationConfig): P
       [index.name, seconds],
     );
     built.push({ name: index.name, seconds, parts });
-  }
-  return built;
+  });
+  return built.sort((a, b) => a.name.localeCompare(b.name));
 }

@@ -4,13 +4,7 @@ import { parseMessageBody } from '../config';
 import { MigrationError, RepairRowError } from '../errors';
 import { PARENT_OF, TABLE_ORDER, V1_COLUMNS, type MappedTable } from '../mapping';
 import { partialBatchHandler, type BatchHandler, type QueueRecord } from '../../ports/queue';
-import {
-  clientSettings,
-  isRetryableRowError,
-  V2RowSync,
-  type ClientSettings,
-  type ClientSettingsInput,
-} from './row-sync';
+import { isRetryableRowError, resolvedPerDeps, V2RowSync, type ClientSettingsInput } from './row-sync';
 import { parseId, readV1Source, sameSource, SYNC_TABLES, type V1Source } from './v1-read';
 import { describeError } from '../safe-error';
 import { syncRowToV1 } from './reverse';
@@ -72,22 +66,11 @@ export interface RepairResult {
   from?: WritePrimary;
 }
 
-interface Resolved {
-  settings: ClientSettings;
-  sync: V2RowSync;
-}
 // One resolved context (validated settings, template cache) per deps object.
-const resolved = new WeakMap<RepairDeps, Resolved>();
-
-function resolve(deps: RepairDeps): Resolved {
-  let r = resolved.get(deps);
-  if (!r) {
-    const settings = clientSettings(deps, 'repair worker settings');
-    r = { settings, sync: new V2RowSync(deps.v2, settings.v2Schema, settings.tenantId) };
-    resolved.set(deps, r);
-  }
-  return r;
-}
+const resolve = resolvedPerDeps(
+  'repair worker settings',
+  (deps: RepairDeps, settings) => new V2RowSync(deps.v2, settings.v2Schema, settings.tenantId),
+);
 
 /** What a sync of one row may know already, to save a read of V1. */
 export interface SyncOptions {

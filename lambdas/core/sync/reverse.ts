@@ -10,7 +10,7 @@ import {
   v2SourceSql,
   type V2Source,
 } from '../mapping-inverse';
-import { clientSettings, type ClientSettings } from './row-sync';
+import { resolvedPerDeps, type ClientSettings } from './row-sync';
 import type { RepairDeps, RepairResult } from './repair';
 import { parseId, sameSource, v1Table } from './v1-read';
 
@@ -122,22 +122,11 @@ export function v1UpsertSql(table: MappedTable, v1Schema: string, from: string):
 /** Reads of a V2 row that keeps changing under a reverse sync before it gives up (and is retried). */
 export const REVERSE_SYNC_MAX_ROUNDS = 5;
 
-interface Resolved {
-  settings: ClientSettings;
-  sync: V1RowSync;
-}
 // One resolved context (validated settings) per deps object.
-const resolved = new WeakMap<RepairDeps, Resolved>();
-
-function resolve(deps: RepairDeps): Resolved {
-  let r = resolved.get(deps);
-  if (!r) {
-    const settings = clientSettings(deps, 'reverse sync settings');
-    r = { settings, sync: new V1RowSync(deps.v1, settings.v1Schema) };
-    resolved.set(deps, r);
-  }
-  return r;
-}
+const resolve = resolvedPerDeps(
+  'reverse sync settings',
+  (deps: RepairDeps, settings) => new V1RowSync(deps.v1, settings.v1Schema),
+);
 
 /**
  * Syncs one row from V2 to V1 (V2 the write primary): if V2 holds the row (of the tenant) its

@@ -211,6 +211,26 @@ export function clientSettings(input: ClientSettingsInput, source: string): Clie
   };
 }
 
+/**
+ * One resolved context per deps object, made on its first use: the validated settings (`what`
+ * names them in a ConfigError) and the row sync built on them.
+ */
+export function resolvedPerDeps<D extends ClientSettingsInput, S>(
+  what: string,
+  makeSync: (deps: D, settings: ClientSettings) => S,
+): (deps: D) => { settings: ClientSettings; sync: S } {
+  const resolved = new WeakMap<D, { settings: ClientSettings; sync: S }>();
+  return (deps) => {
+    let r = resolved.get(deps);
+    if (!r) {
+      const settings = clientSettings(deps, what);
+      r = { settings, sync: makeSync(deps, settings) };
+      resolved.set(deps, r);
+    }
+    return r;
+  };
+}
+
 /** Whether a failed single-row write may succeed if tried again (lost connection, missing parent, lock). */
 export function isRetryableRowError(error: unknown): boolean {
   const e = error as { code?: string; message?: string };

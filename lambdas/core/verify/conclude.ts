@@ -5,6 +5,7 @@ import { repairRunFromV2 } from './repair-reverse';
 import { buildReport, finishVerification, type VerificationReport } from './report';
 import { compareAgain, compareKeys, explainWindow, type WindowMismatch } from './row-diff';
 import { recordResults } from './runs';
+import { eachLimited } from '../each-limited';
 
 /**
  * How long a mismatch may be a write still in flight: a dual write reaches V2 after V1, within
@@ -29,16 +30,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** How many times a mismatched window is checked again before its mismatch counts. */
 export const MAX_RECHECK_ROUNDS = 5;
-
-/** Runs `fn` over `items`, `limit` at a time. */
-async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]);
-    }),
-  );
-}
 
 /**
  * Re-checks mismatched windows in rounds, `delayMs` apart, until each agrees or a row of it

@@ -1,13 +1,11 @@
 import { backendSettings, SyntheticBackend } from '../../../bin/rehearsal/load';
 import { LocalQueue } from '../../../lambdas/adapters/local/local-queue';
-import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import { MemoryParameters } from '../../../lambdas/adapters/local/memory-parameters';
 import type { MigrationConfig } from '../../../lambdas/core/config';
 import { parameterNames } from '../../../lambdas/ports/parameters';
-import { seedV1, testConfig } from '../../support/fixtures';
 import { expectAllInSync } from '../../support/in-sync';
-import { prepared } from '../../support/migration';
-import { freshDatabases, type TestDatabases } from '../../support/pg';
+import { preparedDatabases } from '../../support/migration';
+import type { TestDatabases } from '../../support/pg';
 
 /** Every write of the synthetic backend's mix, by the name its stats give it. */
 const WRITE_KINDS = [
@@ -26,11 +24,11 @@ describe("the rehearsal's synthetic backend (Prisma through withMigration, reads
   let config: MigrationConfig;
 
   beforeAll(async () => {
-    dbs = await freshDatabases('load');
-    await seedV1(dbs.v1, { devices: 12, telemetry: 600, seed: 21 });
-    config = testConfig(dbs);
-    await prepared(dbs, config);
-    await runBackfillLocally({ v1: dbs.v1, v2: dbs.v2, config });
+    ({ dbs, config } = await preparedDatabases(
+      'load',
+      { devices: 12, telemetry: 600, seed: 21 },
+      { backfilled: true },
+    ));
   });
   afterAll(() => dbs.drop());
 

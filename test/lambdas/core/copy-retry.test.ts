@@ -2,9 +2,8 @@ import { Client } from 'pg';
 import { copyWindow, planBackfill, type BackfillDeps } from '../../../lambdas/core/backfill';
 import { DEFAULT_THROTTLE, type ThrottleSettings } from '../../../lambdas/core/backfill/throttle';
 import { workerBatchHandler, type WorkResult } from '../../../lambdas/core/worker';
-import { seedV1, testConfig } from '../../support/fixtures';
-import { prepared } from '../../support/migration';
-import { freshDatabases, type TestDatabases } from '../../support/pg';
+import { preparedDatabases } from '../../support/migration';
+import { suiteSetup } from '../../support/pg';
 
 /** Thresholds no healthy test server crosses: only the fault holds the window back. */
 const CALM: ThrottleSettings = { ...DEFAULT_THROTTLE, commitLatencyMs: 10_000, probeTimeoutMs: 30_000 };
@@ -16,28 +15,28 @@ const CALM: ThrottleSettings = { ...DEFAULT_THROTTLE, commitLatencyMs: 10_000, p
  * once.
  */
 describe('the worker, its COPY session terminated mid-window', () => {
-  let dbs: TestDatabases;
-  let deps: BackfillDeps;
-
-  beforeAll(async () => {
-    dbs = await freshDatabases('copy_retry');
-    await seedV1(dbs.v1, { devices: 10, telemetry: 3000, seed: 3 });
-    const config = testConfig(dbs, {
-      batch: { telemetryWindowRows: 1000, entityWindowRows: 50, concurrency: 1, maxReceiveCount: 3 },
-    });
-    await prepared(dbs, config);
-    deps = { v1: dbs.v1, v2: dbs.v2, config };
+  const suite = suiteSetup(async () => {
+    const { dbs, config } = await preparedDatabases(
+      'copy_retry',
+      { devices: 10, telemetry: 3000, seed: 3 },
+      {
+        config: {
+          batch: { telemetryWindowRows: 1000, entityWindowRows: 50, concurrency: 1, maxReceiveCount: 3 },
+        },
+      },
+    );
+    const deps: BackfillDeps = { v1: dbs.v1, v2: dbs.v2, config };
     await planBackfill(deps);
     // The parents first (users, devices), so that a telemetry window can land.
     const parents = await dbs.v2.query<{ id: string }>(
       `SELECT id FROM migration_control.windows WHERE table_name <> 'telemetry' ORDER BY seq`,
     );
     for (const w of parents.rows) await copyWindow(deps, Number(w.id));
+    return { dbs, deps };
   });
-  afterAll(() => dbs.drop());
 
   it('copies the window again within its delivery, after a backoff, and the rows land once', async () => {
-    const { rows } = await dbs.v2.query<{ id: string; expected: number }>(
+    const { rows } = await suite.dbs.v2.query<{ id: string; expected: number }>(
       `SELECT id, expected_rows::int AS expected FROM migration_control.windows
         WHERE table_name = 'telemetry' ORDER BY seq LIMIT 1`,
     );
@@ -47,9 +46,9 @@ describe('the worker, its COPY session terminated mid-window', () => {
 
     // The test holds V2's telemetry in SHARE mode: the window's COPY (ROW EXCLUSIVE) waits for
     // it, so the test knows the COPY session and ends it mid-window, with no timer racing it.
-    const holder = new Client({ connectionString: dbs.v2Url });
+    const holder = new Client({ connectionString: suite.dbs.v2Url });
     // Looks from its own session: pg_stat_activity stays as it was for a whole transaction.
-    const watcher = new Client({ connectionString: dbs.v2Url });
+    const watcher = new Client({ connectionString: suite.dbs.v2Url });
     await Promise.all([holder.connect(), watcher.connect()]);
     const holderPid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
     await holder.query('BEGIN');
@@ -60,7 +59,7 @@ describe('the worker, its COPY session terminated mid-window', () => {
     const failed: Error[] = [];
     const handler = workerBatchHandler(
       {
-        ...deps,
+        ...suite.deps,
         throttle: CALM,
         retry: {
           baseMs: 200,
@@ -108,13 +107,13 @@ describe('the worker, its COPY session terminated mid-window', () => {
       expect.objectContaining({ type: 'copy-window', windowId, attempts: 2, rowsCopied: expected }),
     ]);
 
-    const window = await dbs.v2.query(
+    const window = await suite.dbs.v2.query(
       `SELECT status, attempts, rows_copied::int AS copied FROM migration_control.windows WHERE id = $1`,
       [windowId],
     );
     expect(window.rows[0]).toEqual({ status: 'done', attempts: 2, copied: expected });
     // Every row of the window once: as many rows as V1's window holds, no legacy id twice.
-    const landed = await dbs.v2.query(
+    const landed = await suite.dbs.v2.query(
       `SELECT count(*)::int AS n, count(DISTINCT legacy_id)::int AS ids FROM public.telemetry`,
     );
     expect(landed.rows[0]).toEqual({ n: expected, ids: expected });

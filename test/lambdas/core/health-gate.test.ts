@@ -1,13 +1,11 @@
 import { LocalAlarms } from '../../../lambdas/adapters/local/local-alarms';
-import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import { MemoryParameters } from '../../../lambdas/adapters/local/memory-parameters';
 import { healthGate } from '../../../lambdas/core/cutover';
 import type { MigrationContext } from '../../../lambdas/core/migration-state';
 import { syncRow } from '../../../lambdas/core/sync/repair';
 import type { QueueDepthPort } from '../../../lambdas/ports/queue';
-import { seedV1, testConfig } from '../../support/fixtures';
-import { prepared } from '../../support/migration';
-import { freshDatabases, type TestDatabases } from '../../support/pg';
+import { preparedDatabases } from '../../support/migration';
+import { suiteSetup } from '../../support/pg';
 
 /**
  * The cutover's health gate on drift whose repair is still queued: a backend write whose V2
@@ -15,15 +13,13 @@ import { freshDatabases, type TestDatabases } from '../../support/pg';
  * once more after the repair queue has emptied; what still differs then is drift.
  */
 describe('health gate: drift while the repair queue still holds failed V2 writes', () => {
-  let dbs: TestDatabases;
-  let ctx: MigrationContext;
-  beforeAll(async () => {
-    dbs = await freshDatabases('gate');
-    await seedV1(dbs.v1, { devices: 5, telemetry: 200, seed: 4 });
-    const config = testConfig(dbs);
-    await prepared(dbs, config);
-    await runBackfillLocally({ v1: dbs.v1, v2: dbs.v2, config });
-    ctx = {
+  const suite = suiteSetup(async () => {
+    const { dbs, config } = await preparedDatabases(
+      'gate',
+      { devices: 5, telemetry: 200, seed: 4 },
+      { backfilled: true },
+    );
+    const ctx: MigrationContext = {
       v1: dbs.v1,
       v2: dbs.v2,
       config,
@@ -31,24 +27,22 @@ describe('health gate: drift while the repair queue still holds failed V2 writes
       alarms: new LocalAlarms(),
       actor: 'arn:aws:states:local-1:000000000000:execution:cutover:gate',
     };
-  });
-  afterAll(async () => {
-    await dbs?.drop();
+    return { dbs, ctx };
   });
 
   /** A backend write to V1 whose V2 half failed: the row is behind in V2. */
   async function writeWithFailedV2Half(name: string): Promise<string> {
-    const { rows } = await dbs.v1.query<{ id: string }>(
+    const { rows } = await suite.dbs.v1.query<{ id: string }>(
       `UPDATE users SET name = $1, "updatedAt" = now() WHERE id = (SELECT min(id) FROM users) RETURNING id`,
       [name],
     );
     return rows[0].id;
   }
-  const repairDeps = () => ({ v1: dbs.v1, v2: dbs.v2, tenantId: ctx.config.tenant.id });
+  const repairDeps = () => ({ v1: suite.dbs.v1, v2: suite.dbs.v2, tenantId: suite.ctx.config.tenant.id });
   const audited = async (action: string) =>
     Number(
       (
-        await dbs.v2.query(`SELECT count(*) AS n FROM migration_control.audit_log WHERE action = $1`, [
+        await suite.dbs.v2.query(`SELECT count(*) AS n FROM migration_control.audit_log WHERE action = $1`, [
           action,
         ])
       ).rows[0].n,
@@ -66,7 +60,7 @@ describe('health gate: drift while the repair queue still holds failed V2 writes
         return { waiting: 0, inFlight: 0 };
       },
     };
-    const gate = await healthGate({ ...ctx, repairQueue }, { repairWaitMs: 30_000 });
+    const gate = await healthGate({ ...suite.ctx, repairQueue }, { repairWaitMs: 30_000 });
     expect(gate).toEqual({ healthy: true, alarms: [], driftWindows: [], reason: null });
     expect(calls).toBe(2);
     expect(await audited('gate.drift-rechecked')).toBe(1);
@@ -81,7 +75,7 @@ describe('health gate: drift while the repair queue still holds failed V2 writes
         return Promise.resolve({ waiting: 0, inFlight: 0 });
       },
     };
-    const gate = await healthGate({ ...ctx, repairQueue }, { repairWaitMs: 30_000 });
+    const gate = await healthGate({ ...suite.ctx, repairQueue }, { repairWaitMs: 30_000 });
     expect(gate.healthy).toBe(false);
     expect(gate.reason).toMatch(/^drift:users#\d+$/);
     expect(calls).toBe(1);
@@ -97,7 +91,7 @@ describe('health gate: drift while the repair queue still holds failed V2 writes
         return { waiting: 0, inFlight: 0 };
       },
     };
-    const gate = await healthGate({ ...ctx, repairQueue }, { repairWaitMs: 30_000 });
+    const gate = await healthGate({ ...suite.ctx, repairQueue }, { repairWaitMs: 30_000 });
     expect(gate).toEqual({ healthy: true, alarms: [], driftWindows: [], reason: null });
     expect(await audited('gate.drift-rechecked')).toBe(3);
   });
@@ -105,10 +99,10 @@ describe('health gate: drift while the repair queue still holds failed V2 writes
   it('fails on drift without a second look when the queue stays busy past the wait; looks again with no queue to ask', async () => {
     await writeWithFailedV2Half('behind, queue busy');
     const busy: QueueDepthPort = { depth: () => Promise.resolve({ waiting: 3, inFlight: 1 }) };
-    const waited = await healthGate({ ...ctx, repairQueue: busy }, { repairWaitMs: 1_500 });
+    const waited = await healthGate({ ...suite.ctx, repairQueue: busy }, { repairWaitMs: 1_500 });
     expect(waited.healthy).toBe(false);
     expect(await audited('gate.drift-rechecked')).toBe(3);
-    const none = await healthGate(ctx);
+    const none = await healthGate(suite.ctx);
     expect(none.healthy).toBe(false);
     expect(await audited('gate.drift-rechecked')).toBe(4);
   });

@@ -30,7 +30,7 @@ import {
 import { runVerificationLocally } from '../../../lambdas/adapters/local/local-verify';
 import { seedV1, testConfig } from '../../support/fixtures';
 import { prepared } from '../../support/migration';
-import { freshDatabases, type TestDatabases } from '../../support/pg';
+import { freshDatabases, suiteSetup, type TestDatabases } from '../../support/pg';
 import { expectAllInSync } from '../../support/in-sync';
 
 /** Thresholds no healthy test server crosses, so that only what a test sets holds work back. */
@@ -258,11 +258,7 @@ describe('a ceiling and a window size set while the backfill runs hold from the 
 });
 
 describe('the automatic throttle: V1 pressure measured before each window', () => {
-  let s: Awaited<ReturnType<typeof setup>>;
-  beforeAll(async () => {
-    s = await setup('throttle_auto');
-  });
-  afterAll(() => s.dbs.drop());
+  const s = suiteSetup(() => setup('throttle_auto'));
 
   it('probes V1 with a committed write, its sessions and its replicas', async () => {
     const { probe, pressure } = await probeV1(s.dbs.v1, CALM);

@@ -1,17 +1,14 @@
 import { DeleteMessageBatchCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { mockClient } from 'aws-sdk-client-mock';
 import {
   DeadLetterDeleteError,
   REDRIVE_VISIBILITY_SECONDS,
   SqsDeadLetters,
 } from '../../../../lambdas/adapters/aws/sqs-dead-letters';
 import { ConfigError } from '../../../../lambdas/core/errors';
+import { mockSqs } from '../../../support/sqs-mock';
 
 const DLQ_URL = 'https://sqs.eu-west-1.amazonaws.com/123456789012/backfill-dlq';
-const sqs = mockClient(SQSClient);
-
-beforeEach(() => sqs.reset());
-afterAll(() => sqs.restore());
+const sqs = mockSqs();
 
 const dlq = () => new SqsDeadLetters(new SQSClient({ region: 'eu-west-1' }), DLQ_URL);
 

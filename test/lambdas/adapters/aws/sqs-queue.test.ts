@@ -7,7 +7,6 @@ import {
   type SendMessageBatchCommandInput,
   type SendMessageBatchCommandOutput,
 } from '@aws-sdk/client-sqs';
-import { mockClient } from 'aws-sdk-client-mock';
 import {
   isRetryableSendError,
   SQS_MAX_PAYLOAD_BYTES,
@@ -21,12 +20,10 @@ import {
   MessageTooLargeError,
   QueueSendError,
 } from '../../../../lambdas/core/errors';
+import { mockSqs } from '../../../support/sqs-mock';
 
 const QUEUE_URL = 'https://sqs.eu-west-1.amazonaws.com/123456789012/backfill';
-const sqs = mockClient(SQSClient);
-
-beforeEach(() => sqs.reset());
-afterAll(() => sqs.restore());
+const sqs = mockSqs();
 
 const bodies = (n: number, prefix = 'window') => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
 
