@@ -17,6 +17,7 @@ import {
   dualWriteSwitch,
   expectAllInSync,
   expectRowInSync,
+  minimalUser,
   recorder,
   useDualWriterSuite,
   whileDualWriteOff,
@@ -163,12 +164,7 @@ describeEachStorage('DualWriter with V2 the write primary', (storage) => {
 
   it('writes V2 only while dual-write is off (after cleanup), V1 untouched', async () => {
     await whileDualWriteOff(ctx, async () => {
-      await ctx.writer.insert('users', {
-        id: 'v2p_alone',
-        email: 'alone@example.com',
-        passwordHash: 'h',
-        updatedAt: new Date(),
-      });
+      await ctx.writer.insert('users', minimalUser('v2p_alone', new Date()));
     });
     expect(await v2RowsOf(ctx.dbs, 'users', 'v2p_alone')).toHaveLength(1);
     expect((await ctx.dbs.v1.query(`SELECT 1 FROM users WHERE id = 'v2p_alone'`)).rows).toEqual([]);

@@ -14,6 +14,7 @@ import {
   dualWriteSwitch,
   expectAllInSync,
   expectRowInSync,
+  minimalUser,
   useDualWriterSuite,
   whileDualWriteOff,
   v2RowsOf,
@@ -154,12 +155,7 @@ describeEachStorage('DualWriter', (storage) => {
 
   it('writes V1 only while dual-write is off, and V2 again once it is back on', async () => {
     await whileDualWriteOff(ctx, async () => {
-      await ctx.writer.insert('users', {
-        id: 'dw_off_user',
-        email: 'off@example.com',
-        passwordHash: 'h',
-        updatedAt: at('2026-01-01T00:00:00Z'),
-      });
+      await ctx.writer.insert('users', minimalUser('dw_off_user', at('2026-01-01T00:00:00Z')));
       await ctx.writer.update('users', 'dw_user_1', { name: 'changed while off' });
       expect((await ctx.dbs.v1.query(`SELECT name FROM users WHERE id = 'dw_user_1'`)).rows[0].name).toBe(
         'changed while off',

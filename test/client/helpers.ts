@@ -113,6 +113,14 @@ export function useDualWriterSuite<S extends DualWriterSuite>(
   return suite;
 }
 
+/** The fewest columns a V1 user row needs (email `<id>@example.com`). */
+export const minimalUser = (id: string, updatedAt: Date) => ({
+  id,
+  email: `${id}@example.com`,
+  passwordHash: 'h',
+  updatedAt,
+});
+
 /** Runs `work` with the suite's dual write off, and turns it on again however `work` ends. */
 export async function whileDualWriteOff(
   suite: { router: { on: boolean } },
