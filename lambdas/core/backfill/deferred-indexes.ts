@@ -145,29 +145,12 @@ async function buildOnPartitions(v2: Pool, config: MigrationConfig, index: Defer
   return rows.length;
 }
 
-/** Whether V2 telemetry is a TimescaleDB hypertable. */
-async function isHypertable(v2: Pool, config: MigrationConfig): Promise<boolean> {
-  const ext = await v2.query(`SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'timescaledb'`);
-  if (ext.rows.length === 0) return false;
-  const { rows } = await v2.query(
-    `SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_schema = $1 AND hypertable_name = 'telemetry'`,
-    [config.schemas.v2],
-  );
-  return rows.length > 0;
-}
-
 /**
  * Builds on a TimescaleDB hypertable one chunk at a time (`timescaledb.transaction_per_chunk`):
  * a dual write waits only for the build of the chunk it writes to. An index left invalid by a
- * build cut short is dropped and built again. A plain table (neither kind of storage the
- * migration sets up) gets one ordinary build.
+ * build cut short is dropped and built again.
  */
-async function buildOnTable(
-  v2: Pool,
-  config: MigrationConfig,
-  index: DeferredIndex,
-  hypertable: boolean,
-): Promise<number> {
+async function buildOnHypertable(v2: Pool, config: MigrationConfig, index: DeferredIndex): Promise<number> {
   const table = qualified(config.schemas.v2, 'telemetry');
   const existing = await v2.query<{ valid: boolean }>(
     `SELECT i.indisvalid AS valid FROM pg_catalog.pg_index i WHERE i.indexrelid = to_regclass($1)`,
@@ -180,7 +163,7 @@ async function buildOnTable(
   try {
     await client.query(`SELECT set_config('maintenance_work_mem', $1, false)`, [BUILD_MAINTENANCE_WORK_MEM]);
     await client.query(
-      `CREATE INDEX ${ident(index.name)} ON ${table} ${methodAndColumns(index)}${hypertable ? ' WITH (timescaledb.transaction_per_chunk)' : ''}`,
+      `CREATE INDEX ${ident(index.name)} ON ${table} ${methodAndColumns(index)} WITH (timescaledb.transaction_per_chunk)`,
     );
     await client.query('RESET maintenance_work_mem');
   } catch (error) {
@@ -189,7 +172,6 @@ async function buildOnTable(
   } finally {
     client.release(broken);
   }
-  if (!hypertable) return 1;
   const chunks = await v2.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_schema = $1 AND hypertable_name = 'telemetry'`,
     [config.schemas.v2],
@@ -205,18 +187,16 @@ export async function buildDeferredIndexes(v2: Pool, config: MigrationConfig): P
   const ctl = controlSchema(config);
   const pending = await pendingIndexes(v2, config);
   if (pending.length === 0) return [];
-  const kind = await v2.query<{ relkind: string }>(`SELECT relkind FROM pg_catalog.pg_class WHERE oid = $1`, [
-    await telemetryOid(v2, config),
-  ]);
-  const partitioned = kind.rows[0].relkind === 'p';
-  const hypertable = !partitioned && (await isHypertable(v2, config));
+  // The storage Phase 1 set up (native partitions or a TimescaleDB hypertable), as it recorded it.
+  const storage = await v2.query<{ kind: string }>(`SELECT kind FROM ${ctl}.telemetry_storage WHERE id = 1`);
+  const partitioned = storage.rows[0]?.kind === 'partitioned';
   const built: BuiltIndex[] = [];
   // On a hypertable, its indexes side by side (each builds chunk after chunk).
   await eachLimited(pending, partitioned ? 1 : BUILD_CONCURRENCY, async (index) => {
     const started = performance.now();
     const parts = partitioned
       ? await buildOnPartitions(v2, config, index)
-      : await buildOnTable(v2, config, index, hypertable);
+      : await buildOnHypertable(v2, config, index);
     const seconds = Math.round(performance.now() - started) / 1000;
     await v2.query(
       `UPDATE ${ctl}.deferred_indexes SET built_at = now(), build_seconds = $2 WHERE index_name = $1`,
