@@ -65,17 +65,25 @@ export async function pgDumpMajor(binary = 'pg_dump'): Promise<number | undefine
   }
 }
 
+let backupsNamed = 0;
+
 /**
- * A backup name that never repeats: the label, the UTC time to the millisecond, and a random
- * suffix (two backups in the same millisecond still differ).
+ * A backup's folder name: the label, the UTC time to the millisecond, and a suffix that never
+ * repeats within a process (a counter) and across processes differs but for a 1 in 2^32 chance
+ * (4 random bytes), so two backups in the same millisecond still differ.
  */
-export function backupName(label: string, now = new Date(), random = randomBytes(3).toString('hex')): string {
+export function backupName(label: string, now = new Date(), random = uniqueSuffix()): string {
   const safe = label
     .toLowerCase()
     .replace(/[^a-z0-9_]/g, '_')
     .slice(0, 30);
   const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '').replace('Z', '').toLowerCase(); // 20260101t101010123
   return `${safe}_${stamp}_${random}`;
+}
+
+function uniqueSuffix(): string {
+  backupsNamed += 1;
+  return `${randomBytes(4).toString('hex')}${backupsNamed.toString(36)}`;
 }
 
 function withDatabase(url: string, database: string): string {
