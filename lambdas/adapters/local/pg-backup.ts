@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { backupName } from './backup-name';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -63,27 +63,6 @@ export async function pgDumpMajor(binary = 'pg_dump'): Promise<number | undefine
   } catch {
     return undefined;
   }
-}
-
-let backupsNamed = 0;
-
-/**
- * A backup's folder name: the label, the UTC time to the millisecond, and a suffix that never
- * repeats within a process (a counter) and across processes differs but for a 1 in 2^32 chance
- * (4 random bytes), so two backups in the same millisecond still differ.
- */
-export function backupName(label: string, now = new Date(), random = uniqueSuffix()): string {
-  const safe = label
-    .toLowerCase()
-    .replace(/[^a-z0-9_]/g, '_')
-    .slice(0, 30);
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '').replace('Z', '').toLowerCase(); // 20260101t101010123
-  return `${safe}_${stamp}_${random}`;
-}
-
-function uniqueSuffix(): string {
-  backupsNamed += 1;
-  return `${randomBytes(4).toString('hex')}${backupsNamed.toString(36)}`;
 }
 
 function withDatabase(url: string, database: string): string {

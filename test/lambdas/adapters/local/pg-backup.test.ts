@@ -1,7 +1,8 @@
 import { readdirSync, readFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { backupName, LocalBackup, restoreAndCheck } from '../../../../lambdas/adapters/local/pg-backup';
+import { backupName } from '../../../../lambdas/adapters/local/backup-name';
+import { LocalBackup, restoreAndCheck } from '../../../../lambdas/adapters/local/pg-backup';
 import { BackupError, InvalidInputError } from '../../../../lambdas/core/errors';
 import { restoreFlags } from '../../../../bin/restore-backup';
 import { parseArgs } from '../../../../bin/cli-args';
