@@ -87,6 +87,7 @@ async function measureStorage(
   autoThrottle: boolean,
 ): Promise<{
   pipelineSeconds: number;
+  stages: { planSeconds: number; windowsSeconds: number; indexSeconds: number };
   pipelineRowsPerSec: number;
   limitRowsPerSec: number | null;
   guideRowsPerSec: number | null;
@@ -137,6 +138,24 @@ async function measure(
     },
   );
   const pipelineSeconds = seconds(t);
+  const ended = Date.now();
+  // Where the pipeline's time went: until the first window started (planning), the windows,
+  // and after the last window was done (the deferred index builds).
+  const span = (
+    await v2.query<{ first: string; last: string }>(
+      `SELECT extract(epoch FROM min(started_at)) * 1000 AS first, extract(epoch FROM max(finished_at)) * 1000 AS last
+         FROM migration_control.windows`,
+    )
+  ).rows[0];
+  const began = ended - pipelineSeconds * 1000;
+  const stages = {
+    planSeconds: round3((Number(span.first) - began) / 1000),
+    windowsSeconds: round3((Number(span.last) - Number(span.first)) / 1000),
+    indexSeconds: round3((ended - Number(span.last)) / 1000),
+  };
+  log(
+    `${storage}: plan ${stages.planSeconds} s, windows ${stages.windowsSeconds} s, after the last window ${stages.indexSeconds} s`,
+  );
   if ((await telemetryCount()) !== rows || !progress.complete)
     throw new Error('pipeline did not copy every row');
   log(
@@ -146,6 +165,7 @@ async function measure(
   if (guideBudget === null)
     return {
       pipelineSeconds,
+      stages,
       pipelineRowsPerSec: rows / pipelineSeconds,
       limitRowsPerSec: null,
       guideRowsPerSec: null,
@@ -214,6 +234,7 @@ async function measure(
   );
   return {
     pipelineSeconds,
+    stages,
     pipelineRowsPerSec: rows / pipelineSeconds,
     limitRowsPerSec: rows / limitSeconds,
     guideRowsPerSec: guideRows / guideSeconds,
@@ -275,6 +296,7 @@ async function main() {
         storage,
         rows: args.rows,
         pipelineSeconds: round3(m.pipelineSeconds),
+        ...m.stages,
         limitRowsPerSec: limit === null ? null : Math.round(limit),
         guideRowsPerSec: guide === null ? null : Math.round(guide),
         pipelineRowsPerSec: Math.round(m.pipelineRowsPerSec),

@@ -55,3 +55,72 @@ describe('backfill plan from a sample', () => {
     }
   });
 });
+
+/**
+ * On native partitions, planning creates the monthly partitions V1 telemetry needs: every month
+ * from its first row's to its last row's (months without rows between them included), or, where
+ * odd rows put those more than ten years apart, only the months that hold a row.
+ */
+describe('backfill plan: monthly partitions', () => {
+  let dbs: Awaited<ReturnType<typeof freshDatabases>> | undefined;
+  afterEach(() => dbs?.drop());
+
+  const planWith = async (name: string, timestamps: string[]) => {
+    dbs = await freshDatabases(name);
+    await seedV1(dbs.v1, { devices: 2, telemetry: 0, seed: 3 });
+    await dbs.v1.query(
+      `INSERT INTO device_data ("deviceId", "timestamp", data, protocol, source)
+       SELECT (SELECT min(id) FROM devices), t::timestamp, '{}'::jsonb, 'MQTT', 'sensor' FROM unnest($1::text[]) AS t`,
+      [timestamps],
+    );
+    const config = testConfig(dbs, { telemetryStorage: 'partitioned' });
+    await prepared(dbs, config);
+    const plan = await planBackfill({ v1: dbs.v1, v2: dbs.v2, config });
+    const months = plan.partitionsCreated.filter((p) => p < 'telemetry_p2100');
+    return { plan, months, dbs, config };
+  };
+
+  it('creates every month from the first row to the last, months without rows included', async () => {
+    const {
+      months,
+      dbs: d,
+      config,
+    } = await planWith('plan_months_span', [
+      '2025-11-30 23:59:59.999',
+      '2026-02-01 00:00:00',
+      '2026-02-14 10:00:00',
+    ]);
+    expect(months).toEqual(
+      expect.arrayContaining([
+        'telemetry_p202511',
+        'telemetry_p202512',
+        'telemetry_p202601',
+        'telemetry_p202602',
+      ]),
+    );
+    expect(months.filter((p) => p < 'telemetry_p202603')).toHaveLength(4);
+    const progress = await runBackfillLocally({ v1: d.v1, v2: d.v2, config });
+    expect(progress.complete).toBe(true);
+    const homes = await d.v2.query<{ home: string }>(
+      `SELECT tableoid::regclass::text AS home FROM telemetry ORDER BY "timestamp"`,
+    );
+    expect(homes.rows.map((r) => r.home)).toEqual([
+      'telemetry_p202511',
+      'telemetry_p202602',
+      'telemetry_p202602',
+    ]);
+  });
+
+  it('creates only the months that hold a row when the rows span more than ten years', async () => {
+    const { months } = await planWith('plan_months_odd', [
+      '1990-06-15 00:00:00',
+      '2026-01-10 00:00:00',
+      '2026-03-10 00:00:00',
+    ]);
+    expect(months.filter((p) => p < 'telemetry_p202604').sort()).toEqual([
+      'telemetry_p199006',
+      'telemetry_p202601',
+      'telemetry_p202603',
+    ]);
+  });
+});
