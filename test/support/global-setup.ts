@@ -42,7 +42,17 @@ function publish(kind: TestServerKind, pg: LocalPostgres): void {
  * (test/support/pg.ts). Workers are forked after this, so they inherit the env.
  */
 export default async function globalSetup(): Promise<void> {
-  const [embedded, timescale] = await Promise.all([startLocalPostgres(), timescaleServer()]);
+  const [started, timescaleStart] = await Promise.allSettled([startLocalPostgres(), timescaleServer()]);
+  if (started.status === 'rejected' || timescaleStart.status === 'rejected') {
+    // One failed: stop the one that started, or its postgres outlives the run.
+    await Promise.all(
+      [started, timescaleStart].map((r) =>
+        r.status === 'fulfilled' && typeof r.value !== 'string' ? r.value.stop() : undefined,
+      ),
+    );
+    throw started.status === 'rejected' ? started.reason : (timescaleStart as PromiseRejectedResult).reason;
+  }
+  const [embedded, timescale] = [started.value, timescaleStart.value];
   const servers = [embedded];
   publish('embedded', embedded);
   if (typeof timescale === 'string') {
