@@ -71,6 +71,7 @@ export async function startBackfill(ctx: MigrationContext & { queue: QueuePort }
     await auditEvent(ctx, 'backfill.planned', {
       tables: plan.tables,
       partitionsCreated: plan.partitionsCreated,
+      chunksCreated: plan.chunksCreated.length,
       indexesDeferred: plan.indexesDeferred,
     });
     return (await pumpBackfill(ctx)).progress;

@@ -6,10 +6,13 @@ import { ensureMonthlyPartitions } from '../storage';
 import { qualified, type Bound } from '../windows';
 import type { BackfillDeps } from './copy';
 import { deferTelemetryIndexes } from './deferred-indexes';
+import { precreateChunks, type TelemetrySpan } from './chunks';
 
 export interface PlanResult {
   tables: Record<MappedTable, { windows: number; expectedRows: number; planned: 'now' | 'before' }>;
   partitionsCreated: string[];
+  /** Hypertable chunks created for V1 telemetry's time range before its windows (chunks.ts). */
+  chunksCreated: string[];
   /** V2 telemetry indexes dropped for the load, built when its last window is done (deferred-indexes.ts). */
   indexesDeferred: string[];
 }
@@ -122,8 +125,11 @@ export async function planBackfill(deps: BackfillDeps, options: PlanOptions = {}
   const result: PlanResult = {
     tables: {} as PlanResult['tables'],
     partitionsCreated: [],
+    chunksCreated: [],
     indexesDeferred: [],
   };
+  // V1 telemetry's time range where V2 telemetry is a hypertable: its chunks are made after planning.
+  let hypertableSpan: TelemetrySpan | undefined;
   const planned = new Map(
     (
       await v2.query<{ table_name: MappedTable; windows: number; expected_rows: string }>(
@@ -153,6 +159,13 @@ export async function planBackfill(deps: BackfillDeps, options: PlanOptions = {}
         if (storage.rows[0]?.kind === 'partitioned') {
           const months = await telemetryMonths(reader, config);
           result.partitionsCreated = await ensureMonthlyPartitions(v2, config.schemas.v2, months);
+        } else if (storage.rows[0]?.kind === 'timescaledb' && plan.starts.length > 0) {
+          // From the first window boundary to the last: the first and last windows, which run
+          // to the ends of time (and hold any odd rows far from the rest), make their own.
+          hypertableSpan = {
+            first: plan.starts[0].ts ?? '',
+            last: plan.starts[plan.starts.length - 1].ts ?? '',
+          };
         }
       }
       await reader.query('COMMIT');
@@ -208,6 +221,8 @@ export async function planBackfill(deps: BackfillDeps, options: PlanOptions = {}
   // finds the indexes already dropped and recorded, or, its backfill done, built again.
   if (result.tables.telemetry?.planned === 'now') {
     result.indexesDeferred = (await deferTelemetryIndexes(v2, config)).map((i) => i.name);
+    // After the drop, so the new chunks are made without the deferred indexes.
+    if (hypertableSpan) result.chunksCreated = await precreateChunks(v2, config, hypertableSpan);
   }
   return result;
 }
