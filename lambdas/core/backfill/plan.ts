@@ -77,40 +77,41 @@ async function boundaries(
   return { starts: rows.map((r) => ({ ts: r.ts, id: r.id })), total, sampled };
 }
 
-/** Above this many months between V1 telemetry's first and last row, only months with rows get a partition. */
+/** At most this many months between the first and last window boundary get a partition each. */
 const MONTHS_SPANNED_AT_MOST = 120;
 
 /**
  * The months V1 telemetry needs a partition for, years 1-9999 (what a partition name and a
- * JavaScript Date hold; rows at the ends of time stay in the default partition): every month from
- * the first row's to the last row's, read from one scan for the two ends. Where those span more
- * than ten years (odd rows far from the rest), only the months that hold a row, which takes
- * sorting every row's month (about 0.25 s per million rows here).
+ * JavaScript Date hold; rows at the ends of time stay in the default partition). Between the
+ * planned first and last window boundary, every month (the windows there hold the bulk of the
+ * rows: no row needs reading for it); before the first and after the last, the months that hold a
+ * row, read from the rows of those two windows only (odd rows far from the rest land there).
+ * Where the boundaries are more than ten years apart, or there are none, only the months that
+ * hold a row, which takes sorting every row's month (0.25 s a million rows here).
  */
-async function telemetryMonths(reader: PoolClient, config: MigrationConfig): Promise<Date[]> {
-  const source = qualified(config.schemas.v1, 'device_data');
-  const inRange = `"timestamp" >= '0001-01-01' AND "timestamp" < '10000-01-01'`;
-  const { rows } = await reader.query<{ first: Date | null; last: Date | null }>(
-    `SELECT date_trunc('month', min("timestamp")) AT TIME ZONE 'UTC' AS first,
-            date_trunc('month', max("timestamp")) AT TIME ZONE 'UTC' AS last
-       FROM ${source} WHERE ${inRange}`,
+async function telemetryMonths(
+  reader: PoolClient,
+  config: MigrationConfig,
+  starts: Bound[],
+): Promise<Date[]> {
+  const { rows } = await reader.query<{ m: Date }>(
+    `WITH b AS (
+       SELECT lo, hi, lo IS NOT NULL AND hi IS NOT NULL
+                      AND (extract(year FROM hi) - extract(year FROM lo)) * 12
+                          + extract(month FROM hi) - extract(month FROM lo) < $3 AS spanned
+         FROM (SELECT $1::timestamp AS lo, $2::timestamp AS hi) AS given),
+     inner_months AS (
+       SELECT generate_series(date_trunc('month', lo), date_trunc('month', hi), interval '1 month') AS m
+         FROM b WHERE spanned),
+     outer_months AS (
+       SELECT DISTINCT date_trunc('month', "timestamp") AS m FROM ${qualified(config.schemas.v1, 'device_data')}, b
+        WHERE NOT b.spanned OR "timestamp" < b.lo OR "timestamp" >= b.hi)
+     SELECT m AT TIME ZONE 'UTC' AS m FROM (SELECT m FROM inner_months UNION SELECT m FROM outer_months) AS u
+      WHERE m >= '0001-01-01' AND m < '10000-01-01'
+      ORDER BY 1 DESC LIMIT 1200`,
+    [starts[0]?.ts ?? null, starts[starts.length - 1]?.ts ?? null, MONTHS_SPANNED_AT_MOST],
   );
-  const { first, last } = rows[0];
-  if (!first || !last) return [];
-  const spanned =
-    (last.getUTCFullYear() - first.getUTCFullYear()) * 12 + last.getUTCMonth() - first.getUTCMonth() + 1;
-  if (spanned <= MONTHS_SPANNED_AT_MOST)
-    return Array.from({ length: spanned }, (_, i) => {
-      const month = new Date(0);
-      // setUTCFullYear, not Date.UTC, which reads years 0-99 as 1900-1999.
-      month.setUTCFullYear(first.getUTCFullYear(), first.getUTCMonth() + i, 1);
-      return month;
-    });
-  const held = await reader.query<{ m: Date }>(
-    `SELECT DISTINCT date_trunc('month', "timestamp") AT TIME ZONE 'UTC' AS m
-       FROM ${source} WHERE ${inRange} ORDER BY 1 DESC LIMIT 1200`,
-  );
-  return held.rows.map((r) => r.m);
+  return rows.map((r) => r.m);
 }
 
 /**
@@ -157,7 +158,7 @@ export async function planBackfill(deps: BackfillDeps, options: PlanOptions = {}
       if (table === 'telemetry') {
         const storage = await v2.query(`SELECT kind FROM ${ctl}.telemetry_storage`);
         if (storage.rows[0]?.kind === 'partitioned') {
-          const months = await telemetryMonths(reader, config);
+          const months = await telemetryMonths(reader, config, plan.starts);
           result.partitionsCreated = await ensureMonthlyPartitions(v2, config.schemas.v2, months);
         } else if (storage.rows[0]?.kind === 'timescaledb' && plan.starts.length > 0) {
           // From the first window boundary to the last: the first and last windows, which run

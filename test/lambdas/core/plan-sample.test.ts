@@ -58,69 +58,96 @@ describe('backfill plan from a sample', () => {
 
 /**
  * On native partitions, planning creates the monthly partitions V1 telemetry needs: every month
- * from its first row's to its last row's (months without rows between them included), or, where
- * odd rows put those more than ten years apart, only the months that hold a row.
+ * between the first and the last window boundary (months without rows between them included),
+ * and, before and after them, only the months that hold a row (odd rows far from the rest); or
+ * only months that hold a row where there is one window.
  */
 describe('backfill plan: monthly partitions', () => {
   let dbs: Awaited<ReturnType<typeof freshDatabases>> | undefined;
-  afterEach(() => dbs?.drop());
+  const dropLast = async () => {
+    await dbs?.drop();
+    dbs = undefined;
+  };
+  afterEach(dropLast);
 
-  const planWith = async (name: string, timestamps: string[]) => {
+  /** V1 telemetry: `n` rows a minute apart from each start, in windows of 100 rows. */
+  const planWith = async (name: string, runs: { from: string; n: number }[]) => {
+    await dropLast();
     dbs = await freshDatabases(name);
     await seedV1(dbs.v1, { devices: 2, telemetry: 0, seed: 3 });
-    await dbs.v1.query(
-      `INSERT INTO device_data ("deviceId", "timestamp", data, protocol, source)
-       SELECT (SELECT min(id) FROM devices), t::timestamp, '{}'::jsonb, 'MQTT', 'sensor' FROM unnest($1::text[]) AS t`,
-      [timestamps],
-    );
-    const config = testConfig(dbs, { telemetryStorage: 'partitioned' });
+    for (const run of runs) {
+      await dbs.v1.query(
+        `INSERT INTO device_data ("deviceId", "timestamp", data, protocol, source)
+         SELECT (SELECT min(id) FROM devices), $1::timestamp + i * interval '1 minute', '{}'::jsonb, 'MQTT', 'sensor'
+           FROM generate_series(0, $2 - 1) AS i`,
+        [run.from, run.n],
+      );
+    }
+    const config = testConfig(dbs, {
+      telemetryStorage: 'partitioned',
+      batch: { telemetryWindowRows: 100, entityWindowRows: 50, concurrency: 2, maxReceiveCount: 3 },
+    });
     await prepared(dbs, config);
     const plan = await planBackfill({ v1: dbs.v1, v2: dbs.v2, config });
-    const months = plan.partitionsCreated.filter((p) => p < 'telemetry_p2100');
+    // Phase 1 made the months around today; these are the ones before them.
+    const months = plan.partitionsCreated.filter((p) => p < 'telemetry_p202611').sort();
     return { plan, months, dbs, config };
   };
 
-  it('creates every month from the first row to the last, months without rows included', async () => {
+  it('creates every month between the first and last window boundary, months without rows included', async () => {
     const {
       months,
       dbs: d,
       config,
     } = await planWith('plan_months_span', [
-      '2025-11-30 23:59:59.999',
-      '2026-02-01 00:00:00',
-      '2026-02-14 10:00:00',
+      { from: '2025-11-30 22:00:00', n: 150 },
+      { from: '2026-02-01 00:00:00', n: 150 },
     ]);
-    expect(months).toEqual(
-      expect.arrayContaining([
-        'telemetry_p202511',
-        'telemetry_p202512',
-        'telemetry_p202601',
-        'telemetry_p202602',
-      ]),
-    );
-    expect(months.filter((p) => p < 'telemetry_p202603')).toHaveLength(4);
+    expect(months).toEqual([
+      'telemetry_p202511',
+      'telemetry_p202512',
+      'telemetry_p202601',
+      'telemetry_p202602',
+    ]);
     const progress = await runBackfillLocally({ v1: d.v1, v2: d.v2, config });
     expect(progress.complete).toBe(true);
-    const homes = await d.v2.query<{ home: string }>(
-      `SELECT tableoid::regclass::text AS home FROM telemetry ORDER BY "timestamp"`,
+    const homes = await d.v2.query<{ home: string; n: number }>(
+      `SELECT tableoid::regclass::text AS home, count(*)::int AS n FROM telemetry GROUP BY 1 ORDER BY 1`,
     );
-    expect(homes.rows.map((r) => r.home)).toEqual([
-      'telemetry_p202511',
-      'telemetry_p202602',
-      'telemetry_p202602',
+    expect(homes.rows).toEqual([
+      { home: 'telemetry_p202511', n: 120 },
+      { home: 'telemetry_p202512', n: 30 },
+      { home: 'telemetry_p202602', n: 150 },
     ]);
   });
 
-  it('creates only the months that hold a row when the rows span more than ten years', async () => {
+  it('gives odd rows far from the rest their own month, and no month between them and the rest', async () => {
     const { months } = await planWith('plan_months_odd', [
-      '1990-06-15 00:00:00',
-      '2026-01-10 00:00:00',
-      '2026-03-10 00:00:00',
+      { from: '1990-06-15 00:00:00', n: 1 },
+      { from: '2026-01-10 00:00:00', n: 150 },
+      { from: '2026-03-10 00:00:00', n: 150 },
+      { from: '2999-12-31 23:00:00', n: 1 },
     ]);
-    expect(months.filter((p) => p < 'telemetry_p202604').sort()).toEqual([
+    expect(months).toEqual([
       'telemetry_p199006',
       'telemetry_p202601',
+      'telemetry_p202602',
       'telemetry_p202603',
     ]);
+    const late = (
+      await planWith('plan_months_late', [
+        { from: '2026-01-10 00:00:00', n: 250 },
+        { from: '2999-12-31 23:00:00', n: 1 },
+      ])
+    ).plan;
+    expect(late.partitionsCreated).toContain('telemetry_p299912');
+  });
+
+  it('creates only the months that hold a row where there is one window', async () => {
+    const { months } = await planWith('plan_months_one', [
+      { from: '2025-09-01 00:00:00', n: 20 },
+      { from: '2026-01-01 00:00:00', n: 20 },
+    ]);
+    expect(months).toEqual(['telemetry_p202509', 'telemetry_p202601']);
   });
 });
