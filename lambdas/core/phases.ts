@@ -1,5 +1,11 @@
 import { BackfillFailedError, BackupError } from './errors';
-import { buildDeferredIndexes, planBackfill, pumpBackfill, type BackfillProgress } from './backfill';
+import {
+  buildDeferredIndexes,
+  buildReadyPartitionIndexes,
+  planBackfill,
+  pumpBackfill,
+  type BackfillProgress,
+} from './backfill';
 import {
   auditEvent,
   beginPhase,
@@ -103,6 +109,9 @@ export async function pollBackfill(ctx: MigrationContext & { queue: QueuePort })
     const error = new BackfillFailedError(progress.failures);
     await failPhase(ctx, 'BACKFILL', describeError(error));
     throw error;
+  } else {
+    // Native partitions whose windows are all done get their indexes while the rest copies.
+    await buildReadyPartitionIndexes(ctx.v2, ctx.config, 2);
   }
   return progress;
 }

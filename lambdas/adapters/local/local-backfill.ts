@@ -3,6 +3,7 @@ import { BackfillFailedError } from '../../core/errors';
 import {
   backfillProgress,
   buildDeferredIndexes,
+  buildReadyPartitionIndexes,
   planBackfill,
   pumpBackfill,
   type BackfillDeps,
@@ -54,6 +55,8 @@ export async function runBackfillLocally(
       const { progress } = await pumpBackfill({ ...deps, queue });
       options.onProgress?.(progress);
       if (progress.complete) return await finish(deps, progress);
+      // Partitions whose windows are all done get their indexes while the rest copies.
+      if ((await buildReadyPartitionIndexes(deps.v2, deps.config, 1)) > 0) continue;
       const stats = queue.stats();
       // Paused by ops: the workers gave their windows back; wait for the resume.
       const idle = stats.queued === 0 && stats.inFlight === 0 && stats.invocations === 0;

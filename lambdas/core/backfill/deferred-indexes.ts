@@ -113,14 +113,32 @@ function methodAndColumns(index: DeferredIndex): string {
  * Builds on native partitions: the parent's index first `ON ONLY` the parent (invalid, no rows
  * read), then each partition's in its own transaction, attached to it at once; the parent's index
  * is valid when the last partition's is attached. A dual write waits only for the build of the
- * partition it writes to. A partition that already has its index attached (a build cut short and
- * run again, a partition created after the parent's index) is skipped.
+ * partition it writes to. A partition that already has its index attached (built while the
+ * backfill copied, a build cut short and run again, a partition created after the parent's
+ * index) is skipped. With `ready`, only monthly partitions whose month no telemetry window still
+ * to copy overlaps, at most `ready.limit` of them (see buildReadyPartitionIndexes).
  */
-async function buildOnPartitions(v2: Pool, config: MigrationConfig, index: DeferredIndex): Promise<number> {
+async function buildOnPartitions(
+  v2: Pool,
+  config: MigrationConfig,
+  index: DeferredIndex,
+  ready?: { limit: number },
+): Promise<number> {
   const table = qualified(config.schemas.v2, 'telemetry');
   const using = methodAndColumns(index);
   const parent = qualified(config.schemas.v2, index.name);
   await v2.query(`CREATE INDEX IF NOT EXISTS ${ident(index.name)} ON ONLY ${table} ${using}`);
+  // A monthly partition (named by storage.ts's partitionName) whose month no window that is not
+  // done overlaps: a window's rows run from its lower bound's instant to its upper bound's.
+  const readyOnly = ready
+    ? `AND c.relname ~ '^telemetry_p[0-9]{6}$'
+       AND NOT EXISTS (
+         SELECT 1 FROM ${controlSchema(config)}.windows w
+          CROSS JOIN LATERAL (SELECT to_date(substring(c.relname FROM 12), 'YYYYMM')::timestamp AS m0) AS month
+          WHERE w.table_name = 'telemetry' AND w.status <> 'done'
+            AND (w.lower_bound IS NULL OR (w.lower_bound->>'ts')::timestamp < month.m0 + interval '1 month')
+            AND (w.upper_bound IS NULL OR (w.upper_bound->>'ts')::timestamp >= month.m0))`
+    : '';
   const { rows } = await v2.query<{ oid: number; name: string }>(
     `SELECT p.relid::oid AS oid, c.relname AS name
        FROM pg_catalog.pg_partition_tree($1::regclass) p
@@ -128,8 +146,13 @@ async function buildOnPartitions(v2: Pool, config: MigrationConfig, index: Defer
       WHERE p.isleaf
         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_index x ON x.indexrelid = h.inhrelid
                          WHERE h.inhparent = $2::regclass AND x.indrelid = p.relid)
-      ORDER BY c.relname`,
-    [`${ident(config.schemas.v2)}.telemetry`, `${ident(config.schemas.v2)}.${ident(index.name)}`],
+        ${readyOnly}
+      ORDER BY c.relname LIMIT $3`,
+    [
+      `${ident(config.schemas.v2)}.telemetry`,
+      `${ident(config.schemas.v2)}.${ident(index.name)}`,
+      ready?.limit ?? null,
+    ],
   );
   await eachLimited(rows, BUILD_CONCURRENCY, async (partition) => {
     // A name of at most 63 bytes, unique per partition: the index's name and the partition's oid.
@@ -143,6 +166,35 @@ async function buildOnPartitions(v2: Pool, config: MigrationConfig, index: Defer
     });
   });
   return rows.length;
+}
+
+/** The telemetry storage Phase 1 set up, as it recorded it. */
+async function storageKind(v2: Pool, config: MigrationConfig): Promise<string | undefined> {
+  const { rows } = await v2.query<{ kind: string }>(
+    `SELECT kind FROM ${controlSchema(config)}.telemetry_storage WHERE id = 1`,
+  );
+  return rows[0]?.kind;
+}
+
+/**
+ * While the backfill still copies: on native partitions, builds the deferred indexes of the
+ * monthly partitions whose windows are all done (at most `limit` partitions an index per call),
+ * so that little is left to build when the last window is done. The windows copy in time order,
+ * so the months fill one after another; a partition a window still copies into, the default
+ * partition and the months the last window reaches (it runs to the end of time, as the dual
+ * writes do) are left to buildDeferredIndexes. Returns the partitions built. Nothing on a
+ * hypertable: TimescaleDB builds an index on every chunk at once.
+ */
+export async function buildReadyPartitionIndexes(
+  v2: Pool,
+  config: MigrationConfig,
+  limit = 2,
+): Promise<number> {
+  const pending = await pendingIndexes(v2, config);
+  if (pending.length === 0 || (await storageKind(v2, config)) !== 'partitioned') return 0;
+  let built = 0;
+  for (const index of pending) built += await buildOnPartitions(v2, config, index, { limit });
+  return built;
 }
 
 /**
@@ -187,9 +239,8 @@ export async function buildDeferredIndexes(v2: Pool, config: MigrationConfig): P
   const ctl = controlSchema(config);
   const pending = await pendingIndexes(v2, config);
   if (pending.length === 0) return [];
-  // The storage Phase 1 set up (native partitions or a TimescaleDB hypertable), as it recorded it.
-  const storage = await v2.query<{ kind: string }>(`SELECT kind FROM ${ctl}.telemetry_storage WHERE id = 1`);
-  const partitioned = storage.rows[0]?.kind === 'partitioned';
+  // The storage Phase 1 set up (native partitions or a TimescaleDB hypertable).
+  const partitioned = (await storageKind(v2, config)) === 'partitioned';
   const built: BuiltIndex[] = [];
   // On a hypertable, its indexes side by side (each builds chunk after chunk).
   await eachLimited(pending, partitioned ? 1 : BUILD_CONCURRENCY, async (index) => {

@@ -2,4 +2,9 @@
 export { planBackfill, type PlanResult } from './plan';
 export { backfillProgress, pumpBackfill, type BackfillProgress, type TableProgress } from './progress';
 export { copyWindow, type BackfillDeps, type CopyResult } from './copy';
-export { buildDeferredIndexes, pendingIndexes, type BuiltIndex } from './deferred-indexes';
+export {
+  buildDeferredIndexes,
+  buildReadyPartitionIndexes,
+  pendingIndexes,
+  type BuiltIndex,
+} from './deferred-indexes';

@@ -2,6 +2,8 @@ import type { Pool } from 'pg';
 import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import {
   buildDeferredIndexes,
+  buildReadyPartitionIndexes,
+  copyWindow,
   pendingIndexes,
   planBackfill,
   type BackfillDeps,
@@ -202,6 +204,90 @@ describeEachStorage('deferred telemetry indexes', (storage) => {
       holder.release();
     }
     expect((await telemetryIndexes(dbs.v2, config)).map((i) => i.name)).toContain(INDEX);
+    expect(await pendingIndexes(dbs.v2, config)).toEqual([]);
+  });
+});
+
+/**
+ * On native partitions, a monthly partition whose windows are all done gets its index while the
+ * rest still copies (buildReadyPartitionIndexes); a partition a window still copies into does not.
+ */
+describe('deferred telemetry indexes built while the backfill copies, on native partitions', () => {
+  let dbs: Awaited<ReturnType<typeof freshDatabases>> | undefined;
+  afterEach(async () => {
+    await dbs?.drop();
+    dbs = undefined;
+  });
+
+  /** The monthly partitions that have the deferred index attached. */
+  const indexedParts = async (v2: Pool, config: MigrationConfig) =>
+    (
+      await v2.query<{ name: string }>(
+        `SELECT c.relname AS name FROM pg_inherits h
+           JOIN pg_class c ON c.oid = h.inhrelid
+          WHERE h.inhparent = $1::regclass
+            AND EXISTS (SELECT 1 FROM pg_inherits hi JOIN pg_index x ON x.indexrelid = hi.inhrelid
+                         WHERE hi.inhparent = $2::regclass AND x.indrelid = h.inhrelid)
+          ORDER BY 1`,
+        [`"${config.schemas.v2}".telemetry`, `"${config.schemas.v2}".${INDEX}`],
+      )
+    ).rows.map((r) => r.name);
+
+  it('builds the months whose windows are done, leaves those still copying, and the backfill ends with all of them', async () => {
+    dbs = await freshDatabases('defer_ready');
+    await seedV1(dbs.v1, { devices: 2, telemetry: 0, seed: 5 });
+    // 150 rows a day from 2025-09-10 on: five months, in windows of 400 rows.
+    await dbs.v1.query(
+      `INSERT INTO device_data ("deviceId", "timestamp", data, protocol, source)
+       SELECT (SELECT min(id) FROM devices), '2025-09-10'::timestamp + i * interval '576 seconds', '{"v":1}'::jsonb, 'MQTT', 'sensor'
+         FROM generate_series(0, 150 * 130 - 1) AS i`,
+    );
+    const config = testConfig(dbs, {
+      telemetryStorage: 'partitioned',
+      batch: { telemetryWindowRows: 400, entityWindowRows: 50, concurrency: 2, maxReceiveCount: 3 },
+    });
+    await prepared(dbs, config);
+    const deps: BackfillDeps = { v1: dbs.v1, v2: dbs.v2, config };
+    await planBackfill(deps);
+    for (const table of ['users', 'devices', 'device_templates', 'alerts']) {
+      const ids = await dbs.v2.query<{ id: string }>(
+        `SELECT id FROM migration_control.windows WHERE table_name = $1 ORDER BY seq`,
+        [table],
+      );
+      for (const { id } of ids.rows) await copyWindow(deps, Number(id));
+    }
+    // Nothing is ready before a telemetry window is done.
+    expect(await buildReadyPartitionIndexes(dbs.v2, config, 100)).toBe(0);
+    expect(await indexedParts(dbs.v2, config)).toEqual([]);
+
+    // The windows of the first two months and a half, in order.
+    const windows = await dbs.v2.query<{ id: string; lower: { ts: string } | null }>(
+      `SELECT id, lower_bound AS lower FROM migration_control.windows WHERE table_name = 'telemetry' ORDER BY seq`,
+    );
+    const next = windows.rows.findIndex((w) => w.lower !== null && w.lower.ts >= '2025-11-15');
+    for (const w of windows.rows.slice(0, next)) await copyWindow(deps, Number(w.id));
+    const built = await buildReadyPartitionIndexes(dbs.v2, config, 100);
+    // September and October are done; November is still being copied, and later months too.
+    expect(await indexedParts(dbs.v2, config)).toEqual(['telemetry_p202509', 'telemetry_p202510']);
+    expect(built).toBe(2);
+    // The parent's index is not valid until every partition has its own.
+    const valid = async () =>
+      (
+        await dbs!.v2.query<{ valid: boolean }>(
+          `SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = $1::regclass`,
+          [`"${config.schemas.v2}".${INDEX}`],
+        )
+      ).rows[0].valid;
+    expect(await valid()).toBe(false);
+
+    const progress = await runBackfillLocally(deps);
+    expect(progress.complete).toBe(true);
+    await expectAllInSync(dbs, config);
+    expect(await valid()).toBe(true);
+    const partitions = await dbs.v2.query(`SELECT 1 FROM pg_inherits WHERE inhparent = $1::regclass`, [
+      `"${config.schemas.v2}".telemetry`,
+    ]);
+    expect(await indexedParts(dbs.v2, config)).toHaveLength(partitions.rows.length);
     expect(await pendingIndexes(dbs.v2, config)).toEqual([]);
   });
 });
