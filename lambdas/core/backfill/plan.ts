@@ -94,24 +94,33 @@ async function telemetryMonths(
   config: MigrationConfig,
   starts: Bound[],
 ): Promise<Date[]> {
-  const { rows } = await reader.query<{ m: Date }>(
-    `WITH b AS (
-       SELECT lo, hi, lo IS NOT NULL AND hi IS NOT NULL
-                      AND (extract(year FROM hi) - extract(year FROM lo)) * 12
-                          + extract(month FROM hi) - extract(month FROM lo) < $3 AS spanned
-         FROM (SELECT $1::timestamp AS lo, $2::timestamp AS hi) AS given),
-     inner_months AS (
-       SELECT generate_series(date_trunc('month', lo), date_trunc('month', hi), interval '1 month') AS m
-         FROM b WHERE spanned),
-     outer_months AS (
-       SELECT DISTINCT date_trunc('month', "timestamp") AS m FROM ${qualified(config.schemas.v1, 'device_data')}, b
-        WHERE NOT b.spanned OR "timestamp" < b.lo OR "timestamp" >= b.hi)
-     SELECT m AT TIME ZONE 'UTC' AS m FROM (SELECT m FROM inner_months UNION SELECT m FROM outer_months) AS u
-      WHERE m >= '0001-01-01' AND m < '10000-01-01'
-      ORDER BY 1 DESC LIMIT 1200`,
-    [starts[0]?.ts ?? null, starts[starts.length - 1]?.ts ?? null, MONTHS_SPANNED_AT_MOST],
+  const inRange = (column: string) => `${column} >= '0001-01-01' AND ${column} < '10000-01-01'`;
+  const lo = starts[0]?.ts;
+  const hi = starts[starts.length - 1]?.ts;
+  // Every month from the first boundary's to the last's, none read from a row.
+  const inner =
+    lo && hi
+      ? (
+          await reader.query<{ m: Date }>(
+            `SELECT m AT TIME ZONE 'UTC' AS m
+               FROM generate_series(date_trunc('month', $1::timestamp), date_trunc('month', $2::timestamp), interval '1 month') AS m
+              WHERE (extract(year FROM $2::timestamp) - extract(year FROM $1::timestamp)) * 12
+                    + extract(month FROM $2::timestamp) - extract(month FROM $1::timestamp) < $3
+                AND ${inRange('m')}`,
+            [lo, hi, MONTHS_SPANNED_AT_MOST],
+          )
+        ).rows
+      : [];
+  // The months that hold a row, of the rows outside those (all rows where there are none): a
+  // plain filter, so PostgreSQL scans in parallel and keeps one entry a month.
+  const outside = inner.length > 0 ? `("timestamp" < $1::timestamp OR "timestamp" >= $2::timestamp) AND` : '';
+  const outer = await reader.query<{ m: Date }>(
+    `SELECT DISTINCT date_trunc('month', "timestamp") AT TIME ZONE 'UTC' AS m
+       FROM ${qualified(config.schemas.v1, 'device_data')} WHERE ${outside} ${inRange('"timestamp"')}`,
+    inner.length > 0 ? [lo, hi] : [],
   );
-  return rows.map((r) => r.m);
+  const months = new Map([...inner, ...outer.rows].map((r) => [r.m.getTime(), r.m]));
+  return [...months.values()].sort((a, b) => b.getTime() - a.getTime()).slice(0, 1200);
 }
 
 /**
