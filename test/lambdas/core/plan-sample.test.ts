@@ -70,6 +70,9 @@ describe('backfill plan: monthly partitions', () => {
   };
   afterEach(dropLast);
 
+  /** Monthly partitions' names, from their months (YYYYMM). */
+  const partitions = (...months: string[]) => months.map((m) => `telemetry_p${m}`);
+
   /** V1 telemetry: `n` rows a minute apart from each start, in windows of 100 rows. */
   const planWith = async (name: string, runs: { from: string; n: number }[]) => {
     await dropLast();
@@ -103,12 +106,7 @@ describe('backfill plan: monthly partitions', () => {
       { from: '2025-11-30 22:00:00', n: 150 },
       { from: '2026-02-01 00:00:00', n: 150 },
     ]);
-    expect(months).toEqual([
-      'telemetry_p202511',
-      'telemetry_p202512',
-      'telemetry_p202601',
-      'telemetry_p202602',
-    ]);
+    expect(months).toEqual(partitions('202511', '202512', '202601', '202602'));
     const progress = await runBackfillLocally({ v1: d.v1, v2: d.v2, config });
     expect(progress.complete).toBe(true);
     const homes = await d.v2.query<{ home: string; n: number }>(
@@ -128,12 +126,7 @@ describe('backfill plan: monthly partitions', () => {
       { from: '2026-03-10 00:00:00', n: 150 },
       { from: '2999-12-31 23:00:00', n: 1 },
     ]);
-    expect(months).toEqual([
-      'telemetry_p199006',
-      'telemetry_p202601',
-      'telemetry_p202602',
-      'telemetry_p202603',
-    ]);
+    expect(months).toEqual(partitions('199006', '202601', '202602', '202603'));
     const late = (
       await planWith('plan_months_late', [
         { from: '2026-01-10 00:00:00', n: 250 },
@@ -148,6 +141,6 @@ describe('backfill plan: monthly partitions', () => {
       { from: '2025-09-01 00:00:00', n: 20 },
       { from: '2026-01-01 00:00:00', n: 20 },
     ]);
-    expect(months).toEqual(['telemetry_p202509', 'telemetry_p202601']);
+    expect(months).toEqual(partitions('202509', '202601'));
   });
 });
