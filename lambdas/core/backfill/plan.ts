@@ -169,13 +169,11 @@ export async function planBackfill(deps: BackfillDeps, options: PlanOptions = {}
         if (storage.rows[0]?.kind === 'partitioned') {
           const months = await telemetryMonths(reader, config, plan.starts);
           result.partitionsCreated = await ensureMonthlyPartitions(v2, config.schemas.v2, months);
-        } else if (storage.rows[0]?.kind === 'timescaledb' && plan.starts.length > 0) {
+        } else if (storage.rows[0]?.kind === 'timescaledb') {
           // From the first window boundary to the last: the first and last windows, which run
           // to the ends of time (and hold any odd rows far from the rest), make their own.
-          hypertableSpan = {
-            first: plan.starts[0].ts ?? '',
-            last: plan.starts[plan.starts.length - 1].ts ?? '',
-          };
+          const [first, last] = [plan.starts[0]?.ts, plan.starts[plan.starts.length - 1]?.ts];
+          if (first && last) hypertableSpan = { first, last };
         }
       }
       await reader.query('COMMIT');
