@@ -127,7 +127,7 @@ async function buildOnPartitions(
   const table = qualified(config.schemas.v2, 'telemetry');
   const using = methodAndColumns(index);
   const parent = qualified(config.schemas.v2, index.name);
-  await v2.query(`CREATE INDEX IF NOT EXISTS ${ident(index.name)} ON ONLY ${table} ${using}`);
+  const parentName = `${ident(config.schemas.v2)}.${ident(index.name)}`;
   // A monthly partition (named by storage.ts's partitionName) whose month no window that is not
   // done overlaps: a window's rows run from its lower bound's instant to its upper bound's.
   const readyOnly = ready
@@ -145,15 +145,17 @@ async function buildOnPartitions(
        JOIN pg_catalog.pg_class c ON c.oid = p.relid
       WHERE p.isleaf
         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_index x ON x.indexrelid = h.inhrelid
-                         WHERE h.inhparent = $2::regclass AND x.indrelid = p.relid)
+                         WHERE h.inhparent = to_regclass($2) AND x.indrelid = p.relid)
         ${readyOnly}
       ORDER BY c.relname LIMIT $3`,
-    [
-      `${ident(config.schemas.v2)}.telemetry`,
-      `${ident(config.schemas.v2)}.${ident(index.name)}`,
-      ready?.limit ?? null,
-    ],
+    [`${ident(config.schemas.v2)}.telemetry`, parentName, ready?.limit ?? null],
   );
+  if (rows.length === 0 && ready) return 0;
+  // Only where it is missing: CREATE INDEX takes a SHARE lock on telemetry even when the index
+  // exists, which would wait for every COPY in flight (and hold up the next ones) on each poll.
+  const exists = await v2.query(`SELECT to_regclass($1) IS NOT NULL AS e`, [parentName]);
+  if (!exists.rows[0].e)
+    await v2.query(`CREATE INDEX IF NOT EXISTS ${ident(index.name)} ON ONLY ${table} ${using}`);
   await eachLimited(rows, BUILD_CONCURRENCY, async (partition) => {
     // A name of at most 63 bytes, unique per partition: the index's name and the partition's oid.
     const name = `${index.name.slice(0, 48)}_${partition.oid}`;

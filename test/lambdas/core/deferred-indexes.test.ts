@@ -227,7 +227,7 @@ describe('deferred telemetry indexes built while the backfill copies, on native 
            JOIN pg_class c ON c.oid = h.inhrelid
           WHERE h.inhparent = $1::regclass
             AND EXISTS (SELECT 1 FROM pg_inherits hi JOIN pg_index x ON x.indexrelid = hi.inhrelid
-                         WHERE hi.inhparent = $2::regclass AND x.indrelid = h.inhrelid)
+                         WHERE hi.inhparent = to_regclass($2) AND x.indrelid = h.inhrelid)
           ORDER BY 1`,
         [`"${config.schemas.v2}".telemetry`, `"${config.schemas.v2}".${INDEX}`],
       )
