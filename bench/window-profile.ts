@@ -132,7 +132,6 @@ async function profileStorage(
     const orderedRead = await readTimes(true, true, false, true);
     const rawRead = await readTimes(false, false);
     const binaryOrderedRead = await readTimes(true, true, true, true);
-    let homes: string[] = [];
     // The window's rows leave V2 for good, so that each variant copies them into a table that
     // holds every other window's rows.
     {
@@ -140,11 +139,6 @@ async function profileStorage(
       try {
         await c.query('BEGIN');
         const where = await bindWindow(c, 'telemetry', window, 'v2');
-        // Where the window's rows live (a partition, or a hypertable's chunks): the target of
-        // the "straight into its one partition or chunk" variant.
-        homes = (
-          await c.query<{ home: string }>(`SELECT DISTINCT tableoid::regclass::text AS home FROM telemetry WHERE ${where}`)
-        ).rows.map((r) => r.home);
         await c.query(`DELETE FROM telemetry WHERE ${where}`);
         await c.query('COMMIT');
       } finally {
@@ -234,17 +228,6 @@ async function profileStorage(
         binary: true,
         keyOrder: true,
       },
-      ...(homes.length === 1 && homes[0] !== 'telemetry'
-        ? [
-            {
-              name: 'as the backfill copies, straight into its one partition or chunk',
-              before: asBackfill,
-              binary: true,
-              keyOrder: true,
-              target: homes[0],
-            },
-          ]
-        : []),
       { name: 'nothing (no key, index, digest, foreign key)', before: allOff },
       { name: 'nothing, binary', before: allOff, binary: true },
       {
