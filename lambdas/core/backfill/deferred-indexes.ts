@@ -38,8 +38,30 @@ export interface BuiltIndex {
 const DROP_LOCK_TIMEOUT = '5s';
 /** Index builds side by side: partitions of one index, or a hypertable's indexes. */
 const BUILD_CONCURRENCY = 2;
-/** Memory one index build may sort in (per build, not per row). */
-const BUILD_MAINTENANCE_WORK_MEM = '256MB';
+/**
+ * How one index build sorts: in runs of 4MB, merged, by its own backend (no parallel workers).
+ * `(tenant_id, device_id, "timestamp" DESC)` leads with a constant `tenant_id`, so no abbreviated
+ * key decides a comparison and each one reads both index tuples: one big in-memory sort misses
+ * the CPU cache on nearly every comparison, a 4MB run mostly does not. Measured (CPU seconds,
+ * 10M-row benchmark): a 3.3M-row monthly partition in 1GB 18.8, in 256MB 15.5, parallel in 256MB
+ * 14.4, in 4MB 6.8–8.1; the hypertable's per-chunk build parallel in 256MB 33.2, in 4MB
+ * 19.8–23.2; at 1M rows about the same either way (a 333k-row partition 1.2 against 0.8–0.9).
+ * Parallel workers would also take cores from the windows still copying
+ * (buildReadyPartitionIndexes).
+ */
+const BUILD_SORT_SETTINGS: [string, string][] = [
+  ['maintenance_work_mem', '4MB'],
+  ['max_parallel_maintenance_workers', '0'],
+];
+
+/** Sets BUILD_SORT_SETTINGS for the transaction (`local`) or the session. */
+async function setBuildSort(client: PoolClient, local: boolean): Promise<void> {
+  const last = 2 * BUILD_SORT_SETTINGS.length + 1;
+  await client.query(
+    `SELECT ${BUILD_SORT_SETTINGS.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, $${last}::boolean)`).join(', ')}`,
+    [...BUILD_SORT_SETTINGS.flat(), local],
+  );
+}
 
 async function telemetryOid(client: Pool | PoolClient, config: MigrationConfig): Promise<number> {
   const { rows } = await client.query<{ oid: number }>(`SELECT $1::regclass::oid AS oid`, [
@@ -160,7 +182,7 @@ async function buildOnPartitions(
     // A name of at most 63 bytes, unique per partition: the index's name and the partition's oid.
     const name = `${index.name.slice(0, 48)}_${partition.oid}`;
     await withTransaction(v2, async (client) => {
-      await client.query(`SELECT set_config('maintenance_work_mem', $1, true)`, [BUILD_MAINTENANCE_WORK_MEM]);
+      await setBuildSort(client, true);
       await client.query(
         `CREATE INDEX IF NOT EXISTS ${ident(name)} ON ${qualified(config.schemas.v2, partition.name)} ${using}`,
       );
@@ -215,11 +237,11 @@ async function buildOnHypertable(v2: Pool, config: MigrationConfig, index: Defer
   const client = await v2.connect();
   let broken = false;
   try {
-    await client.query(`SELECT set_config('maintenance_work_mem', $1, false)`, [BUILD_MAINTENANCE_WORK_MEM]);
+    await setBuildSort(client, false);
     await client.query(
       `CREATE INDEX ${ident(index.name)} ON ${table} ${methodAndColumns(index)} WITH (timescaledb.transaction_per_chunk)`,
     );
-    await client.query('RESET maintenance_work_mem');
+    await client.query('RESET maintenance_work_mem; RESET max_parallel_maintenance_workers');
   } catch (error) {
     broken = true;
     throw error;

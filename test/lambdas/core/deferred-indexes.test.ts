@@ -1,4 +1,4 @@
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { runBackfillLocally } from '../../../lambdas/adapters/local/local-backfill';
 import {
   buildDeferredIndexes,
@@ -71,6 +71,41 @@ async function partsWithIndex(
     [`"${config.schemas.v2}".telemetry`, config.schemas.v2],
   );
   return rows[0];
+}
+
+/**
+ * Has every client `pool` hands out read its session's sort settings right before it runs an
+ * index build (a CREATE INDEX that is not `ON ONLY` a partitioned table), into `seen`.
+ */
+function spyOnBuilds(pool: Pool, seen: { mem: string; workers: string }[]) {
+  const wrapped = new WeakSet<PoolClient>();
+  const wrap = (client: PoolClient) => {
+    if (wrapped.has(client)) return client;
+    wrapped.add(client);
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: unknown }).query = (...args: unknown[]) => {
+      const text = args[0];
+      if (typeof text !== 'string' || !/^\s*CREATE INDEX/.test(text) || /\bON ONLY\b/.test(text))
+        return query(...args);
+      return (async () => {
+        const r = (await query(
+          `SELECT current_setting('maintenance_work_mem') AS mem, current_setting('max_parallel_maintenance_workers') AS workers`,
+        )) as { rows: { mem: string; workers: string }[] };
+        seen.push(r.rows[0]);
+        return query(...args);
+      })();
+    };
+    return client;
+  };
+  const connect = pool.connect.bind(pool) as (...args: unknown[]) => unknown;
+  const own = pool as unknown as { connect: unknown };
+  own.connect = (...args: unknown[]) => {
+    const callback = args[0] as ((e: Error | undefined, c?: PoolClient, done?: unknown) => void) | undefined;
+    if (typeof callback === 'function')
+      return connect((e: Error | undefined, c: PoolClient, done: unknown) => callback(e, c && wrap(c), done));
+    return (connect() as Promise<PoolClient>).then(wrap);
+  };
+  return { pool, restore: () => delete (own as { connect?: unknown }).connect };
 }
 
 describeEachStorage('deferred telemetry indexes', (storage) => {
@@ -185,6 +220,40 @@ describeEachStorage('deferred telemetry indexes', (storage) => {
     expect(after.indexed).toBe(after.parts);
     // Nothing left to build: a second call does nothing.
     expect(await buildDeferredIndexes(dbs.v2, config)).toEqual([]);
+  });
+
+  it('sorts each build in 4MB runs in its own backend, and leaves the pooled sessions as they were', async () => {
+    ctx = await setup('defer_sort', storage);
+    const { dbs, deps } = ctx;
+    // Before each index build, the session it runs on is asked for its settings.
+    const seen: { mem: string; workers: string }[] = [];
+    const spied = spyOnBuilds(dbs.v2, seen);
+    try {
+      await planBackfill(deps);
+      expect((await runBackfillLocally({ ...deps, v2: spied.pool })).complete).toBe(true);
+    } finally {
+      spied.restore();
+    }
+    // Every partition's build (native partitions), or the hypertable's per-chunk build of each index.
+    expect(seen.length).toBeGreaterThanOrEqual(noChunks ? (await parts(dbs.v2, ctx.config)).parts : 2);
+    expect(new Set(seen.map((s) => `${s.mem} ${s.workers}`))).toEqual(new Set(['4MB 0']));
+    // No pooled session keeps them.
+    const { rows: defaults } = await dbs.v2.query<{ name: string; reset_val: string }>(
+      `SELECT name, reset_val FROM pg_settings WHERE name IN ('maintenance_work_mem', 'max_parallel_maintenance_workers')`,
+    );
+    const clients = await Promise.all([1, 2, 3, 4].map(() => dbs.v2.connect()));
+    try {
+      for (const client of clients) {
+        const now = await client.query<{ name: string; setting: string }>(
+          `SELECT name, setting FROM pg_settings WHERE name IN ('maintenance_work_mem', 'max_parallel_maintenance_workers')`,
+        );
+        expect(now.rows.map((r) => [r.name, r.setting]).sort()).toEqual(
+          defaults.map((d) => [d.name, d.reset_val]).sort(),
+        );
+      }
+    } finally {
+      for (const client of clients) client.release();
+    }
   });
 
   it('keeps the index where writes hold telemetry past the lock timeout', async () => {
