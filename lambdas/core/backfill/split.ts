@@ -3,6 +3,7 @@ import type { MigrationConfig } from '../config';
 import { controlSchema } from '../db';
 import { MAPPINGS } from '../mapping';
 import { bindWindow, loadWindow, qualified, type Bound } from '../windows';
+import { deviceSlices } from '../sync/window-copy';
 
 /**
  * Shrinks a window that is larger than ops' window size (`migrate throttle --window-rows N`)
@@ -47,7 +48,7 @@ export async function splitWindow(
       const { rows } = await reader.query<{ ts: string; id: string; n: string }>(
         `SELECT ts::text AS ts, id::text AS id, n FROM (
            SELECT "timestamp" AS ts, id, row_number() OVER (ORDER BY "timestamp", id) AS rn, count(*) OVER () AS n
-             FROM ${source} WHERE ${where} AND "deviceId" IN (SELECT id FROM ${qualified(config.schemas.v1, 'devices')})) s
+             FROM ${source} WHERE ${where} AND ${deviceSlices(config)}) s
           WHERE rn % $1 = 1 ORDER BY s.ts, s.id`,
         [maxRows],
       );

@@ -68,16 +68,15 @@ export async function streamWindow(
   );
   // Binary COPY passes text bytes as they are stored: only between equal encodings.
   const binary = v1Session.rows[0].encoding === v2Session.rows[0].encoding;
+  // No JIT compilation: a window's read runs for a fraction of a second, and on a large V1 its
+  // plan's estimated cost passes jit_above_cost, so each window compiled its expressions anew
+  // (10-60 ms of a 65-150 ms read at 10M rows, none at 1M).
   await v1Client.query(
-    `SELECT set_config('migration.tenant_id', $1, true), set_config('work_mem', $2, true)`,
+    `SELECT set_config('migration.tenant_id', $1, true), set_config('work_mem', $2, true), set_config('jit', 'off', true)`,
     [config.tenant.id, SORT_WORK_MEM],
   );
   const where = await bindWindow(v1Client, window.table_name, window, 'v1');
-  // For telemetry, reading each device's slice through the ("deviceId", "timestamp") index
-  // keeps a window's cost proportional to its size instead of a scan of the whole table.
-  const viaDevices = telemetry
-    ? ` AND "deviceId" IN (SELECT id FROM ${qualified(config.schemas.v1, 'devices')}) ORDER BY "timestamp", id`
-    : '';
+  const viaDevices = telemetry ? ` AND ${deviceSlices(config)} ORDER BY "timestamp", id` : '';
   const format = binary ? ' (FORMAT binary)' : '';
   const source = copyTo(
     `COPY (SELECT ${typedProjection(window.table_name)} FROM ${qualified(config.schemas.v1, m.v1Table)} WHERE ${where}${viaDevices}) TO STDOUT${format}`,
@@ -89,6 +88,19 @@ export async function streamWindow(
   const writing = v2Client.query(sink);
   await pipeline(reading, writing);
   return Number(writing.rowCount ?? 0);
+}
+
+/**
+ * The condition that reads a telemetry window through each device's slice of V1's
+ * ("deviceId", "timestamp") index (V1 has no index led by time), keeping a window's cost
+ * proportional to its size instead of a scan of the whole table. The device ids come as one
+ * array (every V1 row has its device: a foreign key), so PostgreSQL collects the window's rows of
+ * all devices in one bitmap and reads each heap page once, in order: at 10M rows a 50,000-row
+ * window took 65-70 ms this way against 85-93 ms through one index scan per device (the plan of
+ * `IN (SELECT id FROM devices)`, which visited a heap page for every row).
+ */
+export function deviceSlices(config: MigrationConfig): string {
+  return `"deviceId" = ANY ((SELECT array_agg(id) FROM ${qualified(config.schemas.v1, 'devices')})::text[])`;
 }
 
 /**
