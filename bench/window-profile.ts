@@ -28,6 +28,7 @@ import { APPLICATION_NAME, ident } from '../lambdas/core/db';
 import { v1Projection, v2Columns } from '../lambdas/core/mapping';
 import { runPrepare } from '../lambdas/core/prepare';
 import { bindWindow, loadWindow, type WindowRow } from '../lambdas/core/windows';
+import { deviceSlices } from '../lambdas/core/sync/window-copy';
 import { exitOnError, parseArgs } from '../bin/cli-args';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -89,12 +90,15 @@ async function windowSource(
   keyOrder = false,
 ): Promise<string> {
   await client.query(`SELECT set_config('DateStyle', 'ISO, YMD', true), set_config('TimeZone', 'UTC', true)`);
-  await client.query(`SELECT set_config('migration.tenant_id', $1, true)`, [config.tenant.id]);
+  // As the backfill reads a window (lambdas/core/sync/window-copy.ts): no JIT, devices as one array.
+  await client.query(`SELECT set_config('migration.tenant_id', $1, true), set_config('jit', 'off', true)`, [
+    config.tenant.id,
+  ]);
   const where = await bindWindow(client, 'telemetry', window, 'v1');
   const columns = mapped
     ? v1Projection('telemetry')
     : `"deviceId", "timestamp", "data", "protocol", "source", "id"`;
-  return `SELECT ${columns} FROM device_data WHERE ${where} AND "deviceId" IN (SELECT id FROM devices)${keyOrder ? ' ORDER BY "timestamp", id' : ''}`;
+  return `SELECT ${columns} FROM device_data WHERE ${where} AND ${deviceSlices(config)}${keyOrder ? ' ORDER BY "timestamp", id' : ''}`;
 }
 
 async function profileStorage(
