@@ -59,6 +59,17 @@ export function storageSql(kind: TelemetryStorageKind, sqlDir = SQL_DIR): string
 /** The age at which the compression policy compresses a telemetry chunk. */
 export const COMPRESS_AFTER = '90 days';
 
+/** The telemetry storage Phase 1 set up, as it recorded it (undefined before it has). */
+export async function recordedTelemetryStorage(
+  v2: Pool,
+  config: Pick<MigrationConfig, 'schemas'>,
+): Promise<TelemetryStorageKind | undefined> {
+  const { rows } = await v2.query<{ kind: TelemetryStorageKind }>(
+    `SELECT kind FROM ${controlSchema(config)}.telemetry_storage WHERE id = 1`,
+  );
+  return rows[0]?.kind;
+}
+
 /**
  * When TimescaleDB compression may run during a migration: only once cleanup has archived V1.
  *
@@ -77,11 +88,7 @@ export async function addCompressionPolicy(
   v2: Pool,
   config: Pick<MigrationConfig, 'schemas'>,
 ): Promise<{ policy: 'added' | 'already there' | 'not a hypertable'; jobId?: number }> {
-  const control = controlSchema(config);
-  const storage = await v2.query<{ kind: TelemetryStorageKind }>(
-    `SELECT kind FROM ${control}.telemetry_storage WHERE id = 1`,
-  );
-  if (storage.rows[0]?.kind !== 'timescaledb') return { policy: 'not a hypertable' };
+  if ((await recordedTelemetryStorage(v2, config)) !== 'timescaledb') return { policy: 'not a hypertable' };
   const job = async () =>
     (
       await v2.query<{ job_id: number }>(

@@ -3,6 +3,7 @@ import type { MigrationConfig } from '../config';
 import { controlSchema, ident, withTransaction } from '../db';
 import { qualified } from '../windows';
 import { eachLimited } from '../each-limited';
+import { recordedTelemetryStorage } from '../storage';
 
 /**
  * V2 telemetry's secondary indexes, built once after the backfill instead of row by row while
@@ -192,14 +193,6 @@ async function buildOnPartitions(
   return rows.length;
 }
 
-/** The telemetry storage Phase 1 set up, as it recorded it. */
-async function storageKind(v2: Pool, config: MigrationConfig): Promise<string | undefined> {
-  const { rows } = await v2.query<{ kind: string }>(
-    `SELECT kind FROM ${controlSchema(config)}.telemetry_storage WHERE id = 1`,
-  );
-  return rows[0]?.kind;
-}
-
 /**
  * While the backfill still copies: on native partitions, builds the deferred indexes of the
  * monthly partitions whose windows are all done (at most `limit` partitions an index per call),
@@ -215,7 +208,7 @@ export async function buildReadyPartitionIndexes(
   limit = 2,
 ): Promise<number> {
   const pending = await pendingIndexes(v2, config);
-  if (pending.length === 0 || (await storageKind(v2, config)) !== 'partitioned') return 0;
+  if (pending.length === 0 || (await recordedTelemetryStorage(v2, config)) !== 'partitioned') return 0;
   let built = 0;
   for (const index of pending) built += await buildOnPartitions(v2, config, index, { limit });
   return built;
@@ -264,7 +257,7 @@ export async function buildDeferredIndexes(v2: Pool, config: MigrationConfig): P
   const pending = await pendingIndexes(v2, config);
   if (pending.length === 0) return [];
   // The storage Phase 1 set up (native partitions or a TimescaleDB hypertable).
-  const partitioned = (await storageKind(v2, config)) === 'partitioned';
+  const partitioned = (await recordedTelemetryStorage(v2, config)) === 'partitioned';
   const built: BuiltIndex[] = [];
   // On a hypertable, its indexes side by side (each builds chunk after chunk).
   await eachLimited(pending, partitioned ? 1 : BUILD_CONCURRENCY, async (index) => {

@@ -2,7 +2,7 @@ import type { PoolClient } from 'pg';
 import type { MigrationConfig } from '../config';
 import { controlSchema } from '../db';
 import { MAPPINGS, TABLE_ORDER, type MappedTable } from '../mapping';
-import { ensureMonthlyPartitions } from '../storage';
+import { ensureMonthlyPartitions, recordedTelemetryStorage } from '../storage';
 import { qualified, type Bound } from '../windows';
 import type { BackfillDeps } from './copy';
 import { deferTelemetryIndexes } from './deferred-indexes';
@@ -165,11 +165,11 @@ export async function planBackfill(deps: BackfillDeps, options: PlanOptions = {}
       await reader.query(`SELECT set_config('work_mem', $1, true)`, [PLAN_WORK_MEM]);
       plan = await boundaries(reader, config, table, options.sampleAboveRows ?? PLAN_SAMPLE_ABOVE_ROWS);
       if (table === 'telemetry') {
-        const storage = await v2.query(`SELECT kind FROM ${ctl}.telemetry_storage`);
-        if (storage.rows[0]?.kind === 'partitioned') {
+        const storage = await recordedTelemetryStorage(v2, config);
+        if (storage === 'partitioned') {
           const months = await telemetryMonths(reader, config, plan.starts);
           result.partitionsCreated = await ensureMonthlyPartitions(v2, config.schemas.v2, months);
-        } else if (storage.rows[0]?.kind === 'timescaledb') {
+        } else if (storage === 'timescaledb') {
           // From the first window boundary to the last: the first and last windows, which run
           // to the ends of time (and hold any odd rows far from the rest), make their own.
           const [first, last] = [plan.starts[0]?.ts, plan.starts[plan.starts.length - 1]?.ts];
