@@ -234,7 +234,8 @@ async function buildOnHypertable(v2: Pool, config: MigrationConfig, index: Defer
     await client.query(
       `CREATE INDEX ${ident(index.name)} ON ${table} ${methodAndColumns(index)} WITH (timescaledb.transaction_per_chunk)`,
     );
-    await client.query('RESET maintenance_work_mem; RESET max_parallel_maintenance_workers');
+    // The names are the constants above, not input.
+    await client.query(BUILD_SORT_SETTINGS.map(([name]) => `RESET ${name}`).join('; '));
   } catch (error) {
     broken = true;
     throw error;
