@@ -1,6 +1,6 @@
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import type { MigrationConfig } from './config';
-import { controlSchema } from './db';
+import { controlSchema, withTransaction } from './db';
 import { LockNotHeldError, MigrationLockedError, PhaseOrderError } from './errors';
 import { migrate, projectMigrationSets } from './migrator';
 import { parameterNames, type ParameterPort } from '../ports/parameters';
@@ -34,7 +34,8 @@ export interface MigrationContext {
 
 /** Records one change in the audit log, with who or what triggered it. */
 export async function auditEvent(
-  ctx: Pick<MigrationContext, 'v2' | 'config' | 'actor'>,
+  // A pool, or the client of a transaction the event belongs to.
+  ctx: Pick<MigrationContext, 'config' | 'actor'> & { v2: Pool | PoolClient },
   action: string,
   details: Record<string, unknown> = {},
 ): Promise<void> {
@@ -228,15 +229,19 @@ export async function beginPhase(ctx: MigrationContext, phase: Phase): Promise<'
     await auditEvent(ctx, 'phase.resumed', { phase, startedAt: current.startedAt });
     return 'resumed';
   }
-  await ctx.v2.query(
-    `INSERT INTO ${controlSchema(ctx.config)}.phase_runs (phase, status, actor) VALUES ($1, 'running', $2)`,
-    [phase, ctx.actor],
-  );
-  await ctx.v2.query(
-    `UPDATE ${controlSchema(ctx.config)}.migration_state SET phase = $1, status = 'running', updated_at = now() WHERE id = 1`,
-    [phase],
-  );
-  await auditEvent(ctx, 'phase.started', { phase });
+  // The run, the state and the audit event in one transaction: a process killed in between
+  // leaves either all three or none (a phase running without its phase.started event before).
+  await withTransaction(ctx.v2, async (client) => {
+    await client.query(
+      `INSERT INTO ${controlSchema(ctx.config)}.phase_runs (phase, status, actor) VALUES ($1, 'running', $2)`,
+      [phase, ctx.actor],
+    );
+    await client.query(
+      `UPDATE ${controlSchema(ctx.config)}.migration_state SET phase = $1, status = 'running', updated_at = now() WHERE id = 1`,
+      [phase],
+    );
+    await auditEvent({ ...ctx, v2: client }, 'phase.started', { phase });
+  });
   return 'started';
 }
 
@@ -247,16 +252,19 @@ async function closePhase(
   result: unknown,
   error?: string,
 ) {
-  await ctx.v2.query(
-    `UPDATE ${controlSchema(ctx.config)}.phase_runs SET status = $2, finished_at = now(), result = $3, error = $4
-      WHERE id = (SELECT id FROM ${controlSchema(ctx.config)}.phase_runs WHERE phase = $1 ORDER BY started_at DESC, id DESC LIMIT 1)`,
-    [phase, status, JSON.stringify(result ?? null), error ?? null],
-  );
-  await ctx.v2.query(
-    `UPDATE ${controlSchema(ctx.config)}.migration_state SET status = $1, updated_at = now() WHERE id = 1`,
-    [status],
-  );
-  await auditEvent(ctx, `phase.${status}`, { phase, ...(error ? { error } : {}) });
+  // As beginPhase: all three, or none.
+  await withTransaction(ctx.v2, async (client) => {
+    await client.query(
+      `UPDATE ${controlSchema(ctx.config)}.phase_runs SET status = $2, finished_at = now(), result = $3, error = $4
+        WHERE id = (SELECT id FROM ${controlSchema(ctx.config)}.phase_runs WHERE phase = $1 ORDER BY started_at DESC, id DESC LIMIT 1)`,
+      [phase, status, JSON.stringify(result ?? null), error ?? null],
+    );
+    await client.query(
+      `UPDATE ${controlSchema(ctx.config)}.migration_state SET status = $1, updated_at = now() WHERE id = 1`,
+      [status],
+    );
+    await auditEvent({ ...ctx, v2: client }, `phase.${status}`, { phase, ...(error ? { error } : {}) });
+  });
 }
 
 export const endPhase = (ctx: MigrationContext, phase: Phase, result?: unknown) =>

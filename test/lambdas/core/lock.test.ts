@@ -5,6 +5,8 @@ import { MemoryParameters } from '../../../lambdas/adapters/local/memory-paramet
 import { MigrationLockedError } from '../../../lambdas/core/errors';
 import {
   acquireLock,
+  beginPhase,
+  endPhase,
   ensureControlSchema,
   releaseLock,
   type MigrationContext,
@@ -215,5 +217,58 @@ describe('SfnExecutions', () => {
     });
     expect((await port().holderState('person:alice')).alive).toBeUndefined();
     expect(sfn.commandCalls(DescribeExecutionCommand)).toHaveLength(2);
+  });
+});
+
+describe('a phase’s bookkeeping', () => {
+  // Makes the audit insert of one action fail, as a process killed right before it would leave it out.
+  const refuse = async (action: string | null) => {
+    await dbs.v2.query(`DROP TRIGGER IF EXISTS refuse_audit ON migration_control.audit_log`);
+    if (action === null) return;
+    await dbs.v2.query(
+      `CREATE OR REPLACE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN IF NEW.action = TG_ARGV[0] THEN RAISE EXCEPTION 'audit refused'; END IF; RETURN NEW; END $$`,
+    );
+    await dbs.v2.query(
+      `CREATE TRIGGER refuse_audit BEFORE INSERT ON migration_control.audit_log
+       FOR EACH ROW EXECUTE FUNCTION refuse_audit('${action}')`,
+    );
+  };
+  const runs = async () =>
+    (
+      await dbs.v2.query<{ status: string }>(
+        `SELECT status FROM migration_control.phase_runs WHERE phase = 'PREPARE'`,
+      )
+    ).rows;
+  const state = async () =>
+    (
+      await dbs.v2.query<{ phase: string | null; status: string }>(
+        `SELECT phase, status FROM migration_control.migration_state`,
+      )
+    ).rows[0];
+  afterAll(() => refuse(null));
+
+  it('records a phase’s start and end with their audit events, or not at all', async () => {
+    const ctx = { ...base, actor: 'person:test' };
+    const before = await state();
+    await refuse('phase.started');
+    await expect(beginPhase(ctx, 'PREPARE')).rejects.toThrow(/audit refused/);
+    expect(await runs()).toEqual([]);
+    expect(await state()).toEqual(before);
+
+    await refuse(null);
+    expect(await beginPhase(ctx, 'PREPARE')).toBe('started');
+    expect(await runs()).toEqual([{ status: 'running' }]);
+    expect(await audits('phase.started')).toHaveLength(1);
+
+    await refuse('phase.done');
+    await expect(endPhase(ctx, 'PREPARE')).rejects.toThrow(/audit refused/);
+    expect(await runs()).toEqual([{ status: 'running' }]);
+    expect(await state()).toMatchObject({ phase: 'PREPARE', status: 'running' });
+
+    await refuse(null);
+    await endPhase(ctx, 'PREPARE');
+    expect(await runs()).toEqual([{ status: 'done' }]);
+    expect(await audits('phase.done')).toHaveLength(1);
   });
 });
